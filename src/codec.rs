@@ -1,0 +1,196 @@
+//! The one codec for arguments, return values and messages.
+//!
+//! Values are serialized with serde into a compact binary form (postcard).
+//! OS handles ride inside values: while a value is being encoded, each handle
+//! it contains is duplicated into a side table and only its index is written;
+//! the table travels next to the bytes as `SCM_RIGHTS` ancillary data. The
+//! decoder installs the received descriptors in the same kind of table and
+//! each handle takes its own back by index. Descriptors that no value claims
+//! are closed.
+
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous side table when an encode or decode ends, so that
+/// nested use and panics leave no table behind.
+struct TableGuard<T: 'static> {
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    previous: Option<T>,
+}
+
+impl<T: 'static> TableGuard<T> {
+    fn install(key: &'static std::thread::LocalKey<RefCell<Option<T>>>, table: T) -> Self {
+        let previous = key.with(|t| t.borrow_mut().replace(table));
+        TableGuard { key, previous }
+    }
+
+    fn take(mut self) -> T {
+        let prev = self.previous.take();
+        let mine = self.key.with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
+        std::mem::forget(self);
+        mine.expect("side table present")
+    }
+}
+
+impl<T: 'static> Drop for TableGuard<T> {
+    fn drop(&mut self) {
+        let prev = self.previous.take();
+        self.key.with(|t| *t.borrow_mut() = prev);
+    }
+}
+
+/// Serializes `value`, appending its bytes to `buf` and the handles it holds
+/// (duplicated) to `fds`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    let guard = TableGuard::install(&OUTGOING, std::mem::take(fds));
+    let res = postcard::to_io(value, &mut *buf);
+    *fds = guard.take();
+    res.map(|_| ()).map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Deserializes a `T` from `bytes`, giving it the received `fds`. Trailing
+/// bytes are an error: a frame holds exactly one value.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    let guard = TableGuard::install(&INCOMING, fds.into_iter().map(Some).collect());
+    let res = postcard::take_from_bytes::<T>(bytes);
+    drop(guard.take());
+    match res {
+        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((_, rest)) => Err(Error::Decode(format!("{} unexpected trailing bytes", rest.len()))),
+        Err(e) => Err(Error::Decode(e.to_string())),
+    }
+}
+
+const HANDLE_NAME: &str = "multiproc::Handle";
+
+/// Serde support for OS handles inside messages, for use with
+/// `#[serde(with = "multiproc::handle")]` on any field whose type is
+/// `AsFd + From<OwnedFd>` (`File`, `TcpStream`, `UnixStream`, `OwnedFd`, …).
+///
+/// Sending duplicates the descriptor; the sender's copy stays open until the
+/// sender drops it. Serializing a handle with any other serde format is an
+/// error.
+///
+/// # Examples
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use std::fs::File;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Job {
+///     name: String,
+///     #[serde(with = "multiproc::handle")]
+///     log: File,
+/// }
+/// ```
+pub mod handle {
+    use super::*;
+
+    /// Serializes a handle by duplicating it into the outgoing side table.
+    ///
+    /// # Errors
+    /// Outside this crate's codec, or when `dup` fails.
+    pub fn serialize<H: AsFd, S: Serializer>(h: &H, s: S) -> Result<S::Ok, S::Error> {
+        let dup = h
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| serde::ser::Error::custom(format!("cannot duplicate handle: {e}")))?;
+        let index = OUTGOING.with(|t| {
+            t.borrow_mut().as_mut().map(|table| {
+                table.push(dup);
+                (table.len() - 1) as u32
+            })
+        });
+        match index {
+            Some(i) => s.serialize_newtype_struct(HANDLE_NAME, &i),
+            None => Err(serde::ser::Error::custom(
+                "OS handles can only be serialized by multiproc's codec (Connection, Queue, Process arguments)",
+            )),
+        }
+    }
+
+    /// Deserializes a handle by taking its descriptor from the incoming side
+    /// table.
+    ///
+    /// # Errors
+    /// Outside this crate's codec, or when the index names no received
+    /// descriptor (or one already taken).
+    pub fn deserialize<'de, H: From<OwnedFd>, D: Deserializer<'de>>(d: D) -> Result<H, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "multiproc::Handle")]
+        struct Index(u32);
+        let Index(i) = Index::deserialize(d)?;
+        let fd = INCOMING.with(|t| {
+            t.borrow_mut()
+                .as_mut()
+                .and_then(|table| table.get_mut(i as usize).and_then(Option::take))
+        });
+        fd.map(H::from).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "message refers to handle #{i}, which did not arrive with it"
+            ))
+        })
+    }
+}
+
+/// An OS handle that can travel inside messages and process arguments.
+///
+/// `Handle<File>`, `Handle<TcpStream>`, `Handle<UnixStream>` and
+/// `Handle<OwnedFd>` serialize by passing the descriptor itself (SCM_RIGHTS);
+/// the receiver gets a working handle to the same open file or socket.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Handle, Pipe};
+/// use std::io::{Read, Seek, Write};
+///
+/// let (a, b) = Pipe::new()?;
+/// let mut file = tempfile_in_tmp()?;
+/// a.send(&Handle(file.try_clone()?))?;
+/// let Handle(mut same): Handle<std::fs::File> = b.recv()?;
+/// same.write_all(b"hello")?;
+/// file.rewind()?;
+/// let mut s = String::new();
+/// file.read_to_string(&mut s)?;
+/// assert_eq!(s, "hello");
+/// # fn tempfile_in_tmp() -> std::io::Result<std::fs::File> {
+/// #     let p = std::env::temp_dir().join(format!("mp-doc-{}", std::process::id()));
+/// #     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p)?;
+/// #     std::fs::remove_file(&p)?;
+/// #     Ok(f)
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Handle<H>(pub H);
+
+impl<H: AsFd> Serialize for Handle<H> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        handle::serialize(&self.0, s)
+    }
+}
+
+impl<'de, H: From<OwnedFd>> Deserialize<'de> for Handle<H> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        handle::deserialize(d).map(Handle)
+    }
+}
+
+impl<H> Handle<H> {
+    /// The handle inside.
+    pub fn into_inner(self) -> H {
+        self.0
+    }
+}

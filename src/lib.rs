@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod codec;
+mod connection;
+mod error;
+mod process;
+mod sys;
+
+pub use codec::{Handle, handle};
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE, Pipe};
+pub use error::{Error, RemotePanic, Result, signal_name};
+pub use process::{
+    ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target, active_children,
+    cpu_count, current_process, exit, get_all_start_methods, get_context, get_start_method, parent_process,
+    set_start_method,
+};

@@ -1,0 +1,271 @@
+//! The fork server: a clean, single-threaded copy of this binary, started
+//! once, that forks each child on request.
+//!
+//! It is this binary re-executed with `MULTIPROC_ROLE=forkserver:<ppid>`; the
+//! load-time hook sends it here before `main`, so none of the program's own
+//! code or threads exist in it. Clients talk to it over a `SOCK_SEQPACKET`
+//! socket pair (atomic messages, so several processes may share one client
+//! end):
+//!
+//! * request: 8 bytes `[magic u32][protocol u32]` + 5 descriptors
+//!   `[child channel, status channel, stdin, stdout, stderr]`;
+//! * on the status channel the server answers `[pid u32]` + the child's pidfd
+//!   right after forking, and later `[kind u8][value i32]` (0 = exited with
+//!   code, 1 = killed by signal) once it has reaped the child.
+//!
+//! The server exits when every client end is closed, so it never outlives
+//! the processes that use it. It ignores SIGINT, so Ctrl-C in a terminal
+//! reaches the program, not the server.
+
+use super::child::as_uninit;
+use crate::error::{Error, Result};
+use crate::sys::{self, Fork, SocketKind, WaitStatus};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"mpFS");
+const PROTOCOL: u32 = 1;
+
+struct Client {
+    control: OwnedFd,
+    /// The server process, when this process started it (to reap it).
+    server: Option<OwnedFd>,
+}
+
+static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+
+/// In a new child: use the parent's server (if it passed one) instead of
+/// anything inherited by fork.
+pub(crate) fn adopt_client(control: Option<OwnedFd>) {
+    let mut c = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = c.take() {
+        // A forked child holds copies of the parent's descriptors; dropping
+        // them closes only our copies. The server is not our child.
+        drop(old.control);
+        std::mem::forget(old.server);
+    }
+    *c = control.map(|control| Client { control, server: None });
+}
+
+/// A duplicate of the client end, for a child to share the server.
+pub(crate) fn client_for_child() -> Option<OwnedFd> {
+    let c = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    c.as_ref().and_then(|c| c.control.try_clone().ok())
+}
+
+/// The pid of the running fork server this process started, if any.
+pub fn server_pid() -> Option<u32> {
+    let c = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+    let server = c.as_ref()?.server.as_ref()?;
+    read_pid_of_pidfd(server.as_fd())
+}
+
+fn read_pid_of_pidfd(fd: BorrowedFd<'_>) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|&p| p > 0)
+        .map(|p| p as u32)
+}
+
+fn start_server() -> Result<Client> {
+    let (client, server) = sys::socketpair(SocketKind::SeqPacket)?;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let argv0 = std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
+    let role = format!("forkserver:{}", sys::getpid());
+    let pid = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], server.as_fd())?;
+    let pidfd = sys::pidfd_open(pid)?;
+    Ok(Client {
+        control: client,
+        server: Some(pidfd),
+    })
+}
+
+/// A child forked by the server.
+pub(crate) struct Forked {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) status: OwnedFd,
+}
+
+/// Asks the server (started on first use, restarted if it died) to fork a
+/// child whose channel is `child_chan`.
+pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
+    let mut last_err = None;
+    for _attempt in 0..2 {
+        let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(start_server()?);
+        }
+        let client = guard.as_ref().expect("set above");
+        let (status_here, status_there) = sys::socketpair(SocketKind::SeqPacket)?;
+        let mut req = [0u8; 8];
+        req[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        req[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
+        // SAFETY-free: stdio fds 0..2 are borrowed for the duration of the send.
+        let stdio = [0, 1, 2].map(|fd| {
+            if sys::is_open(fd) {
+                // SAFETY: fd is open (checked) and only borrowed for this send.
+                #[allow(unsafe_code)]
+                unsafe {
+                    BorrowedFd::borrow_raw(fd)
+                }
+            } else {
+                status_there.as_fd()
+            }
+        });
+        let fds = [child_chan, status_there.as_fd(), stdio[0], stdio[1], stdio[2]];
+        let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
+        drop(status_there);
+        let reply = sent.and_then(|_| {
+            let mut buf = [0u8; 8];
+            let mut got = VecDeque::new();
+            let n = sys::recv_msg(status_here.as_fd(), as_uninit(&mut buf), &mut got, false)?;
+            match (n, got.pop_front()) {
+                (4, Some(pidfd)) => Ok((u32::from_le_bytes(buf[..4].try_into().unwrap()), pidfd)),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the fork server closed the request",
+                )),
+            }
+        });
+        match reply {
+            Ok((pid, pidfd)) => {
+                return Ok(Forked {
+                    pid,
+                    pidfd,
+                    status: status_here,
+                });
+            }
+            Err(e) => {
+                // The server is gone (killed, or crashed): reap it and start
+                // a new one.
+                log::warn!("fork server unavailable ({e}); starting a new one");
+                if let Some(old) = guard.take() {
+                    if let Some(server) = &old.server {
+                        let _ = sys::pidfd_send_signal(server.as_fd(), libc::SIGKILL);
+                        let _ = sys::waitid_pidfd(server.as_fd(), true);
+                    }
+                }
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(Error::Io(last_err.expect("two failed attempts")))
+}
+
+struct Live {
+    pidfd: OwnedFd,
+    status: OwnedFd,
+}
+
+/// The server's loop. Never returns.
+pub(crate) fn serve(control: OwnedFd) -> ! {
+    sys::set_signal(libc::SIGINT, sys::Disposition::Ignore);
+    sys::set_signal(libc::SIGPIPE, sys::Disposition::Ignore);
+    let mut live: Vec<Live> = Vec::new();
+    let mut fds = VecDeque::new();
+    loop {
+        let mut watch: Vec<BorrowedFd<'_>> = vec![control.as_fd()];
+        watch.extend(live.iter().map(|l| l.pidfd.as_fd()));
+        let ready = match sys::poll_readable(&watch, None) {
+            Ok(r) => r,
+            Err(_) => sys::exit_now(1),
+        };
+        // Reap first, so that pidfds are not polled again after exit.
+        let exited: Vec<usize> = ready[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| i)
+            .collect();
+        for &i in exited.iter().rev() {
+            let l = live.swap_remove(i);
+            if let Ok(Some(st)) = sys::waitid_pidfd(l.pidfd.as_fd(), false) {
+                let (kind, value) = match st {
+                    WaitStatus::Exited(c) => (0u8, c),
+                    WaitStatus::Signaled(s) => (1u8, s),
+                };
+                let mut msg = [kind, 0, 0, 0, 0];
+                msg[1..].copy_from_slice(&value.to_le_bytes());
+                let _ = sys::send_msg(l.status.as_fd(), &[IoSlice::new(&msg)], &[]);
+            } else {
+                live.push(l);
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
+        fds.clear();
+        let mut buf = [0u8; 16];
+        let n = match sys::recv_msg(control.as_fd(), as_uninit(&mut buf), &mut fds, false) {
+            Ok(0) | Err(_) => sys::exit_now(0),
+            Ok(n) => n,
+        };
+        let valid = n == 8
+            && buf[..4] == MAGIC.to_le_bytes()
+            && buf[4..8] == PROTOCOL.to_le_bytes()
+            && fds.len() == 5;
+        if !valid {
+            continue;
+        }
+        let req: Vec<OwnedFd> = fds.drain(..).collect();
+        // SAFETY: this process is single-threaded (the server runs before
+        // main and starts no threads), so the child may run any code.
+        #[allow(unsafe_code)]
+        let forked = unsafe { sys::fork() };
+        match forked {
+            Ok(Fork::Child) => become_forked_child(req),
+            Ok(Fork::Parent(pid)) => {
+                let Ok(pidfd) = sys::pidfd_open(pid) else { continue };
+                let reply = pid.to_le_bytes();
+                let _ = sys::send_msg(req[1].as_fd(), &[IoSlice::new(&reply)], &[pidfd.as_fd()]);
+                let mut req = req;
+                let status = req.swap_remove(1);
+                live.push(Live { pidfd, status });
+            }
+            Err(_) => {} // The client sees its status channel close.
+        }
+    }
+}
+
+fn become_forked_child(req: Vec<OwnedFd>) -> ! {
+    // Lay out the child's descriptors: the caller's stdio on 0..2 and the
+    // channel on 3; close everything else the server holds.
+    let raw: Vec<i32> = req.iter().map(|f| f.as_raw_fd()).collect();
+    std::mem::forget(req);
+    // Move sources above the targets first so that dup2 never clobbers one.
+    let mut moved = [0i32; 4];
+    for (i, &src) in [raw[0], raw[2], raw[3], raw[4]].iter().enumerate() {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own to one >= 64.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64) };
+        if fd < 0 {
+            sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+        }
+        moved[i] = fd;
+    }
+    for (target, src) in [(3, moved[0]), (0, moved[1]), (1, moved[2]), (2, moved[3])] {
+        if sys::dup2(src, target).is_err() {
+            sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+        }
+    }
+    if sys::close_from(4).is_err() {
+        sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+    }
+    sys::set_signal(libc::SIGINT, sys::Disposition::Default);
+    // SAFETY: fd 3 was just installed by dup2 and nothing else owns it.
+    let chan = unsafe_owned(3);
+    super::bootstrap::child_main(chan, None)
+}
+
+fn unsafe_owned(fd: i32) -> OwnedFd {
+    // SAFETY: callers pass a descriptor they just created and own alone.
+    #[allow(unsafe_code)]
+    unsafe {
+        sys::owned_from_raw(fd)
+    }
+}

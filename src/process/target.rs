@@ -1,0 +1,85 @@
+//! What a child runs: a function and its arguments, or a `Run` value.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A function a child process can run with arguments `Args` (a tuple, like
+/// Python's `args=`).
+///
+/// Implemented for every `fn` item and capture-free closure taking up to
+/// eight arguments. The function must be zero-sized (a `fn` item or a
+/// closure that captures nothing): the child, a separate process, runs its
+/// own copy of the code and receives only the arguments. Capturing closures
+/// are accepted by [`Process::from_closure`](crate::Process::from_closure)
+/// with the fork start method only.
+///
+/// # Examples
+/// ```
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+/// let mut p = multiproc::Process::new(add, (2, 3));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.take_result()?, 5);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait Target<Args>: Copy + Send + Sync + 'static {
+    /// What the function returns.
+    type Output;
+    /// Calls the function.
+    fn call(self, args: Args) -> Self::Output;
+}
+
+macro_rules! impl_target {
+    ($($a:ident),*) => {
+        impl<Func, Ret, $($a),*> Target<($($a,)*)> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Copy + Send + Sync + 'static,
+        {
+            type Output = Ret;
+            #[allow(non_snake_case)]
+            fn call(self, args: ($($a,)*)) -> Ret {
+                let ($($a,)*) = args;
+                self($($a),*)
+            }
+        }
+    };
+}
+
+impl_target!();
+impl_target!(A1);
+impl_target!(A1, A2);
+impl_target!(A1, A2, A3);
+impl_target!(A1, A2, A3, A4);
+impl_target!(A1, A2, A3, A4, A5);
+impl_target!(A1, A2, A3, A4, A5, A6);
+impl_target!(A1, A2, A3, A4, A5, A6, A7);
+impl_target!(A1, A2, A3, A4, A5, A6, A7, A8);
+
+/// A value that is a process body, like a subclass of Python's `Process`
+/// overriding `run()`. The value itself is sent to the child, which calls
+/// [`run`](Run::run).
+///
+/// # Examples
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greeter { who: String }
+///
+/// impl multiproc::Run for Greeter {
+///     type Output = String;
+///     fn run(self) -> String { format!("hello, {}", self.who) }
+/// }
+///
+/// let mut p = multiproc::Process::from_run(Greeter { who: "world".into() });
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.take_result()?, "hello, world");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait Run: Serialize + DeserializeOwned + Send + 'static {
+    /// What `run` returns; delivered to the parent.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The body of the process.
+    fn run(self) -> Self::Output;
+}
