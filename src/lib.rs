@@ -1,7 +1,5 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 mod codec;
 mod connection;
