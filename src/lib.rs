@@ -10,6 +10,7 @@ mod sys;
 pub use codec::{Handle, handle};
 pub use connection::{Connection, DEFAULT_MAX_MESSAGE, Pipe};
 pub use error::{Error, RemotePanic, Result, signal_name};
+pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target, active_children,
     cpu_count, current_process, exit, get_all_start_methods, get_context, get_start_method, parent_process,

@@ -15,7 +15,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -140,6 +139,28 @@ impl Connection {
             return Err(Error::Io(std::io::Error::other("descriptor is not a socket")));
         }
         Ok(Connection::new(fd, true, true))
+    }
+
+    /// A second handle to the same end (the descriptor is duplicated), for
+    /// example to give one end to several children. Messages sent through
+    /// either are never interleaved within a message, but bytes this handle
+    /// has already buffered are not visible to the clone.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// let a2 = a.try_clone()?;
+    /// a2.send(&1u8)?;
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Connection> {
+        let c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
+        c.set_max_message_size(self.max_message_size());
+        Ok(c)
     }
 
     /// Whether this end may receive.
@@ -362,18 +383,9 @@ fn fill(fd: BorrowedFd<'_>, r: &mut Reader) -> Result<bool> {
     }
     let end = r.end;
     let Reader { buf, fds, .. } = r;
-    let n = sys::recv_msg(fd, as_uninit(&mut buf[end..]), fds, false)?;
+    let n = sys::recv_msg_into(fd, &mut buf[end..], fds, false)?;
     r.end += n;
     Ok(n > 0)
-}
-
-fn as_uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: MaybeUninit<u8> has the layout of u8, and the callee (recvmsg)
-    // only ever writes initialised bytes, so the slice stays initialised.
-    #[allow(unsafe_code)]
-    unsafe {
-        &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>])
-    }
 }
 
 fn read_frame(

@@ -102,10 +102,11 @@ impl Header {
         daemon: bool,
         identity: Vec<u32>,
         method: StartMethod,
+        parent_pidfd: OwnedFd,
         forkserver: Option<OwnedFd>,
-    ) -> crate::Result<Self> {
+    ) -> Self {
         let me = current::current_process();
-        Ok(Header {
+        Header {
             magic: MAGIC,
             protocol: PROTOCOL,
             build: build_identity(),
@@ -117,9 +118,9 @@ impl Header {
             method,
             parent_pid: me.pid(),
             parent_name: me.name().to_string(),
-            parent_pidfd: Handle(current::self_pidfd()?),
+            parent_pidfd: Handle(parent_pidfd),
             forkserver: forkserver.map(Handle),
-        })
+        }
     }
 }
 
@@ -146,12 +147,15 @@ pub(crate) fn on_load() {
     // SAFETY: this runs from .init_array before main, when the process has a
     // single thread, so nothing else reads the environment concurrently.
     unsafe { sys::unsetenv(ROLE_VAR) };
+    // The variable is set only by `spawn_self` for the process it starts,
+    // and removed here at once, so it never reaches a program's own
+    // children. Once it is seen, `main` must never run: a child whose
+    // bootstrap cannot proceed exits.
     let role = String::from_utf8_lossy(&role).into_owned();
-    // The variable names the parent that set it; a stale copy inherited by
-    // some unrelated program is ignored.
-    let (kind, parent) = role.split_once(':').unwrap_or((&role, ""));
-    if parent.parse::<u32>().ok() != Some(sys::getppid()) || !sys::is_open(3) {
-        return;
+    let kind = role.split_once(':').map_or(role.as_str(), |(k, _)| k);
+    if !sys::is_open(3) {
+        eprintln!("multiproc: {ROLE_VAR:?} is set but descriptor 3 is not open");
+        sys::exit_now(EXIT_BOOTSTRAP_FAILED);
     }
     // SAFETY: fd 3 was placed there for us by the parent's posix_spawn file
     // actions (dup2 onto 3); nothing else in this fresh process owns it.
@@ -159,7 +163,10 @@ pub(crate) fn on_load() {
     match kind {
         "child" => child_main(fd, None),
         "forkserver" => forkserver::serve(fd),
-        _ => {}
+        _ => {
+            eprintln!("multiproc: unknown role {role:?}");
+            sys::exit_now(EXIT_BOOTSTRAP_FAILED)
+        }
     }
 }
 

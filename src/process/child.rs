@@ -94,7 +94,7 @@ impl ChildShared {
 fn read_server_status(chan: BorrowedFd<'_>) -> WaitStatus {
     let mut buf = [0u8; 5];
     let mut fds = VecDeque::new();
-    match sys::recv_msg(chan, as_uninit(&mut buf), &mut fds, false) {
+    match sys::recv_msg_into(chan, &mut buf, &mut fds, false) {
         Ok(5) => {
             let v = i32::from_le_bytes(buf[1..5].try_into().unwrap());
             if buf[0] == 0 {
@@ -107,15 +107,6 @@ fn read_server_status(chan: BorrowedFd<'_>) -> WaitStatus {
             log::warn!("the fork server went away before reporting a child's exit status");
             WaitStatus::Exited(255)
         }
-    }
-}
-
-pub(crate) fn as_uninit(b: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
-    // SAFETY: MaybeUninit<u8> has the layout of u8 and recvmsg only writes
-    // initialised bytes into it.
-    #[allow(unsafe_code)]
-    unsafe {
-        &mut *(b as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
     }
 }
 

@@ -16,8 +16,8 @@
 //! The server exits when every client end is closed, so it never outlives
 //! the processes that use it. It ignores SIGINT, so Ctrl-C in a terminal
 //! reaches the program, not the server.
+#![allow(unsafe_code)]
 
-use super::child::as_uninit;
 use crate::error::{Error, Result};
 use crate::sys::{self, Fork, SocketKind, WaitStatus};
 use std::collections::VecDeque;
@@ -55,7 +55,20 @@ pub(crate) fn client_for_child() -> Option<OwnedFd> {
     c.as_ref().and_then(|c| c.control.try_clone().ok())
 }
 
-/// The pid of the running fork server this process started, if any.
+/// The pid of the fork server this process started, if it is running.
+///
+/// Useful for diagnostics; the server is started on the first use of the
+/// forkserver start method.
+///
+/// # Examples
+/// ```
+/// fn noop() {}
+/// let mut p = multiproc::Process::new(noop, ());
+/// p.start()?;
+/// p.join()?;
+/// assert!(multiproc::forkserver_pid().is_some());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub fn server_pid() -> Option<u32> {
     let c = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
     let server = c.as_ref()?.server.as_ref()?;
@@ -78,10 +91,32 @@ fn start_server() -> Result<Client> {
     let role = format!("forkserver:{}", sys::getpid());
     let pid = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], server.as_fd())?;
     let pidfd = sys::pidfd_open(pid)?;
+    static SHUTDOWN_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    SHUTDOWN_AT_EXIT.call_once(|| sys::at_exit(shutdown_at_exit));
     Ok(Client {
         control: client,
         server: Some(pidfd),
     })
+}
+
+/// At exit (after the children were joined: exit hooks run in reverse
+/// order of registration), close our end so the server sees end of stream
+/// and exits, and reap it, so that no zombie is left for `init`.
+extern "C" fn shutdown_at_exit() {
+    let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(Client {
+        control,
+        server: Some(server),
+    }) = client
+    {
+        drop(control);
+        // Processes still holding a client end keep the server alive; do
+        // not wait for them for long.
+        let deadline = sys::deadline_after(std::time::Duration::from_secs(1));
+        if let Ok(true) = sys::wait_readable(server.as_fd(), deadline) {
+            let _ = sys::waitid_pidfd(server.as_fd(), false);
+        }
+    }
 }
 
 /// A child forked by the server.
@@ -105,25 +140,15 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         let mut req = [0u8; 8];
         req[..4].copy_from_slice(&MAGIC.to_le_bytes());
         req[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
-        // SAFETY-free: stdio fds 0..2 are borrowed for the duration of the send.
-        let stdio = [0, 1, 2].map(|fd| {
-            if sys::is_open(fd) {
-                // SAFETY: fd is open (checked) and only borrowed for this send.
-                #[allow(unsafe_code)]
-                unsafe {
-                    BorrowedFd::borrow_raw(fd)
-                }
-            } else {
-                status_there.as_fd()
-            }
-        });
+        // A closed standard stream is replaced by a harmless placeholder.
+        let stdio = [0, 1, 2].map(|fd| sys::stdio(fd).unwrap_or(status_there.as_fd()));
         let fds = [child_chan, status_there.as_fd(), stdio[0], stdio[1], stdio[2]];
         let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
         drop(status_there);
         let reply = sent.and_then(|_| {
             let mut buf = [0u8; 8];
             let mut got = VecDeque::new();
-            let n = sys::recv_msg(status_here.as_fd(), as_uninit(&mut buf), &mut got, false)?;
+            let n = sys::recv_msg_into(status_here.as_fd(), &mut buf, &mut got, false)?;
             match (n, got.pop_front()) {
                 (4, Some(pidfd)) => Ok((u32::from_le_bytes(buf[..4].try_into().unwrap()), pidfd)),
                 _ => Err(std::io::Error::new(
@@ -164,7 +189,12 @@ struct Live {
 
 /// The server's loop. Never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
+    // SIGINT stays blocked (never acted on) in the server. A child inherits
+    // the mask, restores the default action and then unblocks it, so a
+    // SIGINT sent to a child between fork and that point stays pending and
+    // is delivered instead of lost.
     sys::set_signal(libc::SIGINT, sys::Disposition::Ignore);
+    sys::block_signal(libc::SIGINT, true);
     sys::set_signal(libc::SIGPIPE, sys::Disposition::Ignore);
     let mut live: Vec<Live> = Vec::new();
     let mut fds = VecDeque::new();
@@ -201,7 +231,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         }
         fds.clear();
         let mut buf = [0u8; 16];
-        let n = match sys::recv_msg(control.as_fd(), as_uninit(&mut buf), &mut fds, false) {
+        let n = match sys::recv_msg_into(control.as_fd(), &mut buf, &mut fds, false) {
             Ok(0) | Err(_) => sys::exit_now(0),
             Ok(n) => n,
         };
@@ -215,7 +245,6 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         let req: Vec<OwnedFd> = fds.drain(..).collect();
         // SAFETY: this process is single-threaded (the server runs before
         // main and starts no threads), so the child may run any code.
-        #[allow(unsafe_code)]
         let forked = unsafe { sys::fork() };
         match forked {
             Ok(Fork::Child) => become_forked_child(req),
@@ -240,13 +269,10 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
     // Move sources above the targets first so that dup2 never clobbers one.
     let mut moved = [0i32; 4];
     for (i, &src) in [raw[0], raw[2], raw[3], raw[4]].iter().enumerate() {
-        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own to one >= 64.
-        #[allow(unsafe_code)]
-        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64) };
-        if fd < 0 {
-            sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+        match sys::dup_above(src, 64) {
+            Ok(fd) => moved[i] = fd,
+            Err(_) => sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED),
         }
-        moved[i] = fd;
     }
     for (target, src) in [(3, moved[0]), (0, moved[1]), (1, moved[2]), (2, moved[3])] {
         if sys::dup2(src, target).is_err() {
@@ -257,15 +283,8 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
         sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
     }
     sys::set_signal(libc::SIGINT, sys::Disposition::Default);
+    sys::block_signal(libc::SIGINT, false);
     // SAFETY: fd 3 was just installed by dup2 and nothing else owns it.
-    let chan = unsafe_owned(3);
+    let chan = unsafe { sys::owned_from_raw(3) };
     super::bootstrap::child_main(chan, None)
-}
-
-fn unsafe_owned(fd: i32) -> OwnedFd {
-    // SAFETY: callers pass a descriptor they just created and own alone.
-    #[allow(unsafe_code)]
-    unsafe {
-        sys::owned_from_raw(fd)
-    }
 }

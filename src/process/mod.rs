@@ -35,7 +35,9 @@ pub enum StartMethod {
     Spawn,
     /// Forks the calling process. Fastest, and the only method that can run
     /// a capturing closure; refused when the process has several threads.
-    /// The child inherits the parent's memory and descriptors.
+    /// The child inherits the parent's memory and *all* of its descriptors,
+    /// as in Python: a pipe end the parent holds stays open in the child, so
+    /// a peer waiting for end of stream also waits for forked children.
     Fork,
 }
 
@@ -228,7 +230,6 @@ struct Started<R> {
     child: Arc<ChildShared>,
     chan: Option<Connection>,
     outcome: Outcome<R>,
-    status: Option<WaitStatus>,
 }
 
 enum State<R> {
@@ -278,9 +279,9 @@ impl<R> fmt::Debug for Process<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::New(_) => "initial".to_string(),
-            State::Started(s) => match s.status {
-                Some(st) => format!("stopped exitcode={}", st.exitcode()),
-                None => format!("started pid={}", s.child.pid),
+            State::Started(s) => match s.child.try_status() {
+                Ok(Some(st)) => format!("stopped exitcode={}", st.exitcode()),
+                _ => format!("started pid={}", s.child.pid),
             },
             State::Closed => "closed".to_string(),
         };
@@ -440,21 +441,9 @@ impl<R> Process<R> {
     }
 
     /// Whether the child is running. False before start and after exit.
-    pub fn is_alive(&mut self) -> bool {
-        match &mut self.state {
-            State::Started(s) => {
-                if s.status.is_some() {
-                    return false;
-                }
-                match s.child.try_status() {
-                    Ok(Some(st)) => {
-                        s.status = Some(st);
-                        false
-                    }
-                    Ok(None) => true,
-                    Err(_) => false,
-                }
-            }
+    pub fn is_alive(&self) -> bool {
+        match &self.state {
+            State::Started(s) => matches!(s.child.try_status(), Ok(None)),
             _ => false,
         }
     }
@@ -462,10 +451,9 @@ impl<R> Process<R> {
     /// The exit code once the child has ended: its code, or minus the number
     /// of the signal that killed it (`-15` after [`terminate`](Self::terminate)).
     /// `None` while running or before start.
-    pub fn exitcode(&mut self) -> Option<i32> {
-        let _ = self.is_alive();
+    pub fn exitcode(&self) -> Option<i32> {
         match &self.state {
-            State::Started(s) => s.status.map(WaitStatus::exitcode),
+            State::Started(s) => s.child.try_status().ok().flatten().map(WaitStatus::exitcode),
             _ => None,
         }
     }
@@ -580,16 +568,8 @@ impl<R: DeserializeOwned> Process<R> {
             Job::Entry { offset, .. } => Some(*offset),
             Job::Closure(_) => None,
         };
-        let header = Header::new(
-            entry,
-            self.name.clone(),
-            daemon,
-            self.identity.clone(),
-            method,
-            forkserver::client_for_child(),
-        );
-        let header = match header {
-            Ok(h) => h,
+        let self_pidfd = match current::self_pidfd() {
+            Ok(fd) => fd,
             Err(e) => return Err((Some(job), e)),
         };
         let chan = Connection::new(here, true, true);
@@ -615,13 +595,23 @@ impl<R: DeserializeOwned> Process<R> {
                 Err((job, e)) => return Err((job, e)),
             },
         };
+        // Built after the launch so that a fork server started by it is
+        // shared with the child too.
+        let header = Header::new(
+            entry,
+            self.name.clone(),
+            daemon,
+            self.identity.clone(),
+            method,
+            self_pidfd,
+            forkserver::client_for_child(),
+        );
         let child = Arc::new(ChildShared::new(pid, self.name.clone(), daemon, pidfd, reaper));
         child::register(child.clone());
         let mut started = Started {
             child,
             chan: Some(chan),
             outcome: Outcome::Pending,
-            status: None,
         };
         // Hand the child its header and arguments. If this fails the child
         // is already running and will fail its bootstrap; join reports it.
@@ -665,16 +655,14 @@ impl<R: DeserializeOwned> Process<R> {
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<bool> {
         let s = self.started_mut()?;
         loop {
-            if s.status.is_some() && s.chan.is_none() {
-                child::unregister(&s.child);
-                return Ok(true);
-            }
             let Some(chan) = &s.chan else {
-                match s.child.wait(deadline)? {
-                    Some(st) => s.status = Some(st),
-                    None => return Ok(false),
-                }
-                continue;
+                return match s.child.wait(deadline)? {
+                    Some(_) => {
+                        child::unregister(&s.child);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                };
             };
             // Collect the result while waiting, so that a child writing a
             // large result is never blocked by a parent waiting for its exit.
@@ -709,8 +697,9 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`Error::State`] before the child was joined or when already taken.
     pub fn take_result(&mut self) -> Result<R> {
         let s = self.started_mut()?;
-        let Some(status) = s.status.filter(|_| s.chan.is_none()) else {
-            return Err(Error::State("process has not been joined"));
+        let status = match s.child.try_status()? {
+            Some(st) if s.chan.is_none() => st,
+            _ => return Err(Error::State("process has not been joined")),
         };
         match std::mem::replace(&mut s.outcome, Outcome::Taken) {
             Outcome::Returned(v) => Ok(v),

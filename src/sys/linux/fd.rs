@@ -95,33 +95,16 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
-/// Sets `O_NONBLOCK` on or off on the open file description of `fd`.
-pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL read and write the status flags of a borrowed fd.
-    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
-    let new = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    if new != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
-    }
-    Ok(())
+/// Duplicates `fd` to the lowest free number `>= min`, close-on-exec.
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; `fd` is only read.
+    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
 }
 
-/// The numbers of the fds open in this process, from `/proc/self/fd`.
-pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        if let Some(n) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            out.push(n);
-        }
-    }
-    // The directory handle itself was open while listing; drop closed ones.
-    out.retain(|&fd| is_open(fd));
-    out.sort_unstable();
-    Ok(out)
+/// Borrows standard stream `fd` (0, 1 or 2) if it is open.
+pub(crate) fn stdio(fd: RawFd) -> Option<BorrowedFd<'static>> {
+    assert!((0..=2).contains(&fd));
+    // SAFETY: 0..=2 are the process's standard streams, which this crate
+    // never closes; the borrow is used only for the duration of a send.
+    is_open(fd).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }

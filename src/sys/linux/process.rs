@@ -24,14 +24,6 @@ impl WaitStatus {
             WaitStatus::Signaled(s) => -s,
         }
     }
-
-    pub(crate) fn from_exitcode(code: i32) -> Self {
-        if code < 0 {
-            WaitStatus::Signaled(-code)
-        } else {
-            WaitStatus::Exited(code)
-        }
-    }
 }
 
 pub(crate) fn getpid() -> u32 {
@@ -39,10 +31,6 @@ pub(crate) fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
-pub(crate) fn getppid() -> u32 {
-    // SAFETY: getppid cannot fail.
-    unsafe { libc::getppid() as u32 }
-}
 
 /// A pidfd for `pid`: pollable (readable once the process has exited) and a
 /// race-free target for signals.
@@ -162,6 +150,19 @@ pub(crate) fn set_signal(sig: i32, disp: Disposition) {
     // SAFETY: installing SIG_DFL/SIG_IGN runs no code of ours in a handler.
     unsafe {
         libc::signal(sig, handler);
+    }
+}
+
+/// Blocks or unblocks `sig` for the calling thread.
+pub(crate) fn block_signal(sig: i32, block: bool) {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 

@@ -148,20 +148,17 @@ pub(crate) fn recv_msg(
     Ok(n as usize)
 }
 
-/// Sets the kernel send and receive buffer sizes of a socket (best effort).
-pub(crate) fn set_buffer_sizes(fd: BorrowedFd<'_>, bytes: i32) {
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt reads one c_int from a live local.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const i32).cast(),
-                mem::size_of::<i32>() as u32,
-            );
-        }
-    }
+/// [`recv_msg`] into an initialised buffer.
+pub(crate) fn recv_msg_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    // SAFETY: MaybeUninit<u8> has the layout of u8, and recvmsg only writes
+    // initialised bytes, so the slice stays initialised.
+    let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    recv_msg(sock, buf, fds, nonblocking)
 }
 
 /// Whether `fd` is a socket.
