@@ -4,6 +4,7 @@
 mod codec;
 pub mod connection;
 mod error;
+pub mod pickle;
 mod process;
 mod sys;
 

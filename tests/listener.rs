@@ -788,3 +788,77 @@ fn address_parsing() {
     };
     assert!(a.ip().is_loopback() && a.port() == 7);
 }
+
+// --------------------------------------------- pickled plain values
+
+const PY_PICKLE: &str = r#"
+from multiprocessing.connection import Client
+c = Client(parse(sys.argv[1]), authkey=sys.argv[2].encode())
+value = {'none': None, 'flags': [True, False], 'ints': [0, 255, 65536, -1, 2**40, -2**63],
+         'float': 1.5, 'text': 'héllo', 'raw': b'\x00\xff', 'tuple': (1, 'two'),
+         'empty': ([], {}, (), '', b'')}
+shared = [1]
+c.send(value)                      # Python's own pickling, default protocol
+c.send([shared, shared])           # memo references
+got = c.recv()                     # our pickle
+assert got == {'from': 'rust', 'n': [-5, 3.25, None, True], 'b': b'xyz', 't': (1,)}, got
+print('OK', flush=True)
+"#;
+
+/// The optional pickle codec against Python's own `Connection.send`/`recv`.
+#[test]
+fn pickled_plain_values_with_python() {
+    use multiproc::pickle::{Value, dumps, loads};
+    let l = Listener::bind("127.0.0.1:0", Some(KEY)).unwrap();
+    let child = python(PY_PICKLE, &[&py_addr(l.address()), "shared secret"]);
+    let conn = accept(&l).unwrap();
+    let s = Value::from;
+    let ints = [0, 255, 65536, -1, 1 << 40, i64::MIN]
+        .map(Value::Int)
+        .to_vec();
+    let want = Value::Dict(vec![
+        (s("none"), Value::None),
+        (
+            s("flags"),
+            Value::List(vec![Value::Bool(true), Value::Bool(false)]),
+        ),
+        (s("ints"), Value::List(ints)),
+        (s("float"), Value::Float(1.5)),
+        (s("text"), s("héllo")),
+        (s("raw"), Value::Bytes(vec![0, 0xff])),
+        (s("tuple"), Value::Tuple(vec![Value::Int(1), s("two")])),
+        (
+            s("empty"),
+            Value::Tuple(vec![
+                Value::List(vec![]),
+                Value::Dict(vec![]),
+                Value::Tuple(vec![]),
+                s(""),
+                Value::Bytes(vec![]),
+            ]),
+        ),
+    ]);
+    assert_eq!(loads(&conn.recv_bytes().unwrap()).unwrap(), want);
+    let one = Value::List(vec![Value::Int(1)]);
+    assert_eq!(
+        loads(&conn.recv_bytes().unwrap()).unwrap(),
+        Value::List(vec![one.clone(), one])
+    );
+    let reply = Value::Dict(vec![
+        (s("from"), s("rust")),
+        (
+            s("n"),
+            Value::List(vec![
+                Value::Int(-5),
+                Value::Float(3.25),
+                Value::None,
+                Value::Bool(true),
+            ]),
+        ),
+        (s("b"), Value::Bytes(b"xyz".to_vec())),
+        (s("t"), Value::Tuple(vec![Value::Int(1)])),
+    ]);
+    conn.send_bytes(&dumps(&reply)).unwrap();
+    let (code, out, err) = finish(child, None);
+    assert_eq!((code, out.trim()), (0, "OK"), "python stderr: {err}");
+}
