@@ -8,7 +8,7 @@
 //! is exactly one `recv`.
 //!
 //! Connections made by a [`Listener`] or a [`Client`] speak Python's wire
-//! format instead (see [`listener`](Listener)): a 4-byte big-endian signed
+//! format instead (see [`Listener`]): a 4-byte big-endian signed
 //! length, or `-1` and an 8-byte big-endian length for messages over
 //! `0x7fff_ffff` bytes, then the payload. They carry no descriptors.
 //!
