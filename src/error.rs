@@ -74,7 +74,9 @@ pub enum Error {
         threads: usize,
     },
     /// A capturing closure was given to a start method other than `fork`.
-    #[error("closures can only be run with the fork start method; use a fn item with spawn or forkserver")]
+    #[error(
+        "closures can only be run with the fork start method; use a fn item with spawn or forkserver"
+    )]
     ClosureNeedsFork,
     /// The target panicked in the child.
     #[error("process panicked: {0}")]
@@ -88,6 +90,15 @@ pub enum Error {
     /// A child could not start: its bootstrap failed.
     #[error("child bootstrap failed: {0}")]
     Bootstrap(String),
+    /// The authkey handshake of a [`Listener`](crate::Listener) or
+    /// [`Client`](crate::Client) failed: the peer's key differs, or the peer
+    /// does not speak the protocol (Python's `AuthenticationError`).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// An address could not be understood or belongs to no supported family
+    /// (Python's `ValueError` from `Listener`/`Client`).
+    #[error("invalid address: {0}")]
+    Address(String),
 }
 
 impl Error {
@@ -99,6 +110,11 @@ impl Error {
     /// True when the peer is gone ([`Error::Eof`] or [`Error::Truncated`]).
     pub fn is_eof(&self) -> bool {
         matches!(self, Error::Eof | Error::Truncated)
+    }
+
+    /// True for [`Error::Authentication`].
+    pub fn is_authentication(&self) -> bool {
+        matches!(self, Error::Authentication(_))
     }
 
     /// The panic, when a child panicked.

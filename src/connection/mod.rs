@@ -6,6 +6,21 @@
 //! followed by the payload. Descriptors travel as `SCM_RIGHTS` data attached
 //! to the frame's first bytes. Frames are never merged or split: one `send`
 //! is exactly one `recv`.
+//!
+//! Connections made by a [`Listener`] or a [`Client`] speak Python's wire
+//! format instead (see [`Listener`]): a 4-byte big-endian signed
+//! length, or `-1` and an 8-byte big-endian length for messages over
+//! `0x7fff_ffff` bytes, then the payload. They carry no descriptors.
+//!
+//! [`wait`] waits on several connections, listeners and process sentinels at
+//! once (Python's `multiprocessing.connection.wait`).
+
+mod auth;
+mod listener;
+mod wait;
+
+pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ToAddress};
+pub use wait::{Waitable, wait};
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -46,6 +61,17 @@ struct Writer {
     fds: Vec<OwnedFd>,
 }
 
+/// How messages are delimited on the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// This crate's own frames: 12-byte little-endian header with a
+    /// descriptor count; descriptors ride as `SCM_RIGHTS`.
+    Native,
+    /// Python's `multiprocessing.connection` frames: `!i` length, or `-1`
+    /// then a `!Q` length; no descriptors.
+    Python,
+}
+
 /// One end of a [`Pipe`], or of a connection accepted from a listener.
 ///
 /// `send`/`recv` move typed values (serde); `send_bytes`/`recv_bytes` move
@@ -59,7 +85,7 @@ struct Writer {
 /// # Examples
 /// ```
 /// let (left, right) = multiproc::Pipe::new()?;
-/// left.send(&("hello", 42))?;
+/// left.send(&("hello", 42u32))?;
 /// let (word, n): (String, u32) = right.recv()?;
 /// assert_eq!((word.as_str(), n), ("hello", 42));
 /// # Ok::<(), multiproc::Error>(())
@@ -71,6 +97,7 @@ pub struct Connection {
     reader: Mutex<Reader>,
     writer: Mutex<Writer>,
     max_message: AtomicU64,
+    framing: Framing,
 }
 
 /// Creates pairs of connected [`Connection`]s (Python's `Pipe()`).
@@ -92,9 +119,14 @@ impl Pipe {
     ///
     /// # Errors
     /// When the OS cannot create a socket pair (e.g. out of descriptors).
+    // Python's spelling: `Pipe()` returns the two ends, not a `Pipe`.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<(Connection, Connection)> {
         let (a, b) = sys::socketpair(sys::SocketKind::Stream)?;
-        Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
+        Ok((
+            Connection::new(a, true, true),
+            Connection::new(b, true, true),
+        ))
     }
 
     /// A one-way pipe: returns `(reader, writer)` (`Pipe(duplex=False)`).
@@ -105,12 +137,24 @@ impl Pipe {
         let (r, w) = sys::socketpair(sys::SocketKind::Stream)?;
         sys::shutdown(r.as_fd(), true)?;
         sys::shutdown(w.as_fd(), false)?;
-        Ok((Connection::new(r, true, false), Connection::new(w, false, true)))
+        Ok((
+            Connection::new(r, true, false),
+            Connection::new(w, false, true),
+        ))
     }
 }
 
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, readable: bool, writable: bool) -> Self {
+        Self::with_framing(fd, readable, writable, Framing::Native)
+    }
+
+    pub(crate) fn with_framing(
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+        framing: Framing,
+    ) -> Self {
         Connection {
             fd,
             readable,
@@ -127,6 +171,7 @@ impl Connection {
                 fds: Vec::new(),
             }),
             max_message: AtomicU64::new(DEFAULT_MAX_MESSAGE),
+            framing,
         }
     }
 
@@ -136,7 +181,9 @@ impl Connection {
     /// When `fd` is not a socket.
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
         if !sys::is_socket(fd.as_fd()) {
-            return Err(Error::Io(std::io::Error::other("descriptor is not a socket")));
+            return Err(Error::Io(std::io::Error::other(
+                "descriptor is not a socket",
+            )));
         }
         Ok(Connection::new(fd, true, true))
     }
@@ -223,10 +270,19 @@ impl Connection {
         let len = (buf.len() - HEADER) as u64;
         if fds.len() > MAX_FDS {
             fds.clear();
-            return Err(Error::Encode(format!("a message can carry at most {MAX_FDS} handles")));
+            return Err(Error::Encode(format!(
+                "a message can carry at most {MAX_FDS} handles"
+            )));
         }
-        write_header(&mut buf[..HEADER], len, fds.len());
-        let res = send_frame(self.fd.as_fd(), &[&buf[..]], fds);
+        if self.framing == Framing::Python && !fds.is_empty() {
+            fds.clear();
+            return Err(Error::Encode(
+                "handles cannot travel over a Listener/Client connection".into(),
+            ));
+        }
+        let header: &mut [u8; HEADER] = (&mut buf[..HEADER]).try_into().expect("header slot");
+        let at = write_header(self.framing, header, len, fds.len());
+        let res = send_frame(self.fd.as_fd(), &[&buf[at..]], fds);
         fds.clear();
         if buf.capacity() > 4 * READ_BUF {
             *buf = Vec::new();
@@ -241,8 +297,8 @@ impl Connection {
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         let _w = self.lock_writer()?;
         let mut header = [0u8; HEADER];
-        write_header(&mut header, bytes.len() as u64, 0);
-        send_frame(self.fd.as_fd(), &[&header, bytes], &[])
+        let at = write_header(self.framing, &mut header, bytes.len() as u64, 0);
+        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[])
     }
 
     /// Receives one value, blocking until it arrives.
@@ -306,12 +362,36 @@ impl Connection {
     /// # Errors
     /// [`Error::WrongDirection`] on a write-only end; OS errors.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
-        let r = self.lock_reader()?;
-        if r.end > r.start || r.broken.is_some() {
+        if self.has_buffered_message()? {
             return Ok(true);
         }
-        drop(r);
-        Ok(sys::wait_readable(self.fd.as_fd(), timeout.and_then(sys::deadline_after))?)
+        Ok(sys::wait_readable(
+            self.fd.as_fd(),
+            timeout.and_then(sys::deadline_after),
+        )?)
+    }
+
+    /// Whether a whole message (or an earlier protocol error) already sits in
+    /// this end's read buffer, so that a receive will not touch the socket.
+    fn has_buffered_message(&self) -> Result<bool> {
+        let r = self.lock_reader()?;
+        if r.broken.is_some() {
+            return Ok(true);
+        }
+        let avail = &r.buf[r.start..r.end];
+        Ok(match parse_header(self.framing, avail) {
+            Ok(Some((hdr, len, _))) => (avail.len() - hdr) as u64 >= len,
+            Ok(None) => false,
+            // A bad header is reported by the next receive at once.
+            Err(_) => true,
+        })
+    }
+
+    /// Receives one raw message of at most `max` bytes; every read, not only
+    /// the first, gives up at `deadline`. Used by the authentication
+    /// handshake, where the peer is not trusted yet.
+    pub(crate) fn recv_bytes_strict(&self, max: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        self.with_frame_opts(Some(deadline), deadline, max, |b, _| Ok(b.to_vec()))
     }
 
     /// Closes the connection. Dropping it does the same.
@@ -323,16 +403,34 @@ impl Connection {
         deadline: Option<Option<Instant>>,
         f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
+        let max = self.max_message.load(Ordering::Relaxed);
+        self.with_frame_opts(deadline, None, max, f)
+    }
+
+    /// [`with_frame`](Self::with_frame) with a deadline for every read
+    /// (`strict`) and an explicit size limit.
+    fn with_frame_opts<R>(
+        &self,
+        deadline: Option<Option<Instant>>,
+        strict: Option<Instant>,
+        max: u64,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
         let mut r = self.lock_reader()?;
         if let Some(why) = &r.broken {
-            return Err(Error::BadFrame(format!("connection unusable after an earlier error: {why}")));
+            return Err(Error::BadFrame(format!(
+                "connection unusable after an earlier error: {why}"
+            )));
         }
-        let max = self.max_message.load(Ordering::Relaxed);
-        let res = read_frame(self.fd.as_fd(), &mut r, deadline, max);
+        let res = read_frame(self.fd.as_fd(), &mut r, self.framing, deadline, strict, max);
+        if self.framing == Framing::Python {
+            // Python peers never send descriptors; drop any that arrived.
+            r.fds.clear();
+        }
         match res {
-            Ok(Frame::Buffered { len, nfds }) => {
+            Ok(Frame::Buffered { hdr, len, nfds }) => {
                 let fds = take_fds(&mut r, nfds)?;
-                let start = r.start + HEADER;
+                let start = r.start + hdr;
                 let out = f(&r.buf[start..start + len], fds);
                 r.start = start + len;
                 if r.start == r.end {
@@ -346,7 +444,10 @@ impl Connection {
                 f(&payload, fds)
             }
             Err(e) => {
-                if matches!(e, Error::MessageTooLarge { .. } | Error::BadFrame(_)) {
+                // A timeout in the middle of a frame (strict mode) loses the
+                // stream position just like a bad frame does.
+                let mid_frame = strict.is_some() && e.is_timeout() && r.end > r.start;
+                if mid_frame || matches!(e, Error::MessageTooLarge { .. } | Error::BadFrame(_)) {
                     r.broken = Some(e.to_string());
                 }
                 Err(e)
@@ -357,7 +458,10 @@ impl Connection {
 
 fn take_fds(r: &mut Reader, nfds: usize) -> Result<Vec<OwnedFd>> {
     if r.fds.len() < nfds {
-        let why = format!("frame announced {nfds} descriptors but {} arrived", r.fds.len());
+        let why = format!(
+            "frame announced {nfds} descriptors but {} arrived",
+            r.fds.len()
+        );
         r.broken = Some(why.clone());
         return Err(Error::BadFrame(why));
     }
@@ -365,21 +469,77 @@ fn take_fds(r: &mut Reader, nfds: usize) -> Result<Vec<OwnedFd>> {
 }
 
 enum Frame {
-    Buffered { len: usize, nfds: usize },
+    Buffered { hdr: usize, len: usize, nfds: usize },
     Owned { payload: Vec<u8>, nfds: usize },
 }
 
-fn write_header(h: &mut [u8], len: u64, nfds: usize) {
-    h[..8].copy_from_slice(&len.to_le_bytes());
-    h[8..12].copy_from_slice(&(nfds as u32).to_le_bytes());
+/// Writes the header of a frame of `len` payload bytes and `nfds`
+/// descriptors so that it ends where `h` ends; returns where it starts.
+fn write_header(framing: Framing, h: &mut [u8; HEADER], len: u64, nfds: usize) -> usize {
+    match framing {
+        Framing::Native => {
+            h[..8].copy_from_slice(&len.to_le_bytes());
+            h[8..12].copy_from_slice(&(nfds as u32).to_le_bytes());
+            0
+        }
+        Framing::Python => match i32::try_from(len) {
+            Ok(n) => {
+                h[8..12].copy_from_slice(&n.to_be_bytes());
+                8
+            }
+            Err(_) => {
+                h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+                h[4..12].copy_from_slice(&len.to_be_bytes());
+                0
+            }
+        },
+    }
 }
 
-/// Reads more bytes into the buffer. Returns false at end of stream.
-fn fill(fd: BorrowedFd<'_>, r: &mut Reader) -> Result<bool> {
+/// Parses the frame header at the start of `b`: `(header length, payload
+/// length, descriptor count)`, or `None` while more bytes are needed.
+fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)>> {
+    match framing {
+        Framing::Native => {
+            if b.len() < HEADER {
+                return Ok(None);
+            }
+            let len = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let nfds = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+            Ok(Some((HEADER, len, nfds)))
+        }
+        Framing::Python => {
+            if b.len() < 4 {
+                return Ok(None);
+            }
+            let n = i32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+            if n >= 0 {
+                return Ok(Some((4, n as u64, 0)));
+            }
+            if n != -1 {
+                return Err(Error::BadFrame(format!("negative message length {n}")));
+            }
+            if b.len() < 12 {
+                return Ok(None);
+            }
+            let len = u64::from_be_bytes(b[4..12].try_into().expect("8 bytes"));
+            Ok(Some((12, len, 0)))
+        }
+    }
+}
+
+/// Reads more bytes into the buffer. Returns false at end of stream. With a
+/// `strict` deadline, waits for the bytes no longer than that.
+fn fill(fd: BorrowedFd<'_>, r: &mut Reader, strict: Option<Instant>) -> Result<bool> {
     if r.start > 0 && r.end == r.buf.len() {
         r.buf.copy_within(r.start..r.end, 0);
         r.end -= r.start;
         r.start = 0;
+    }
+    if let Some(deadline) = strict {
+        if !sys::wait_readable(fd, Some(deadline))? {
+            return Err(Error::Timeout);
+        }
     }
     let end = r.end;
     let Reader { buf, fds, .. } = r;
@@ -391,7 +551,9 @@ fn fill(fd: BorrowedFd<'_>, r: &mut Reader) -> Result<bool> {
 fn read_frame(
     fd: BorrowedFd<'_>,
     r: &mut Reader,
+    framing: Framing,
     deadline: Option<Option<Instant>>,
+    strict: Option<Instant>,
     max: u64,
 ) -> Result<Frame> {
     // Wait for the first byte within the deadline; once a frame has begun it
@@ -405,21 +567,27 @@ fn read_frame(
             }
         }
     }
-    while r.end - r.start < HEADER {
-        if !fill(fd, r)? {
-            return Err(if r.end == r.start { Error::Eof } else { Error::Truncated });
+    let (hdr, len, nfds) = loop {
+        if let Some(h) = parse_header(framing, &r.buf[r.start..r.end])? {
+            break h;
         }
-    }
-    let h = &r.buf[r.start..r.start + HEADER];
-    let len = u64::from_le_bytes(h[..8].try_into().unwrap());
-    let nfds = u32::from_le_bytes(h[8..12].try_into().unwrap()) as usize;
+        if !fill(fd, r, strict)? {
+            return Err(if r.end == r.start {
+                Error::Eof
+            } else {
+                Error::Truncated
+            });
+        }
+    };
     if len > max {
         return Err(Error::MessageTooLarge { size: len, max });
     }
     if nfds > MAX_FDS {
-        return Err(Error::BadFrame(format!("frame announces {nfds} descriptors (limit {MAX_FDS})")));
+        return Err(Error::BadFrame(format!(
+            "frame announces {nfds} descriptors (limit {MAX_FDS})"
+        )));
     }
-    let total = HEADER as u64 + len;
+    let total = hdr as u64 + len;
     if total <= r.buf.len() as u64 {
         let total = total as usize;
         if r.start + total > r.buf.len() {
@@ -428,17 +596,21 @@ fn read_frame(
             r.start = 0;
         }
         while r.end - r.start < total {
-            if !fill(fd, r)? {
+            if !fill(fd, r, strict)? {
                 return Err(Error::Truncated);
             }
         }
-        return Ok(Frame::Buffered { len: len as usize, nfds });
+        return Ok(Frame::Buffered {
+            hdr,
+            len: len as usize,
+            nfds,
+        });
     }
     // A large frame: everything buffered belongs to it. Read the rest
     // straight into the payload vector.
     let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { size: len, max })?;
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(EAGER_ALLOC as usize));
-    payload.extend_from_slice(&r.buf[r.start + HEADER..r.end]);
+    payload.extend_from_slice(&r.buf[r.start + hdr..r.end]);
     r.start = 0;
     r.end = 0;
     while payload.len() < len {
@@ -447,6 +619,11 @@ fn read_frame(
             payload.reserve_exact(grow);
         }
         let want = (payload.capacity() - payload.len()).min(len - payload.len());
+        if let Some(deadline) = strict {
+            if !sys::wait_readable(fd, Some(deadline))? {
+                return Err(Error::Timeout);
+            }
+        }
         let spare = &mut payload.spare_capacity_mut()[..want];
         let n = sys::recv_msg(fd, spare, &mut r.fds, false)?;
         if n == 0 {
@@ -522,6 +699,7 @@ impl fmt::Debug for Connection {
             .field("fd", &self.fd.as_raw_fd())
             .field("readable", &self.readable)
             .field("writable", &self.writable)
+            .field("framing", &self.framing)
             .finish()
     }
 }
@@ -538,12 +716,14 @@ impl Serialize for Connection {
             readable: bool,
             writable: bool,
             max: u64,
+            python: bool,
         }
         Wire {
             fd: self.fd.as_fd(),
             readable: self.readable,
             writable: self.writable,
             max: self.max_message_size(),
+            python: self.framing == Framing::Python,
         }
         .serialize(s)
     }
@@ -558,10 +738,57 @@ impl<'de> Deserialize<'de> for Connection {
             readable: bool,
             writable: bool,
             max: u64,
+            python: bool,
         }
         let w = Wire::deserialize(d)?;
-        let c = Connection::new(w.fd, w.readable, w.writable);
+        let framing = if w.python {
+            Framing::Python
+        } else {
+            Framing::Native
+        };
+        let c = Connection::with_framing(w.fd, w.readable, w.writable, framing);
         c.set_max_message_size(w.max);
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_headers_round_trip() {
+        for len in [0u64, 1, 0x7fff_ffff, 0x8000_0000, u64::MAX] {
+            let mut h = [0u8; HEADER];
+            let at = write_header(Framing::Python, &mut h, len, 0);
+            let (hdr, got, nfds) = parse_header(Framing::Python, &h[at..]).unwrap().unwrap();
+            assert_eq!((hdr, got, nfds), (HEADER - at, len, 0), "len {len}");
+            // Shorter prefixes of the header ask for more bytes.
+            for cut in 0..HEADER - at {
+                assert!(
+                    parse_header(Framing::Python, &h[at..at + cut])
+                        .unwrap()
+                        .is_none()
+                );
+            }
+        }
+        // Python's own bytes: struct.pack("!i", 5) and the -1 + "!Q" form.
+        let mut h = [0u8; HEADER];
+        assert_eq!(write_header(Framing::Python, &mut h, 5, 0), 8);
+        assert_eq!(h[8..], [0, 0, 0, 5]);
+        assert_eq!(write_header(Framing::Python, &mut h, 1 << 32, 0), 0);
+        assert_eq!(h, [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(parse_header(Framing::Python, &(-2i32).to_be_bytes()).is_err());
+    }
+
+    #[test]
+    fn native_headers_are_unchanged() {
+        let mut h = [0u8; HEADER];
+        assert_eq!(write_header(Framing::Native, &mut h, 7, 2), 0);
+        assert_eq!(h, [7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(
+            parse_header(Framing::Native, &h).unwrap(),
+            Some((HEADER, 7, 2))
+        );
     }
 }
