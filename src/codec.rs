@@ -15,6 +15,9 @@ use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd};
 
 thread_local! {
+    /// The message of the last handle error, which the binary format's own
+    /// error type cannot carry.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
@@ -54,22 +57,36 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     fds: &mut Vec<OwnedFd>,
 ) -> Result<()> {
+    LAST_ERROR.with(|l| l.borrow_mut().take());
     let guard = TableGuard::install(&OUTGOING, std::mem::take(fds));
     let res = postcard::to_io(value, &mut *buf);
     *fds = guard.take();
-    res.map(|_| ()).map_err(|e| Error::Encode(e.to_string()))
+    res.map(|_| ()).map_err(|e| Error::Encode(explain(e)))
+}
+
+/// The handle error recorded during this call, or the format's message.
+fn explain(e: postcard::Error) -> String {
+    LAST_ERROR
+        .with(|l| l.borrow_mut().take())
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn record<E>(why: String, make: impl FnOnce(String) -> E) -> E {
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(why.clone()));
+    make(why)
 }
 
 /// Deserializes a `T` from `bytes`, giving it the received `fds`. Trailing
 /// bytes are an error: a frame holds exactly one value.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    LAST_ERROR.with(|l| l.borrow_mut().take());
     let guard = TableGuard::install(&INCOMING, fds.into_iter().map(Some).collect());
     let res = postcard::take_from_bytes::<T>(bytes);
     drop(guard.take());
     match res {
         Ok((v, rest)) if rest.is_empty() => Ok(v),
         Ok((_, rest)) => Err(Error::Decode(format!("{} unexpected trailing bytes", rest.len()))),
-        Err(e) => Err(Error::Decode(e.to_string())),
+        Err(e) => Err(Error::Decode(explain(e))),
     }
 }
 
@@ -106,7 +123,7 @@ pub mod handle {
         let dup = h
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| serde::ser::Error::custom(format!("cannot duplicate handle: {e}")))?;
+            .map_err(|e| record(format!("cannot duplicate handle: {e}"), serde::ser::Error::custom))?;
         let index = OUTGOING.with(|t| {
             t.borrow_mut().as_mut().map(|table| {
                 table.push(dup);
@@ -115,8 +132,10 @@ pub mod handle {
         });
         match index {
             Some(i) => s.serialize_newtype_struct(HANDLE_NAME, &i),
-            None => Err(serde::ser::Error::custom(
-                "OS handles can only be serialized by multiproc's codec (Connection, Queue, Process arguments)",
+            None => Err(record(
+                "OS handles can only be serialized by multiproc's codec (Connection, Queue, Process arguments)"
+                    .into(),
+                serde::ser::Error::custom,
             )),
         }
     }
@@ -138,9 +157,10 @@ pub mod handle {
                 .and_then(|table| table.get_mut(i as usize).and_then(Option::take))
         });
         fd.map(H::from).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "message refers to handle #{i}, which did not arrive with it"
-            ))
+            record(
+                format!("message refers to handle #{i}, which did not arrive with it"),
+                serde::de::Error::custom,
+            )
         })
     }
 }

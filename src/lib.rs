@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod codec;
 pub mod connection;
 mod error;
+mod exclusive;
 pub mod pickle;
 mod process;
 mod sys;

@@ -12,6 +12,7 @@ pub use target::{Run, Target};
 
 use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
+use crate::exclusive::Exclusive;
 use crate::sys::{self, SocketKind, WaitStatus};
 use bootstrap::{Entry, ForkBody, Header, WireOutcome};
 use child::{ChildShared, Reaper};
@@ -233,7 +234,7 @@ struct Started<R> {
 }
 
 enum State<R> {
-    New(Job),
+    New(Exclusive<Job>),
     Started(Started<R>),
     Closed,
 }
@@ -355,7 +356,7 @@ where
             identity,
             daemon: None,
             method: None,
-            state: State::New(job),
+            state: State::New(Exclusive::new(job)),
             _result: PhantomData,
         }
     }
@@ -523,7 +524,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// serialized (no child is left behind); OS errors.
     pub fn start(&mut self) -> Result<()> {
         let job = match std::mem::replace(&mut self.state, State::Closed) {
-            State::New(job) => job,
+            State::New(job) => job.into_inner(),
             other => {
                 let closed = matches!(other, State::Closed);
                 self.state = other;
@@ -541,7 +542,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             Err((job, e)) => {
                 self.state = match job {
-                    Some(job) => State::New(job),
+                    Some(job) => State::New(Exclusive::new(job)),
                     None => State::Closed,
                 };
                 Err(e)
