@@ -37,7 +37,9 @@ impl<T: 'static> TableGuard<T> {
 
     fn take(mut self) -> T {
         let prev = self.previous.take();
-        let mine = self.key.with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
+        let mine = self
+            .key
+            .with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
         std::mem::forget(self);
         mine.expect("side table present")
     }
@@ -84,8 +86,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     let res = postcard::take_from_bytes::<T>(bytes);
     drop(guard.take());
     match res {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
-        Ok((_, rest)) => Err(Error::Decode(format!("{} unexpected trailing bytes", rest.len()))),
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(Error::Decode(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        ))),
         Err(e) => Err(Error::Decode(explain(e))),
     }
 }
@@ -120,10 +125,12 @@ pub mod handle {
     /// # Errors
     /// Outside this crate's codec, or when `dup` fails.
     pub fn serialize<H: AsFd, S: Serializer>(h: &H, s: S) -> Result<S::Ok, S::Error> {
-        let dup = h
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| record(format!("cannot duplicate handle: {e}"), serde::ser::Error::custom))?;
+        let dup = h.as_fd().try_clone_to_owned().map_err(|e| {
+            record(
+                format!("cannot duplicate handle: {e}"),
+                serde::ser::Error::custom,
+            )
+        })?;
         let index = OUTGOING.with(|t| {
             t.borrow_mut().as_mut().map(|table| {
                 table.push(dup);

@@ -4,7 +4,6 @@
 //! plus hostile-input tests of the frame decoder. Scenario ids (N01…) refer
 //! to `CPYTHON_SCENARIOS.md`.
 
-
 use multiproc::*;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -89,7 +88,10 @@ fn eof_after_the_peer_closes() {
     assert!(matches!(b.recv::<u32>(), Err(Error::Eof)));
     // Writing to a closed peer is an error, never a SIGPIPE death.
     let err = b.send_bytes(b"x").unwrap_err();
-    assert!(matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe), "{err}");
+    assert!(
+        matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe),
+        "{err}"
+    );
 }
 
 // N02: one-way pipes refuse the wrong direction.
@@ -100,7 +102,10 @@ fn one_way_pipe_directions() {
     assert!(w.writable() && !w.readable());
     assert!(matches!(r.send_bytes(b"x"), Err(Error::WrongDirection(_))));
     assert!(matches!(w.recv_bytes(), Err(Error::WrongDirection(_))));
-    assert!(matches!(w.poll(Some(Duration::ZERO)), Err(Error::WrongDirection(_))));
+    assert!(matches!(
+        w.poll(Some(Duration::ZERO)),
+        Err(Error::WrongDirection(_))
+    ));
     w.send(&42u64).unwrap();
     assert_eq!(r.recv::<u64>().unwrap(), 42);
 }
@@ -138,8 +143,11 @@ fn write_into(file: Handle<File>, text: String) -> u64 {
 fn file_descriptors_travel_to_children() {
     for m in [StartMethod::ForkServer, StartMethod::Spawn] {
         let mut f = temp_file("fd");
-        let mut p = Process::new(write_into, (Handle(f.try_clone().unwrap()), "from child".to_string()))
-            .start_method(m);
+        let mut p = Process::new(
+            write_into,
+            (Handle(f.try_clone().unwrap()), "from child".to_string()),
+        )
+        .start_method(m);
         p.start().unwrap();
         p.join().unwrap();
         assert_eq!(p.take_result().unwrap(), 10);
@@ -170,7 +178,10 @@ fn missing_handle_is_an_error() {
     // Index 0 in the handle encoding, with no descriptor attached.
     a.send(&0u32).unwrap();
     let err = b.recv::<Handle<File>>().unwrap_err();
-    assert!(matches!(err, Error::Decode(ref m) if m.contains("did not arrive")), "{err}");
+    assert!(
+        matches!(err, Error::Decode(ref m) if m.contains("did not arrive")),
+        "{err}"
+    );
     // Handles cannot be serialized by other serde formats.
     let f = temp_file("json");
     let mut out = Vec::new();
@@ -203,39 +214,124 @@ impl serde::Serializer for &mut SerializerProbe<'_> {
     ) -> Result<(), Self::Error> {
         v.serialize(self)
     }
-    fn serialize_bool(self, _: bool) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_i8(self, _: i8) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_i16(self, _: i16) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_i32(self, _: i32) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_i64(self, _: i64) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_u8(self, _: u8) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_u16(self, _: u16) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_u64(self, _: u64) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_f32(self, _: f32) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_f64(self, _: f64) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_char(self, _: char) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_str(self, _: &str) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_none(self) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_some<T: serde::Serialize + ?Sized>(self, _: &T) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_unit(self) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result<(), Self::Error> { Err(std::fmt::Error) }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Self::Error> { Err(std::fmt::Error) }
-    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant, Self::Error> { Err(std::fmt::Error) }
+    fn serialize_bool(self, _: bool) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_i8(self, _: i8) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_i16(self, _: i16) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_i32(self, _: i32) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_i64(self, _: i64) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_u8(self, _: u8) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_u16(self, _: u16) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_u64(self, _: u64) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_f32(self, _: f32) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_char(self, _: char) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_str(self, _: &str) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_none(self) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_some<T: serde::Serialize + ?Sized>(self, _: &T) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_unit(self) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, Self::Error> {
+        Err(std::fmt::Error)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Self::Error> {
+        Err(std::fmt::Error)
+    }
 }
 
 // More handles than one SCM_RIGHTS message can carry.
 #[test]
 fn hundreds_of_handles_in_one_message() {
     let (a, b) = Pipe::new().unwrap();
-    let files: Vec<Handle<File>> = (0..600).map(|_| Handle(File::open("/dev/null").unwrap())).collect();
+    let files: Vec<Handle<File>> = (0..600)
+        .map(|_| Handle(File::open("/dev/null").unwrap()))
+        .collect();
     a.send(&files).unwrap();
     a.send(&"after").unwrap();
     let got: Vec<Handle<File>> = b.recv().unwrap();
@@ -330,11 +426,17 @@ fn connections_and_sockets_travel() {
 fn recv_timeout_times_out() {
     let (a, b) = Pipe::new().unwrap();
     let t = Instant::now();
-    assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(150)), Err(Error::Timeout)));
+    assert!(matches!(
+        b.recv_timeout::<u8>(Duration::from_millis(150)),
+        Err(Error::Timeout)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(140));
     a.send(&5u8).unwrap();
     assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5)).unwrap(), 5);
-    assert!(matches!(b.recv_bytes_timeout(Duration::ZERO), Err(Error::Timeout)));
+    assert!(matches!(
+        b.recv_bytes_timeout(Duration::ZERO),
+        Err(Error::Timeout)
+    ));
 }
 
 #[test]
@@ -342,7 +444,10 @@ fn wrong_type_is_a_decode_error_and_the_stream_goes_on() {
     let (a, b) = Pipe::new().unwrap();
     a.send(&"not a number").unwrap();
     a.send(&7u16).unwrap();
-    assert!(matches!(b.recv::<(u64, u64, u64, u64)>(), Err(Error::Decode(_))));
+    assert!(matches!(
+        b.recv::<(u64, u64, u64, u64)>(),
+        Err(Error::Decode(_))
+    ));
     assert_eq!(b.recv::<u16>().unwrap(), 7);
 }
 
@@ -364,7 +469,10 @@ fn corrupt_frames_are_errors() {
     // A length near 2^64: refused before anything is allocated.
     let (mut raw, conn) = raw_pair();
     raw.write_all(&header(u64::MAX - 1, 0)).unwrap();
-    assert!(matches!(conn.recv_bytes(), Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        conn.recv_bytes(),
+        Err(Error::MessageTooLarge { .. })
+    ));
     // The stream position is lost: the connection stays unusable.
     assert!(matches!(conn.recv_bytes(), Err(Error::BadFrame(_))));
 
@@ -372,7 +480,13 @@ fn corrupt_frames_are_errors() {
     let (mut raw, conn) = raw_pair();
     conn.set_max_message_size(1024);
     raw.write_all(&header(2048, 0)).unwrap();
-    assert!(matches!(conn.recv_bytes(), Err(Error::MessageTooLarge { size: 2048, max: 1024 })));
+    assert!(matches!(
+        conn.recv_bytes(),
+        Err(Error::MessageTooLarge {
+            size: 2048,
+            max: 1024
+        })
+    ));
 
     // A large claimed length with little data, then the peer dies: the
     // receiver does not allocate the claim up front and reports truncation.

@@ -59,7 +59,11 @@ fn lifecycle(m: StartMethod) {
     p.start().unwrap();
     let pid = p.pid().unwrap();
     assert_ne!(pid, std::process::id());
-    assert!(active_children().iter().any(|c| c.pid == pid && c.name == "worker-x"));
+    assert!(
+        active_children()
+            .iter()
+            .any(|c| c.pid == pid && c.name == "worker-x")
+    );
     p.join().unwrap();
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), Some(0));
@@ -85,6 +89,19 @@ struct Kwargs {
     nested: Option<Box<Kwargs>>,
 }
 
+type Eight = (
+    u8,
+    String,
+    Vec<u64>,
+    BTreeMap<String, i64>,
+    Kwargs,
+    (bool, char),
+    Option<i32>,
+    Vec<u8>,
+);
+
+// Eight arguments: the most a target takes.
+#[allow(clippy::too_many_arguments)]
 fn echo_args(
     a: u8,
     b: String,
@@ -94,7 +111,7 @@ fn echo_args(
     f: (bool, char),
     g: Option<i32>,
     h: Vec<u8>,
-) -> (u8, String, Vec<u64>, BTreeMap<String, i64>, Kwargs, (bool, char), Option<i32>, Vec<u8>) {
+) -> Eight {
     (a, b, c, d, e, f, g, h)
 }
 
@@ -164,7 +181,10 @@ fn daemon_flag_defaults_and_rules() {
     );
     let mut q = Process::new(add, (1, 1));
     q.start().unwrap();
-    assert!(q.set_daemon(true).is_err(), "daemon flag is fixed once started");
+    assert!(
+        q.set_daemon(true).is_err(),
+        "daemon flag is fixed once started"
+    );
     q.join().unwrap();
 }
 
@@ -560,14 +580,17 @@ fn misuse_is_an_error() {
     assert!(matches!(p.join(), Err(Error::State(_))));
     assert!(matches!(p.take_result(), Err(Error::State(_))));
     p.start().unwrap();
-    assert!(matches!(p.start(), Err(Error::State("cannot start a process twice"))));
+    assert!(matches!(
+        p.start(),
+        Err(Error::State("cannot start a process twice"))
+    ));
     p.join().unwrap();
     assert_eq!(p.take_result().unwrap(), 3);
 }
 
 fn fork_rules(_m: StartMethod) {
     // A capturing closure runs under fork.
-    let data = vec![1u64, 2, 3];
+    let data = [1u64, 2, 3];
     let mut p = Process::from_closure(move || data.iter().sum::<u64>());
     p.start().unwrap();
     p.join().unwrap();
@@ -598,7 +621,11 @@ fn contexts_choose_the_method() {
     assert_eq!(get_start_method(), StartMethod::ForkServer);
     assert_eq!(
         get_all_start_methods(),
-        vec![StartMethod::ForkServer, StartMethod::Spawn, StartMethod::Fork]
+        vec![
+            StartMethod::ForkServer,
+            StartMethod::Spawn,
+            StartMethod::Fork
+        ]
     );
     for m in [StartMethod::ForkServer, StartMethod::Spawn] {
         let ctx = get_context(m);
@@ -675,7 +702,9 @@ fn daemon_sleeper() {
 }
 
 fn start_daemon_and_wait(w: Connection, m: StartMethod) {
-    let mut d = Process::new(daemon_sleeper, ()).daemon(true).start_method(m);
+    let mut d = Process::new(daemon_sleeper, ())
+        .daemon(true)
+        .start_method(m);
     d.start().unwrap();
     w.send(&d.pid().unwrap()).unwrap();
     sleep_forever();
@@ -684,7 +713,11 @@ fn start_daemon_and_wait(w: Connection, m: StartMethod) {
 // A parent killed with SIGKILL takes its daemonic children with it.
 #[test]
 fn daemons_die_with_a_killed_parent() {
-    for m in [StartMethod::ForkServer, StartMethod::Spawn, StartMethod::Fork] {
+    for m in [
+        StartMethod::ForkServer,
+        StartMethod::Spawn,
+        StartMethod::Fork,
+    ] {
         let (r, w) = Pipe::one_way().unwrap();
         let mut parent = Process::new(start_daemon_and_wait, (w, m));
         parent.start().unwrap();
@@ -697,7 +730,11 @@ fn daemons_die_with_a_killed_parent() {
             eventually(Duration::from_secs(5), || !pid_alive(daemon)),
             "daemon {daemon} survived its parent under {m}"
         );
-        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 }
 

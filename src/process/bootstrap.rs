@@ -66,7 +66,9 @@ fn resolve_entry(offset: u64) -> Result<Entry, String> {
     let (start, end) = sys::code_segment_containing(base)
         .ok_or_else(|| "cannot locate this binary's code segment".to_string())?;
     if !(start..end).contains(&addr) {
-        return Err(format!("entry offset {offset:#x} points outside the code segment"));
+        return Err(format!(
+            "entry offset {offset:#x} points outside the code segment"
+        ));
     }
     // SAFETY: the address lies inside our own executable segment and was
     // computed by the parent, which runs this same build (magic, protocol
@@ -190,7 +192,10 @@ pub(crate) fn child_main(chan: OwnedFd, fork_body: Option<ForkBody>) -> ! {
         fail(&chan, "protocol mismatch between parent and child".into());
     }
     if header.build != build_identity() {
-        fail(&chan, "the parent runs a different build of this binary".into());
+        fail(
+            &chan,
+            "the parent runs a different build of this binary".into(),
+        );
     }
     let entry = match header.entry.map(resolve_entry) {
         Some(Ok(e)) => Some(e),
@@ -276,7 +281,9 @@ pub(crate) fn run_reporting<R: Serialize>(chan: &Connection, body: impl FnOnce()
         Ok(value) => match chan.send(&WireOutcome::Return(&value)) {
             Ok(()) => 0,
             Err(crate::Error::Encode(why)) => {
-                let _ = chan.send(&WireOutcome::<()>::Error(format!("cannot encode the result: {why}")));
+                let _ = chan.send(&WireOutcome::<()>::Error(format!(
+                    "cannot encode the result: {why}"
+                )));
                 1
             }
             // The parent stopped listening; the result has nowhere to go.
@@ -288,7 +295,10 @@ pub(crate) fn run_reporting<R: Serialize>(chan: &Connection, body: impl FnOnce()
             }
             let p = RemotePanic {
                 message: panic_message(&*payload),
-                location: PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()).take(),
+                location: PANIC_LOCATION
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
                 process: current::current_process().name().to_string(),
             };
             let _ = chan.send(&WireOutcome::<()>::Panic(p));

@@ -46,7 +46,10 @@ pub(crate) fn adopt_client(control: Option<OwnedFd>) {
         drop(old.control);
         std::mem::forget(old.server);
     }
-    *c = control.map(|control| Client { control, server: None });
+    *c = control.map(|control| Client {
+        control,
+        server: None,
+    });
 }
 
 /// A duplicate of the client end, for a child to share the server.
@@ -87,7 +90,8 @@ fn read_pid_of_pidfd(fd: BorrowedFd<'_>) -> Option<u32> {
 fn start_server() -> Result<Client> {
     let (client, server) = sys::socketpair(SocketKind::SeqPacket)?;
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    let argv0 = std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
+    let argv0 =
+        std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
     let role = format!("forkserver:{}", sys::getpid());
     let pid = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], server.as_fd())?;
     let pidfd = sys::pidfd_open(pid)?;
@@ -142,7 +146,13 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         req[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
         // A closed standard stream is replaced by a harmless placeholder.
         let stdio = [0, 1, 2].map(|fd| sys::stdio(fd).unwrap_or(status_there.as_fd()));
-        let fds = [child_chan, status_there.as_fd(), stdio[0], stdio[1], stdio[2]];
+        let fds = [
+            child_chan,
+            status_there.as_fd(),
+            stdio[0],
+            stdio[1],
+            stdio[2],
+        ];
         let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
         drop(status_there);
         let reply = sent.and_then(|_| {
@@ -249,7 +259,9 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         match forked {
             Ok(Fork::Child) => become_forked_child(req),
             Ok(Fork::Parent(pid)) => {
-                let Ok(pidfd) = sys::pidfd_open(pid) else { continue };
+                let Ok(pidfd) = sys::pidfd_open(pid) else {
+                    continue;
+                };
                 let reply = pid.to_le_bytes();
                 let _ = sys::send_msg(req[1].as_fd(), &[IoSlice::new(&reply)], &[pidfd.as_fd()]);
                 let mut req = req;

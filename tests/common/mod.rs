@@ -46,7 +46,10 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X"))
         }
         Err(_) => false,
@@ -59,7 +62,10 @@ pub fn zombie_children() -> Vec<u32> {
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let path = task.unwrap().path().join("children");
         let list = std::fs::read_to_string(path).unwrap_or_default();
-        for pid in list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+        for pid in list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
             if !pid_alive(pid) && std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 out.push(pid);
             }

@@ -1,0 +1,50 @@
+//! A guided tour of multiproc through the seed programs ported so far: the
+//! Python `multiprocessing` tutorials' programs, rewritten in Rust, each run
+//! in a short form.
+//!
+//! Run it with `cargo run --release --example tour`. Each program is also an
+//! example of its own, at full length (`cargo run --release --example
+//! daemons`, …); the code lives in `examples/seeds/`.
+//!
+//! Child processes need no setup: the library takes over a re-executed child
+//! before `main` runs, so a target is any plain `fn` with serde arguments.
+
+#[path = "seeds/daemons.rs"]
+mod daemons;
+#[path = "seeds/echo_server.rs"]
+mod echo_server;
+#[path = "seeds/heartbeat.rs"]
+mod heartbeat;
+#[path = "seeds/process_basics.rs"]
+mod process_basics;
+#[path = "seeds/slow_requests.rs"]
+mod slow_requests;
+
+use std::error::Error;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    println!("multiproc tour: Python's multiprocessing tutorials, ported to Rust");
+    println!(
+        "(main process pid {}, start method {}, {} CPUs)",
+        std::process::id(),
+        multiproc::get_start_method(),
+        multiproc::cpu_count()
+    );
+    println!("Lines from child processes are indented and start with [their name].");
+
+    slow_requests::run(true)?;
+    process_basics::run(true)?;
+    daemons::run(true)?;
+    heartbeat::run(true)?;
+    echo_server::run(true)?;
+
+    println!();
+    println!(
+        "Tour finished in {:.1} s; children still running: {:?}",
+        started.elapsed().as_secs_f64(),
+        multiproc::active_children()
+    );
+    Ok(())
+}
