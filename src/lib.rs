@@ -1,4 +1,89 @@
-#![doc = include_str!("../README.md")]
+//! Python's `multiprocessing`, in Rust: child processes that run your
+//! functions, pipes and connections between them, and the same names and
+//! rules Python users know, with Rust's types and errors.
+//!
+//! A child process is isolated: a crash, a leak or a runaway loop in it
+//! cannot take the parent down, and it can be terminated or killed at any
+//! time. Arguments and results travel by serde; OS handles (files, sockets,
+//! connections) travel inside them.
+//!
+//! ```
+//! use multiproc::{Pipe, Process};
+//!
+//! fn square_all(numbers: Vec<u64>) -> Vec<u64> {
+//!     numbers.iter().map(|n| n * n).collect()
+//! }
+//!
+//! // Run a function in a child process and get its result back.
+//! let mut p = Process::new(square_all, (vec![1, 2, 3],));
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(p.exitcode(), Some(0));
+//! assert_eq!(p.take_result()?, vec![1, 4, 9]);
+//!
+//! // Talk to a child over a pipe.
+//! fn shout(conn: multiproc::Connection) {
+//!     while let Ok(line) = conn.recv::<String>() {
+//!         conn.send(&line.to_uppercase()).unwrap();
+//!     }
+//! }
+//! let (here, there) = Pipe::new()?;
+//! let mut echo = Process::new(shout, (there,));
+//! echo.start()?;
+//! here.send("hello")?;
+//! assert_eq!(here.recv::<String>()?, "HELLO");
+//! drop(here); // end of stream: the child's loop ends
+//! echo.join()?;
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! # From Python to Rust
+//!
+//! | Python `multiprocessing` | `multiproc` |
+//! |---|---|
+//! | `Process(target=f, args=(a, b), name=n, daemon=d)` | [`Process::new(f, (a, b))`](Process::new)`.name(n).daemon(d)` |
+//! | subclass of `Process` overriding `run()` | a type implementing [`Run`], [`Process::from_run`] |
+//! | `p.start()`, `p.join()`, `p.join(timeout)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout) |
+//! | `p.is_alive()`, `p.pid`, `p.exitcode`, `p.sentinel` | [`is_alive`](Process::is_alive), [`pid`](Process::pid), [`exitcode`](Process::exitcode), [`sentinel`](Process::sentinel) |
+//! | `p.terminate()`, `p.kill()`, `p.interrupt()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`interrupt`](Process::interrupt), [`close`](Process::close) |
+//! | the target's return value (lost in Python) | [`take_result`](Process::take_result) |
+//! | an exception in the child (printed, exit code 1) | [`Error::Panicked`] with message and location |
+//! | `sys.exit(12)` in the child | [`exit(12)`](exit) |
+//! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
+//! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
+//! | `get_context("spawn")`, `set_start_method(...)` | [`get_context`]`(`[`StartMethod::Spawn`]`)`, [`set_start_method`] |
+//! | `Pipe()`, `Pipe(duplex=False)` | [`Pipe::new`], [`Pipe::one_way`] |
+//! | `conn.send(obj)`, `conn.recv()` | [`Connection::send`], [`Connection::recv`] (typed, serde) |
+//! | `send_bytes`, `recv_bytes`, `recv_bytes_into`, `poll` | [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::poll`] |
+//! | `EOFError`, `BufferTooShort` | [`Error::Eof`], [`Error::BufferTooShort`] |
+//! | `multiprocessing.connection.wait` | [`connection::wait`] |
+//! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
+//! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
+//!
+//! # How children get their code
+//!
+//! A child is this same binary. With the default **forkserver** start
+//! method a small server process, started once from this binary, forks
+//! each child; with **spawn** each child re-executes the binary; with
+//! **fork** the calling process forks directly. In the first two cases the
+//! crate takes control of the new process *before `main`* (through a
+//! load-time hook), so your `main` never runs in a child, nothing has to be
+//! called at the start of `main`, and it all works in `cargo test`,
+//! doctests and examples as it is. The target must be a `fn` item or a
+//! closure that captures nothing (checked at compile time); what it needs
+//! comes in its arguments. Only the fork method runs capturing closures
+//! ([`Process::from_closure`]).
+//!
+//! # Guarantees
+//!
+//! * Every child is reaped; signals go through a pidfd, never to a recycled
+//!   pid.
+//! * Children started by forkserver or spawn inherit standard input, output
+//!   and error and nothing else; handles they need come in their arguments.
+//! * Daemonic children die with their parent, even when it is killed with
+//!   SIGKILL; non-daemonic children are waited for at exit.
+//! * Corrupt, truncated or oversized messages are errors, never a crash, a
+//!   hang or an allocation of the claimed size.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

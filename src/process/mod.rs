@@ -171,7 +171,15 @@ pub struct ActiveChild {
 ///
 /// # Examples
 /// ```
-/// assert!(multiproc::active_children().is_empty());
+/// fn nap() { std::thread::sleep(std::time::Duration::from_millis(200)) }
+///
+/// let mut p = multiproc::Process::new(nap, ()).name("napper");
+/// p.start()?;
+/// let pid = p.pid().unwrap();
+/// assert!(multiproc::active_children().iter().any(|c| c.pid == pid && c.name == "napper"));
+/// p.join()?;
+/// assert!(!multiproc::active_children().iter().any(|c| c.pid == pid));
+/// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn active_children() -> Vec<ActiveChild> {
     child::active()
