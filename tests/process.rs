@@ -802,3 +802,28 @@ fn display_and_debug() {
         "process was killed by signal 15 (SIGTERM)"
     );
 }
+
+fn holds_socket(target: String) -> bool {
+    open_fds().iter().any(|(_, t)| *t == target)
+}
+
+fn fork_grandchild_and_check(_m: StartMethod) {
+    // This child's own channel to its parent is descriptor 3.
+    let mine = std::fs::read_link("/proc/self/fd/3").unwrap();
+    let mine = mine.to_string_lossy().into_owned();
+    assert!(mine.starts_with("socket:"), "{mine}");
+    let mut g = Process::new(holds_socket, (mine,)).start_method(StartMethod::Fork);
+    g.start().unwrap();
+    g.join().unwrap();
+    assert!(
+        !g.take_result().unwrap(),
+        "a forked grandchild kept its parent's channel open"
+    );
+}
+
+// A process forked from a child does not keep that child's channel to its
+// parent open (which would hide the child's death from the parent).
+#[test]
+fn forked_grandchild_drops_the_parent_channel() {
+    run_in_child(fork_grandchild_and_check, StartMethod::Fork);
+}

@@ -19,9 +19,10 @@ use crate::sys;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The environment variable that marks a re-executed child or fork server.
 pub(crate) const ROLE_VAR: &std::ffi::CStr = c"MULTIPROC_ROLE";
@@ -183,6 +184,7 @@ fn fail(chan: &Connection, why: String) -> ! {
 pub(crate) fn child_main(chan: OwnedFd, fork_body: Option<ForkBody>) -> ! {
     // As Rust's runtime does for `main`: a closed pipe is an error, not death.
     sys::set_signal(libc::SIGPIPE, sys::Disposition::Ignore);
+    OWN_CHANNEL.store(chan.as_raw_fd(), Ordering::Relaxed);
     let chan = Connection::new(chan, true, true);
     let header: Header = match chan.recv() {
         Ok(h) => h,
@@ -225,6 +227,21 @@ pub(crate) fn child_main(chan: OwnedFd, fork_body: Option<ForkBody>) -> ! {
         (None, None) => fail(&chan, "no entry point and no closure".into()),
     };
     finish(code)
+}
+
+/// The descriptor of this child's channel to its parent, or -1.
+static OWN_CHANNEL: AtomicI32 = AtomicI32::new(-1);
+
+/// In a process just forked from a child: close the copy of the parent's
+/// channel, which belongs to the parent's report, so that it does not stay
+/// open (and hide the parent's death) for as long as the new child lives.
+/// The `Connection` that owns it lives in a stack frame of the parent that
+/// this process never returns to.
+pub(crate) fn forget_parent_channel_after_fork() {
+    let fd = OWN_CHANNEL.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        sys::close_raw(fd);
+    }
 }
 
 /// Ends a child: join its own children, flush stdio, `_exit`.

@@ -132,7 +132,11 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<ChildShared>>> {
 /// and every child is waited for.
 pub(crate) fn register(child: Arc<ChildShared>) {
     AT_EXIT.call_once(|| sys::at_exit(at_exit_hook));
-    children().push(child);
+    let mut list = children();
+    // Reap children whose `Process` was dropped without a join (only the
+    // registry still holds them), as Python does at each start.
+    list.retain(|c| Arc::strong_count(c) > 1 || !matches!(c.try_status(), Ok(Some(_))));
+    list.push(child);
 }
 
 /// Forgets a child that has been joined.

@@ -771,6 +771,7 @@ fn fork_now(
     let forked = unsafe { sys::fork() };
     match forked {
         Ok(sys::Fork::Child) => {
+            bootstrap::forget_parent_channel_after_fork();
             let body = match job {
                 Job::Closure(body) => Some(body),
                 Job::Entry { .. } => None,

@@ -80,6 +80,15 @@ pub(crate) fn close_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes a raw descriptor that no live Rust object will use again.
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: callers pass a descriptor whose owner is never used or dropped
+    // again in this process (see `forget_parent_channel_after_fork`).
+    unsafe {
+        libc::close(fd);
+    }
+}
+
 /// Takes ownership of a raw fd that the caller owns.
 ///
 /// # Safety
