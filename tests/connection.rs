@@ -629,3 +629,31 @@ fn concurrent_senders_never_interleave() {
         t.join().unwrap();
     }
 }
+
+// Large messages into a caller's buffer: read straight in when they fit,
+// returned whole in the error when they do not.
+#[test]
+fn recv_bytes_into_large_messages() {
+    let (a, b) = Pipe::new().unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let t = std::thread::spawn(move || {
+        a.send_bytes(&big).unwrap();
+        a.send_bytes(&big).unwrap();
+        a.send_bytes(b"small").unwrap();
+        big
+    });
+    let mut buf = vec![0u8; 4_000_000];
+    let n = b.recv_bytes_into(&mut buf).unwrap();
+    let big = t.join().unwrap();
+    assert_eq!(&buf[..n], &big[..]);
+    let mut small = vec![0u8; 1000];
+    match b.recv_bytes_into(&mut small) {
+        Err(Error::BufferTooShort { message, capacity }) => {
+            assert_eq!(capacity, 1000);
+            assert_eq!(message, big);
+        }
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 5);
+    assert_eq!(&small[..5], b"small");
+}

@@ -309,7 +309,7 @@ impl Connection {
     /// (the message is consumed); [`Error::MessageTooLarge`] or
     /// [`Error::BadFrame`] for a frame that breaks the protocol.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.with_frame(None, codec::decode)
+        self.with_frame(None, decode_payload)
     }
 
     /// Like [`recv`](Self::recv) but gives up with [`Error::Timeout`] if no
@@ -319,7 +319,7 @@ impl Connection {
     /// # Errors
     /// As for [`recv`](Self::recv), plus [`Error::Timeout`].
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.with_frame(Some(sys::deadline_after(timeout)), codec::decode)
+        self.with_frame(Some(sys::deadline_after(timeout)), decode_payload)
     }
 
     /// Receives one raw message.
@@ -327,7 +327,7 @@ impl Connection {
     /// # Errors
     /// As for [`recv`](Self::recv), except that any bytes decode.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.with_frame(None, |b, _| Ok(b.to_vec()))
+        self.with_frame(None, |b, _| Ok(b.into_vec()))
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
@@ -335,7 +335,7 @@ impl Connection {
     /// # Errors
     /// As for [`recv_timeout`](Self::recv_timeout).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.with_frame(Some(sys::deadline_after(timeout)), |b, _| Ok(b.to_vec()))
+        self.with_frame(Some(sys::deadline_after(timeout)), |b, _| Ok(b.into_vec()))
     }
 
     /// Receives one raw message into `buf`, returning its length.
@@ -344,15 +344,16 @@ impl Connection {
     /// [`Error::BufferTooShort`] carrying the whole message when it does not
     /// fit; otherwise as for [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.with_frame(None, |b, _| {
-            if b.len() > buf.len() {
-                return Err(Error::BufferTooShort {
-                    message: b.to_vec(),
-                    capacity: buf.len(),
-                });
-            }
-            buf[..b.len()].copy_from_slice(b);
-            Ok(b.len())
+        let capacity = buf.len();
+        let max = self.max_message.load(Ordering::Relaxed);
+        // A message that fits lands in `buf` (a large one straight from the
+        // socket); one that does not comes back whole in the error.
+        self.with_frame_opts(None, None, max, Some(buf), |p, _| match p {
+            Payload::InDest(n) => Ok(n),
+            p => Err(Error::BufferTooShort {
+                message: p.into_vec(),
+                capacity,
+            }),
         })
     }
 
@@ -391,7 +392,7 @@ impl Connection {
     /// the first, gives up at `deadline`. Used by the authentication
     /// handshake, where the peer is not trusted yet.
     pub(crate) fn recv_bytes_strict(&self, max: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
-        self.with_frame_opts(Some(deadline), deadline, max, |b, _| Ok(b.to_vec()))
+        self.with_frame_opts(Some(deadline), deadline, max, None, |b, _| Ok(b.into_vec()))
     }
 
     /// Closes the connection. Dropping it does the same.
@@ -401,10 +402,10 @@ impl Connection {
     fn with_frame<R>(
         &self,
         deadline: Option<Option<Instant>>,
-        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        f: impl FnOnce(Payload<'_>, Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
         let max = self.max_message.load(Ordering::Relaxed);
-        self.with_frame_opts(deadline, None, max, f)
+        self.with_frame_opts(deadline, None, max, None, f)
     }
 
     /// [`with_frame`](Self::with_frame) with a deadline for every read
@@ -414,7 +415,8 @@ impl Connection {
         deadline: Option<Option<Instant>>,
         strict: Option<Instant>,
         max: u64,
-        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+        dest: Option<&mut [u8]>,
+        f: impl FnOnce(Payload<'_>, Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
         let mut r = self.lock_reader()?;
         if let Some(why) = &r.broken {
@@ -422,7 +424,17 @@ impl Connection {
                 "connection unusable after an earlier error: {why}"
             )));
         }
-        let res = read_frame(self.fd.as_fd(), &mut r, self.framing, deadline, strict, max);
+        let mut dest = dest;
+        let res = read_frame(
+            self.fd.as_fd(),
+            &mut r,
+            self.framing,
+            deadline,
+            strict,
+            max,
+            dest.as_deref_mut(),
+        );
+
         if self.framing == Framing::Python {
             // Python peers never send descriptors; drop any that arrived.
             r.fds.clear();
@@ -431,7 +443,10 @@ impl Connection {
             Ok(Frame::Buffered { hdr, len, nfds }) => {
                 let fds = take_fds(&mut r, nfds)?;
                 let start = r.start + hdr;
-                let out = f(&r.buf[start..start + len], fds);
+                let out = f(
+                    into_dest(Payload::Borrowed(&r.buf[start..start + len]), dest),
+                    fds,
+                );
                 r.start = start + len;
                 if r.start == r.end {
                     r.start = 0;
@@ -441,7 +456,11 @@ impl Connection {
             }
             Ok(Frame::Owned { payload, nfds }) => {
                 let fds = take_fds(&mut r, nfds)?;
-                f(&payload, fds)
+                f(into_dest(Payload::Owned(payload), dest), fds)
+            }
+            Ok(Frame::Direct { len, nfds }) => {
+                let fds = take_fds(&mut r, nfds)?;
+                f(Payload::InDest(len), fds)
             }
             Err(e) => {
                 // A timeout in the middle of a frame (strict mode) loses the
@@ -468,9 +487,66 @@ fn take_fds(r: &mut Reader, nfds: usize) -> Result<Vec<OwnedFd>> {
     Ok(r.fds.drain(..nfds).collect())
 }
 
+/// With a destination, a payload that fits is copied there.
+fn into_dest<'a>(p: Payload<'a>, dest: Option<&mut [u8]>) -> Payload<'a> {
+    match (p, dest) {
+        (Payload::Borrowed(b), Some(d)) if b.len() <= d.len() => {
+            d[..b.len()].copy_from_slice(b);
+            Payload::InDest(b.len())
+        }
+        (Payload::Owned(v), Some(d)) if v.len() <= d.len() => {
+            d[..v.len()].copy_from_slice(&v);
+            Payload::InDest(v.len())
+        }
+        (p, _) => p,
+    }
+}
+
 enum Frame {
-    Buffered { hdr: usize, len: usize, nfds: usize },
-    Owned { payload: Vec<u8>, nfds: usize },
+    Buffered {
+        hdr: usize,
+        len: usize,
+        nfds: usize,
+    },
+    Owned {
+        payload: Vec<u8>,
+        nfds: usize,
+    },
+    /// Read into the caller's buffer.
+    Direct {
+        len: usize,
+        nfds: usize,
+    },
+}
+
+/// A received payload: in the read buffer, in its own vector, or already in
+/// the buffer the caller supplied.
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+    InDest(usize),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+            Payload::InDest(_) => &[],
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Borrowed(b) => b.to_vec(),
+            Payload::Owned(v) => v,
+            Payload::InDest(_) => Vec::new(),
+        }
+    }
+}
+
+fn decode_payload<T: DeserializeOwned>(p: Payload<'_>, fds: Vec<OwnedFd>) -> Result<T> {
+    codec::decode(p.as_slice(), fds)
 }
 
 /// Writes the header of a frame of `len` payload bytes and `nfds`
@@ -555,6 +631,7 @@ fn read_frame(
     deadline: Option<Option<Instant>>,
     strict: Option<Instant>,
     max: u64,
+    dest: Option<&mut [u8]>,
 ) -> Result<Frame> {
     // Wait for the first byte within the deadline; once a frame has begun it
     // is read to its end.
@@ -607,8 +684,29 @@ fn read_frame(
         });
     }
     // A large frame: everything buffered belongs to it. Read the rest
-    // straight into the payload vector.
+    // straight into the caller's buffer if it fits, else into the payload
+    // vector.
     let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { size: len, max })?;
+    if let Some(dest) = dest.filter(|d| d.len() >= len) {
+        let buffered = r.end - (r.start + hdr);
+        dest[..buffered].copy_from_slice(&r.buf[r.start + hdr..r.end]);
+        r.start = 0;
+        r.end = 0;
+        let mut got = buffered;
+        while got < len {
+            if let Some(deadline) = strict {
+                if !sys::wait_readable(fd, Some(deadline))? {
+                    return Err(Error::Timeout);
+                }
+            }
+            let n = sys::recv_msg_into(fd, &mut dest[got..len], &mut r.fds, false)?;
+            if n == 0 {
+                return Err(Error::Truncated);
+            }
+            got += n;
+        }
+        return Ok(Frame::Direct { len, nfds });
+    }
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(EAGER_ALLOC as usize));
     payload.extend_from_slice(&r.buf[r.start + hdr..r.end]);
     r.start = 0;
@@ -638,29 +736,33 @@ fn read_frame(
     Ok(Frame::Owned { payload, nfds })
 }
 
-/// Writes a whole frame made of `parts`, attaching `fds` to its first bytes
-/// in batches of at most `SCM_MAX_FD`.
+/// Writes a whole frame made of `parts` (at most two: header and payload),
+/// attaching `fds` to its first bytes in batches of at most `SCM_MAX_FD`.
 fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-    let mut batches = borrowed.chunks(sys::MAX_FDS_PER_MSG);
+    debug_assert!(parts.len() <= 2 && !parts.is_empty());
+    let mut batches = fds.chunks(sys::MAX_FDS_PER_MSG);
     let mut part = 0;
     let mut offset = 0;
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut sent_total = 0;
     while sent_total < total {
         let batch = batches.next().unwrap_or(&[]);
-        let more_batches = batches.len() > 0;
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
-        if more_batches {
+        let empty = IoSlice::new(&[]);
+        let mut slices = [empty, empty];
+        let count = if batches.len() > 0 {
             // One byte per batch so that each batch rides on its own bytes.
-            slices.push(IoSlice::new(&parts[part][offset..offset + 1]));
+            slices[0] = IoSlice::new(&parts[part][offset..offset + 1]);
+            1
         } else {
-            slices.push(IoSlice::new(&parts[part][offset..]));
-            for p in &parts[part + 1..] {
-                slices.push(IoSlice::new(p));
+            slices[0] = IoSlice::new(&parts[part][offset..]);
+            if part + 1 < parts.len() {
+                slices[1] = IoSlice::new(parts[part + 1]);
+                2
+            } else {
+                1
             }
-        }
-        let mut n = sys::send_msg(sock, &slices, batch)?;
+        };
+        let mut n = sys::send_msg(sock, &slices[..count], batch)?;
         sent_total += n;
         while n > 0 {
             let left = parts[part].len() - offset;

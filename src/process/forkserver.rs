@@ -231,7 +231,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
                 };
                 let mut msg = [kind, 0, 0, 0, 0];
                 msg[1..].copy_from_slice(&value.to_le_bytes());
-                let _ = sys::send_msg(l.status.as_fd(), &[IoSlice::new(&msg)], &[]);
+                let _ = sys::send_msg::<OwnedFd>(l.status.as_fd(), &[IoSlice::new(&msg)], &[]);
             } else {
                 live.push(l);
             }

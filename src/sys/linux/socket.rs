@@ -5,7 +5,7 @@ use super::cvt_r;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::mem::{self, MaybeUninit};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Most descriptors the kernel accepts in one `SCM_RIGHTS` message
 /// (`SCM_MAX_FD`).
@@ -46,6 +46,10 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// 64-bit words of control buffer that hold [`MAX_FDS_PER_MSG`] descriptors
+/// (`CMSG_SPACE` of 253 ints is 1032 bytes on Linux; checked at run time).
+const CONTROL_WORDS: usize = 130;
+
 /// Space for a control message carrying `n` descriptors.
 fn cmsg_space(n: usize) -> usize {
     // SAFETY: CMSG_SPACE is a pure size computation.
@@ -58,14 +62,16 @@ fn cmsg_space(n: usize) -> usize {
 ///
 /// # References
 /// sendmsg(2), unix(7) (`SCM_RIGHTS`)
-pub(crate) fn send_msg(
+pub(crate) fn send_msg<F: AsFd>(
     sock: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
+    fds: &[F],
 ) -> io::Result<usize> {
     assert!(fds.len() <= MAX_FDS_PER_MSG, "too many fds in one message");
-    // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut control = vec![0u64; cmsg_space(fds.len()).div_ceil(8)];
+    // u64 storage keeps the control buffer aligned for cmsghdr; it lives on
+    // the stack and is only touched when descriptors are attached.
+    let mut control = [0u64; CONTROL_WORDS];
+    assert!(cmsg_space(MAX_FDS_PER_MSG) <= CONTROL_WORDS * 8);
     // SAFETY: an all-zero msghdr is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
@@ -84,7 +90,7 @@ pub(crate) fn send_msg(
             (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * mem::size_of::<RawFd>()) as u32) as _;
             let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
             for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_raw_fd());
+                data.add(i).write_unaligned(fd.as_fd().as_raw_fd());
             }
         }
     }
@@ -106,7 +112,9 @@ pub(crate) fn recv_msg(
     nonblocking: bool,
 ) -> io::Result<usize> {
     let space = cmsg_space(MAX_FDS_PER_MSG);
-    let mut control = vec![0u64; space.div_ceil(8)];
+    // The kernel writes the control data; nothing reads it before that.
+    let mut control = [MaybeUninit::<u64>::uninit(); CONTROL_WORDS];
+    assert!(space <= CONTROL_WORDS * 8);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
