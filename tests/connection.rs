@@ -644,16 +644,17 @@ fn recv_bytes_into_large_messages() {
     });
     let mut buf = vec![0u8; 4_000_000];
     let n = b.recv_bytes_into(&mut buf).unwrap();
+    let mut small = vec![0u8; 1000];
+    let too_short = b.recv_bytes_into(&mut small);
+    assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 5);
+    assert_eq!(&small[..5], b"small");
     let big = t.join().unwrap();
     assert_eq!(&buf[..n], &big[..]);
-    let mut small = vec![0u8; 1000];
-    match b.recv_bytes_into(&mut small) {
+    match too_short {
         Err(Error::BufferTooShort { message, capacity }) => {
             assert_eq!(capacity, 1000);
             assert_eq!(message, big);
         }
         other => panic!("expected BufferTooShort, got {other:?}"),
     }
-    assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 5);
-    assert_eq!(&small[..5], b"small");
 }
