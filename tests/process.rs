@@ -834,3 +834,41 @@ fn fork_grandchild_and_check(_m: StartMethod) {
 fn forked_grandchild_drops_the_parent_channel() {
     run_in_child(fork_grandchild_and_check, StartMethod::Fork);
 }
+
+extern "C" fn write_marker() {
+    if let Ok(path) = std::env::var("MULTIPROC_TEST_MARKER") {
+        let _ = std::fs::write(path, "atexit ran");
+    }
+}
+
+fn register_atexit(path: String) {
+    // SAFETY: set_var before any other thread exists in this child; atexit
+    // registers a plain function.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("MULTIPROC_TEST_MARKER", path);
+        libc::atexit(write_marker);
+    }
+}
+
+// P29: exit handlers registered in a spawned or fork-server child run when
+// it exits.
+#[test]
+fn atexit_handlers_run_in_children() {
+    for m in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-atexit-{}-{m}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut p =
+            Process::new(register_atexit, (path.to_string_lossy().into_owned(),)).start_method(m);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "atexit ran",
+            "under {m}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -245,11 +245,19 @@ pub(crate) fn forget_parent_channel_after_fork() {
 }
 
 /// Ends a child: join its own children, flush stdio, `_exit`.
+///
+/// A child made by exec (spawn) or by the fork server leaves through
+/// `exit(3)`, so exit handlers registered in it run, as in Python. A child
+/// made by forking the caller leaves through `_exit(2)`: the handlers it
+/// inherited belong to the parent.
 fn finish(code: i32) -> ! {
     super::child::cleanup_children();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    sys::exit_now(code)
+    if current::current_process().start_method() == Some(StartMethod::Fork) {
+        sys::exit_now(code)
+    }
+    std::process::exit(code)
 }
 
 /// A daemonic child dies with its parent, even when the parent is killed
