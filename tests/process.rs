@@ -872,3 +872,23 @@ fn atexit_handlers_run_in_children() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+fn my_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+// Re-executed children and the fork server carry the program's name, not
+// `exe`, in ps and top.
+#[test]
+fn children_are_named_after_the_program() {
+    let mine = my_comm();
+    for m in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let mut p = Process::new(my_comm, ()).start_method(m);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.take_result().unwrap(), mine, "under {m}");
+    }
+}

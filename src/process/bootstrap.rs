@@ -163,6 +163,7 @@ pub(crate) fn on_load() {
     // SAFETY: fd 3 was placed there for us by the parent's posix_spawn file
     // actions (dup2 onto 3); nothing else in this fresh process owns it.
     let fd = unsafe { sys::owned_from_raw(3) };
+    sys::name_after_program();
     match kind {
         "child" => child_main(fd, None),
         "forkserver" => forkserver::serve(fd),

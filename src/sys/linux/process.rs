@@ -169,6 +169,29 @@ pub(crate) fn block_signal(sig: i32, block: bool) {
     }
 }
 
+/// Names this process after the program in its command line (the base name
+/// of `argv[0]`), instead of `exe` from `/proc/self/exe`, so that `ps` and
+/// `top` show what a fork would.
+pub(crate) fn name_after_program() {
+    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    let base = argv0.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    // The kernel keeps 15 bytes plus the terminating NUL.
+    let mut name = [0u8; 16];
+    let n = base.len().min(15);
+    name[..n].copy_from_slice(&base[..n]);
+    if n == 0 || name[..n].contains(&0) {
+        return;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // from `name`, which is 16 bytes long and ends with a NUL.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
 /// How many threads this process has (`/proc/self/task`).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
