@@ -92,6 +92,7 @@ pub mod connection;
 mod error;
 mod exclusive;
 pub mod pickle;
+mod pool;
 mod process;
 mod sys;
 
@@ -101,6 +102,7 @@ pub use connection::{
     ToAddress, Waitable,
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
+pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,

@@ -298,7 +298,7 @@ impl Connection {
         let _w = self.lock_writer()?;
         let mut header = [0u8; HEADER];
         let at = write_header(self.framing, &mut header, bytes.len() as u64, 0);
-        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[])
+        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[] as &[OwnedFd])
     }
 
     /// Receives one value, blocking until it arrives.
@@ -392,6 +392,32 @@ impl Connection {
     /// handshake, where the peer is not trusted yet.
     pub(crate) fn recv_bytes_strict(&self, max: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
         self.with_frame_opts(Some(deadline), deadline, max, |b, _| Ok(b.to_vec()))
+    }
+
+    /// Sends one frame made of `parts` with `fds` attached (native framing
+    /// only). Used by the pool, which encodes its messages itself.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let _w = self.lock_writer()?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if fds.len() > MAX_FDS {
+            return Err(Error::Encode(format!(
+                "a message can carry at most {MAX_FDS} handles"
+            )));
+        }
+        let mut header = [0u8; HEADER];
+        let at = write_header(self.framing, &mut header, len as u64, fds.len());
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&header[at..]);
+        all.extend(parts.iter().filter(|p| !p.is_empty()));
+        send_frame(self.fd.as_fd(), &all, fds)
+    }
+
+    /// Receives one frame and hands its payload and descriptors to `f`.
+    pub(crate) fn recv_with<R>(
+        &self,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
+        self.with_frame(None, f)
     }
 
     /// Closes the connection. Dropping it does the same.
@@ -640,7 +666,7 @@ fn read_frame(
 
 /// Writes a whole frame made of `parts`, attaching `fds` to its first bytes
 /// in batches of at most `SCM_MAX_FD`.
-fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
+fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
     let mut batches = borrowed.chunks(sys::MAX_FDS_PER_MSG);
     let mut part = 0;
