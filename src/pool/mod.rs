@@ -83,10 +83,7 @@ impl Shared {
         }
     }
 
-    fn submit(
-        &self,
-        tasks: Vec<Task>,
-    ) -> Result<Vec<u64>> {
+    fn submit(&self, tasks: Vec<Task>) -> Result<Vec<u64>> {
         let mut q = self.lock();
         if let Some(why) = &q.broken {
             return Err(Error::PoolBroken(why.clone()));

@@ -20,6 +20,7 @@ use crate::sys;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Produces a worker's initializer: its entry and freshly encoded arguments.
@@ -256,12 +257,13 @@ impl Supervisor {
         let ready = sys::poll_readable(&fds, deadline)?;
         drop(fds);
         if ready[0] {
-            self.shared
-                .woken
-                .store(false, std::sync::atomic::Ordering::SeqCst);
+            // Drain first, then clear the flag: a wake-up sent after the
+            // flag is cleared stays in the socket, and tasks queued before
+            // it are picked up by the dispatch that follows.
             while self.wake.poll(Some(Duration::ZERO))? {
                 self.wake.recv_bytes()?;
             }
+            self.shared.woken.store(false, Ordering::SeqCst);
         }
         let mut dead = Vec::new();
         for (k, &(i, is_conn)) in index.iter().enumerate() {

@@ -97,7 +97,7 @@ fn finish<R: Serialize>(
             Err(e) => {
                 out.clear();
                 out_fds.clear();
-                Status::Encode(format!("cannot encode the task's result: {e}"))
+                Status::Encode(format!("cannot encode the task's result: {}", inner(e)))
             }
         },
         Err(p) => Status::Panicked(p),
@@ -118,7 +118,9 @@ where
 {
     let args: A = match codec::decode_in(args, table) {
         Ok(a) => a,
-        Err(e) => return Status::Decode(format!("cannot decode the task's arguments: {e}")),
+        Err(e) => {
+            return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
+        }
     };
     let f: F = bootstrap::zst_target();
     finish(run_caught(move || f.call(args)), out, out_fds)
@@ -139,7 +141,9 @@ where
 {
     let args: Vec<A> = match codec::decode_in(args, table) {
         Ok(a) => a,
-        Err(e) => return Status::Decode(format!("cannot decode the task's arguments: {e}")),
+        Err(e) => {
+            return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
+        }
     };
     let f: F = bootstrap::zst_target();
     finish(
@@ -147,6 +151,14 @@ where
         out,
         out_fds,
     )
+}
+
+/// The message of a codec error, without the variant's own prefix.
+fn inner(e: Error) -> String {
+    match e {
+        Error::Encode(m) | Error::Decode(m) => m,
+        other => other.to_string(),
+    }
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
@@ -220,6 +232,7 @@ impl Reporter<'_> {
 
 /// The body of a pool worker process.
 pub(crate) fn worker_main(conn: Connection, init: Option<Init>, max_tasks: u64) {
+    bootstrap::quiet_panic_hook();
     let mut rep = Reporter {
         conn: &conn,
         out: Vec::new(),
