@@ -147,6 +147,13 @@ impl Error {
 
     /// The signal that killed the process or worker, for [`Error::Killed`]
     /// and [`Error::WorkerLost`].
+    ///
+    /// # Examples
+    /// ```
+    /// let e = multiproc::Error::WorkerLost { pid: 42, exitcode: -9 };
+    /// assert_eq!(e.signal(), Some(9));
+    /// assert!(e.to_string().contains("SIGKILL"));
+    /// ```
     pub fn signal(&self) -> Option<i32> {
         match self {
             Error::Killed(sig) => Some(*sig),

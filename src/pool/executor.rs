@@ -38,6 +38,19 @@ pub struct Executor {
 }
 
 /// The pending result of [`Executor::submit`] (Python's `Future`).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+/// let ex = multiproc::Executor::new(1)?;
+/// let f = ex.submit(nap, (100,))?;
+/// assert!(!f.done());
+/// assert!(f.result_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+/// assert!(f.wait_timeout(Duration::from_secs(10)));
+/// assert_eq!(f.result()?, 100);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Future<R> {
     inner: AsyncResult<R>,
@@ -113,6 +126,14 @@ impl Executor {
 
     /// Queues `f(args...)`.
     ///
+    /// # Examples
+    /// ```
+    /// fn add(a: u8, b: u8) -> u8 { a + b }
+    /// let ex = multiproc::Executor::new(1)?;
+    /// assert_eq!(ex.submit(add, (1, 2))?.result()?, 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::State`] after [`shutdown`](Self::shutdown); [`Error::Encode`]
     /// when the arguments cannot be encoded.
@@ -141,6 +162,15 @@ impl Executor {
     }
 
     /// Like [`map`](Self::map) with `chunksize` items per task.
+    ///
+    /// # Examples
+    /// ```
+    /// fn neg(x: i8) -> i8 { -x }
+    /// let ex = multiproc::Executor::new(2)?;
+    /// let v: Vec<i8> = ex.map_chunked(neg, 0..5, 2).collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [0, -1, -2, -3, -4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn map_chunked<F, T, R, I>(&self, f: F, items: I, chunksize: usize) -> IMap<'_, R>
     where
         F: Target<(T,), Output = R>,
@@ -183,6 +213,16 @@ impl Executor {
 
     /// Kills the workers at once; unfinished futures fail with
     /// [`Error::PoolTerminated`] (Python 3.14's `terminate_workers`).
+    ///
+    /// # Examples
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(30)) }
+    /// let ex = multiproc::Executor::new(1)?;
+    /// let f = ex.submit(nap, ())?;
+    /// ex.terminate_workers();
+    /// assert!(matches!(f.result(), Err(multiproc::Error::PoolTerminated)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn terminate_workers(&self) {
         self.pool.terminate();
     }

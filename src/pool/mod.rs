@@ -382,17 +382,38 @@ impl Pool {
 
     /// A builder for a pool with an initializer, start method, maximum tasks
     /// per worker or task timeout.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::builder().processes(2).maxtasksperchild(50).build()?;
+    /// assert_eq!(pool.processes(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
     }
 
     /// The number of workers.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(multiproc::Pool::new(2)?.processes(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn processes(&self) -> usize {
         self.processes
     }
 
     /// The pids of the current workers (they change when workers are
     /// replaced).
+    ///
+    /// # Examples
+    /// ```
+    /// fn pid() -> u32 { std::process::id() }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.worker_pids(), [pool.apply(pid, ())?]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared
             .pids
@@ -728,6 +749,14 @@ impl Pool {
     /// # Errors
     /// [`Error::InvalidArgument`] for a chunk size of 0; otherwise as for
     /// [`map`](Self::map).
+    ///
+    /// # Examples
+    /// ```
+    /// fn sub(a: i32, b: i32) -> i32 { a - b }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap_chunked(sub, [(5, 1), (9, 2), (1, 1)], 2)?, [4, 7, 0]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn starmap_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> Result<Vec<R>>
     where
         F: Target<A, Output = R>,
@@ -845,6 +874,15 @@ impl Pool {
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per
     /// task.
+    ///
+    /// # Examples
+    /// ```
+    /// fn twice(x: u32) -> u32 { 2 * x }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let sum: u32 = pool.imap_unordered_chunked(twice, 0..100, 7).map(|r| r.unwrap()).sum();
+    /// assert_eq!(sum, 9900);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn imap_unordered_chunked<F, T, R, I>(
         &self,
         f: F,
@@ -871,6 +909,18 @@ impl Pool {
 
     /// Accepts no more tasks; the queued ones still run. Then
     /// [`join`](Self::join) waits for them and for the workers to exit.
+    ///
+    /// # Examples
+    /// ```
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let r = pool.apply_async(one, ())?;
+    /// pool.close();
+    /// assert!(pool.apply(one, ()).is_err());
+    /// pool.join()?;
+    /// assert_eq!(r.get()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn close(&self) {
         let mut q = self.shared.lock();
         if q.state == State::Running {
@@ -882,6 +932,17 @@ impl Pool {
 
     /// Stops the workers at once (SIGTERM, then SIGKILL after a second);
     /// unfinished tasks fail with [`Error::PoolTerminated`].
+    ///
+    /// # Examples
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(30)) }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// pool.terminate();
+    /// pool.join()?;
+    /// assert!(matches!(r.get(), Err(multiproc::Error::PoolTerminated)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn terminate(&self) {
         self.shared.lock().state = State::Terminated;
         self.shared.wake();
@@ -894,6 +955,15 @@ impl Pool {
     /// # Errors
     /// [`Error::State`] while the pool is still running (call `close` or
     /// `terminate` first).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert!(pool.join().is_err());
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn join(&self) -> Result<()> {
         if self.shared.lock().state == State::Running {
             return Err(Error::State(
@@ -930,6 +1000,17 @@ type ChunkSource = Box<dyn FnMut(usize) -> Option<Result<(Vec<u8>, Vec<OwnedFd>)
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields
 /// each result (or the error of its task).
+///
+/// # Examples
+/// ```
+/// fn len(s: String) -> usize { s.len() }
+/// let pool = multiproc::Pool::new(2)?;
+/// let words = ["a", "bb", "ccc"].map(String::from);
+/// let mut it = pool.imap(len, words);
+/// assert_eq!(it.next().unwrap()?, 1);
+/// assert_eq!(it.collect::<Result<Vec<_>, _>>()?, [2, 3]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct IMap<'p, R> {
     pool: &'p Pool,
     entry: u64,
