@@ -15,6 +15,10 @@ mod daemons;
 mod echo_server;
 #[path = "seeds/heartbeat.rs"]
 mod heartbeat;
+#[path = "seeds/pool_apply.rs"]
+mod pool_apply;
+#[path = "seeds/pool_tasks.rs"]
+mod pool_tasks;
 #[path = "seeds/process_basics.rs"]
 mod process_basics;
 #[path = "seeds/slow_requests.rs"]
@@ -39,6 +43,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     daemons::run(true)?;
     heartbeat::run(true)?;
     echo_server::run(true)?;
+    pool_tasks::run(true)?;
+    pool_apply::run(true)?;
 
     println!();
     println!(

@@ -81,10 +81,20 @@ fn record<E>(why: String, make: impl FnOnce(String) -> E) -> E {
 /// Deserializes a `T` from `bytes`, giving it the received `fds`. Trailing
 /// bytes are an error: a frame holds exactly one value.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    decode_in(bytes, &mut fds.into_iter().map(Some).collect())
+}
+
+/// Deserializes a `T` from `bytes`, taking its handles from `table`, which
+/// several values of one message share (handles are indexed across the
+/// message). Claimed descriptors are taken out of the table.
+pub(crate) fn decode_in<T: DeserializeOwned>(
+    bytes: &[u8],
+    table: &mut Vec<Option<OwnedFd>>,
+) -> Result<T> {
     LAST_ERROR.with(|l| l.borrow_mut().take());
-    let guard = TableGuard::install(&INCOMING, fds.into_iter().map(Some).collect());
+    let guard = TableGuard::install(&INCOMING, std::mem::take(table));
     let res = postcard::take_from_bytes::<T>(bytes);
-    drop(guard.take());
+    *table = guard.take();
     match res {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(Error::Decode(format!(

@@ -99,6 +99,34 @@ pub enum Error {
     /// (Python's `ValueError` from `Listener`/`Client`).
     #[error("invalid address: {0}")]
     Address(String),
+    /// The pool worker running this task died: killed by a signal (a
+    /// negative `exitcode`, e.g. `-9` for SIGKILL) or exited with a code. The
+    /// worker was replaced and the pool goes on.
+    #[error("the worker process (pid {pid}) running this task {}", describe_exit(*.exitcode))]
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// Its exit code, or minus the signal that killed it.
+        exitcode: i32,
+    },
+    /// A pool task ran longer than its timeout; its worker was killed and
+    /// replaced.
+    #[error("the task timed out after {0:?}; its worker was killed and replaced")]
+    TaskTimeout(std::time::Duration),
+    /// An argument is out of its allowed range (Python's `ValueError`), e.g.
+    /// a pool of 0 processes or a chunk size of 0.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("the pool was terminated before the task finished")]
+    PoolTerminated,
+    /// The task was cancelled before it started.
+    #[error("the task was cancelled")]
+    Cancelled,
+    /// The pool cannot run tasks any more, e.g. because a worker's
+    /// initializer failed; the message says why.
+    #[error("the pool is broken: {0}")]
+    PoolBroken(String),
 }
 
 impl Error {
@@ -115,6 +143,23 @@ impl Error {
     /// True for [`Error::Authentication`].
     pub fn is_authentication(&self) -> bool {
         matches!(self, Error::Authentication(_))
+    }
+
+    /// The signal that killed the process or worker, for [`Error::Killed`]
+    /// and [`Error::WorkerLost`].
+    ///
+    /// # Examples
+    /// ```
+    /// let e = multiproc::Error::WorkerLost { pid: 42, exitcode: -9 };
+    /// assert_eq!(e.signal(), Some(9));
+    /// assert!(e.to_string().contains("SIGKILL"));
+    /// ```
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            Error::Killed(sig) => Some(*sig),
+            Error::WorkerLost { exitcode, .. } if *exitcode < 0 => Some(-exitcode),
+            _ => None,
+        }
     }
 
     /// The panic, when a child panicked.
@@ -168,5 +213,17 @@ pub fn signal_name(sig: i32) -> &'static str {
         24 => "SIGXCPU",
         25 => "SIGXFSZ",
         _ => "unknown signal",
+    }
+}
+
+fn describe_exit(exitcode: i32) -> String {
+    if exitcode < 0 {
+        format!(
+            "was killed by signal {} ({})",
+            -exitcode,
+            signal_name(-exitcode)
+        )
+    } else {
+        format!("exited with code {exitcode}")
     }
 }

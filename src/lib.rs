@@ -59,6 +59,13 @@
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
+//! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::new(n)`](Pool::new), [`Pool::builder`]`().initializer(f, args).maxtasksperchild(k)` |
+//! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`], [`Pool::apply_async_with`] |
+//! | `map`, `map_async`, `imap`, `imap_unordered`, `starmap` (chunksize) | [`Pool::map`], [`Pool::map_async`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`] (`*_chunked`) |
+//! | `AsyncResult.get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout), [`wait`](AsyncResult::wait), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
+//! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
+//! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
+//! | `ProcessPoolExecutor`: `submit`, `map`, `shutdown(wait, cancel_futures)` | [`Executor::submit`], [`Executor::map`], [`Executor::shutdown`] |
 //!
 //! # How children get their code
 //!
@@ -92,6 +99,7 @@ pub mod connection;
 mod error;
 mod exclusive;
 pub mod pickle;
+mod pool;
 mod process;
 mod sys;
 
@@ -101,6 +109,7 @@ pub use connection::{
     ToAddress, Waitable,
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
+pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,

@@ -755,7 +755,11 @@ fn finish_children_then_report_zombies(m: StartMethod) {
     k.kill().unwrap();
     drop(k);
     // Let the dropped ones finish, then reap through active_children().
-    assert!(eventually(Duration::from_secs(10), || active_children().is_empty()));
+    assert!(
+        eventually(Duration::from_secs(30), || active_children().is_empty()),
+        "still running under {m}: {:?}",
+        active_children()
+    );
     let zombies = zombie_children();
     assert!(zombies.is_empty(), "zombies under {m}: {zombies:?}");
 }

@@ -298,7 +298,7 @@ impl Connection {
         let _w = self.lock_writer()?;
         let mut header = [0u8; HEADER];
         let at = write_header(self.framing, &mut header, bytes.len() as u64, 0);
-        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[])
+        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[] as &[OwnedFd])
     }
 
     /// Receives one value, blocking until it arrives.
@@ -393,6 +393,32 @@ impl Connection {
     /// handshake, where the peer is not trusted yet.
     pub(crate) fn recv_bytes_strict(&self, max: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
         self.with_frame_opts(Some(deadline), deadline, max, None, |b, _| Ok(b.into_vec()))
+    }
+
+    /// Sends one frame made of `parts` with `fds` attached (native framing
+    /// only). Used by the pool, which encodes its messages itself.
+    pub(crate) fn send_parts(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let _w = self.lock_writer()?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if fds.len() > MAX_FDS {
+            return Err(Error::Encode(format!(
+                "a message can carry at most {MAX_FDS} handles"
+            )));
+        }
+        let mut header = [0u8; HEADER];
+        let at = write_header(self.framing, &mut header, len as u64, fds.len());
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&header[at..]);
+        all.extend(parts.iter().filter(|p| !p.is_empty()));
+        send_frame(self.fd.as_fd(), &all, fds)
+    }
+
+    /// Receives one frame and hands its payload and descriptors to `f`.
+    pub(crate) fn recv_with<R>(
+        &self,
+        f: impl FnOnce(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
+        self.with_frame(None, |p, fds| f(p.as_slice(), fds))
     }
 
     /// Closes the connection. Dropping it does the same.
@@ -736,31 +762,36 @@ fn read_frame(
     Ok(Frame::Owned { payload, nfds })
 }
 
-/// Writes a whole frame made of `parts` (at most two: header and payload),
-/// attaching `fds` to its first bytes in batches of at most `SCM_MAX_FD`.
-fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<()> {
-    debug_assert!(parts.len() <= 2 && !parts.is_empty());
+/// Writes a whole frame made of `parts`, attaching `fds` to its first bytes
+/// in batches of at most `SCM_MAX_FD`. Allocates nothing.
+fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
+    const MAX_SLICES: usize = 8;
     let mut batches = fds.chunks(sys::MAX_FDS_PER_MSG);
     let mut part = 0;
     let mut offset = 0;
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut sent_total = 0;
     while sent_total < total {
+        // Skip parts already sent (and empty ones).
+        while offset == parts[part].len() {
+            part += 1;
+            offset = 0;
+        }
         let batch = batches.next().unwrap_or(&[]);
-        let empty = IoSlice::new(&[]);
-        let mut slices = [empty, empty];
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let count = if batches.len() > 0 {
             // One byte per batch so that each batch rides on its own bytes.
             slices[0] = IoSlice::new(&parts[part][offset..offset + 1]);
             1
         } else {
             slices[0] = IoSlice::new(&parts[part][offset..]);
-            if part + 1 < parts.len() {
-                slices[1] = IoSlice::new(parts[part + 1]);
-                2
-            } else {
-                1
+            let rest = parts[part + 1..].iter().take(MAX_SLICES - 1);
+            let mut count = 1;
+            for p in rest {
+                slices[count] = IoSlice::new(p);
+                count += 1;
             }
+            count
         };
         let mut n = sys::send_msg(sock, &slices[..count], batch)?;
         sent_total += n;
@@ -774,10 +805,6 @@ fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<
                 offset += n;
                 n = 0;
             }
-        }
-        while part < parts.len() && offset == parts[part].len() && sent_total < total {
-            part += 1;
-            offset = 0;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use super::{StartMethod, forkserver};
 use crate::codec::Handle;
 use crate::connection::Connection;
 use crate::error::RemotePanic;
+use crate::pool::worker::TaskEntry;
 use crate::sys;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -59,9 +60,9 @@ pub(crate) fn entry_offset(entry: Entry) -> u64 {
     (entry as usize).wrapping_sub(anchor as fn() -> u32 as usize) as u64
 }
 
-/// Turns an offset received from the parent back into an entry, refusing
-/// any address outside this crate's executable segment.
-fn resolve_entry(offset: u64) -> Result<Entry, String> {
+/// Checks that `offset` from [`anchor`] lands inside this crate's
+/// executable segment and returns the address.
+fn resolve_code(offset: u64) -> Result<usize, String> {
     let base = anchor as fn() -> u32 as usize;
     let addr = base.wrapping_add(offset as usize);
     let (start, end) = sys::code_segment_containing(base)
@@ -71,12 +72,45 @@ fn resolve_entry(offset: u64) -> Result<Entry, String> {
             "entry offset {offset:#x} points outside the code segment"
         ));
     }
+    Ok(addr)
+}
+
+/// Turns an offset received from the parent back into an entry, refusing
+/// any address outside this crate's executable segment.
+fn resolve_entry(offset: u64) -> Result<Entry, String> {
+    let addr = resolve_code(offset)?;
     // SAFETY: the address lies inside our own executable segment and was
     // computed by the parent, which runs this same build (magic, protocol
     // and build identity checked by the caller), as `entry_offset` of a
     // function of type `Entry`. The channel it came from is a private
     // socketpair inherited from the parent, not reachable by other processes.
     Ok(unsafe { std::mem::transmute::<usize, Entry>(addr) })
+}
+
+/// The offset of a pool task entry from [`anchor`].
+pub(crate) fn task_entry_offset(entry: TaskEntry) -> u64 {
+    (entry as usize).wrapping_sub(anchor as fn() -> u32 as usize) as u64
+}
+
+/// Turns a task entry offset received by a pool worker back into the
+/// function, refusing any address outside this crate's executable segment.
+pub(crate) fn resolve_task_entry(offset: u64) -> Result<TaskEntry, String> {
+    let addr = resolve_code(offset)?;
+    // SAFETY: a pool worker is a child that passed `child_main`'s checks
+    // (magic, protocol, build identity), so its parent runs this same build.
+    // The parent computed the offset with `task_entry_offset` of a function
+    // of type `TaskEntry`, and sent it over the worker's private socketpair,
+    // which no other process can reach. The address is inside our own code.
+    Ok(unsafe { std::mem::transmute::<usize, TaskEntry>(addr) })
+}
+
+/// The value of a zero-sized target type, in the process that runs it.
+pub(crate) fn zst_target<F: Copy + 'static>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (asserted at compile time) and, for every
+    // caller, a `Target`: a fn item or a closure without captures, which has
+    // no bytes and no invariant, so the zero-sized value is the function.
+    unsafe { std::mem::zeroed() }
 }
 
 /// What the parent tells a child before its arguments.
@@ -291,6 +325,16 @@ fn install_panic_hook() {
     }));
 }
 
+/// Keeps recording where panics happen but prints nothing: a pool worker
+/// reports its tasks' panics to the caller as errors instead.
+pub(crate) fn quiet_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        if let Some(loc) = info.location() {
+            *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(loc.to_string());
+        }
+    }));
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -298,6 +342,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "Box<dyn Any>".to_string()
+    }
+}
+
+/// Describes a caught panic (message, location, process) for the parent.
+pub(crate) fn remote_panic(payload: &(dyn std::any::Any + Send)) -> RemotePanic {
+    RemotePanic {
+        message: panic_message(payload),
+        location: PANIC_LOCATION
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+        process: current::current_process().name().to_string(),
     }
 }
 
@@ -319,14 +375,7 @@ pub(crate) fn run_reporting<R: Serialize>(chan: &Connection, body: impl FnOnce()
             if let Some(ExitRequest(code)) = payload.downcast_ref::<ExitRequest>() {
                 return *code;
             }
-            let p = RemotePanic {
-                message: panic_message(&*payload),
-                location: PANIC_LOCATION
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take(),
-                process: current::current_process().name().to_string(),
-            };
+            let p = remote_panic(&*payload);
             let _ = chan.send(&WireOutcome::<()>::Panic(p));
             // Dropping a payload can itself panic; leak it instead.
             std::mem::forget(payload);
@@ -342,15 +391,11 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    const { assert!(std::mem::size_of::<F>() == 0) };
     let args: A = match chan.recv() {
         Ok(a) => a,
         Err(e) => fail(chan, format!("cannot decode the arguments: {e}")),
     };
-    // SAFETY: `F` is zero-sized (asserted above at compile time): a fn item
-    // or a closure without captures, which has no bytes and no invariant, so
-    // the zero-sized value is the function itself.
-    let f: F = unsafe { std::mem::zeroed() };
+    let f: F = zst_target();
     run_reporting(chan, move || f.call(args))
 }
 

@@ -1,0 +1,482 @@
+//! The pool's supervisor thread: hands queued tasks to idle workers, reads
+//! their results, watches their sentinels and timeouts, and replaces dead
+//! workers.
+//!
+//! Each worker has its own channel and runs its tasks in the order they
+//! were sent, reporting each result before starting the next. So when a
+//! worker dies, the oldest task it had not reported is the one it was
+//! running: that task fails with [`Error::WorkerLost`] (or
+//! [`Error::TaskTimeout`] when the supervisor killed it for its timeout),
+//! and the tasks queued behind it on that worker, which never started, go
+//! back to the front of the pool's queue.
+
+use super::worker::{self, Init};
+use super::{Job, Shared, State};
+use crate::codec::{self, Handle};
+use crate::connection::{Connection, Pipe};
+use crate::error::{Error, RemotePanic, Result};
+use crate::process::{Process, StartMethod};
+use crate::sys;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Produces a worker's initializer: its entry and freshly encoded arguments.
+pub(crate) type InitFn = Arc<dyn Fn() -> Result<(u64, Vec<u8>, Vec<OwnedFd>)> + Send + Sync>;
+
+/// How to start workers.
+#[derive(Clone)]
+pub(crate) struct WorkerSpec {
+    pub(crate) method: StartMethod,
+    pub(crate) init: Option<InitFn>,
+    pub(crate) max_tasks: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Most tasks in flight on one worker, for quick tasks.
+const MAX_DEPTH: usize = 64;
+/// Argument bytes that may wait unread on one worker's channel; larger
+/// batches go only to a worker that has nothing outstanding (so a send can
+/// never block on a worker that is itself blocked sending a result).
+const BYTE_BUDGET: usize = 64 * 1024;
+/// Descriptors per batch frame.
+const FD_BUDGET: usize = 200;
+
+pub(crate) struct WorkerSlot {
+    proc: Process<()>,
+    conn: Connection,
+    pid: u32,
+    conn_open: bool,
+    outstanding: VecDeque<Job>,
+    head_since: Instant,
+    sent: usize,
+    depth: usize,
+    service_ns: f64,
+    inflight_bytes: usize,
+    killed_for: Option<u64>,
+}
+
+impl WorkerSlot {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills the worker and waits for it (used when a pool cannot start).
+    pub(crate) fn kill_now(mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.join();
+    }
+}
+
+/// Starts one worker process.
+pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<WorkerSlot> {
+    let (here, there) = Pipe::new()?;
+    let init = match &spec.init {
+        Some(f) => {
+            let (entry, args, fds) = f()?;
+            Some(Init {
+                entry,
+                args,
+                fds: fds.into_iter().map(Handle).collect(),
+            })
+        }
+        None => None,
+    };
+    let max = spec.max_tasks.unwrap_or(0) as u64;
+    let mut proc = Process::new(worker::worker_main, (there, init, max))
+        .daemon(true)
+        .start_method(method);
+    let name = proc.get_name().replace("Process", "PoolWorker");
+    proc.set_name(name);
+    proc.start()?;
+    let pid = proc.pid().expect("started");
+    Ok(WorkerSlot {
+        proc,
+        conn: here,
+        pid,
+        conn_open: true,
+        outstanding: VecDeque::new(),
+        head_since: Instant::now(),
+        sent: 0,
+        depth: 1,
+        service_ns: 0.0,
+        inflight_bytes: 0,
+        killed_for: None,
+    })
+}
+
+pub(crate) struct Supervisor {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) wake: Connection,
+    pub(crate) workers: Vec<WorkerSlot>,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) next: usize,
+}
+
+enum Step {
+    Go,
+    Stop,
+    Terminate,
+}
+
+impl Supervisor {
+    fn replacement_method(&self) -> StartMethod {
+        // A forked child cannot be started from this (threaded) process:
+        // replacements of fork workers come from the fork server.
+        match self.spec.method {
+            StartMethod::Fork => StartMethod::ForkServer,
+            m => m,
+        }
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.workers.iter().map(|w| w.pid).collect();
+        *self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+    }
+
+    pub(crate) fn run(mut self) {
+        self.publish_pids();
+        loop {
+            match self.dispatch() {
+                Step::Go => {}
+                Step::Stop => return self.stop_all(),
+                Step::Terminate => return self.terminate_all(),
+            }
+            if let Err(e) = self.wait_and_handle() {
+                self.break_pool(format!("pool supervisor failed: {e}"));
+            }
+        }
+    }
+
+    /// Moves queued tasks to workers with room and sends them.
+    fn dispatch(&mut self) -> Step {
+        let mut frames: Vec<(usize, usize)> = Vec::new();
+        {
+            let mut q = self.shared.lock();
+            match q.state {
+                State::Terminated => return Step::Terminate,
+                State::Closed
+                    if q.pending.is_empty()
+                        && self.workers.iter().all(|w| w.outstanding.is_empty()) =>
+                {
+                    return Step::Stop;
+                }
+                _ => {}
+            }
+            if q.pending.is_empty() || q.broken.is_some() {
+                return Step::Go;
+            }
+            let n = self.workers.len();
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                let w = &mut self.workers[i];
+                if !w.conn_open || w.killed_for.is_some() {
+                    continue;
+                }
+                let first = w.outstanding.len();
+                let mut bytes = 0usize;
+                let mut fds = 0usize;
+                while let Some(job) = q.pending.front() {
+                    let room = w.outstanding.len() < w.depth
+                        && self.spec.max_tasks.is_none_or(|m| w.sent < m);
+                    let fits = w.outstanding.is_empty()
+                        || (w.inflight_bytes + bytes + job.payload.len() <= BYTE_BUDGET
+                            && fds + job.fds.len() <= FD_BUDGET);
+                    if !room || !fits {
+                        break;
+                    }
+                    let job = q.pending.pop_front().expect("front exists");
+                    bytes += job.payload.len();
+                    fds += job.fds.len();
+                    w.sent += 1;
+                    if w.outstanding.is_empty() {
+                        w.head_since = Instant::now();
+                    }
+                    w.outstanding.push_back(job);
+                }
+                w.inflight_bytes += bytes;
+                if w.outstanding.len() > first {
+                    frames.push((i, first));
+                }
+                if q.pending.is_empty() {
+                    break;
+                }
+            }
+            self.next = (self.next + 1) % n.max(1);
+        }
+        for (i, first) in frames {
+            self.send_batch(i, first);
+        }
+        Step::Go
+    }
+
+    fn send_batch(&mut self, i: usize, first: usize) {
+        let w = &mut self.workers[i];
+        let mut frame = Vec::with_capacity(64);
+        frame.push(worker::TASKS);
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        for job in w.outstanding.range(first..) {
+            worker::push_task(&mut frame, job.id, job.entry, job.fds.len(), &job.payload);
+            fds.extend(job.fds.iter().map(|f| f.as_fd()));
+        }
+        let sent = w.conn.send_parts(&[&frame], &fds);
+        drop(fds);
+        if sent.is_err() {
+            // The worker is gone and never got these: queue them again.
+            let back: Vec<Job> = w.outstanding.drain(first..).collect();
+            w.sent -= back.len();
+            w.inflight_bytes -= back.iter().map(|j| j.payload.len()).sum::<usize>();
+            let mut q = self.shared.lock();
+            for job in back.into_iter().rev() {
+                q.pending.push_front(job);
+            }
+        }
+    }
+
+    fn wait_and_handle(&mut self) -> Result<()> {
+        let timeout = self.spec.timeout;
+        let deadline = timeout.and_then(|t| {
+            self.workers
+                .iter()
+                .filter(|w| !w.outstanding.is_empty() && w.killed_for.is_none())
+                .map(|w| w.head_since + t)
+                .min()
+        });
+        let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
+        let mut index: Vec<(usize, bool)> = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.conn_open {
+                fds.push(w.conn.as_fd());
+                index.push((i, true));
+            }
+            fds.push(w.proc.sentinel()?);
+            index.push((i, false));
+        }
+        let ready = sys::poll_readable(&fds, deadline)?;
+        drop(fds);
+        if ready[0] {
+            // Drain first, then clear the flag: a wake-up sent after the
+            // flag is cleared stays in the socket, and tasks queued before
+            // it are picked up by the dispatch that follows.
+            while self.wake.poll(Some(Duration::ZERO))? {
+                self.wake.recv_bytes()?;
+            }
+            self.shared.woken.store(false, Ordering::SeqCst);
+        }
+        let mut dead = Vec::new();
+        for (k, &(i, is_conn)) in index.iter().enumerate() {
+            if !ready[k + 1] {
+                continue;
+            }
+            if is_conn {
+                self.read_results(i);
+            } else {
+                dead.push(i);
+            }
+        }
+        // Highest index first, so that indices stay valid while replacing.
+        for i in dead.into_iter().rev() {
+            self.handle_exit(i);
+        }
+        if let Some(t) = timeout {
+            let now = Instant::now();
+            for w in &mut self.workers {
+                if w.killed_for.is_none() && !w.outstanding.is_empty() && now >= w.head_since + t {
+                    w.killed_for = Some(w.outstanding[0].id);
+                    let _ = w.proc.kill();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every result already waiting on worker `i`'s channel.
+    fn read_results(&mut self, i: usize) {
+        loop {
+            let w = &mut self.workers[i];
+            let WorkerSlot {
+                conn,
+                outstanding,
+                head_since,
+                depth,
+                service_ns,
+                inflight_bytes,
+                ..
+            } = w;
+            let mut init_failed = None;
+            let res = conn.recv_with(|bytes, fds| {
+                let (id, status, body) = worker::parse_result(bytes)?;
+                if status == worker::INIT_FAILED {
+                    init_failed = Some(String::from_utf8_lossy(body).into_owned());
+                    return Ok(());
+                }
+                let job = match outstanding.front() {
+                    Some(j) if j.id == id => outstanding.pop_front().expect("front exists"),
+                    _ => return Err(Error::BadFrame(format!("unexpected result for task {id}"))),
+                };
+                let now = Instant::now();
+                let took = now.saturating_duration_since(*head_since).as_nanos() as f64;
+                *service_ns = if *service_ns == 0.0 {
+                    took
+                } else {
+                    (*service_ns * 7.0 + took) / 8.0
+                };
+                *depth = if *service_ns < 100_000.0 {
+                    (*depth * 2).min(MAX_DEPTH)
+                } else if *service_ns < 1_000_000.0 {
+                    4
+                } else {
+                    1
+                };
+                *head_since = now;
+                *inflight_bytes -= job.payload.len();
+                let outcome = match status {
+                    worker::OK => Ok((body, fds)),
+                    worker::PANIC => Err(match codec::decode::<RemotePanic>(body, fds) {
+                        Ok(p) => Error::Panicked(p),
+                        Err(e) => e,
+                    }),
+                    worker::ENCODE => Err(Error::Encode(text(body))),
+                    worker::DECODE => Err(Error::Decode(text(body))),
+                    _ => Err(Error::Bootstrap(text(body))),
+                };
+                job.sink.deliver(job.index, outcome);
+                Ok(())
+            });
+            if let Some(why) = init_failed {
+                self.break_pool(why);
+                return;
+            }
+            match res {
+                Ok(()) => {}
+                Err(Error::BadFrame(_)) | Err(Error::Decode(_)) => {
+                    // A worker that breaks the protocol is not trusted again.
+                    let w = &mut self.workers[i];
+                    w.conn_open = false;
+                    let _ = w.proc.kill();
+                    return;
+                }
+                Err(_) => {
+                    // End of stream: the worker is exiting; its sentinel
+                    // reports the rest.
+                    self.workers[i].conn_open = false;
+                    return;
+                }
+            }
+            match self.workers[i].conn.poll(Some(Duration::ZERO)) {
+                Ok(true) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Worker `i` has exited: fail the task it was running, queue again the
+    /// ones it never started, and start a replacement.
+    fn handle_exit(&mut self, i: usize) {
+        if self.workers[i].conn_open {
+            self.read_results(i);
+        }
+        if i >= self.workers.len() {
+            return;
+        }
+        let mut w = self.workers.remove(i);
+        let _ = w.proc.join();
+        let exitcode = w.proc.exitcode().unwrap_or(-libc::SIGKILL);
+        let mut jobs = std::mem::take(&mut w.outstanding);
+        if let Some(head) = jobs.pop_front() {
+            let err = match (w.killed_for, self.spec.timeout) {
+                (Some(id), Some(t)) if id == head.id => Error::TaskTimeout(t),
+                _ => Error::WorkerLost {
+                    pid: w.pid,
+                    exitcode,
+                },
+            };
+            head.sink.deliver(head.index, Err(err));
+        }
+        let terminated;
+        {
+            let mut q = self.shared.lock();
+            for job in jobs.into_iter().rev() {
+                q.pending.push_front(job);
+            }
+            terminated = q.state == State::Terminated || q.broken.is_some();
+        }
+        let _ = w.proc.close();
+        if terminated {
+            self.publish_pids();
+            return;
+        }
+        match start_worker(&self.spec, self.replacement_method()) {
+            Ok(new) => self.workers.insert(i, new),
+            Err(e) => self.break_pool(format!("cannot start a replacement worker: {e}")),
+        }
+        self.publish_pids();
+    }
+
+    /// The pool cannot run tasks any more: fail everything, stop workers.
+    fn break_pool(&mut self, why: String) {
+        let jobs: Vec<Job> = {
+            let mut q = self.shared.lock();
+            if q.broken.is_none() {
+                q.broken = Some(why.clone());
+            }
+            q.pending.drain(..).collect()
+        };
+        for job in jobs {
+            job.sink
+                .deliver(job.index, Err(Error::PoolBroken(why.clone())));
+        }
+        for mut w in self.workers.drain(..) {
+            let _ = w.proc.kill();
+            let _ = w.proc.join();
+            for job in w.outstanding.drain(..) {
+                job.sink
+                    .deliver(job.index, Err(Error::PoolBroken(why.clone())));
+            }
+        }
+        self.publish_pids();
+    }
+
+    /// Closed and drained: ask every worker to exit and wait for them.
+    fn stop_all(mut self) {
+        for w in &self.workers {
+            let _ = w.conn.send_parts(&[&[worker::STOP]], &[]);
+        }
+        for mut w in self.workers.drain(..) {
+            if !matches!(w.proc.join_timeout(Duration::from_secs(5)), Ok(true)) {
+                let _ = w.proc.kill();
+                let _ = w.proc.join();
+            }
+        }
+        self.publish_pids();
+        self.shared.lock().finished = true;
+    }
+
+    /// Terminated: kill every worker, fail every task.
+    fn terminate_all(mut self) {
+        for w in &self.workers {
+            let _ = w.proc.terminate();
+        }
+        for mut w in self.workers.drain(..) {
+            if !matches!(w.proc.join_timeout(Duration::from_secs(1)), Ok(true)) {
+                let _ = w.proc.kill();
+                let _ = w.proc.join();
+            }
+            for job in w.outstanding.drain(..) {
+                job.sink.deliver(job.index, Err(Error::PoolTerminated));
+            }
+        }
+        let jobs: Vec<Job> = self.shared.lock().pending.drain(..).collect();
+        for job in jobs {
+            job.sink.deliver(job.index, Err(Error::PoolTerminated));
+        }
+        self.publish_pids();
+        self.shared.lock().finished = true;
+    }
+}
+
+fn text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}

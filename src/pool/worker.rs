@@ -1,0 +1,313 @@
+//! A pool worker: a child process that runs the tasks its supervisor sends
+//! on the worker's own channel, one after the other, and reports each
+//! result before it starts the next task.
+//!
+//! # Wire format
+//!
+//! Supervisor to worker, one frame per batch: a kind byte, then for
+//! [`TASKS`] a sequence of tasks, each `id: u64`, `entry: u64` (the task
+//! function's offset from the bootstrap anchor), `nfds: u32`, `len: u32`
+//! (all little-endian) and `len` argument bytes. The frame's descriptors are
+//! the tasks' handles, in task order. [`STOP`] ends the worker.
+//!
+//! Worker to supervisor, one frame per task: `id: u64`, a status byte and
+//! the body — the encoded result (with its handles) for [`OK`], an encoded
+//! [`RemotePanic`] for [`PANIC`], an error message otherwise.
+
+use crate::codec::{self, Handle};
+use crate::connection::Connection;
+use crate::error::{Error, RemotePanic, Result};
+use crate::process::Target;
+use crate::process::bootstrap::{self, ExitRequest};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+
+/// A batch of tasks.
+pub(crate) const TASKS: u8 = 1;
+/// The worker should exit.
+pub(crate) const STOP: u8 = 2;
+
+/// Result statuses.
+pub(crate) const OK: u8 = 0;
+pub(crate) const PANIC: u8 = 1;
+pub(crate) const ENCODE: u8 = 2;
+pub(crate) const DECODE: u8 = 3;
+pub(crate) const BAD_ENTRY: u8 = 4;
+pub(crate) const INIT_FAILED: u8 = 5;
+
+/// Size of a task's header in a batch frame.
+pub(crate) const TASK_HEADER: usize = 24;
+/// Size of a result's header.
+pub(crate) const RESULT_HEADER: usize = 9;
+
+/// What a task function reports.
+pub(crate) enum Status {
+    Ok,
+    Panicked(RemotePanic),
+    Encode(String),
+    Decode(String),
+}
+
+/// A task function as the worker calls it: decode the arguments from
+/// `args` (handles from `table`), run, encode the result into `out` and
+/// `out_fds`.
+pub(crate) type TaskEntry = fn(
+    args: &[u8],
+    table: &mut Vec<Option<OwnedFd>>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Status;
+
+/// The initializer a worker runs once before its first task.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Init {
+    pub(crate) entry: u64,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<Handle<OwnedFd>>,
+}
+
+fn run_caught<T>(body: impl FnOnce() -> T) -> std::result::Result<T, RemotePanic> {
+    match panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => Ok(v),
+        Err(payload) => {
+            if payload.downcast_ref::<ExitRequest>().is_some() {
+                // `multiproc::exit(n)` in a task ends the worker with code n.
+                panic::resume_unwind(payload);
+            }
+            let p = bootstrap::remote_panic(&*payload);
+            // Dropping a payload can itself panic; leak it instead.
+            std::mem::forget(payload);
+            Err(p)
+        }
+    }
+}
+
+fn finish<R: Serialize>(
+    value: std::result::Result<R, RemotePanic>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Status {
+    match value {
+        Ok(v) => match codec::encode_into(&v, out, out_fds) {
+            Ok(()) => Status::Ok,
+            Err(e) => {
+                out.clear();
+                out_fds.clear();
+                Status::Encode(format!("cannot encode the task's result: {}", inner(e)))
+            }
+        },
+        Err(p) => Status::Panicked(p),
+    }
+}
+
+/// The task function of `apply`: `f(args...)`.
+pub(crate) fn apply_entry<F, A, R>(
+    args: &[u8],
+    table: &mut Vec<Option<OwnedFd>>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Status
+where
+    F: Target<A, Output = R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: A = match codec::decode_in(args, table) {
+        Ok(a) => a,
+        Err(e) => {
+            return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
+        }
+    };
+    let f: F = bootstrap::zst_target();
+    finish(run_caught(move || f.call(args)), out, out_fds)
+}
+
+/// The task function of the map family: `f(args...)` for each argument
+/// tuple of a chunk, the results as one list.
+pub(crate) fn chunk_entry<F, A, R>(
+    args: &[u8],
+    table: &mut Vec<Option<OwnedFd>>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Status
+where
+    F: Target<A, Output = R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: Vec<A> = match codec::decode_in(args, table) {
+        Ok(a) => a,
+        Err(e) => {
+            return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
+        }
+    };
+    let f: F = bootstrap::zst_target();
+    finish(
+        run_caught(move || args.into_iter().map(|a| f.call(a)).collect::<Vec<R>>()),
+        out,
+        out_fds,
+    )
+}
+
+/// The message of a codec error, without the variant's own prefix.
+fn inner(e: Error) -> String {
+    match e {
+        Error::Encode(m) | Error::Decode(m) => m,
+        other => other.to_string(),
+    }
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Parses a result frame's header: `(task id, status, body)`.
+pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, &[u8])> {
+    if b.len() < RESULT_HEADER {
+        return Err(Error::BadFrame("short pool result".into()));
+    }
+    Ok((read_u64(b, 0), b[8], &b[RESULT_HEADER..]))
+}
+
+/// Appends one task to a batch frame.
+pub(crate) fn push_task(frame: &mut Vec<u8>, id: u64, entry: u64, nfds: usize, args: &[u8]) {
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(&entry.to_le_bytes());
+    frame.extend_from_slice(&(nfds as u32).to_le_bytes());
+    frame.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    frame.extend_from_slice(args);
+}
+
+struct Reporter<'a> {
+    conn: &'a Connection,
+    out: Vec<u8>,
+    out_fds: Vec<OwnedFd>,
+}
+
+impl Reporter<'_> {
+    fn send(&mut self, id: u64, status: Status) -> Result<()> {
+        let (code, body) = match status {
+            Status::Ok => (OK, None),
+            Status::Panicked(p) => {
+                self.out.clear();
+                self.out_fds.clear();
+                codec::encode_into(&p, &mut self.out, &mut self.out_fds)?;
+                (PANIC, None)
+            }
+            Status::Encode(why) => (ENCODE, Some(why)),
+            Status::Decode(why) => (DECODE, Some(why)),
+        };
+        self.report(id, code, body.as_deref())
+    }
+
+    fn report(&mut self, id: u64, code: u8, text: Option<&str>) -> Result<()> {
+        let mut meta = [0u8; RESULT_HEADER];
+        meta[..8].copy_from_slice(&id.to_le_bytes());
+        meta[8] = code;
+        let fds: Vec<_> = self.out_fds.iter().map(|f| f.as_fd()).collect();
+        let body = text.map_or(&self.out[..], str::as_bytes);
+        let sent = self.conn.send_parts(&[&meta, body], &fds);
+        drop(fds);
+        self.out.clear();
+        self.out_fds.clear();
+        match sent {
+            // Too many handles in the result: report that instead.
+            Err(Error::Encode(why)) => {
+                meta[8] = ENCODE;
+                let why = format!("cannot send the task's result: {why}");
+                self.conn.send_parts(&[&meta, why.as_bytes()], &[])
+            }
+            other => other,
+        }
+    }
+}
+
+/// The body of a pool worker process.
+pub(crate) fn worker_main(conn: Connection, init: Option<Init>, max_tasks: u64) {
+    bootstrap::quiet_panic_hook();
+    let mut rep = Reporter {
+        conn: &conn,
+        out: Vec::new(),
+        out_fds: Vec::new(),
+    };
+    if let Some(init) = init {
+        let mut table: Vec<Option<OwnedFd>> =
+            init.fds.into_iter().map(|h| Some(h.into_inner())).collect();
+        let failed = match bootstrap::resolve_task_entry(init.entry) {
+            Err(why) => Some(why),
+            Ok(entry) => match entry(&init.args, &mut table, &mut rep.out, &mut rep.out_fds) {
+                Status::Ok => None,
+                Status::Panicked(p) => Some(format!("initializer panicked: {p}")),
+                Status::Encode(why) | Status::Decode(why) => Some(why),
+            },
+        };
+        rep.out.clear();
+        rep.out_fds.clear();
+        if let Some(why) = failed {
+            let _ = rep.report(0, INIT_FAILED, Some(&why));
+            return;
+        }
+    }
+    let mut entries: HashMap<u64, TaskEntry> = HashMap::new();
+    let mut done: u64 = 0;
+    loop {
+        let batch = conn.recv_with(|bytes, fds| Ok((bytes.to_vec(), fds)));
+        let Ok((bytes, fds)) = batch else { return };
+        match bytes.first() {
+            Some(&TASKS) => {}
+            _ => return,
+        }
+        let mut table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut fd_at = 0usize;
+        let mut at = 1usize;
+        while at < bytes.len() {
+            if bytes.len() - at < TASK_HEADER {
+                return;
+            }
+            let id = read_u64(&bytes, at);
+            let offset = read_u64(&bytes, at + 8);
+            let nfds = read_u32(&bytes, at + 16) as usize;
+            let len = read_u32(&bytes, at + 20) as usize;
+            at += TASK_HEADER;
+            if bytes.len() - at < len || table.len() - fd_at < nfds {
+                return;
+            }
+            let args = &bytes[at..at + len];
+            at += len;
+            let mut own: Vec<Option<OwnedFd>> = table[fd_at..fd_at + nfds]
+                .iter_mut()
+                .map(Option::take)
+                .collect();
+            fd_at += nfds;
+            let entry = match entries.get(&offset) {
+                Some(e) => Ok(*e),
+                None => bootstrap::resolve_task_entry(offset).inspect(|e| {
+                    entries.insert(offset, *e);
+                }),
+            };
+            let sent = match entry {
+                Ok(entry) => {
+                    let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
+                    drop(own);
+                    rep.send(id, status)
+                }
+                Err(why) => rep.report(id, BAD_ENTRY, Some(&why)),
+            };
+            if sent.is_err() {
+                return;
+            }
+            done += 1;
+            if max_tasks != 0 && done >= max_tasks {
+                return;
+            }
+        }
+    }
+}
