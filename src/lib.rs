@@ -59,6 +59,16 @@
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
+//! | `Lock()`, `RLock()`, `with lock:` | [`Lock`], [`RLock`]: `acquire()` returns a guard |
+//! | `lock.acquire(False)`, `acquire(timeout=t)` | [`Lock::try_acquire`], [`Lock::acquire_timeout`] |
+//! | a holder that died (Python hangs) | [`LockError::OwnerDied`], which hands over the guard |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`] |
+//! | `Condition()`, `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`], through its [`ConditionGuard`] |
+//! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`] |
+//! | `Barrier(n, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
+//! | `Value('i', 0)`, `Array('d', 10)`, `get_lock()`, `get_obj()` | [`Value<i32>`](Value), [`Array<f64>`](Array) |
+//! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //!
 //! # How children get their code
 //!
@@ -93,6 +103,8 @@ mod error;
 mod exclusive;
 pub mod pickle;
 mod process;
+mod shm;
+mod sync;
 mod sys;
 
 pub use codec::{Handle, handle};
@@ -106,4 +118,9 @@ pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
+};
+pub use shm::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, ShmSafe, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
+    LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };
