@@ -326,6 +326,15 @@ impl<T: ShmSafe> Array<T> {
     ///
     /// # Errors
     /// As [`RawArray::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Array, Lock};
+    /// let lock = Lock::new()?;
+    /// let a = Array::<u8>::with_lock(4, lock.clone())?;
+    /// assert!(a.get_lock().same_as(&lock));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn with_lock(len: usize, lock: Lock) -> Result<Self> {
         Ok(Array {
             raw: RawArray::new(len)?,
@@ -394,6 +403,14 @@ impl<T: ShmSafe> Array<T> {
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
     /// holder died while holding it.
+    ///
+    /// # Examples
+    /// ```
+    /// let a = multiproc::Array::from_slice(&[3u32, 1, 2])?;
+    /// a.lock().unwrap().sort();
+    /// assert_eq!(a.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let wrap = |guard| ArrayGuard {
             // SAFETY: the lock is held, so (as long as every writer takes

@@ -137,6 +137,15 @@ impl SharedMemory {
     ///
     /// # Errors
     /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = multiproc::SharedMemory::create_auto(4096)?;
+    /// assert!(shm.name().starts_with("mproc_"));
+    /// assert_eq!(shm.size(), 4096);
+    /// shm.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn create_auto(size: usize) -> Result<Self> {
         if size == 0 {
             return Err(Error::InvalidArgument(
@@ -272,6 +281,15 @@ impl SharedMemory {
     /// # Errors
     /// [`Error::Io`] with [`io::ErrorKind::NotFound`] when the name is
     /// already gone.
+    ///
+    /// # Examples
+    /// ```
+    /// let shm = multiproc::SharedMemory::create_auto(16)?;
+    /// shm.unlink()?;
+    /// assert!(multiproc::SharedMemory::attach(shm.name()).is_err());
+    /// assert!(shm.unlink().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn unlink(&self) -> Result<()> {
         unlink_name(&self.name)?;
         tracker::unregister(&self.name);

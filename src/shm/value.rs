@@ -179,6 +179,16 @@ impl<T: ShmSafe> Value<T> {
     ///
     /// # Errors
     /// When the shared memory cannot be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Lock, Value};
+    /// let lock = Lock::new()?;
+    /// let a = Value::with_lock(1u8, lock.clone())?;
+    /// let b = Value::with_lock(2u8, lock.clone())?;
+    /// assert!(a.get_lock().same_as(b.get_lock()));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn with_lock(value: T, lock: Lock) -> Result<Self> {
         Ok(Value {
             raw: RawValue::new(value)?,
@@ -192,6 +202,14 @@ impl<T: ShmSafe> Value<T> {
     }
 
     /// The value without its lock (Python's `get_obj()`).
+    ///
+    /// # Examples
+    /// ```
+    /// let v = multiproc::Value::new(1.5f32)?;
+    /// v.get_obj().set(2.5);
+    /// assert_eq!(v.get(), 2.5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_obj(&self) -> &RawValue<T> {
         &self.raw
     }
@@ -215,6 +233,14 @@ impl<T: ShmSafe> Value<T> {
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
     /// holder died while holding it: the value may be half updated.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = multiproc::Value::new(5i64)?;
+    /// *v.lock().unwrap() *= 3;
+    /// assert_eq!(v.get(), 15);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[inline]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         let wrap = |guard| ValueGuard {

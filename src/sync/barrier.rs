@@ -74,7 +74,7 @@ impl From<BrokenBarrierError> for Error {
 /// ```
 /// use multiproc::{Barrier, Process};
 ///
-/// fn party(b: Barrier) -> usize { b.wait().unwrap() }
+/// fn party(b: Barrier) -> u32 { b.wait().unwrap() }
 ///
 /// let b = Barrier::new(2)?;
 /// let mut p = Process::new(party, (b.clone(),));
@@ -127,6 +127,15 @@ impl Barrier {
     ///
     /// # Errors
     /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::with_timeout(2, None, Duration::from_millis(10))?;
+    /// assert_eq!(b.timeout(), Some(Duration::from_millis(10)));
+    /// assert!(b.wait().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn with_timeout(parties: u32, action: Option<fn()>, timeout: Duration) -> Result<Barrier> {
         Barrier::build(parties, action, Some(timeout))
     }
@@ -282,6 +291,15 @@ impl Barrier {
 
     /// Breaks the barrier: current and future waiters get
     /// [`BrokenBarrierError`] until [`reset`](Self::reset).
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// assert_eq!(b.n_waiting(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn abort(&self) {
         self.lock();
         Self::break_locked(self.st());

@@ -107,6 +107,15 @@ impl Condition {
     ///
     /// # Errors
     /// When the shared memory cannot be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let cond = multiproc::Condition::with_lock(lock.clone())?;
+    /// let _g = cond.acquire().unwrap();
+    /// assert!(lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn with_lock(lock: Lock) -> Result<Condition> {
         Condition::with(CondLock::Lock(lock))
     }
@@ -176,6 +185,17 @@ impl Condition {
     /// # Errors
     /// [`LockError::WouldBlock`] when it is held; [`LockError::OwnerDied`]
     /// as for [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::LockError;
+    /// let cond = multiproc::Condition::new()?;
+    /// let _g = cond.acquire().unwrap();
+    /// let other = cond.clone();
+    /// let busy = std::thread::spawn(move || matches!(other.try_acquire(), Err(LockError::WouldBlock)));
+    /// assert!(busy.join().unwrap());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> LockResult<ConditionGuard<'_>> {
         self.outcome(self.take(None, false))
     }
@@ -303,6 +323,16 @@ impl ConditionGuard<'_> {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::Condition::new()?;
+    /// let mut g = cond.acquire().unwrap();
+    /// assert!(!g.wait_for(|| false, Some(Duration::from_millis(10))).unwrap());
+    /// assert!(g.wait_for(|| true, None).unwrap());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn wait_for(
         &mut self,
         mut predicate: impl FnMut() -> bool,
@@ -329,6 +359,14 @@ impl ConditionGuard<'_> {
 
     /// Wakes up to `n` waiters (in any process); returns how many were
     /// chosen.
+    ///
+    /// # Examples
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.acquire().unwrap();
+    /// assert_eq!(g.notify(1), 0); // nobody waits
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn notify(&self, n: u32) -> u32 {
         let st = self.cond.state();
         let waiters = st.waiters.load(Ordering::Relaxed);

@@ -145,6 +145,14 @@ impl Event {
     }
 
     /// Waits until `deadline` at the latest; `true` if the flag is set.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let e = multiproc::Event::new()?;
+    /// assert!(!e.wait_deadline(Instant::now() + Duration::from_millis(10)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
         self.wait_until(Some(deadline))
     }

@@ -64,6 +64,13 @@ impl Lock {
     ///
     /// # Errors
     /// When the shared memory cannot be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new() -> Result<Lock> {
         Ok(Lock {
             shm: Shared::create(0, 0, |_| {})?,
@@ -162,11 +169,30 @@ impl Lock {
     ///
     /// # Errors
     /// As [`acquire_timeout`](Self::acquire_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let lock = multiproc::Lock::new()?;
+    /// let g = lock.acquire_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn acquire_deadline(&self, deadline: Instant) -> LockResult<LockGuard<'_>> {
         self.outcome(self.raw().lock(Some(deadline)), LockError::Timeout)
     }
 
     /// Whether somebody holds the lock (Python's `locked()`).
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let g = lock.acquire().unwrap();
+    /// assert!(lock.is_locked());
+    /// drop(g);
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.raw().is_locked()
     }
@@ -211,6 +237,14 @@ impl Lock {
 
     /// Whether `self` and `other` are handles to the same lock in this
     /// process.
+    ///
+    /// # Examples
+    /// ```
+    /// let a = multiproc::Lock::new()?;
+    /// assert!(a.same_as(&a.clone()));
+    /// assert!(!a.same_as(&multiproc::Lock::new()?));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn same_as(&self, other: &Lock) -> bool {
         self.shm.same(&other.shm)
     }
@@ -240,6 +274,14 @@ impl<'de> Deserialize<'de> for Lock {
 }
 
 /// Holds a [`Lock`]; releases it when dropped.
+///
+/// # Examples
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// let guard = lock.acquire().unwrap();
+/// assert!(guard.lock().same_as(&lock));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,

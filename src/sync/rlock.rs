@@ -126,6 +126,13 @@ impl RLock {
     ///
     /// # Errors
     /// When the shared memory cannot be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let r = multiproc::RLock::new()?;
+    /// assert_eq!(r.count(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new() -> Result<RLock> {
         Ok(RLock {
             shm: Shared::create(0, 0, |_| {})?,
@@ -160,6 +167,15 @@ impl RLock {
     /// [`LockError::OwnerDied`] (holding the guard) when the previous holder
     /// died while holding it; [`LockError::WouldBlock`] if this thread
     /// already holds it `u32::MAX` times.
+    ///
+    /// # Examples
+    /// ```
+    /// let r = multiproc::RLock::new()?;
+    /// let _a = r.acquire().unwrap();
+    /// let _b = r.acquire().unwrap();
+    /// assert_eq!(r.count(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn acquire(&self) -> LockResult<RLockGuard<'_>> {
         self.outcome(self.state().acquire_until(None, true), LockError::Timeout)
     }
@@ -193,6 +209,14 @@ impl RLock {
     /// # Errors
     /// [`LockError::Timeout`] when the time ran out; otherwise as
     /// [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let r = multiproc::RLock::new()?;
+    /// let _g = r.acquire_timeout(Duration::from_millis(10)).unwrap();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
         match deadline(timeout) {
             Some(d) => self.outcome(
@@ -219,6 +243,14 @@ impl RLock {
     }
 
     /// The pid of the holding process, if any.
+    ///
+    /// # Examples
+    /// ```
+    /// let r = multiproc::RLock::new()?;
+    /// let _g = r.acquire().unwrap();
+    /// assert_eq!(r.owner_pid(), Some(std::process::id()));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn owner_pid(&self) -> Option<u32> {
         self.state().raw.owner_pid()
     }

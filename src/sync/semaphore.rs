@@ -86,6 +86,14 @@ macro_rules! semaphore_common {
     ($t:ident) => {
         impl $t {
             /// Takes one unit, waiting as long as it takes.
+            ///
+            /// # Examples
+            /// ```
+            /// let s = multiproc::Semaphore::new(1)?;
+            /// s.acquire();
+            /// assert_eq!(s.value(), 0);
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
             pub fn acquire(&self) {
                 self.shm.get().acquire(None);
             }
@@ -99,6 +107,14 @@ macro_rules! semaphore_common {
             ///
             /// A holder that died keeps its unit: a waiter with a timeout
             /// gives up after it rather than hanging.
+            ///
+            /// # Examples
+            /// ```
+            /// use std::time::Duration;
+            /// let s = multiproc::Semaphore::new(0)?;
+            /// assert!(!s.acquire_timeout(Duration::from_millis(10)));
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
             pub fn acquire_timeout(&self, timeout: Duration) -> bool {
                 self.shm.get().acquire(deadline(timeout))
             }
@@ -185,6 +201,14 @@ impl Semaphore {
     ///
     /// # Errors
     /// As [`release`](Self::release).
+    ///
+    /// # Examples
+    /// ```
+    /// let s = multiproc::Semaphore::new(0)?;
+    /// s.release_n(3)?;
+    /// assert_eq!(s.value(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn release_n(&self, n: u32) -> Result<()> {
         self.shm.get().release(n)
     }
