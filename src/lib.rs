@@ -69,6 +69,7 @@
 //! | `Value('i', 0)`, `Array('d', 10)`, `get_lock()`, `get_obj()` | [`Value<i32>`](Value), [`Array<f64>`](Array) |
 //! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
+//! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
 //!
 //! # How children get their code
 //!
@@ -119,7 +120,10 @@ pub use process::{
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
 };
-pub use shm::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, ShmSafe, Value, ValueGuard};
+pub use shm::{
+    Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
+    ValueGuard,
+};
 pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,

@@ -1,7 +1,7 @@
 //! Shared state: Value, Array (and raw forms), SharedMemory and its
 //! tracker.
 //!
-//! Scenarios V01–V07 and SM01–SM05, SM09 and R01 are ported from CPython's
+//! Scenarios V01–V07, SM01–SM05, SM07–SM09 and R01 are ported from CPython's
 //! `Lib/test/_test_multiprocessing.py` (see `CPYTHON_SCENARIOS.md`), in
 //! Rust terms and across real processes.
 
@@ -407,4 +407,89 @@ fn unlink_from_another_process() {
         io_kind(&shm.unlink().unwrap_err()),
         Some(ErrorKind::NotFound)
     );
+}
+
+// ---------------------------------------------------------------- ShareableList
+
+#[test]
+fn sm07_shareable_list_basics() {
+    let items: Vec<Item> = vec![
+        "howdy".into(),
+        Item::Bytes(b"HoWdY".to_vec()),
+        Item::Float(-273.154),
+        Item::Int(100),
+        Item::None,
+        Item::Bool(true),
+        Item::Int(42),
+    ];
+    let name = unique("sm07");
+    let sl = ShareableList::with_name(&name, &items).unwrap();
+    assert_eq!(sl.len(), 7);
+    assert_eq!(sl.to_vec().unwrap(), items);
+    assert_eq!(sl.get(-1).unwrap(), Item::Int(42));
+    assert_eq!(sl.get(-7).unwrap(), Item::from("howdy"));
+    assert!(sl.get(7).is_err() && sl.get(-8).is_err());
+    assert_eq!(sl.index(&Item::Int(100)).unwrap(), Some(3));
+    assert_eq!(sl.index(&Item::Int(7)).unwrap(), None);
+    assert_eq!(sl.count(&Item::Bool(true)).unwrap(), 1);
+    // Within the room of the slot (5 bytes, rounded up to 8): fine; beyond: error.
+    sl.set(0, "encodés".into()).unwrap();
+    assert_eq!(sl.get(0).unwrap(), Item::from("encodés"));
+    assert!(matches!(
+        sl.set(0, "far too long for it".into()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(sl.get(0).unwrap(), Item::from("encodés"));
+    // Any fixed-size kind fits anywhere.
+    sl.set(1, Item::Float(1.5)).unwrap();
+    sl.set(3, Item::None).unwrap();
+    assert_eq!(sl.get(1).unwrap(), Item::Float(1.5));
+    // Attach by name: the same list; a new list is a copy.
+    let other = ShareableList::attach(&name).unwrap();
+    other.set(6, Item::Int(-1)).unwrap();
+    assert_eq!(sl.get(6).unwrap(), Item::Int(-1));
+    let copy = ShareableList::new(&sl.to_vec().unwrap()).unwrap();
+    copy.set(6, Item::Int(5)).unwrap();
+    assert_eq!(sl.get(6).unwrap(), Item::Int(-1));
+    copy.shm().unlink().unwrap();
+    // Not a list.
+    let raw = SharedMemory::create_auto(64).unwrap();
+    assert!(matches!(
+        ShareableList::attach(raw.name()),
+        Err(Error::InvalidArgument(_))
+    ));
+    raw.unlink().unwrap();
+    // Empty.
+    let empty = ShareableList::new(&[]).unwrap();
+    assert!(empty.is_empty());
+    assert!(empty.to_vec().unwrap().is_empty());
+    empty.shm().unlink().unwrap();
+    sl.shm().unlink().unwrap();
+    assert!(!in_dev_shm(&name));
+}
+
+fn edit_list(list: ShareableList) -> usize {
+    list.set(0, Item::Int(99)).unwrap();
+    list.len()
+}
+
+#[test]
+fn sm08_shareable_list_travels() {
+    let sl = ShareableList::new(&[Item::Int(1), "x".into()]).unwrap();
+    assert_eq!(
+        run(Process::new(edit_list, (sl.clone_handle().unwrap(),))),
+        2
+    );
+    assert_eq!(sl.get(0).unwrap(), Item::Int(99));
+    // The message carries the name, not the data.
+    let (a, b) = Pipe::new().unwrap();
+    a.send(&sl).unwrap();
+    let there: ShareableList = b.recv().unwrap();
+    there.set(1, "y".into()).unwrap();
+    assert_eq!(sl.get(1).unwrap(), Item::from("y"));
+    // A dead segment cannot be received.
+    sl.shm().unlink().unwrap();
+    a.send(&sl).unwrap();
+    assert!(b.recv::<ShareableList>().is_err());
+    assert!(!in_dev_shm(sl.shm().name()));
 }

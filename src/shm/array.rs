@@ -160,11 +160,10 @@ impl<T: ShmSafe> RawArray<T> {
     /// # Errors
     /// [`Error::InvalidArgument`] when it does not fit.
     pub fn write_at(&self, offset: usize, src: &[T]) -> Result<()> {
-        let end = offset
+        offset
             .checked_add(src.len())
             .filter(|&e| e <= self.len)
             .ok_or_else(|| out_of_range("end", offset.saturating_add(src.len()), self.len))?;
-        let _ = end;
         // SAFETY: `offset + src.len() <= len` elements of the mapping are
         // valid for writes; `src` is ordinary memory of this process, so
         // the two cannot overlap.

@@ -1,5 +1,5 @@
 //! Shared state: [`Value`], [`Array`] (and their lock-free `Raw` forms) for
-//! [`ShmSafe`] data, and named [`SharedMemory`].
+//! [`ShmSafe`] data, named [`SharedMemory`] and the [`ShareableList`] in it.
 //!
 //! ## Where the memory lives, and why nothing leaks
 //!
@@ -18,11 +18,13 @@
 mod array;
 mod pod;
 pub(crate) mod segment;
+mod shareable_list;
 mod shared_memory;
 pub(crate) mod tracker;
 mod value;
 
 pub use array::{Array, ArrayGuard, RawArray};
 pub use pod::ShmSafe;
+pub use shareable_list::{Item, ShareableList};
 pub use shared_memory::SharedMemory;
 pub use value::{RawValue, Value, ValueGuard};
