@@ -36,6 +36,12 @@
 //! within one slice; an owner that dies while waiters sleep needs no help
 //! from the kernel.
 //!
+//! Limits: pids are compared as numbers, so all processes using a lock
+//! must share a pid namespace (as processes started by this crate do).
+//! Without a readable `/proc` the start time is 0 and only the pid is
+//! checked: a dead owner whose pid was reused then looks alive, which errs
+//! on the side of waiting, never of handing the lock to two owners.
+//!
 //! ## Memory ordering
 //!
 //! `lock` acquires, `unlock` releases on `state`; what the owner wrote
