@@ -169,6 +169,37 @@ fn two_processes_locked_increments_are_exact() {
     assert_eq!(v.get(), 2 * n);
 }
 
+/// Processes block in `acquire` while threads give up with short
+/// timeouts: every increment is counted once and nobody is left asleep.
+#[test]
+fn lock_with_timeouts_and_blocking_waiters() {
+    let n: u64 = 20_000;
+    let v = Value::new(0u64).unwrap();
+    let ps: Vec<_> = (0..2)
+        .map(|_| start(Process::new(add_locked, (v.clone(), n))))
+        .collect();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let v = v.clone();
+            thread::spawn(move || {
+                let mut done = 0u64;
+                for _ in 0..2_000 {
+                    if let Ok(_g) = v.get_lock().acquire_timeout(Duration::from_micros(50)) {
+                        v.get_obj().set(v.get_obj().get() + 1);
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let by_threads: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    for p in ps {
+        finish(p);
+    }
+    assert_eq!(v.get(), 2 * n + by_threads);
+}
+
 fn lock_through_pipe(conn: Connection) -> bool {
     let lock: Lock = conn.recv().unwrap();
     let g = lock.try_acquire();

@@ -187,10 +187,14 @@ impl RawLock {
                 Some(d) if d < check_at => d,
                 _ => check_at,
             };
-            if sys::futex_wait(&self.wake, seq, Some(until)) {
+            let woken = sys::futex_wait(&self.wake, seq, Some(until));
+            if woken && deadline.is_none() {
                 continue;
             }
             let now = Instant::now();
+            if woken && deadline.is_some_and(|d| now < d) {
+                continue;
+            }
             if now >= check_at {
                 let s = self.state.load(Ordering::Relaxed);
                 if s != 0 {
@@ -202,7 +206,34 @@ impl RawLock {
             }
             if deadline.is_some_and(|d| now >= d) {
                 // One last try, so that a zero timeout still takes a free lock.
-                return self.try_lock();
+                let last = self.try_lock();
+                if last.is_none() && woken {
+                    self.pass_on_wake();
+                }
+                return last;
+            }
+        }
+    }
+
+    /// A sleeper that was woken but leaves without the lock (its deadline
+    /// passed) makes sure the wake is not lost for the other sleepers: the
+    /// next unlock must wake one again, or, if the lock is free now, one is
+    /// woken at once.
+    #[cold]
+    fn pass_on_wake(&self) {
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s == 0 {
+                self.wake_one();
+                return;
+            }
+            if s & WAITERS != 0
+                || self
+                    .state
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
             }
         }
     }
