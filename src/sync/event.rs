@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const UNSET: u32 = 0;
 const SET: u32 = 1;
 const UNSET_WAITING: u32 = 2;
+/// Spin iterations before sleeping (about a microsecond).
+const SPIN: u32 = 100;
 
 #[repr(C)]
 #[derive(Default)]
@@ -100,6 +102,15 @@ impl Event {
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let flag = self.flag();
+        // A short spin first: a setter running on another CPU is often
+        // about to set it, and a waiter that has not announced itself
+        // spares the setter its wake-up call.
+        for _ in 0..SPIN {
+            if flag.load(Ordering::Acquire) == SET {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
         loop {
             match flag.load(Ordering::Acquire) {
                 SET => return true,
