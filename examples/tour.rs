@@ -15,14 +15,22 @@ mod daemons;
 mod echo_server;
 #[path = "seeds/heartbeat.rs"]
 mod heartbeat;
+#[path = "seeds/ktv.rs"]
+mod ktv;
 #[path = "seeds/pool_apply.rs"]
 mod pool_apply;
 #[path = "seeds/pool_tasks.rs"]
 mod pool_tasks;
 #[path = "seeds/process_basics.rs"]
 mod process_basics;
+#[path = "seeds/shared_counter.rs"]
+mod shared_counter;
 #[path = "seeds/slow_requests.rs"]
 mod slow_requests;
+#[path = "seeds/ticket.rs"]
+mod ticket;
+#[path = "seeds/traffic_light.rs"]
+mod traffic_light;
 
 use std::error::Error;
 use std::time::Instant;
@@ -45,6 +53,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     echo_server::run(true)?;
     pool_tasks::run(true)?;
     pool_apply::run(true)?;
+    ticket::run(true)?;
+    ktv::run(true)?;
+    traffic_light::run(true)?;
+    shared_counter::run(true)?;
 
     println!();
     println!(

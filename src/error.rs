@@ -127,6 +127,13 @@ pub enum Error {
     /// initializer failed; the message says why.
     #[error("the pool is broken: {0}")]
     PoolBroken(String),
+    /// A lock's holder died while holding it (the lock was taken over; see
+    /// [`LockError`](crate::LockError), which keeps the guard).
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+    /// A non-blocking call could not proceed at once.
+    #[error("the operation would block")]
+    WouldBlock,
 }
 
 impl Error {

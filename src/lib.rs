@@ -66,6 +66,17 @@
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
 //! | `ProcessPoolExecutor`: `submit`, `map`, `shutdown(wait, cancel_futures)` | [`Executor::submit`], [`Executor::map`], [`Executor::shutdown`] |
+//! | `Lock()`, `RLock()`, `with lock:` | [`Lock`], [`RLock`]: `acquire()` returns a guard |
+//! | `lock.acquire(False)`, `acquire(timeout=t)` | [`Lock::try_acquire`], [`Lock::acquire_timeout`] |
+//! | a holder that died (Python hangs) | [`LockError::OwnerDied`], which hands over the guard |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`] |
+//! | `Condition()`, `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`], through its [`ConditionGuard`] |
+//! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`] |
+//! | `Barrier(n, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
+//! | `Value('i', 0)`, `Array('d', 10)`, `get_lock()`, `get_obj()` | [`Value<i32>`](Value), [`Array<f64>`](Array) |
+//! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
+//! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
 //!
 //! # How children get their code
 //!
@@ -101,6 +112,8 @@ mod exclusive;
 pub mod pickle;
 mod pool;
 mod process;
+mod shm;
+mod sync;
 mod sys;
 
 pub use codec::{Handle, handle};
@@ -115,4 +128,12 @@ pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
+};
+pub use shm::{
+    Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
+    ValueGuard,
+};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
+    LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };

@@ -465,9 +465,7 @@ fn closed_stdout_in_child() {
     assert_eq!(p.take_result().unwrap(), 5);
 }
 
-// P21: the fork server killed by SIGKILL or SIGINT does not stop new starts.
-#[test]
-fn forkserver_restarts_after_being_killed() {
+fn forkserver_restarts(_m: StartMethod) {
     let mut p = Process::new(add, (1, 1)).start_method(StartMethod::ForkServer);
     p.start().unwrap();
     p.join().unwrap();
@@ -487,6 +485,14 @@ fn forkserver_restarts_after_being_killed() {
     assert_eq!(p.take_result().unwrap(), 6);
     let second = forkserver_pid().expect("a new server");
     assert_ne!(second, first);
+}
+
+// P21: the fork server killed by SIGKILL or SIGINT does not stop new starts.
+// Run in a spawned child, which has a fork server of its own, so that other
+// tests' children are not affected.
+#[test]
+fn forkserver_restarts_after_being_killed() {
+    run_isolated(forkserver_restarts);
 }
 
 #[derive(Serialize, Deserialize)]

@@ -45,7 +45,7 @@ pub(crate) fn anchor() -> u32 {
 
 /// Identifies this build of the binary: the distance between two functions
 /// of this crate plus the crate version.
-fn build_identity() -> u64 {
+pub(crate) fn build_identity() -> u64 {
     let a = anchor as fn() -> u32 as usize as u64;
     let b = child_main as fn(OwnedFd, Option<ForkBody>) -> ! as usize as u64;
     let mut h = b.wrapping_sub(a);
@@ -57,7 +57,13 @@ fn build_identity() -> u64 {
 
 /// The offset of `entry` from [`anchor`].
 pub(crate) fn entry_offset(entry: Entry) -> u64 {
-    (entry as usize).wrapping_sub(anchor as fn() -> u32 as usize) as u64
+    code_offset(entry as usize)
+}
+
+/// The distance of a code address from [`anchor`]: the same in every
+/// process running this build, wherever ASLR placed it.
+fn code_offset(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor as fn() -> u32 as usize) as u64
 }
 
 /// Checks that `offset` from [`anchor`] lands inside this crate's
@@ -89,7 +95,7 @@ fn resolve_entry(offset: u64) -> Result<Entry, String> {
 
 /// The offset of a pool task entry from [`anchor`].
 pub(crate) fn task_entry_offset(entry: TaskEntry) -> u64 {
-    (entry as usize).wrapping_sub(anchor as fn() -> u32 as usize) as u64
+    code_offset(entry as usize)
 }
 
 /// Turns a task entry offset received by a pool worker back into the
@@ -111,6 +117,25 @@ pub(crate) fn zst_target<F: Copy + 'static>() -> F {
     // caller, a `Target`: a fn item or a closure without captures, which has
     // no bytes and no invariant, so the zero-sized value is the function.
     unsafe { std::mem::zeroed() }
+}
+
+/// The offset of a plain function from [`anchor`], meaningful to every
+/// process running this same build.
+pub(crate) fn plain_fn_offset(f: fn()) -> u64 {
+    code_offset(f as usize)
+}
+
+/// Turns an offset made by [`plain_fn_offset`] back into the function,
+/// refusing any address outside this crate's executable segment.
+///
+/// # Safety
+/// `offset` must have been produced by [`plain_fn_offset`] in a process
+/// running this same build (callers authenticate it).
+pub(crate) unsafe fn resolve_plain_fn(offset: u64) -> Result<fn(), String> {
+    let addr = resolve_code(offset)?;
+    // SAFETY: inside our executable segment, and by the caller's obligation
+    // the address of a `fn()` of this very build.
+    Ok(unsafe { std::mem::transmute::<usize, fn()>(addr) })
 }
 
 /// What the parent tells a child before its arguments.
@@ -201,6 +226,7 @@ pub(crate) fn on_load() {
     match kind {
         "child" => child_main(fd, None),
         "forkserver" => forkserver::serve(fd),
+        crate::shm::tracker::ROLE => crate::shm::tracker::serve(fd),
         _ => {
             eprintln!("multiproc: unknown role {role:?}");
             sys::exit_now(EXIT_BOOTSTRAP_FAILED)

@@ -623,7 +623,11 @@ impl<R: DeserializeOwned> Process<R> {
             self.identity.clone(),
             method,
             self_pidfd,
-            forkserver::client_for_child(),
+            // Children of the fork server share it; spawned and forked
+            // children start their own when they need one.
+            (method == StartMethod::ForkServer)
+                .then(forkserver::client_for_child)
+                .flatten(),
         );
         let child = Arc::new(ChildShared::new(
             pid,

@@ -101,3 +101,19 @@ pub fn signal(pid: u32, sig: i32) {
         libc::kill(pid as i32, sig);
     }
 }
+
+/// Runs `scenario` in a spawned child: a fresh process with no fork server
+/// shared with this one, for tests that disturb process-wide state.
+pub fn run_isolated<F>(scenario: F)
+where
+    F: Target<(StartMethod,), Output = ()>,
+{
+    let mut p = Process::new(scenario, (StartMethod::Spawn,))
+        .name("isolated-scenario")
+        .start_method(StartMethod::Spawn);
+    p.start().expect("start isolated child");
+    p.join().expect("join isolated child");
+    if let Err(e) = p.take_result() {
+        panic!("isolated scenario failed: {e}");
+    }
+}

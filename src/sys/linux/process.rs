@@ -231,6 +231,15 @@ pub(crate) fn spawn_self(
     }
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
     envp.push(ptr::null());
+    // dup2 of fd 3 onto itself would keep its close-on-exec flag: move it
+    // out of the way first.
+    let moved;
+    let give = if give.as_raw_fd() == 3 {
+        moved = give.try_clone_to_owned()?;
+        std::os::fd::AsFd::as_fd(&moved)
+    } else {
+        give
+    };
 
     // SAFETY: the file-actions and attribute objects are initialised before
     // use and destroyed on every path; all pointers passed to posix_spawn
