@@ -125,3 +125,15 @@ pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
     out.sort_unstable();
     Ok(out)
 }
+
+/// A close-on-exec pipe: `(read end, write end)`.
+///
+/// # References
+/// pipe2(2)
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

@@ -179,11 +179,19 @@ pub(crate) fn thread_count() -> usize {
 ///
 /// # References
 /// posix_spawn(3), `posix_spawn_file_actions_addclosefrom_np`
-pub(crate) fn spawn_self(argv0: &CStr, extra_env: &[(&str, &str)], give: BorrowedFd<'_>) -> io::Result<u32> {
+pub(crate) fn spawn_self(
+    argv0: &CStr,
+    extra_env: &[(&str, &str)],
+    give: BorrowedFd<'_>,
+) -> io::Result<u32> {
     let path = c"/proc/self/exe";
     let argv = [argv0.as_ptr(), ptr::null()];
     let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !extra_env.iter().any(|(e, _)| k.as_encoded_bytes() == e.as_bytes()))
+        .filter(|(k, _)| {
+            !extra_env
+                .iter()
+                .any(|(e, _)| k.as_encoded_bytes() == e.as_bytes())
+        })
         .filter_map(|(k, v)| {
             let mut kv = k.into_encoded_bytes();
             kv.push(b'=');
@@ -214,9 +222,22 @@ pub(crate) fn spawn_self(argv0: &CStr, extra_env: &[(&str, &str)], give: Borrowe
             return Err(io::Error::from_raw_os_error(r));
         }
         let result = (|| {
-            let check = |r: i32| if r == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(r)) };
-            check(libc::posix_spawn_file_actions_adddup2(&mut actions, give.as_raw_fd(), 3))?;
-            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, 4))?;
+            let check = |r: i32| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(r))
+                }
+            };
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                give.as_raw_fd(),
+                3,
+            ))?;
+            check(libc::posix_spawn_file_actions_addclosefrom_np(
+                &mut actions,
+                4,
+            ))?;
             // The child starts with default signal handling and an empty mask,
             // whatever this process had set.
             let mut all: libc::sigset_t = std::mem::zeroed();

@@ -143,7 +143,9 @@ pub(crate) fn recv_msg(
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("descriptors were lost in transit (MSG_CTRUNC)"));
+        return Err(io::Error::other(
+            "descriptors were lost in transit (MSG_CTRUNC)",
+        ));
     }
     Ok(n as usize)
 }
