@@ -34,7 +34,9 @@ impl<T: 'static> TableGuard<T> {
 
     fn take(mut self) -> T {
         let prev = self.previous.take();
-        let mine = self.key.with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
+        let mine = self
+            .key
+            .with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
         std::mem::forget(self);
         mine.expect("side table present")
     }
@@ -68,7 +70,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     drop(guard.take());
     match res {
         Ok((v, rest)) if rest.is_empty() => Ok(v),
-        Ok((_, rest)) => Err(Error::Decode(format!("{} unexpected trailing bytes", rest.len()))),
+        Ok((_, rest)) => Err(Error::Decode(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        ))),
         Err(e) => Err(Error::Decode(e.to_string())),
     }
 }

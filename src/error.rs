@@ -74,7 +74,9 @@ pub enum Error {
         threads: usize,
     },
     /// A capturing closure was given to a start method other than `fork`.
-    #[error("closures can only be run with the fork start method; use a fn item with spawn or forkserver")]
+    #[error(
+        "closures can only be run with the fork start method; use a fn item with spawn or forkserver"
+    )]
     ClosureNeedsFork,
     /// The target panicked in the child.
     #[error("process panicked: {0}")]
@@ -88,6 +90,16 @@ pub enum Error {
     /// A child could not start: its bootstrap failed.
     #[error("child bootstrap failed: {0}")]
     Bootstrap(String),
+    /// A lock's holder died while holding it (the lock was taken over; see
+    /// [`LockError`](crate::LockError), which keeps the guard).
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+    /// A non-blocking call could not proceed at once.
+    #[error("the operation would block")]
+    WouldBlock,
+    /// An argument is out of range or malformed (Python's `ValueError`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl Error {

@@ -95,7 +95,10 @@ impl Pipe {
     /// When the OS cannot create a socket pair (e.g. out of descriptors).
     pub fn new() -> Result<(Connection, Connection)> {
         let (a, b) = sys::socketpair(sys::SocketKind::Stream)?;
-        Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
+        Ok((
+            Connection::new(a, true, true),
+            Connection::new(b, true, true),
+        ))
     }
 
     /// A one-way pipe: returns `(reader, writer)` (`Pipe(duplex=False)`).
@@ -106,7 +109,10 @@ impl Pipe {
         let (r, w) = sys::socketpair(sys::SocketKind::Stream)?;
         sys::shutdown(r.as_fd(), true)?;
         sys::shutdown(w.as_fd(), false)?;
-        Ok((Connection::new(r, true, false), Connection::new(w, false, true)))
+        Ok((
+            Connection::new(r, true, false),
+            Connection::new(w, false, true),
+        ))
     }
 }
 
@@ -137,7 +143,9 @@ impl Connection {
     /// When `fd` is not a socket.
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
         if !sys::is_socket(fd.as_fd()) {
-            return Err(Error::Io(std::io::Error::other("descriptor is not a socket")));
+            return Err(Error::Io(std::io::Error::other(
+                "descriptor is not a socket",
+            )));
         }
         Ok(Connection::new(fd, true, true))
     }
@@ -202,7 +210,9 @@ impl Connection {
         let len = (buf.len() - HEADER) as u64;
         if fds.len() > MAX_FDS {
             fds.clear();
-            return Err(Error::Encode(format!("a message can carry at most {MAX_FDS} handles")));
+            return Err(Error::Encode(format!(
+                "a message can carry at most {MAX_FDS} handles"
+            )));
         }
         write_header(&mut buf[..HEADER], len, fds.len());
         let res = send_frame(self.fd.as_fd(), &[&buf[..]], fds);
@@ -290,7 +300,10 @@ impl Connection {
             return Ok(true);
         }
         drop(r);
-        Ok(sys::wait_readable(self.fd.as_fd(), timeout.and_then(sys::deadline_after))?)
+        Ok(sys::wait_readable(
+            self.fd.as_fd(),
+            timeout.and_then(sys::deadline_after),
+        )?)
     }
 
     /// Closes the connection. Dropping it does the same.
@@ -304,7 +317,9 @@ impl Connection {
     ) -> Result<R> {
         let mut r = self.lock_reader()?;
         if let Some(why) = &r.broken {
-            return Err(Error::BadFrame(format!("connection unusable after an earlier error: {why}")));
+            return Err(Error::BadFrame(format!(
+                "connection unusable after an earlier error: {why}"
+            )));
         }
         let max = self.max_message.load(Ordering::Relaxed);
         let res = read_frame(self.fd.as_fd(), &mut r, deadline, max);
@@ -336,7 +351,10 @@ impl Connection {
 
 fn take_fds(r: &mut Reader, nfds: usize) -> Result<Vec<OwnedFd>> {
     if r.fds.len() < nfds {
-        let why = format!("frame announced {nfds} descriptors but {} arrived", r.fds.len());
+        let why = format!(
+            "frame announced {nfds} descriptors but {} arrived",
+            r.fds.len()
+        );
         r.broken = Some(why.clone());
         return Err(Error::BadFrame(why));
     }
@@ -395,7 +413,11 @@ fn read_frame(
     }
     while r.end - r.start < HEADER {
         if !fill(fd, r)? {
-            return Err(if r.end == r.start { Error::Eof } else { Error::Truncated });
+            return Err(if r.end == r.start {
+                Error::Eof
+            } else {
+                Error::Truncated
+            });
         }
     }
     let h = &r.buf[r.start..r.start + HEADER];
@@ -405,7 +427,9 @@ fn read_frame(
         return Err(Error::MessageTooLarge { size: len, max });
     }
     if nfds > MAX_FDS {
-        return Err(Error::BadFrame(format!("frame announces {nfds} descriptors (limit {MAX_FDS})")));
+        return Err(Error::BadFrame(format!(
+            "frame announces {nfds} descriptors (limit {MAX_FDS})"
+        )));
     }
     let total = HEADER as u64 + len;
     if total <= r.buf.len() as u64 {
@@ -420,7 +444,10 @@ fn read_frame(
                 return Err(Error::Truncated);
             }
         }
-        return Ok(Frame::Buffered { len: len as usize, nfds });
+        return Ok(Frame::Buffered {
+            len: len as usize,
+            nfds,
+        });
     }
     // A large frame: everything buffered belongs to it. Read the rest
     // straight into the payload vector.

@@ -32,7 +32,13 @@ pub(crate) struct ChildShared {
 }
 
 impl ChildShared {
-    pub(crate) fn new(pid: u32, name: String, daemon: bool, pidfd: OwnedFd, reaper: Reaper) -> Self {
+    pub(crate) fn new(
+        pid: u32,
+        name: String,
+        daemon: bool,
+        pidfd: OwnedFd,
+        reaper: Reaper,
+    ) -> Self {
         ChildShared {
             pid,
             name,
@@ -79,7 +85,12 @@ impl ChildShared {
 
     /// Sends `sig` unless the child was already reaped.
     pub(crate) fn signal(&self, sig: i32) -> Result<()> {
-        if self.status.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        if self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
             return Ok(());
         }
         match sys::pidfd_send_signal(self.pidfd.as_fd(), sig) {

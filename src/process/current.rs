@@ -140,7 +140,10 @@ impl ParentProcess {
     /// # Errors
     /// When polling the parent fails.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        Ok(sys::wait_readable(self.pidfd.as_fd(), sys::deadline_after(timeout))?)
+        Ok(sys::wait_readable(
+            self.pidfd.as_fd(),
+            sys::deadline_after(timeout),
+        )?)
     }
 
     /// A descriptor that becomes readable when the parent exits.
@@ -191,7 +194,11 @@ pub(crate) fn next_child_identity() -> (Vec<u32>, String) {
     identity.push(n);
     let name = format!(
         "Process-{}",
-        identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+        identity
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(":")
     );
     (identity, name)
 }

@@ -46,7 +46,10 @@ pub(crate) fn adopt_client(control: Option<OwnedFd>) {
         drop(old.control);
         std::mem::forget(old.server);
     }
-    *c = control.map(|control| Client { control, server: None });
+    *c = control.map(|control| Client {
+        control,
+        server: None,
+    });
 }
 
 /// A duplicate of the client end, for a child to share the server.
@@ -74,7 +77,8 @@ fn read_pid_of_pidfd(fd: BorrowedFd<'_>) -> Option<u32> {
 fn start_server() -> Result<Client> {
     let (client, server) = sys::socketpair(SocketKind::SeqPacket)?;
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    let argv0 = std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
+    let argv0 =
+        std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
     let role = format!("forkserver:{}", sys::getpid());
     let pid = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], server.as_fd())?;
     let pidfd = sys::pidfd_open(pid)?;
@@ -117,7 +121,13 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
                 status_there.as_fd()
             }
         });
-        let fds = [child_chan, status_there.as_fd(), stdio[0], stdio[1], stdio[2]];
+        let fds = [
+            child_chan,
+            status_there.as_fd(),
+            stdio[0],
+            stdio[1],
+            stdio[2],
+        ];
         let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
         drop(status_there);
         let reply = sent.and_then(|_| {
@@ -220,7 +230,9 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         match forked {
             Ok(Fork::Child) => become_forked_child(req),
             Ok(Fork::Parent(pid)) => {
-                let Ok(pidfd) = sys::pidfd_open(pid) else { continue };
+                let Ok(pidfd) = sys::pidfd_open(pid) else {
+                    continue;
+                };
                 let reply = pid.to_le_bytes();
                 let _ = sys::send_msg(req[1].as_fd(), &[IoSlice::new(&reply)], &[pidfd.as_fd()]);
                 let mut req = req;

@@ -92,7 +92,11 @@ pub fn set_start_method(method: StartMethod) -> Result<()> {
 /// assert_eq!(multiproc::get_all_start_methods(), [ForkServer, Spawn, Fork]);
 /// ```
 pub fn get_all_start_methods() -> Vec<StartMethod> {
-    vec![StartMethod::ForkServer, StartMethod::Spawn, StartMethod::Fork]
+    vec![
+        StartMethod::ForkServer,
+        StartMethod::Spawn,
+        StartMethod::Fork,
+    ]
 }
 
 /// A start method to create processes with, so that one program can use
@@ -343,7 +347,8 @@ where
     where
         C: FnOnce() -> R + Send + 'static,
     {
-        let body: ForkBody = Box::new(move |chan: &Connection| bootstrap::run_reporting(chan, body));
+        let body: ForkBody =
+            Box::new(move |chan: &Connection| bootstrap::run_reporting(chan, body));
         Self::with_job(Job::Closure(body)).start_method(StartMethod::Fork)
     }
 
@@ -600,8 +605,8 @@ impl<R: DeserializeOwned> Process<R> {
             },
             StartMethod::Spawn => {
                 let argv0 = std::env::args_os().next().unwrap_or_default();
-                let argv0 =
-                    std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc-child".into());
+                let argv0 = std::ffi::CString::new(argv0.into_encoded_bytes())
+                    .unwrap_or_else(|_| c"multiproc-child".into());
                 let role = format!("child:{}", sys::getpid());
                 let spawned = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], there.as_fd())
                     .and_then(|pid| Ok((pid, sys::pidfd_open(pid)?)));
@@ -615,7 +620,13 @@ impl<R: DeserializeOwned> Process<R> {
                 Err((job, e)) => return Err((job, e)),
             },
         };
-        let child = Arc::new(ChildShared::new(pid, self.name.clone(), daemon, pidfd, reaper));
+        let child = Arc::new(ChildShared::new(
+            pid,
+            self.name.clone(),
+            daemon,
+            pidfd,
+            reaper,
+        ));
         child::register(child.clone());
         let mut started = Started {
             child,
@@ -735,13 +746,18 @@ fn receive_outcome<R: DeserializeOwned>(s: &mut Started<R>) {
         Ok(WireOutcome::Panic(p)) => Outcome::Panicked(p),
         Ok(WireOutcome::Error(why)) => Outcome::Failed(Error::Bootstrap(why)),
         Err(Error::Eof) => Outcome::Nothing,
-        Err(Error::Decode(why)) => Outcome::Failed(Error::Decode(format!("cannot decode the result: {why}"))),
+        Err(Error::Decode(why)) => {
+            Outcome::Failed(Error::Decode(format!("cannot decode the result: {why}")))
+        }
         Err(e) => Outcome::Failed(e),
     };
 }
 
 #[allow(clippy::type_complexity)]
-fn fork_now(there: OwnedFd, job: Job) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
+fn fork_now(
+    there: OwnedFd,
+    job: Job,
+) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
     let threads = sys::thread_count();
     if threads > 1 {
         return Err((Some(job), Error::ForkWithThreads { threads }));
