@@ -99,6 +99,16 @@ pub enum Error {
     /// (Python's `ValueError` from `Listener`/`Client`).
     #[error("invalid address: {0}")]
     Address(String),
+    /// A lock's holder died while holding it (the lock was taken over; see
+    /// [`LockError`](crate::LockError), which keeps the guard).
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+    /// A non-blocking call could not proceed at once.
+    #[error("the operation would block")]
+    WouldBlock,
+    /// An argument is out of range or malformed (Python's `ValueError`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl Error {

@@ -93,6 +93,8 @@ mod error;
 mod exclusive;
 pub mod pickle;
 mod process;
+mod shm;
+mod sync;
 mod sys;
 
 pub use codec::{Handle, handle};
@@ -106,4 +108,9 @@ pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
+};
+pub use shm::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, ShmSafe, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
+    LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };

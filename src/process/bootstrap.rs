@@ -43,7 +43,7 @@ pub(crate) fn anchor() -> u32 {
 
 /// Identifies this build of the binary: the distance between two functions
 /// of this crate plus the crate version.
-fn build_identity() -> u64 {
+pub(crate) fn build_identity() -> u64 {
     let a = anchor as fn() -> u32 as usize as u64;
     let b = child_main as fn(OwnedFd, Option<ForkBody>) -> ! as usize as u64;
     let mut h = b.wrapping_sub(a);
@@ -76,6 +76,33 @@ fn resolve_entry(offset: u64) -> Result<Entry, String> {
     // function of type `Entry`. The channel it came from is a private
     // socketpair inherited from the parent, not reachable by other processes.
     Ok(unsafe { std::mem::transmute::<usize, Entry>(addr) })
+}
+
+/// The offset of a plain function from [`anchor`], meaningful to every
+/// process running this same build.
+pub(crate) fn plain_fn_offset(f: fn()) -> u64 {
+    (f as usize).wrapping_sub(anchor as fn() -> u32 as usize) as u64
+}
+
+/// Turns an offset made by [`plain_fn_offset`] back into the function,
+/// refusing any address outside this crate's executable segment.
+///
+/// # Safety
+/// `offset` must have been produced by [`plain_fn_offset`] in a process
+/// running this same build (callers authenticate it).
+pub(crate) unsafe fn resolve_plain_fn(offset: u64) -> Result<fn(), String> {
+    let base = anchor as fn() -> u32 as usize;
+    let addr = base.wrapping_add(offset as usize);
+    let (start, end) = sys::code_segment_containing(base)
+        .ok_or_else(|| "cannot locate this binary's code segment".to_string())?;
+    if !(start..end).contains(&addr) {
+        return Err(format!(
+            "function offset {offset:#x} points outside the code segment"
+        ));
+    }
+    // SAFETY: inside our executable segment, and by the caller's obligation
+    // the address of a `fn()` of this very build.
+    Ok(unsafe { std::mem::transmute::<usize, fn()>(addr) })
 }
 
 /// What the parent tells a child before its arguments.
@@ -165,6 +192,7 @@ pub(crate) fn on_load() {
     match kind {
         "child" => child_main(fd, None),
         "forkserver" => forkserver::serve(fd),
+        crate::shm::tracker::ROLE => crate::shm::tracker::serve(fd),
         _ => {
             eprintln!("multiproc: unknown role {role:?}");
             sys::exit_now(EXIT_BOOTSTRAP_FAILED)

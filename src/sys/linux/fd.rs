@@ -108,3 +108,15 @@ pub(crate) fn stdio(fd: RawFd) -> Option<BorrowedFd<'static>> {
     // never closes; the borrow is used only for the duration of a send.
     is_open(fd).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
+
+/// A close-on-exec pipe: `(read end, write end)`.
+///
+/// # References
+/// pipe2(2)
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

@@ -1,12 +1,18 @@
 //! Linux implementation of the OS layer.
 
 mod fd;
+mod futex;
+mod ident;
 mod init;
+mod mman;
 mod process;
 mod socket;
 
 pub(crate) use fd::*;
+pub(crate) use futex::*;
+pub(crate) use ident::*;
 pub(crate) use init::*;
+pub(crate) use mman::*;
 pub(crate) use process::*;
 pub(crate) use socket::*;
 

@@ -1,0 +1,430 @@
+//! `Array<T>` and `RawArray<T>`: a fixed-length run of `ShmSafe` values in
+//! shared memory.
+#![allow(unsafe_code)]
+
+use super::pod::{ShmSafe, type_tag};
+use super::segment::{Shared, ShmLayout};
+use crate::error::{Error, Result};
+use crate::sync::{Lock, LockError, LockGuard, LockResult};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ffi::CStr;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct ArrayState {
+    len: AtomicU64,
+}
+
+// SAFETY: `#[repr(C)]`, one atomic, written before the segment is shared.
+unsafe impl ShmLayout for ArrayState {
+    const KIND: u32 = 8;
+    const NAME: &'static CStr = c"multiproc-array";
+}
+
+fn out_of_range(what: &str, end: usize, len: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "{what} {end} out of range for an array of length {len}"
+    ))
+}
+
+/// A fixed-length array of `T` in shared memory, without a lock (Python's
+/// `RawArray`).
+///
+/// Element access and bulk copies are safe but not synchronized: use an
+/// [`Array`] (or your own [`Lock`]) when several processes write.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, RawArray};
+///
+/// fn fill(a: RawArray<i32>) {
+///     let v: Vec<i32> = (0..a.len() as i32).map(|i| i * i).collect();
+///     a.write_at(0, &v).unwrap();
+/// }
+///
+/// let a = RawArray::<i32>::new(5)?;
+/// let mut p = Process::new(fill, (a.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(a.to_vec(), [0, 1, 4, 9, 16]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct RawArray<T: ShmSafe> {
+    shm: Shared<ArrayState>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: ShmSafe> Clone for RawArray<T> {
+    fn clone(&self) -> Self {
+        RawArray {
+            shm: self.shm.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: ShmSafe> RawArray<T> {
+    /// A zero-filled array of `len` elements.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the size overflows; otherwise when
+    /// the shared memory cannot be created or mapped.
+    pub fn new(len: usize) -> Result<Self> {
+        const { assert!(std::mem::align_of::<T>() <= 64) };
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            Error::InvalidArgument(format!("an array of {len} elements is too large"))
+        })?;
+        let shm = Shared::create(bytes, type_tag::<T>(), |s: &ArrayState| {
+            s.len.store(len as u64, Ordering::Relaxed)
+        })?;
+        Ok(RawArray {
+            shm,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// An array holding a copy of `values`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn from_slice(values: &[T]) -> Result<Self> {
+        let a = RawArray::new(values.len())?;
+        a.write_at(0, values)?;
+        Ok(a)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first element in this process's mapping. Valid for `len()`
+    /// elements as long as `self` (or a clone) lives; other processes may
+    /// write them at any time.
+    pub fn as_ptr(&self) -> *mut T {
+        self.shm.tail().0.cast()
+    }
+
+    /// Element `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        // SAFETY: `i < len`, and the tail holds `len` elements (checked at
+        // creation and receipt), aligned; every bit pattern is a valid `T`.
+        (i < self.len).then(|| unsafe { self.as_ptr().add(i).read_volatile() })
+    }
+
+    /// Writes element `i`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] past the end.
+    pub fn set(&self, i: usize, value: T) -> Result<()> {
+        if i >= self.len {
+            return Err(out_of_range("index", i, self.len));
+        }
+        // SAFETY: as in `get`; `T` has no drop glue.
+        unsafe { self.as_ptr().add(i).write_volatile(value) };
+        Ok(())
+    }
+
+    /// Copies `src` into the array starting at element `offset`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it does not fit.
+    pub fn write_at(&self, offset: usize, src: &[T]) -> Result<()> {
+        let end = offset
+            .checked_add(src.len())
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| out_of_range("end", offset.saturating_add(src.len()), self.len))?;
+        let _ = end;
+        // SAFETY: `offset + src.len() <= len` elements of the mapping are
+        // valid for writes; `src` is ordinary memory of this process, so
+        // the two cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.as_ptr().add(offset), src.len());
+        }
+        Ok(())
+    }
+
+    /// Copies elements starting at `offset` into `dst`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range passes the end.
+    pub fn read_at(&self, offset: usize, dst: &mut [T]) -> Result<()> {
+        offset
+            .checked_add(dst.len())
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| out_of_range("end", offset.saturating_add(dst.len()), self.len))?;
+        // SAFETY: the range is inside the array (checked above) and every
+        // bit pattern is a valid `T`; `dst` is ordinary memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), dst.as_mut_ptr(), dst.len());
+        }
+        Ok(())
+    }
+
+    /// A copy of the whole array.
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.len);
+        // SAFETY: `len` valid elements are copied into the vector's
+        // capacity, then its length is set to match.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr(), v.as_mut_ptr(), self.len);
+            v.set_len(self.len);
+        }
+        v
+    }
+
+    /// The elements as a slice.
+    ///
+    /// # Safety
+    /// No process may write the array while the slice lives (hold a lock
+    /// that every writer takes, or make sure writers are done).
+    pub unsafe fn as_slice(&self) -> &[T] {
+        // SAFETY: valid, aligned, initialized memory of `len` elements; the
+        // caller excludes concurrent writers.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
+    }
+
+    /// The elements as a mutable slice.
+    ///
+    /// # Safety
+    /// No other process or thread may read or write the array while the
+    /// slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, with exclusivity from the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len) }
+    }
+
+    fn check(shm: Shared<ArrayState>) -> std::result::Result<Self, String> {
+        let len = shm.get().len.load(Ordering::Relaxed);
+        let len = usize::try_from(len).map_err(|_| "received array is too long")?;
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or("received array is too long")?;
+        if shm.tail().1 < bytes {
+            return Err("received array segment is smaller than its length says".into());
+        }
+        Ok(RawArray {
+            shm,
+            len,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawArray(len={})", self.len)
+    }
+}
+
+impl<T: ShmSafe> Serialize for RawArray<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.shm.serialize_fd(s)
+    }
+}
+
+impl<'de, T: ShmSafe> Deserialize<'de> for RawArray<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let shm = Shared::deserialize_fd(d, type_tag::<T>())?;
+        RawArray::check(shm).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A fixed-length array of `T` in shared memory with a [`Lock`] (Python's
+/// `Array`).
+///
+/// [`lock`](Self::lock) gives the whole array as a `[T]` slice while the
+/// lock is held: index it, slice it, `copy_from_slice` into it.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Array, Process};
+///
+/// fn double(a: Array<f64>) {
+///     for x in a.lock().unwrap().iter_mut() {
+///         *x *= 2.0;
+///     }
+/// }
+///
+/// let a = Array::from_slice(&[1.0, 2.0, 3.0])?;
+/// let mut p = Process::new(double, (a.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(a.to_vec(), [2.0, 4.0, 6.0]);
+/// assert_eq!(&a.lock().unwrap()[1..], [4.0, 6.0]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Array<T: ShmSafe> {
+    raw: RawArray<T>,
+    lock: Lock,
+}
+
+impl<T: ShmSafe> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            raw: self.raw.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+}
+
+impl<T: ShmSafe> Array<T> {
+    /// A zero-filled array of `len` elements with its own lock.
+    ///
+    /// # Errors
+    /// As [`RawArray::new`].
+    pub fn new(len: usize) -> Result<Self> {
+        Ok(Array {
+            raw: RawArray::new(len)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// An array holding a copy of `values`, with its own lock.
+    ///
+    /// # Errors
+    /// As [`RawArray::new`].
+    pub fn from_slice(values: &[T]) -> Result<Self> {
+        Ok(Array {
+            raw: RawArray::from_slice(values)?,
+            lock: Lock::new()?,
+        })
+    }
+
+    /// A zero-filled array guarded by an existing `lock`.
+    ///
+    /// # Errors
+    /// As [`RawArray::new`].
+    pub fn with_lock(len: usize, lock: Lock) -> Result<Self> {
+        Ok(Array {
+            raw: RawArray::new(len)?,
+            lock,
+        })
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The lock (Python's `get_lock()`).
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// The array without its lock (Python's `get_obj()`).
+    pub fn get_obj(&self) -> &RawArray<T> {
+        &self.raw
+    }
+
+    fn locked(&self) -> LockGuard<'_> {
+        self.lock.acquire().unwrap_or_else(|e| match e {
+            LockError::OwnerDied(g) => g,
+            _ => unreachable!("a blocking acquire neither times out nor would block"),
+        })
+    }
+
+    /// Element `i` read under the lock, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        let _g = self.locked();
+        self.raw.get(i)
+    }
+
+    /// Writes element `i` under the lock.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] past the end.
+    pub fn set(&self, i: usize, value: T) -> Result<()> {
+        let _g = self.locked();
+        self.raw.set(i, value)
+    }
+
+    /// A copy of the whole array, taken under the lock.
+    pub fn to_vec(&self) -> Vec<T> {
+        let _g = self.locked();
+        self.raw.to_vec()
+    }
+
+    /// Takes the lock and gives the array as a slice until the guard drops.
+    ///
+    /// # Errors
+    /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
+    /// holder died while holding it.
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        let wrap = |guard| ArrayGuard {
+            // SAFETY: the lock is held, so (as long as every writer takes
+            // it) nobody else touches the elements while the guard lives;
+            // the memory stays mapped as long as `self`.
+            slice: unsafe { self.raw.as_mut_slice() },
+            _guard: guard,
+        };
+        match self.lock.acquire() {
+            Ok(g) => Ok(wrap(g)),
+            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(wrap(g))),
+            Err(LockError::WouldBlock) => Err(LockError::WouldBlock),
+            Err(LockError::Timeout) => Err(LockError::Timeout),
+        }
+    }
+}
+
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Array(len={})", self.len())
+    }
+}
+
+impl<T: ShmSafe> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.raw, &self.lock).serialize(s)
+    }
+}
+
+impl<'de, T: ShmSafe> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (raw, lock) = Deserialize::deserialize(d)?;
+        Ok(Array { raw, lock })
+    }
+}
+
+/// The elements of an [`Array`] while its lock is held.
+pub struct ArrayGuard<'a, T: ShmSafe> {
+    slice: &'a mut [T],
+    _guard: LockGuard<'a>,
+}
+
+impl<T: ShmSafe> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.slice
+    }
+}
+
+impl<T: ShmSafe> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.slice
+    }
+}
+
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}

@@ -1,0 +1,71 @@
+//! `ShmSafe`: the plain-old-data types that may live in shared memory.
+#![allow(unsafe_code)]
+
+/// A type whose values can live in memory shared between processes, as the
+/// element of a [`Value`](crate::Value) or an [`Array`](crate::Array).
+///
+/// Implemented for the integer and float primitives and for arrays of
+/// `ShmSafe` types. Pointers, references, `bool`, `char` and types with
+/// `Drop` are ruled out at compile time:
+///
+/// ```compile_fail
+/// let v = multiproc::Value::new(String::from("no"));
+/// ```
+/// ```compile_fail
+/// let v = multiproc::Value::new(&5u8);
+/// ```
+///
+/// # Safety
+/// An implementor must be:
+/// - `Copy` and without `Drop` glue: values are duplicated and forgotten by
+///   plain memory copies in several processes;
+/// - free of pointers, references and anything else whose meaning depends
+///   on the address space (other processes map the memory elsewhere, and
+///   read it in another address space altogether);
+/// - valid for every bit pattern, including all zeros (a fresh segment),
+///   since any process may write any bytes at any time;
+/// - of a fixed layout (a primitive, an array, or `#[repr(C)]` /
+///   `#[repr(transparent)]` of such fields, without padding bytes), so that
+///   every process of the same build agrees on it;
+/// - aligned to at most 64 bytes.
+///
+/// # Examples
+/// ```
+/// use multiproc::{ShmSafe, Value};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point { x: f64, y: f64 }
+/// // SAFETY: two f64 fields, repr(C), no padding, any bits are valid.
+/// unsafe impl ShmSafe for Point {}
+///
+/// let v = Value::new(Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(v.get(), Point { x: 1.0, y: 2.0 });
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub unsafe trait ShmSafe: Copy + Send + Sync + 'static {}
+
+macro_rules! shm_safe {
+    ($($t:ty)*) => {$(
+        // SAFETY: a primitive number: Copy, no pointers, every bit pattern
+        // valid, fixed layout, alignment at most 16.
+        unsafe impl ShmSafe for $t {}
+    )*};
+}
+
+shm_safe!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize f32 f64);
+
+// SAFETY: an array of ShmSafe elements has no padding between elements and
+// inherits all the element's properties.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
+
+/// A tag that tells element types apart when a segment is received: size,
+/// alignment and a hash of the type's name.
+pub(crate) fn type_tag<T>() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::any::type_name::<T>().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ ((std::mem::size_of::<T>() as u64) << 48) ^ ((std::mem::align_of::<T>() as u64) << 40)
+}

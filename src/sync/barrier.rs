@@ -1,0 +1,367 @@
+//! `Barrier`: `parties` processes (or threads) wait for each other.
+//!
+//! State, changed under the barrier's internal lock; `generation` is also
+//! the futex word waiters sleep on:
+//!
+//! | field | meaning |
+//! | --- | --- |
+//! | `generation` | bumped when a pass completes, the barrier breaks, or a reset interrupts waiters |
+//! | `count` | parties arrived in the current generation |
+//! | `broken` | new arrivals fail until `reset` |
+//! | `broken_generation` | the last generation that ended broken |
+//!
+//! A waiter remembers the generation it arrived in and sleeps until it
+//! changes; it then passed, unless that generation is `broken_generation`.
+//! No draining phase is needed: arrivals of the next generation never mix
+//! with leavers of the previous one.
+#![allow(unsafe_code)]
+
+use super::raw::{Acquired, RawLock};
+use crate::error::{Error, Result};
+use crate::process::bootstrap;
+use crate::shm::segment::{Shared, ShmLayout};
+use crate::sys;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ffi::CStr;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct BarrierState {
+    lock: RawLock,
+    generation: AtomicU32,
+    count: AtomicU32,
+    parties: AtomicU32,
+    broken: AtomicU32,
+    broken_generation: AtomicU32,
+    _pad: u32,
+    /// The default timeout in nanoseconds; `u64::MAX` for none.
+    timeout_ns: AtomicU64,
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
+unsafe impl ShmLayout for BarrierState {
+    const KIND: u32 = 6;
+    const NAME: &'static CStr = c"multiproc-barrier";
+}
+
+/// The barrier was broken (aborted, reset while waiting, timed out, or its
+/// action panicked): Python's `BrokenBarrierError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the barrier is broken")]
+pub struct BrokenBarrierError;
+
+impl From<BrokenBarrierError> for Error {
+    fn from(_: BrokenBarrierError) -> Self {
+        Error::State("the barrier is broken")
+    }
+}
+
+/// A barrier for `parties` processes or threads (Python's
+/// `multiprocessing.Barrier`).
+///
+/// Each [`wait`](Self::wait) blocks until `parties` waits have arrived,
+/// then all return, each with its arrival index (`0` for the first). An
+/// optional action (a plain `fn()`) runs once per pass, in the process that
+/// arrives last, before the others are released. A barrier can be
+/// [`abort`](Self::abort)ed and [`reset`](Self::reset); a wait that times
+/// out breaks it for everybody, so a dead party cannot hang waiters that use
+/// a timeout.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Barrier, Process};
+///
+/// fn party(b: Barrier) -> usize { b.wait().unwrap() }
+///
+/// let b = Barrier::new(2)?;
+/// let mut p = Process::new(party, (b.clone(),));
+/// p.start()?;
+/// let mine = b.wait().unwrap();
+/// p.join()?;
+/// let theirs = p.take_result()?;
+/// assert_eq!(mine + theirs, 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    shm: Shared<BarrierState>,
+    action: Option<fn()>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties, no action, no default timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for 0 parties; otherwise when the shared
+    /// memory cannot be created.
+    pub fn new(parties: u32) -> Result<Barrier> {
+        Barrier::build(parties, None, None)
+    }
+
+    /// A barrier whose `action` runs once per pass, in the last process to
+    /// arrive, before anybody is released. If it panics, the barrier breaks
+    /// and the panic goes on in that process.
+    ///
+    /// The action travels with the barrier to other processes of this same
+    /// program, authenticated with the process family's key.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    /// ```
+    /// fn hello() { println!("pass!") }
+    /// let b = multiproc::Barrier::with_action(1, hello)?;
+    /// assert_eq!(b.wait().unwrap(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_action(parties: u32, action: fn()) -> Result<Barrier> {
+        Barrier::build(parties, Some(action), None)
+    }
+
+    /// A barrier with a default timeout for [`wait`](Self::wait), and an
+    /// optional action.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_timeout(parties: u32, action: Option<fn()>, timeout: Duration) -> Result<Barrier> {
+        Barrier::build(parties, action, Some(timeout))
+    }
+
+    fn build(parties: u32, action: Option<fn()>, timeout: Option<Duration>) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument(
+                "a Barrier needs at least 1 party".into(),
+            ));
+        }
+        let ns = timeout.map_or(u64::MAX, |t| {
+            t.as_nanos().min(u128::from(u64::MAX - 1)) as u64
+        });
+        let shm = Shared::create(0, 0, |s: &BarrierState| {
+            s.parties.store(parties, Ordering::Relaxed);
+            s.generation.store(1, Ordering::Relaxed);
+            s.timeout_ns.store(ns, Ordering::Relaxed);
+        })?;
+        Ok(Barrier { shm, action })
+    }
+
+    fn st(&self) -> &BarrierState {
+        self.shm.get()
+    }
+
+    /// Takes the internal lock; a party that died holding it breaks the
+    /// barrier.
+    fn lock(&self) {
+        let st = self.st();
+        if st.lock.lock(None) == Some(Acquired::OwnerDied) {
+            Self::break_locked(st);
+        }
+    }
+
+    fn unlock(&self) {
+        self.st().lock.unlock();
+    }
+
+    /// Ends the current generation broken (internal lock held).
+    fn break_locked(st: &BarrierState) {
+        st.broken.store(1, Ordering::Relaxed);
+        let g = st.generation.load(Ordering::Relaxed);
+        st.broken_generation.store(g, Ordering::Relaxed);
+        st.count.store(0, Ordering::Relaxed);
+        st.generation.store(g.wrapping_add(1), Ordering::Release);
+        sys::futex_wake_all(&st.generation);
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> u32 {
+        self.st().parties.load(Ordering::Relaxed)
+    }
+
+    /// How many parties are waiting now (Python's `n_waiting`).
+    pub fn n_waiting(&self) -> u32 {
+        let st = self.st();
+        if st.broken.load(Ordering::Relaxed) != 0 {
+            0
+        } else {
+            st.count.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Whether the barrier is broken.
+    pub fn broken(&self) -> bool {
+        self.st().broken.load(Ordering::Relaxed) != 0
+    }
+
+    /// The default timeout given at construction.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.st().timeout_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Waits for the other parties, with the default timeout; returns the
+    /// arrival index (`0..parties`).
+    ///
+    /// # Errors
+    /// [`BrokenBarrierError`] if the barrier is or becomes broken while
+    /// waiting, or the timeout passes (which breaks it for everybody).
+    pub fn wait(&self) -> std::result::Result<u32, BrokenBarrierError> {
+        self.wait_until(self.timeout().and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Waits for the other parties for at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::new(2)?;
+    /// assert!(b.wait_timeout(Duration::from_millis(10)).is_err());
+    /// assert!(b.broken());
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<u32, BrokenBarrierError> {
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<u32, BrokenBarrierError> {
+        let st = self.st();
+        self.lock();
+        if st.broken.load(Ordering::Relaxed) != 0 {
+            self.unlock();
+            return Err(BrokenBarrierError);
+        }
+        let generation = st.generation.load(Ordering::Relaxed);
+        let index = st.count.load(Ordering::Relaxed);
+        if index + 1 >= st.parties.load(Ordering::Relaxed) {
+            if let Some(action) = self.action {
+                if let Err(panic) = std::panic::catch_unwind(action) {
+                    Self::break_locked(st);
+                    self.unlock();
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            st.count.store(0, Ordering::Relaxed);
+            st.generation
+                .store(generation.wrapping_add(1), Ordering::Release);
+            self.unlock();
+            sys::futex_wake_all(&st.generation);
+            return Ok(index);
+        }
+        st.count.store(index + 1, Ordering::Relaxed);
+        self.unlock();
+        loop {
+            if st.generation.load(Ordering::Acquire) != generation {
+                break;
+            }
+            if !sys::futex_wait(&st.generation, generation, deadline) {
+                self.lock();
+                if st.generation.load(Ordering::Relaxed) == generation {
+                    Self::break_locked(st);
+                }
+                self.unlock();
+            }
+        }
+        if st.broken_generation.load(Ordering::Acquire) == generation {
+            Err(BrokenBarrierError)
+        } else {
+            Ok(index)
+        }
+    }
+
+    /// Breaks the barrier: current and future waiters get
+    /// [`BrokenBarrierError`] until [`reset`](Self::reset).
+    pub fn abort(&self) {
+        self.lock();
+        Self::break_locked(self.st());
+        self.unlock();
+    }
+
+    /// Returns the barrier to its initial state; parties waiting now get
+    /// [`BrokenBarrierError`].
+    pub fn reset(&self) {
+        let st = self.st();
+        self.lock();
+        if st.count.load(Ordering::Relaxed) > 0 {
+            Self::break_locked(st);
+        }
+        st.broken.store(0, Ordering::Relaxed);
+        self.unlock();
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<Barrier(parties={}, waiting={}, broken={})>",
+            self.parties(),
+            self.n_waiting(),
+            self.broken()
+        )
+    }
+}
+
+/// Authenticates an action's offset: SipHash-2-4 keyed with the process
+/// family's authkey, over the offset and this build's identity.
+fn action_tag(offset: u64) -> u64 {
+    use std::hash::Hasher;
+    let key = crate::current_process().authkey().to_vec();
+    let mut k = [0u8; 16];
+    for (i, b) in key.iter().enumerate() {
+        k[i % 16] ^= *b;
+    }
+    let k0 = u64::from_le_bytes(k[..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(k[8..].try_into().unwrap_or_default());
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+    h.write_u64(offset);
+    h.write_u64(bootstrap::build_identity());
+    h.finish()
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let action = self.action.map(|f| {
+            let off = bootstrap::plain_fn_offset(f);
+            (off, action_tag(off))
+        });
+        (&self.shm, action).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (shm, action): (Shared<BarrierState>, Option<(u64, u64)>) =
+            Deserialize::deserialize(d)?;
+        let action = match action {
+            None => None,
+            Some((off, tag)) => {
+                if action_tag(off) != tag {
+                    return Err(serde::de::Error::custom(
+                        "barrier action does not come from this program's process family",
+                    ));
+                }
+                // SAFETY: the tag proves that a process holding this family's
+                // secret authkey and running this same build computed `off`
+                // with `plain_fn_offset` from a real `fn()`.
+                Some(
+                    unsafe { bootstrap::resolve_plain_fn(off) }
+                        .map_err(serde::de::Error::custom)?,
+                )
+            }
+        };
+        Ok(Barrier { shm, action })
+    }
+}

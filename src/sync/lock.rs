@@ -1,0 +1,272 @@
+//! `Lock`: a non-recursive lock shared between processes.
+#![allow(unsafe_code)]
+
+use super::raw::{Acquired, RawLock};
+use super::{LockError, LockResult, deadline};
+use crate::error::{Error, Result};
+use crate::shm::segment::{Shared, ShmLayout};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ffi::CStr;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct LockState {
+    pub(crate) raw: RawLock,
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
+unsafe impl ShmLayout for LockState {
+    const KIND: u32 = 1;
+    const NAME: &'static CStr = c"multiproc-lock";
+}
+
+/// A lock shared between processes (Python's `multiprocessing.Lock`).
+///
+/// Acquiring returns a [`LockGuard`]; dropping the guard releases the lock.
+/// The lock is held by a *process*: any thread of the holding process may
+/// drop the guard. It is not recursive: acquiring it again from the same
+/// process blocks (use [`RLock`](crate::RLock) for that).
+///
+/// Clones are handles to the same lock. A `Lock` travels in
+/// [`Process`](crate::Process) arguments and [`Connection`](crate::Connection)
+/// messages as a descriptor of its shared memory.
+///
+/// If the holder dies (even by `SIGKILL`), the next acquirer gets
+/// [`LockError::OwnerDied`] with the guard within about 100 ms; after that
+/// the lock is healthy again.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Lock, Process};
+///
+/// fn work(lock: Lock) -> bool {
+///     let _guard = lock.acquire().unwrap();
+///     true
+/// }
+///
+/// let lock = Lock::new()?;
+/// let mut p = Process::new(work, (lock.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert!(p.take_result()?);
+/// assert!(!lock.is_locked());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    shm: Shared<LockState>,
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    ///
+    /// # Errors
+    /// When the shared memory cannot be created or mapped.
+    pub fn new() -> Result<Lock> {
+        Ok(Lock {
+            shm: Shared::create(0, 0, |_| {})?,
+        })
+    }
+
+    pub(crate) fn shm_state(&self) -> &LockState {
+        self.shm.get()
+    }
+
+    #[inline]
+    fn raw(&self) -> &RawLock {
+        &self.shm.get().raw
+    }
+
+    fn outcome<'a>(
+        &'a self,
+        a: Option<Acquired>,
+        none: LockError<LockGuard<'a>>,
+    ) -> LockResult<LockGuard<'a>> {
+        match a {
+            Some(Acquired::Clean) => Ok(LockGuard { lock: self }),
+            Some(Acquired::OwnerDied) => Err(LockError::OwnerDied(LockGuard { lock: self })),
+            None => Err(none),
+        }
+    }
+
+    /// Acquires the lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`LockError::OwnerDied`] (holding the guard) when the previous holder
+    /// died while holding the lock.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// {
+    ///     let _g = lock.acquire().unwrap();
+    ///     assert!(lock.is_locked());
+    /// }
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[inline]
+    pub fn acquire(&self) -> LockResult<LockGuard<'_>> {
+        if self.raw().try_lock_fast() {
+            return Ok(LockGuard { lock: self });
+        }
+        self.outcome(self.raw().lock(None), LockError::Timeout)
+    }
+
+    /// Acquires the lock if nobody holds it (or its holder is dead).
+    ///
+    /// # Errors
+    /// [`LockError::WouldBlock`] when it is held; [`LockError::OwnerDied`]
+    /// (holding the guard) when its holder had died.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Lock, LockError};
+    /// let lock = Lock::new()?;
+    /// let g = lock.try_acquire().unwrap();
+    /// assert!(matches!(lock.try_acquire(), Err(LockError::WouldBlock)));
+    /// drop(g);
+    /// assert!(lock.try_acquire().is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> LockResult<LockGuard<'_>> {
+        self.outcome(self.raw().try_lock(), LockError::WouldBlock)
+    }
+
+    /// Acquires the lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`LockError::Timeout`] when the time ran out; [`LockError::OwnerDied`]
+    /// as for [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Lock, LockError};
+    /// use std::time::Duration;
+    /// let lock = Lock::new()?;
+    /// let _g = lock.acquire().unwrap();
+    /// let r = lock.acquire_timeout(Duration::from_millis(20));
+    /// assert!(matches!(r, Err(LockError::Timeout)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
+        match deadline(timeout) {
+            Some(d) => self.acquire_deadline(d),
+            None => self.acquire(),
+        }
+    }
+
+    /// Acquires the lock, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`acquire_timeout`](Self::acquire_timeout).
+    pub fn acquire_deadline(&self, deadline: Instant) -> LockResult<LockGuard<'_>> {
+        self.outcome(self.raw().lock(Some(deadline)), LockError::Timeout)
+    }
+
+    /// Whether somebody holds the lock (Python's `locked()`).
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+
+    /// The pid of the process holding the lock, if any.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// assert_eq!(lock.owner_pid(), None);
+    /// let _g = lock.acquire().unwrap();
+    /// assert_eq!(lock.owner_pid(), Some(std::process::id()));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn owner_pid(&self) -> Option<u32> {
+        self.raw().owner_pid()
+    }
+
+    /// Releases a lock whose guard was given up with
+    /// [`LockGuard::leak`], from any process (Python's `release()`, which
+    /// any process may call on a `Lock`).
+    ///
+    /// # Errors
+    /// [`Error::State`] when the lock is not held.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// lock.acquire().unwrap().leak();
+    /// assert!(lock.is_locked());
+    /// lock.release()?;
+    /// assert!(lock.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        if !self.raw().is_locked() {
+            return Err(Error::State("release of an unlocked lock"));
+        }
+        self.raw().unlock();
+        Ok(())
+    }
+
+    /// Whether `self` and `other` are handles to the same lock in this
+    /// process.
+    pub fn same_as(&self, other: &Lock) -> bool {
+        self.shm.same(&other.shm)
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.owner_pid() {
+            None => write!(f, "<Lock(owner=None)>"),
+            Some(pid) => write!(f, "<Lock(owner={pid})>"),
+        }
+    }
+}
+
+impl Serialize for Lock {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.shm.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Lock {
+            shm: Shared::deserialize(d)?,
+        })
+    }
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl LockGuard<'_> {
+    /// Keeps the lock held without a guard; release it later with
+    /// [`Lock::release`] (from this or another process).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &Lock {
+        self.lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw().unlock();
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}

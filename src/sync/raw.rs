@@ -1,0 +1,234 @@
+//! The futex lock every cross-process lock is built on, with owner-death
+//! detection.
+//!
+//! ## The state word
+//!
+//! `state` is a 64-bit atomic holding the owner's identity, so that taking
+//! the lock and saying who took it is one atomic step (nothing to publish
+//! afterwards, nothing for a dying owner to leave half done):
+//!
+//! | bits | meaning |
+//! | --- | --- |
+//! | 0..=21 | owner pid (never 0 while locked; pids are below 2^22) |
+//! | 22 | `WAITERS`: somebody may be sleeping on `wake` |
+//! | 23..=63 | owner start time (clock ticks since boot, 41 bits; 0 if unknown) |
+//!
+//! | state | meaning |
+//! | --- | --- |
+//! | `0` | unlocked |
+//! | `owner` | locked by `owner`, nobody asleep |
+//! | `owner \| WAITERS` | locked by `owner`, waiters may sleep on `wake` |
+//!
+//! Transitions: `lock` is a CAS `0 → me` (fast path) or, after waiting,
+//! `0 → me | WAITERS` (there may be other sleepers); a waiter sets
+//! `WAITERS` before sleeping; `unlock` swaps in `0` and, if `WAITERS` was
+//! set, bumps `wake` and wakes one sleeper. A waiter whose owner is dead
+//! CASes `dead | bits → me | WAITERS` and reports [`Acquired::OwnerDied`].
+//! Pid plus start time never names two processes, so that CAS cannot
+//! succeed against a live owner that happens to reuse the pid (no ABA).
+//!
+//! ## Waiting
+//!
+//! Sleepers wait on the separate 32-bit futex `wake` (a sequence number,
+//! since futexes are 32-bit), in slices of [`SLICE`]: after each slice
+//! without a wake they check whether the owner still runs (pidfd plus start
+//! time, see `sys::is_alive`). So an owner killed by SIGKILL is detected
+//! within one slice; an owner that dies while waiters sleep needs no help
+//! from the kernel.
+//!
+//! ## Memory ordering
+//!
+//! `lock` acquires, `unlock` releases on `state`; what the owner wrote
+//! under the lock is visible to the next owner, in any process. The sleeper
+//! reads `wake` (Acquire) before re-reading `state`, and the unlocker
+//! writes `state` before bumping `wake`, so a sleeper either sees the
+//! unlock or sleeps on a `wake` value the unlocker will change; the futex
+//! call itself checks the value atomically with going to sleep.
+//!
+//! ## Async later
+//!
+//! A future async acquire can sleep on the same `wake` word through a
+//! helper that uses `futex_waitv`, or register an eventfd beside the word;
+//! nothing in the layout has to change.
+
+use crate::sys::{self, Ident};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const PID_BITS: u32 = 22;
+const PID_MASK: u64 = (1 << PID_BITS) - 1;
+const WAITERS: u64 = 1 << PID_BITS;
+const START_SHIFT: u32 = PID_BITS + 1;
+const OWNER_MASK: u64 = !WAITERS;
+
+/// How long a sleeper waits before checking whether the owner still runs.
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// How a lock was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Normally.
+    Clean,
+    /// From an owner that died holding it.
+    OwnerDied,
+}
+
+/// The shared state of a lock.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct RawLock {
+    state: AtomicU64,
+    wake: AtomicU32,
+    _pad: u32,
+}
+
+/// This process as a lock owner.
+#[inline]
+pub(crate) fn me() -> u64 {
+    let Ident { pid, start } = sys::self_ident();
+    (start << START_SHIFT) | u64::from(pid)
+}
+
+fn owner_of(state: u64) -> Ident {
+    Ident {
+        pid: (state & PID_MASK) as u32,
+        start: state >> START_SHIFT,
+    }
+}
+
+impl RawLock {
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock_fast(&self) -> bool {
+        self.state
+            .compare_exchange(0, me(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock if it is free, or if its owner is dead.
+    pub(crate) fn try_lock(&self) -> Option<Acquired> {
+        if self.try_lock_fast() {
+            return Some(Acquired::Clean);
+        }
+        let s = self.state.load(Ordering::Relaxed);
+        if s == 0 {
+            return self.try_lock_fast().then_some(Acquired::Clean);
+        }
+        self.try_recover(s)
+    }
+
+    /// Takes the lock, waiting until `deadline` (`None`: forever). `None`
+    /// when the deadline passed first.
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        if self.try_lock_fast() {
+            return Some(Acquired::Clean);
+        }
+        self.lock_slow(deadline)
+    }
+
+    /// If the owner recorded in `seen` is dead, takes the lock over.
+    fn try_recover(&self, seen: u64) -> Option<Acquired> {
+        if sys::is_alive(owner_of(seen)) {
+            return None;
+        }
+        // Keep WAITERS: others may be asleep behind the dead owner.
+        let new = me() | WAITERS;
+        self.state
+            .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Acquired::OwnerDied)
+    }
+
+    #[cold]
+    fn lock_slow(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        // A short spin: the owner is often running on another CPU and about
+        // to release.
+        for _ in 0..64 {
+            std::hint::spin_loop();
+            if self.state.load(Ordering::Relaxed) == 0 && self.try_lock_fast() {
+                return Some(Acquired::Clean);
+            }
+        }
+        let me = me();
+        let mut check_at = Instant::now() + SLICE;
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s == 0 {
+                match self.state.compare_exchange(
+                    0,
+                    me | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(Acquired::Clean),
+                    Err(_) => continue,
+                }
+            }
+            if s & WAITERS == 0
+                && self
+                    .state
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let seq = self.wake.load(Ordering::Acquire);
+            if self.state.load(Ordering::Acquire) != s | WAITERS {
+                continue;
+            }
+            let until = match deadline {
+                Some(d) if d < check_at => d,
+                _ => check_at,
+            };
+            if sys::futex_wait(&self.wake, seq, Some(until)) {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= check_at {
+                let s = self.state.load(Ordering::Relaxed);
+                if s != 0 {
+                    if let Some(a) = self.try_recover(s) {
+                        return Some(a);
+                    }
+                }
+                check_at = now + SLICE;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                // One last try, so that a zero timeout still takes a free lock.
+                return self.try_lock();
+            }
+        }
+    }
+
+    /// Releases the lock (whoever holds it).
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        let s = self.state.swap(0, Ordering::Release);
+        if s & WAITERS != 0 {
+            self.wake_one();
+        }
+    }
+
+    #[cold]
+    fn wake_one(&self) {
+        self.wake.fetch_add(1, Ordering::Release);
+        sys::futex_wake(&self.wake, 1);
+    }
+
+    /// Whether the lock is held.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != 0
+    }
+
+    /// The owner's pid, if locked.
+    pub(crate) fn owner_pid(&self) -> Option<u32> {
+        let s = self.state.load(Ordering::Relaxed);
+        (s != 0).then_some((s & PID_MASK) as u32)
+    }
+
+    /// Whether this process holds the lock.
+    pub(crate) fn held_by_me(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & OWNER_MASK == me()
+    }
+}
