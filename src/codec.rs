@@ -73,6 +73,12 @@ fn explain(e: postcard::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
+/// A deserialization error whose message survives the binary format (which
+/// keeps only its own error kinds).
+pub(crate) fn de_error<E: serde::de::Error>(why: String) -> E {
+    record(why, E::custom)
+}
+
 fn record<E>(why: String, make: impl FnOnce(String) -> E) -> E {
     LAST_ERROR.with(|l| *l.borrow_mut() = Some(why.clone()));
     make(why)

@@ -58,6 +58,8 @@
 //! | `EOFError`, `BufferTooShort` | [`Error::Eof`], [`Error::BufferTooShort`] |
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
+//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::with_maxsize`], [`Queue::put`], [`Queue::get`], [`Queue::put_nowait`], [`Queue::get_nowait`], … ([`Error::Empty`], [`PutError::Full`]) |
+//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
 //!
 //! # How children get their code
@@ -93,6 +95,7 @@ mod error;
 mod exclusive;
 pub mod pickle;
 mod process;
+pub mod queue;
 mod shm;
 mod sync;
 mod sys;
@@ -109,6 +112,7 @@ pub use process::{
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
 };
+pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, ShmSafe, Value, ValueGuard};
 pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
