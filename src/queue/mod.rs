@@ -317,13 +317,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     /// ```
-    /// let q = multiproc::Queue::with_config(0, 4096)?;
-    /// q.put(vec![7u8; 100_000])?; // larger than the ring: streamed
-    /// # let r = std::thread::scope(|s| {
-    /// #     let h = s.spawn(|| q.get());
-    /// #     h.join().unwrap()
-    /// # });
-    /// # assert_eq!(r?.len(), 100_000);
+    /// let q = multiproc::Queue::<Vec<u8>>::with_config(0, 4096)?;
+    /// std::thread::scope(|s| {
+    ///     // Larger than the ring: streamed while the consumer drains it.
+    ///     s.spawn(|| q.put(vec![7u8; 100_000]).unwrap());
+    ///     assert_eq!(q.get().unwrap().len(), 100_000);
+    /// });
     /// assert!(multiproc::Queue::<u8>::with_config(0, 10).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -378,7 +377,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     /// ```
     /// let q = multiproc::Queue::new()?;
-    /// q.put(("answer", 42))?;
+    /// q.put(("answer".to_string(), 42))?;
     /// assert_eq!(q.get()?, ("answer".to_string(), 42));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -758,9 +757,9 @@ impl<T> SimpleQueue<T> {
     /// ```
     /// let q = multiproc::SimpleQueue::new()?;
     /// assert!(q.empty());
-    /// q.put("x")?;
+    /// q.put('x')?;
     /// assert!(!q.empty());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn empty(&self) -> bool {
         self.0.empty()
