@@ -349,17 +349,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.is_closed() {
             return Err(PutError::Closed(item));
         }
-        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        buf.clear();
-        let mut fds = Vec::new();
-        if let Err(e) = codec::encode_into(&item, &mut buf, &mut fds) {
-            return Err(PutError::Failed(item, e));
-        }
-        let r = self.core.put(&buf, &fds, deadline);
-        if buf.capacity() <= SCRATCH_KEEP {
-            SCRATCH.with(|s| *s.borrow_mut() = buf);
-        }
-        match r {
+        match self.put_encoded(&item, deadline) {
             Ok(()) => Ok(()),
             Err(PutFail::Full) => Err(PutError::Full(item)),
             Err(PutFail::Err(e)) => Err(PutError::Failed(item, e)),
@@ -435,6 +425,45 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn put_deadline(&self, item: T, deadline: Instant) -> std::result::Result<(), PutError<T>> {
         self.put_at(item, Some(deadline))
+    }
+
+    /// Puts a copy of `*item`, waiting as long as it takes for room: for
+    /// large items the caller keeps (no clone needed, the item is encoded
+    /// straight from the reference).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Self::close); [`Error::Encode`] or
+    /// an I/O error as for [`put`](Self::put).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// let big = vec![0u8; 1 << 20];
+    /// q.put_ref(&big)?;
+    /// assert_eq!(q.get()?.len(), big.len());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_ref(&self, item: &T) -> Result<()> {
+        match self.put_encoded(item, None) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Full) => Err(Error::Full),
+            Err(PutFail::Err(e)) => Err(e),
+        }
+    }
+
+    fn put_encoded(&self, item: &T, deadline: Option<Instant>) -> std::result::Result<(), PutFail> {
+        if self.is_closed() {
+            return Err(PutFail::Err(Error::Closed));
+        }
+        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        buf.clear();
+        let mut fds = Vec::new();
+        codec::encode_into(item, &mut buf, &mut fds).map_err(PutFail::Err)?;
+        let r = self.core.put(&buf, &fds, deadline);
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|s| *s.borrow_mut() = buf);
+        }
+        r
     }
 
     fn get_at(&self, deadline: Option<Instant>) -> Result<T> {
