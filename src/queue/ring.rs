@@ -221,6 +221,12 @@ pub(crate) struct Core {
     fd_rx: OwnedFd,
     /// Readable when a producer published an item after `wait` armed it.
     notify: OwnedFd,
+    /// The last `head` this process's producers saw (never ahead of the
+    /// real one, which only grows): room is computed from it first, so a
+    /// producer reads the consumers' cache line only when it seems full.
+    head_seen: AtomicU64,
+    /// The last `tail` this process's consumers saw, likewise.
+    tail_seen: AtomicU64,
 }
 
 /// A streamed item being assembled by a consumer.
@@ -270,6 +276,8 @@ impl Core {
             cap,
             maxsize: s.maxsize.load(Ordering::Relaxed),
             joinable: s.joinable.load(Ordering::Relaxed) != 0,
+            head_seen: AtomicU64::new(s.head.load(Ordering::Acquire)),
+            tail_seen: AtomicU64::new(s.head.load(Ordering::Acquire)),
             shm,
             fd_tx,
             fd_rx,
@@ -405,10 +413,11 @@ impl Core {
 
     fn free_space(&self) -> u64 {
         let s = self.st();
-        let used = s
-            .tail
-            .load(Ordering::Relaxed)
-            .wrapping_sub(s.head.load(Ordering::Acquire));
+        let head = s.head.load(Ordering::Acquire);
+        // Release: a thread of this process that uses the cached value
+        // acquires what the consumer released with `head`.
+        self.head_seen.fetch_max(head, Ordering::Release);
+        let used = s.tail.load(Ordering::Relaxed).wrapping_sub(head);
         self.cap.saturating_sub(used)
     }
 
@@ -420,6 +429,13 @@ impl Core {
         deadline: Option<Instant>,
     ) -> std::result::Result<u64, PutFail> {
         let s = self.st();
+        let used = s
+            .tail
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.head_seen.load(Ordering::Acquire));
+        if used <= self.cap && self.cap - used >= need {
+            return Ok(self.cap - used);
+        }
         let mut round = 0;
         loop {
             let free = self.free_space();
@@ -617,7 +633,12 @@ impl Core {
         let mut check_at = Instant::now() + SLICE;
         loop {
             let h = s.head.load(Ordering::Relaxed);
-            let t = s.tail.load(Ordering::Acquire);
+            let mut t = self.tail_seen.load(Ordering::Acquire);
+            if t.wrapping_sub(h) == 0 || t.wrapping_sub(h) > self.cap {
+                t = s.tail.load(Ordering::Acquire);
+                // Release: see `free_space`.
+                self.tail_seen.fetch_max(t, Ordering::Release);
+            }
             if t == h {
                 if partial.is_some() {
                     // Mid-item: the deadline no longer applies (chunks
