@@ -17,6 +17,10 @@ mod echo_server;
 mod heartbeat;
 #[path = "seeds/process_basics.rs"]
 mod process_basics;
+#[path = "seeds/queue_pipe.rs"]
+mod queue_pipe;
+#[path = "seeds/queue_urls.rs"]
+mod queue_urls;
 #[path = "seeds/slow_requests.rs"]
 mod slow_requests;
 
@@ -39,6 +43,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     daemons::run(true)?;
     heartbeat::run(true)?;
     echo_server::run(true)?;
+    queue_urls::run(true)?;
+    queue_pipe::run(true)?;
 
     println!();
     println!(
