@@ -19,7 +19,7 @@ use serde_bytes::ByteBuf;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 const SMALL: u64 = 100_000;
@@ -143,8 +143,13 @@ where
 }
 
 fn pipe_pair() -> (File, File) {
-    let (r, w) = std::io::pipe().unwrap();
-    (File::from(OwnedFd::from(r)), File::from(OwnedFd::from(w)))
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2 failed");
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    (File::from(r), File::from(w))
 }
 
 struct Cases {
