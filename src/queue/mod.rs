@@ -28,7 +28,7 @@
 //! last as space frees, while a consumer holding its lock assembles them.
 //! So items from 0 bytes to hundreds of MiB work with any ring size.
 //!
-//! Handles inside items ([`Handle`](crate::Handle), a
+//! Handles inside items ([`Handle`], a
 //! [`Connection`](crate::Connection), another queue) travel as `SCM_RIGHTS`
 //! messages on the queue's socket, tagged with the item's sequence number,
 //! sent before the item is published; the consumer takes them when it
