@@ -390,9 +390,9 @@ fn block_in_get(q: Queue<Msg>) {
 /// while it holds the consumer lock waiting on an empty queue.
 #[test]
 fn consumer_killed_mid_get() -> Result<()> {
-    let q: Queue<Msg> = Queue::with_config(0, 1 << 20)?;
-    // The big item cannot fit the 1 MiB ring: the producer streams it and
-    // blocks until a consumer drains it.
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    // The big item cannot fit the 64 KiB ring: the producer streams it in
+    // a thousand chunks and blocks until a consumer drains it.
     let mut prod = Process::new(put_msgs, (q.clone(), vec![(1, 64 << 20), (2, 0)]));
     prod.start()?;
     assert!(eventually(secs(10.0), || q.qsize() == 1));
@@ -403,6 +403,9 @@ fn consumer_killed_mid_get() -> Result<()> {
     assert!(eventually(secs(10.0), || q.qsize() == 0 || !c.is_alive()));
     c.kill()?;
     c.join()?;
+    // It had taken the first chunk (the count dropped) and not returned:
+    // it died in the middle of assembling the item.
+    assert_eq!(c.exitcode(), Some(-9), "the consumer finished before the kill");
     // Whatever the timing, the next get gets a whole, verified item and the
     // small item is never lost.
     let mut small_seen = false;
