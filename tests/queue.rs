@@ -405,7 +405,11 @@ fn consumer_killed_mid_get() -> Result<()> {
     c.join()?;
     // It had taken the first chunk (the count dropped) and not returned:
     // it died in the middle of assembling the item.
-    assert_eq!(c.exitcode(), Some(-9), "the consumer finished before the kill");
+    assert_eq!(
+        c.exitcode(),
+        Some(-9),
+        "the consumer finished before the kill"
+    );
     // Whatever the timing, the next get gets a whole, verified item and the
     // small item is never lost.
     let mut small_seen = false;
@@ -595,5 +599,36 @@ fn wait_on_queues() -> Result<()> {
     a.put(2)?;
     assert_eq!(connection::wait(objs, Some(secs(10.0)))?, [0]);
     p.join()?;
+    Ok(())
+}
+
+// ------------------------------------------------------------ exit, queued
+
+/// Fills the queue until it is full; returns how many items went in.
+fn fill_until_full(q: Queue<u64>) -> u64 {
+    let mut n = 0;
+    while q.put_nowait(n).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// A process that exits with items still queued (here: the ring full, no
+/// consumer anywhere) exits at once, and every item its puts accepted is
+/// still delivered after it is gone.
+#[test]
+fn exit_with_items_queued_does_not_hang() -> Result<()> {
+    let q = Queue::with_config(0, 64 << 10)?;
+    let mut p = Process::new(fill_until_full, (q.clone(),));
+    p.start()?;
+    assert!(p.join_timeout(secs(20.0))?, "the child did not exit");
+    assert_eq!(p.exitcode(), Some(0));
+    let n = p.take_result()?;
+    assert!(n > 1000, "only {n} items fit");
+    assert!(q.full());
+    for i in 0..n {
+        assert_eq!(q.get_nowait()?, i);
+    }
+    assert!(q.empty());
     Ok(())
 }
