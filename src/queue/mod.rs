@@ -169,6 +169,14 @@ pub enum PutError<T> {
 
 impl<T> PutError<T> {
     /// The item that was not put.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// q.put(1u8)?;
+    /// assert_eq!(q.put_nowait(2).unwrap_err().into_inner(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             PutError::Full(t) | PutError::Closed(t) | PutError::Failed(t, _) => t,
@@ -176,6 +184,14 @@ impl<T> PutError<T> {
     }
 
     /// True for [`PutError::Full`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// q.close();
+    /// assert!(!q.put(1).unwrap_err().is_full()); // closed, not full
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         matches!(self, PutError::Full(_))
     }
@@ -593,11 +609,24 @@ impl<T> Queue<T> {
     }
 
     /// The item limit given at creation (`0`: none).
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(multiproc::Queue::<u8>::with_maxsize(5)?.maxsize(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn maxsize(&self) -> usize {
         self.core.maxsize() as usize
     }
 
     /// The ring size in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert_eq!(q.ring_size(), multiproc::queue::DEFAULT_RING_SIZE);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn ring_size(&self) -> usize {
         self.core.ring_size() as usize
     }
@@ -624,12 +653,29 @@ impl<T> Queue<T> {
     }
 
     /// Whether [`close`](Self::close) was called on this handle.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(!q.is_closed());
+    /// q.close();
+    /// assert!(q.is_closed() && !q.clone().is_closed());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Whether `self` and `other` are handles to the same queue in this
     /// process.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(q.same_as(&q.clone()));
+    /// assert!(!q.same_as(&multiproc::Queue::new()?));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn same_as(&self, other: &Queue<T>) -> bool {
         self.core.same(&other.core)
     }
@@ -742,6 +788,13 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::<String>::new()?;
+    /// assert!(q.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new() -> Result<Self> {
         Queue::create(0, DEFAULT_RING_SIZE, KIND_SIMPLE).map(SimpleQueue)
     }
@@ -750,6 +803,14 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::put`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// q.put(7i32)?;
+    /// assert_eq!(q.get()?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         self.0.put(item)
     }
@@ -758,6 +819,14 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::get`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// q.put([1u8, 2])?;
+    /// assert_eq!(q.get()?, [1, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self) -> Result<T> {
         self.0.get()
     }
@@ -795,6 +864,16 @@ impl<T> SimpleQueue<T> {
     }
 
     /// Closes this handle (idempotent); see [`Queue::close`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::<u8>::new()?;
+    /// q.close();
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert!(q.get().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn close(&self) {
         self.0.close()
     }
@@ -893,6 +972,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new()?;
+    /// q.join(); // nothing to wait for
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn new() -> Result<Self> {
         Self::with_maxsize(0)
     }
@@ -901,6 +987,14 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::with_maxsize(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
         Queue::create(maxsize, DEFAULT_RING_SIZE, KIND_JOINABLE).map(JoinableQueue)
     }
@@ -927,6 +1021,17 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Waits until every item put has been marked done.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put("job".to_string())?;
+    /// let job = q.get()?;
+    /// assert_eq!(job, "job");
+    /// q.task_done()?;
+    /// q.join();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn join(&self) {
         self.0.core.join(None);
     }
@@ -956,6 +1061,16 @@ impl<T> JoinableQueue<T> {
     }
 
     /// The number of tasks put and not yet marked done.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put(1u8)?;
+    /// q.put(2)?;
+    /// q.get()?;
+    /// assert_eq!(q.unfinished_tasks(), 2); // taken is not done
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn unfinished_tasks(&self) -> usize {
         self.0.core.unfinished() as usize
     }
