@@ -567,6 +567,62 @@ impl Core {
         Ok(())
     }
 
+    /// Puts one item of known encoded size `len` that fits the ring,
+    /// encoding it with `encode` while holding the put lock: straight into
+    /// the ring when the space does not wrap (one copy of the data instead
+    /// of two), else through `scratch`. `encode` returns the item's handles.
+    pub(crate) fn put_sized(
+        &self,
+        len: u64,
+        deadline: Option<Instant>,
+        scratch: &mut Vec<u8>,
+        encode: &mut dyn FnMut(&mut [u8]) -> Result<Vec<OwnedFd>>,
+    ) -> std::result::Result<(), PutFail> {
+        let rec = HDR + pad8(len);
+        debug_assert!(rec <= self.cap);
+        let s = self.st();
+        let _held = take(&s.put_lock, deadline).ok_or(PutFail::Full)?;
+        if self.maxsize > 0 {
+            self.wait_slot(deadline)?;
+        }
+        self.wait_space(rec, deadline)?;
+        let t = s.tail.load(Ordering::Relaxed);
+        let start = (t + HDR) % self.cap;
+        let fds = if start + len <= self.cap {
+            let (base, _) = self.shm.tail();
+            // SAFETY: `start + len <= cap <=` the mapping's tail length, so
+            // the range is inside the mapping, which outlives this call. It
+            // lies between `tail` and `head + cap` (room was checked above),
+            // which only the put-lock holder (us) touches until `tail` is
+            // published past it; no other reference to it exists.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(base.add(start as usize), len as usize) };
+            encode(dst).map_err(PutFail::Err)?
+        } else {
+            scratch.clear();
+            scratch.resize(len as usize, 0);
+            let fds = encode(scratch).map_err(PutFail::Err)?;
+            self.write_at(t + HDR, scratch);
+            fds
+        };
+        if fds.len() > MAX_ITEM_FDS {
+            return Err(PutFail::Err(Error::InvalidArgument(format!(
+                "an item may carry at most {MAX_ITEM_FDS} handles, not {}",
+                fds.len()
+            ))));
+        }
+        let seq = s.next_seq.load(Ordering::Relaxed);
+        s.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        self.send_fds(seq, &fds).map_err(PutFail::Err)?;
+        let flags = F_FIRST | F_LAST | if fds.is_empty() { 0 } else { F_FDS };
+        self.write_header(t, len, flags, fds.len(), seq, len);
+        self.task_added();
+        s.tail.store(t + rec, Ordering::Release);
+        s.items_in.fetch_add(1, Ordering::Release);
+        self.published();
+        Ok(())
+    }
+
     /// Sends an item's descriptors, tagged with its sequence number, in
     /// batches the kernel accepts.
     fn send_fds(&self, seq: u64, fds: &[OwnedFd]) -> Result<()> {
