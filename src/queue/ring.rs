@@ -137,15 +137,16 @@ fn take(lock: &RawLock, deadline: Option<Instant>) -> Option<Held<'_>> {
     if lock.try_lock_fast() {
         return Some(Held(lock));
     }
-    if expired(deadline) {
-        // No waiting at all, but a dead holder is still taken over.
-        return lock.try_lock().map(|_| Held(lock));
-    }
     for round in 0..SPIN_ROUNDS + YIELD_ROUNDS {
         if !lock.is_locked() && lock.try_lock_fast() {
             return Some(Held(lock));
         }
         backoff(round);
+    }
+    if expired(deadline) {
+        // A no-wait call still rides out a short hold (above), but not a
+        // holder that waits for room or data; a dead holder is taken over.
+        return lock.try_lock().map(|_| Held(lock));
     }
     match lock.lock(deadline)? {
         Acquired::Clean => {}
