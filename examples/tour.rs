@@ -23,6 +23,10 @@ mod pool_apply;
 mod pool_tasks;
 #[path = "seeds/process_basics.rs"]
 mod process_basics;
+#[path = "seeds/queue_pipe.rs"]
+mod queue_pipe;
+#[path = "seeds/queue_urls.rs"]
+mod queue_urls;
 #[path = "seeds/shared_counter.rs"]
 mod shared_counter;
 #[path = "seeds/slow_requests.rs"]
@@ -57,6 +61,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     ktv::run(true)?;
     traffic_light::run(true)?;
     shared_counter::run(true)?;
+    queue_urls::run(true)?;
+    queue_pipe::run(true)?;
 
     println!();
     println!(

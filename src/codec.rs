@@ -66,11 +66,48 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     res.map(|_| ()).map_err(|e| Error::Encode(explain(e)))
 }
 
+/// The size of `value`'s encoding (handles are duplicated into a table that
+/// is thrown away).
+pub(crate) fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+    LAST_ERROR.with(|l| l.borrow_mut().take());
+    let guard = TableGuard::install(&OUTGOING, Vec::new());
+    let res = postcard::experimental::serialized_size(value);
+    drop(guard.take());
+    res.map_err(|e| Error::Encode(explain(e)))
+}
+
+/// Serializes `value` into exactly `buf` (whose length is its
+/// [`encoded_size`]), appending the handles it holds to `fds`.
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    LAST_ERROR.with(|l| l.borrow_mut().take());
+    let want = buf.len();
+    let guard = TableGuard::install(&OUTGOING, std::mem::take(fds));
+    let res = postcard::to_slice(value, buf).map(|used| used.len());
+    *fds = guard.take();
+    match res {
+        Ok(n) if n == want => Ok(()),
+        Ok(n) => Err(Error::Encode(format!(
+            "value encoded to {n} bytes after measuring {want}"
+        ))),
+        Err(e) => Err(Error::Encode(explain(e))),
+    }
+}
+
 /// The handle error recorded during this call, or the format's message.
 fn explain(e: postcard::Error) -> String {
     LAST_ERROR
         .with(|l| l.borrow_mut().take())
         .unwrap_or_else(|| e.to_string())
+}
+
+/// A deserialization error whose message survives the binary format (which
+/// keeps only its own error kinds).
+pub(crate) fn de_error<E: serde::de::Error>(why: String) -> E {
+    record(why, E::custom)
 }
 
 fn record<E>(why: String, make: impl FnOnce(String) -> E) -> E {

@@ -134,6 +134,19 @@ pub enum Error {
     /// A non-blocking call could not proceed at once.
     #[error("the operation would block")]
     WouldBlock,
+    /// A queue had no item to give: `get_nowait`, or a `get` whose timeout
+    /// passed (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
+    /// A queue had no room: `put_nowait`, or a `put` whose timeout passed
+    /// (Python's `queue.Full`). See [`PutError`](crate::PutError), which
+    /// keeps the item.
+    #[error("the queue is full")]
+    Full,
+    /// The queue handle was closed with `close()` (Python's `ValueError:
+    /// Queue ... is closed`).
+    #[error("the queue is closed")]
+    Closed,
 }
 
 impl Error {

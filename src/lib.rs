@@ -58,6 +58,8 @@
 //! | `EOFError`, `BufferTooShort` | [`Error::Eof`], [`Error::BufferTooShort`] |
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
+//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::with_maxsize`], [`Queue::put`], [`Queue::get`], [`Queue::put_nowait`], [`Queue::get_nowait`], … ([`Error::Empty`], [`PutError::Full`]) |
+//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
 //! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::new(n)`](Pool::new), [`Pool::builder`]`().initializer(f, args).maxtasksperchild(k)` |
 //! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`], [`Pool::apply_async_with`] |
@@ -112,6 +114,7 @@ mod exclusive;
 pub mod pickle;
 mod pool;
 mod process;
+pub mod queue;
 mod shm;
 mod sync;
 mod sys;
@@ -129,6 +132,7 @@ pub use process::{
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
 };
+pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};
 pub use shm::{
     Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
     ValueGuard,

@@ -1,5 +1,6 @@
 //! Linux implementation of the OS layer.
 
+mod eventfd;
 mod fd;
 mod futex;
 mod ident;
@@ -8,6 +9,7 @@ mod mman;
 mod process;
 mod socket;
 
+pub(crate) use eventfd::*;
 pub(crate) use fd::*;
 pub(crate) use futex::*;
 pub(crate) use ident::*;

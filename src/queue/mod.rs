@@ -1,0 +1,1132 @@
+//! Queues between processes: [`Queue`], [`SimpleQueue`] and
+//! [`JoinableQueue`] (Python's `multiprocessing.Queue`, `SimpleQueue` and
+//! `JoinableQueue`).
+//!
+//! # How a queue works
+//!
+//! A queue is an anonymous shared-memory segment (a `memfd`) holding a
+//! small state block and a **byte ring** (4 MiB by default,
+//! [`Queue::with_config`] to change it), plus a `SOCK_SEQPACKET` socket pair
+//! for OS handles and an `eventfd` for [`wait`](crate::connection::wait).
+//! Every holder of the queue, in any process, maps the same segment and
+//! keeps all these descriptors.
+//!
+//! An item is encoded with the crate's codec and written into the ring as
+//! one record (a 24-byte header, then the bytes). Producers are serialized
+//! by a producer lock, consumers by a consumer lock; both are the crate's
+//! robust futex locks, so a holder that dies (even by `SIGKILL`) is
+//! detected and the lock taken over. The producer publishes the ring's
+//! `tail` with a release store only after the whole record is written; the
+//! consumer reads up to `tail` and publishes `head` only after the record
+//! was copied out (or decoded in place). No system call happens on the way
+//! unless a peer sleeps: a side that finds the ring empty (or full) spins
+//! briefly, then sleeps on a futex and says so in a waiter counter, and the
+//! other side wakes it only when that counter is non-zero.
+//!
+//! An item larger than the ring **streams** through it: the producer holds
+//! its lock for the whole item and writes chunks marked first / middle /
+//! last as space frees, while a consumer holding its lock assembles them.
+//! So items from 0 bytes to hundreds of MiB work with any ring size.
+//!
+//! Handles inside items ([`Handle`], a
+//! [`Connection`](crate::Connection), another queue) travel as `SCM_RIGHTS`
+//! messages on the queue's socket, tagged with the item's sequence number,
+//! sent before the item is published; the consumer takes them when it
+//! takes the item. Items without handles never touch the socket.
+//!
+//! # Sizes and blocking
+//!
+//! * [`Queue::with_maxsize(n)`](Queue::with_maxsize) bounds the number of
+//!   items: `put` waits while `n` items are queued.
+//! * [`Queue::new`] is *unbounded* in items, but not in memory: items wait in
+//!   the ring, and when the ring is full `put` blocks until a consumer makes
+//!   room (Python's queue would buffer without limit in the putting
+//!   process's memory instead, through its feeder thread). There is no
+//!   feeder thread and no per-process buffer: `put` returns once the item is
+//!   in shared memory.
+//! * Timeouts and `put_nowait` apply until an item starts to enter the ring.
+//!   An item larger than the ring that has started to stream is finished
+//!   whatever the time (its consumer needs the rest). Likewise a `get` that
+//!   has taken the first chunk of a streamed item waits for the rest.
+//!
+//! Naming: Python's `put`/`put_nowait`/`get`/`get_nowait`, plus
+//! `_timeout(Duration)` and `_deadline(Instant)` forms, as for the crate's
+//! locks. A failed put gives the item back in [`PutError`].
+//!
+//! # Delivery guarantees
+//!
+//! * When `put` returns `Ok`, the item is in the shared segment. It stays
+//!   there until a consumer takes it, as long as any process holds the queue
+//!   — whether or not the putting process still runs. It is never dropped
+//!   while a consumer is alive.
+//! * A program that exits with items still queued exits at once: nothing is
+//!   flushed, because nothing is buffered (no feeder thread to join).
+//! * Items from one producer arrive in the order they were put (FIFO per
+//!   producer; the ring is one FIFO, so also across producers in the order
+//!   their puts took the producer lock). Each item is received at most once.
+//! * A producer killed during `put` leaves either nothing or a whole item:
+//!   a record is published only when complete, and the chunks of a streamed
+//!   item whose producer died are discarded by the consumer (it sees the
+//!   next item's first chunk, or finds the producer lock free or its holder
+//!   dead).
+//! * A consumer killed during `get` loses at most the item it was taking;
+//!   the next consumer takes the consumer lock over within about 100 ms and
+//!   goes on with the next item (it skips the chunks left of a streamed item
+//!   the dead consumer had started).
+//! * An item whose handles were lost (a consumer died after taking them) is
+//!   an error for that item ([`Error::Decode`]); the queue goes on.
+//! * A waiting `get` or `put` never waits forever on a dead peer: the locks
+//!   detect dead holders, and a consumer in the middle of a streamed item
+//!   checks the producer every 100 ms.
+//!
+//! # Waiting with `connection::wait`, and async later
+//!
+//! A queue is [`Waitable`]: `wait` arms the queue's `eventfd` in the shared
+//! state, and the next producer to publish an item signals it. Ready means
+//! "an item may be there": with several consumers another one may take it
+//! first, so use `get_nowait` (or a timeout) after `wait`.
+//!
+//! An async `get`/`put` can use the same mechanism without busy polling:
+//! arm, register the `eventfd` with the reactor, and retry the non-blocking
+//! form when it becomes readable (the producer's side already signals it);
+//! for `put` on a full ring the consumer side would signal a second armed
+//! flag the same way. Nothing in the layout has to change.
+
+mod ring;
+
+use crate::Handle;
+use crate::codec;
+use crate::connection::Waitable;
+use crate::error::{Error, Result};
+use crate::shm::segment::Shared;
+use ring::{Core, GetFail, PutFail};
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default size of a queue's ring: 4 MiB.
+pub const DEFAULT_RING_SIZE: usize = 4 << 20;
+
+thread_local! {
+    /// Encoding buffer reused by `put` on this thread.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// The encoded size of the last item put on this thread: when it was
+    /// large, the next item is measured first and encoded in place.
+    static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Items from this size on are encoded straight into the ring.
+const IN_PLACE_MIN: usize = 64 << 10;
+
+/// A scratch buffer is kept for reuse only up to this capacity.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+fn type_tag<T>(kind: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::any::type_name::<T>().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ kind.rotate_left(56)
+}
+
+const KIND_QUEUE: u64 = 1;
+const KIND_SIMPLE: u64 = 2;
+const KIND_JOINABLE: u64 = 3;
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Why a put did not happen. Every variant gives the item back.
+///
+/// Converts into [`Error`] ([`Error::Full`], [`Error::Closed`], or the
+/// underlying error) for `?` in functions returning [`crate::Result`].
+///
+/// # Examples
+/// ```
+/// use multiproc::{PutError, Queue};
+///
+/// let q = Queue::with_maxsize(1)?;
+/// q.put_nowait(1u32)?;
+/// match q.put_nowait(2) {
+///     Err(PutError::Full(item)) => assert_eq!(item, 2),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// No room before the timeout (or at once for `put_nowait`): Python's
+    /// `queue.Full`.
+    Full(T),
+    /// This handle was closed with [`Queue::close`].
+    Closed(T),
+    /// The item could not be encoded, or an OS call failed.
+    Failed(T, Error),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// q.put(1u8)?;
+    /// assert_eq!(q.put_nowait(2).unwrap_err().into_inner(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(t) | PutError::Closed(t) | PutError::Failed(t, _) => t,
+        }
+    }
+
+    /// True for [`PutError::Full`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// q.close();
+    /// assert!(!q.put(1).unwrap_err().is_full()); // closed, not full
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self, PutError::Full(_))
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("the queue is full"),
+            PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::Failed(_, e) => write!(f, "cannot put the item: {e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Error {
+        match e {
+            PutError::Full(_) => Error::Full,
+            PutError::Closed(_) => Error::Closed,
+            PutError::Failed(_, e) => e,
+        }
+    }
+}
+
+/// A multi-producer, multi-consumer FIFO queue between processes (Python's
+/// `multiprocessing.Queue`).
+///
+/// Items are any serde type; handles inside them travel too. Clones are
+/// handles to the same queue; a queue travels in [`Process`](crate::Process)
+/// arguments and inside messages on connections and other queues. See the
+/// [module docs](crate::queue) for how it works and what it guarantees.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, Queue};
+///
+/// fn produce(q: Queue<String>) {
+///     for i in 0..3 {
+///         q.put(format!("item {i}")).unwrap();
+///     }
+/// }
+///
+/// let q = Queue::new()?;
+/// let mut p = Process::new(produce, (q.clone(),));
+/// p.start()?;
+/// for i in 0..3 {
+///     assert_eq!(q.get()?, format!("item {i}"));
+/// }
+/// p.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    core: Arc<Core>,
+    closed: AtomicBool,
+    kind: u64,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    /// Another handle to the same queue (not closed, whatever this one is).
+    fn clone(&self) -> Self {
+        Queue {
+            core: self.core.clone(),
+            closed: AtomicBool::new(false),
+            kind: self.kind,
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("qsize", &self.core.qsize())
+            .field("maxsize", &self.core.maxsize())
+            .field("ring_size", &self.core.ring_size())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A new queue with no item limit and a 4 MiB ring (see the [module
+    /// docs](crate::queue#sizes-and-blocking) for what unbounded means).
+    ///
+    /// # Errors
+    /// When the shared memory, socket pair or eventfd cannot be created.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(vec![1u8, 2, 3])?;
+    /// assert_eq!(q.get()?, vec![1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Self> {
+        Self::with_config(0, DEFAULT_RING_SIZE)
+    }
+
+    /// A new queue holding at most `maxsize` items (`0`: no limit, as in
+    /// Python).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(2)?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert!(q.full());
+    /// assert!(q.put_nowait(3).unwrap_err().is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Self::with_config(maxsize, DEFAULT_RING_SIZE)
+    }
+
+    /// A new queue holding at most `maxsize` items (`0`: no limit) in a ring
+    /// of `ring_bytes` bytes (rounded up to a multiple of 8). Items larger
+    /// than the ring still work: they stream through it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `ring_bytes` is below 64 or above 1
+    /// GiB; otherwise as [`new`](Self::new).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<Vec<u8>>::with_config(0, 4096)?;
+    /// std::thread::scope(|s| {
+    ///     // Larger than the ring: streamed while the consumer drains it.
+    ///     s.spawn(|| q.put(vec![7u8; 100_000]).unwrap());
+    ///     assert_eq!(q.get().unwrap().len(), 100_000);
+    /// });
+    /// assert!(multiproc::Queue::<u8>::with_config(0, 10).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_config(maxsize: usize, ring_bytes: usize) -> Result<Self> {
+        Self::create(maxsize, ring_bytes, KIND_QUEUE)
+    }
+
+    fn create(maxsize: usize, ring_bytes: usize, kind: u64) -> Result<Self> {
+        let core = Core::create(
+            ring_bytes as u64,
+            maxsize as u64,
+            kind == KIND_JOINABLE,
+            type_tag::<T>(kind),
+        )?;
+        Ok(Queue {
+            core: Arc::new(core),
+            closed: AtomicBool::new(false),
+            kind,
+            _items: PhantomData,
+        })
+    }
+
+    fn put_at(&self, item: T, deadline: Option<Instant>) -> std::result::Result<(), PutError<T>> {
+        if self.is_closed() {
+            return Err(PutError::Closed(item));
+        }
+        match self.put_encoded(&item, deadline) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Full) => Err(PutError::Full(item)),
+            Err(PutFail::Err(e)) => Err(PutError::Failed(item, e)),
+        }
+    }
+
+    /// Puts `item`, waiting as long as it takes for room.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`] after [`close`](Self::close);
+    /// [`PutError::Failed`] when the item cannot be encoded (e.g. a handle
+    /// that cannot be duplicated) or its handles cannot be sent. The item
+    /// comes back in the error.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(("answer".to_string(), 42))?;
+    /// assert_eq!(q.get()?, ("answer".to_string(), 42));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put_at(item, None)
+    }
+
+    /// Puts `item` if there is room now (Python's `put_nowait`, or
+    /// `put(item, block=False)`).
+    ///
+    /// # Errors
+    /// [`PutError::Full`] when there is no room; otherwise as
+    /// [`put`](Self::put).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// q.put_nowait('a')?;
+    /// assert_eq!(q.put_nowait('b').unwrap_err().into_inner(), 'b');
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_nowait(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put_at(item, Some(Instant::now()))
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`PutError::Full`] when the timeout passed; otherwise as
+    /// [`put`](Self::put).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// q.put(1)?;
+    /// assert!(q.put_timeout(2, Duration::from_millis(10)).unwrap_err().is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
+        self.put_at(item, deadline_after(timeout))
+    }
+
+    /// Puts `item`, waiting until `deadline` at the latest for room.
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = multiproc::Queue::new()?;
+    /// q.put_deadline(5u8, Instant::now() + Duration::from_secs(1))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_deadline(&self, item: T, deadline: Instant) -> std::result::Result<(), PutError<T>> {
+        self.put_at(item, Some(deadline))
+    }
+
+    /// Puts a copy of `*item`, waiting as long as it takes for room: for
+    /// large items the caller keeps (no clone needed, the item is encoded
+    /// straight from the reference).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Self::close); [`Error::Encode`] or
+    /// an I/O error as for [`put`](Self::put).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// let big = vec![0u8; 1 << 20];
+    /// q.put_ref(&big)?;
+    /// assert_eq!(q.get()?.len(), big.len());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_ref(&self, item: &T) -> Result<()> {
+        match self.put_encoded(item, None) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Full) => Err(Error::Full),
+            Err(PutFail::Err(e)) => Err(e),
+        }
+    }
+
+    fn put_encoded(&self, item: &T, deadline: Option<Instant>) -> std::result::Result<(), PutFail> {
+        if self.is_closed() {
+            return Err(PutFail::Err(Error::Closed));
+        }
+        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let large = LAST_LEN.with(|l| l.get()) >= IN_PLACE_MIN;
+        let r = match large.then(|| codec::encoded_size(item)) {
+            // Large items that fit the ring are encoded under the lock,
+            // straight into the ring: one copy of the bytes, not two.
+            Some(Ok(len)) if (len as u64) + ring::HDR + 8 <= self.core.ring_size() => {
+                LAST_LEN.with(|l| l.set(len));
+                self.core
+                    .put_sized(len as u64, deadline, &mut buf, &mut |dst| {
+                        let mut fds = Vec::new();
+                        codec::encode_exact(item, dst, &mut fds)?;
+                        Ok(fds)
+                    })
+            }
+            Some(Err(e)) => Err(PutFail::Err(e)),
+            _ => {
+                buf.clear();
+                let mut fds = Vec::new();
+                match codec::encode_into(item, &mut buf, &mut fds) {
+                    Ok(()) => {
+                        LAST_LEN.with(|l| l.set(buf.len()));
+                        self.core.put(&buf, &fds, deadline)
+                    }
+                    Err(e) => Err(PutFail::Err(e)),
+                }
+            }
+        };
+        if buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|s| *s.borrow_mut() = buf);
+        }
+        r
+    }
+
+    fn get_at(&self, deadline: Option<Instant>) -> Result<T> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.core
+            .get(deadline, |bytes, fds| codec::decode(bytes, fds))
+            .map_err(|e| match e {
+                GetFail::Empty => Error::Empty,
+                GetFail::Err(e) => e,
+            })
+    }
+
+    /// Takes the next item, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Self::close); [`Error::Decode`]
+    /// when the item does not decode as a `T` or its handles were lost (the
+    /// item is consumed); [`Error::BadFrame`] when a process wrote garbage
+    /// into the queue's memory.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1.5f64)?;
+    /// assert_eq!(q.get()?, 1.5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_at(None)
+    }
+
+    /// Takes the next item if there is one now (Python's `get_nowait`).
+    ///
+    /// # Errors
+    /// [`Error::Empty`] when there is none; otherwise as [`get`](Self::get).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u32>::new()?;
+    /// assert!(matches!(q.get_nowait(), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_nowait(&self) -> Result<T> {
+        self.get_at(Some(Instant::now()))
+    }
+
+    /// Takes the next item, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] when the timeout passed; otherwise as
+    /// [`get`](Self::get).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::<u32>::new()?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_at(deadline_after(timeout))
+    }
+
+    /// Takes the next item, waiting until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(3u8)?;
+    /// assert_eq!(q.get_deadline(Instant::now() + Duration::from_secs(1))?, 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_deadline(&self, deadline: Instant) -> Result<T> {
+        self.get_at(Some(deadline))
+    }
+}
+
+impl<T> Queue<T> {
+    /// The number of items in the queue. Approximate while other processes
+    /// put and get (as in Python).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.qsize(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.core.qsize() as usize
+    }
+
+    /// Whether the queue holds nothing (approximate while others work).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// assert!(q.empty());
+    /// q.put(())?;
+    /// assert!(!q.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.core.is_empty()
+    }
+
+    /// Whether a `put_nowait` would fail now: `maxsize` items are queued,
+    /// or (no item limit) the ring has no room even for a small item.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// assert!(!q.full());
+    /// q.put(0)?;
+    /// assert!(q.full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn full(&self) -> bool {
+        self.core.is_full()
+    }
+
+    /// The item limit given at creation (`0`: none).
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(multiproc::Queue::<u8>::with_maxsize(5)?.maxsize(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.core.maxsize() as usize
+    }
+
+    /// The ring size in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert_eq!(q.ring_size(), multiproc::queue::DEFAULT_RING_SIZE);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn ring_size(&self) -> usize {
+        self.core.ring_size() as usize
+    }
+
+    /// Closes this handle: later `put` and `get` on it fail with
+    /// [`Error::Closed`] / [`PutError::Closed`] (Python's `close()`, which
+    /// also only concerns the calling process's object). Other handles —
+    /// clones, and the queue in other processes — are not affected, and
+    /// items already put stay queued. Idempotent.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// let other = q.clone();
+    /// q.close();
+    /// q.close();
+    /// assert!(matches!(q.get_nowait(), Err(multiproc::Error::Closed)));
+    /// other.put(1)?;
+    /// assert_eq!(other.get()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(!q.is_closed());
+    /// q.close();
+    /// assert!(q.is_closed() && !q.clone().is_closed());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether `self` and `other` are handles to the same queue in this
+    /// process.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(q.same_as(&q.clone()));
+    /// assert!(!q.same_as(&multiproc::Queue::new()?));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn same_as(&self, other: &Queue<T>) -> bool {
+        self.core.same(&other.core)
+    }
+
+    fn serialize_wire<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        struct Fd<'a>(BorrowedFd<'a>);
+        impl Serialize for Fd<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                crate::handle::serialize(&self.0, s)
+            }
+        }
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(self.core.shm())?;
+        for fd in self.core.fds() {
+            t.serialize_element(&Fd(fd))?;
+        }
+        t.end()
+    }
+
+    fn deserialize_wire<'de, D: Deserializer<'de>>(
+        d: D,
+        kind: u64,
+    ) -> std::result::Result<Self, D::Error> {
+        type H = Handle<OwnedFd>;
+        let (seg, tx, rx, notify): (H, H, H, H) = Deserialize::deserialize(d)?;
+        let shm = Shared::from_fd(seg.0, type_tag::<T>(kind)).map_err(codec::de_error)?;
+        let core = Core::attach(shm, tx.0, rx.0, notify.0).map_err(codec::de_error)?;
+        Ok(Queue {
+            core: Arc::new(core),
+            closed: AtomicBool::new(false),
+            kind,
+            _items: PhantomData,
+        })
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.serialize_wire(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Queue::deserialize_wire(d, KIND_QUEUE)
+    }
+}
+
+impl<T> AsFd for Queue<T> {
+    /// The queue's readiness `eventfd` (see [`Waitable`]); not for reading
+    /// items.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.core.notify_fd()
+    }
+}
+
+impl<T> Waitable for Queue<T> {
+    /// Arms the queue's readiness signal, and reports whether an item is
+    /// there already.
+    fn ready_without_polling(&self) -> bool {
+        self.core.arm()
+    }
+}
+
+/// A simple unbounded queue (Python's `multiprocessing.SimpleQueue`):
+/// `put`, `get`, `empty`, `close`.
+///
+/// It is a [`Queue`] without item limit or the non-blocking forms; it
+/// shares the queue's guarantees. A `SimpleQueue` cannot be received as a
+/// `Queue` or the other way round.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, SimpleQueue};
+///
+/// fn double(rx: SimpleQueue<u64>, tx: SimpleQueue<u64>) {
+///     while let Ok(n) = rx.get() {
+///         if n == 0 {
+///             break;
+///         }
+///         tx.put(n * 2).unwrap();
+///     }
+/// }
+///
+/// let (jobs, results) = (SimpleQueue::new()?, SimpleQueue::new()?);
+/// let mut p = Process::new(double, (jobs.clone(), results.clone()));
+/// p.start()?;
+/// jobs.put(21)?;
+/// assert_eq!(results.get()?, 42);
+/// jobs.put(0)?;
+/// p.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct SimpleQueue<T>(Queue<T>);
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SimpleQueue").field(&self.0).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new, empty queue with a 4 MiB ring.
+    ///
+    /// # Errors
+    /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::<String>::new()?;
+    /// assert!(q.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Self> {
+        Queue::create(0, DEFAULT_RING_SIZE, KIND_SIMPLE).map(SimpleQueue)
+    }
+
+    /// Puts `item`, waiting for room in the ring if it is full.
+    ///
+    /// # Errors
+    /// As [`Queue::put`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// q.put(7i32)?;
+    /// assert_eq!(q.get()?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.0.put(item)
+    }
+
+    /// Takes the next item, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// As [`Queue::get`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// q.put([1u8, 2])?;
+    /// assert_eq!(q.get()?, [1, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.0.get()
+    }
+
+    /// Takes the next item, waiting at most `timeout` (not in Python's
+    /// `SimpleQueue`, but a program that must not hang needs it).
+    ///
+    /// # Errors
+    /// As [`Queue::get_timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::<u8>::new()?;
+    /// assert!(q.get_timeout(std::time::Duration::ZERO).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.0.get_timeout(timeout)
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    /// Whether the queue holds nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// assert!(q.empty());
+    /// q.put('x')?;
+    /// assert!(!q.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.0.empty()
+    }
+
+    /// Closes this handle (idempotent); see [`Queue::close`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::SimpleQueue::<u8>::new()?;
+    /// q.close();
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert!(q.get().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.0.close()
+    }
+
+    /// Whether this handle was closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize_wire(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Queue::deserialize_wire(d, KIND_SIMPLE).map(SimpleQueue)
+    }
+}
+
+impl<T> AsFd for SimpleQueue<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl<T> Waitable for SimpleQueue<T> {
+    fn ready_without_polling(&self) -> bool {
+        self.0.ready_without_polling()
+    }
+}
+
+/// A [`Queue`] that counts unfinished tasks (Python's
+/// `multiprocessing.JoinableQueue`): every put adds one, every
+/// [`task_done`](Self::task_done) removes one, and [`join`](Self::join)
+/// waits until none is left.
+///
+/// All of [`Queue`]'s methods are available (through `Deref`); its puts
+/// count tasks.
+///
+/// A task is counted before its item becomes visible, so `join` never
+/// returns while an item is on its way. A producer killed in the few
+/// instructions between counting and publishing leaves one task that is
+/// never done (Python has the same window).
+///
+/// # Examples
+/// ```
+/// use multiproc::{JoinableQueue, Process};
+///
+/// fn worker(q: JoinableQueue<u32>) {
+///     while let Ok(n) = q.get() {
+///         let _ = n * n;
+///         q.task_done().unwrap();
+///     }
+/// }
+///
+/// let q = JoinableQueue::new()?;
+/// let mut p = Process::new(worker, (q.clone(),)).daemon(true);
+/// p.start()?;
+/// for n in 0..10 {
+///     q.put(n)?;
+/// }
+/// q.join(); // all ten done
+/// assert_eq!(q.unfinished_tasks(), 0);
+/// p.terminate()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct JoinableQueue<T>(Queue<T>);
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinableQueue")
+            .field("queue", &self.0)
+            .field("unfinished", &self.unfinished_tasks())
+            .finish()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A new joinable queue without item limit.
+    ///
+    /// # Errors
+    /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::<u8>::new()?;
+    /// q.join(); // nothing to wait for
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Self> {
+        Self::with_maxsize(0)
+    }
+
+    /// A new joinable queue holding at most `maxsize` items (`0`: no limit).
+    ///
+    /// # Errors
+    /// As [`Queue::new`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::with_maxsize(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        Queue::create(maxsize, DEFAULT_RING_SIZE, KIND_JOINABLE).map(JoinableQueue)
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    /// Marks one task done (one item taken earlier has been processed).
+    ///
+    /// # Errors
+    /// [`Error::State`] when called more times than items were put (Python's
+    /// `ValueError`).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put(1)?;
+    /// let _ = q.get()?;
+    /// q.task_done()?;
+    /// assert!(q.task_done().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn task_done(&self) -> Result<()> {
+        self.0.core.task_done()
+    }
+
+    /// Waits until every item put has been marked done.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put("job".to_string())?;
+    /// let job = q.get()?;
+    /// assert_eq!(job, "job");
+    /// q.task_done()?;
+    /// q.join();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self) {
+        self.0.core.join(None);
+    }
+
+    /// Waits at most `timeout` until every item put has been marked done.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when tasks are still unfinished.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put('x')?;
+    /// assert!(q.join_timeout(Duration::from_millis(10)).is_err());
+    /// q.get()?;
+    /// q.task_done()?;
+    /// q.join_timeout(Duration::from_millis(10))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        if self.0.core.join(deadline_after(timeout)) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// The number of tasks put and not yet marked done.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put(1u8)?;
+    /// q.put(2)?;
+    /// q.get()?;
+    /// assert_eq!(q.unfinished_tasks(), 2); // taken is not done
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn unfinished_tasks(&self) -> usize {
+        self.0.core.unfinished() as usize
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize_wire(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Queue::deserialize_wire(d, KIND_JOINABLE).map(JoinableQueue)
+    }
+}
+
+impl<T> AsFd for JoinableQueue<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl<T> Waitable for JoinableQueue<T> {
+    fn ready_without_polling(&self) -> bool {
+        self.0.ready_without_polling()
+    }
+}

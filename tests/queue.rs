@@ -1,0 +1,683 @@
+//! Queue acceptance tests: CPython's queue scenarios (Q01–Q11, Q14) and the
+//! issue's own (many producers and consumers, SIGKILL of a consumer and of
+//! a producer, a 100 MiB item, handles inside items, exit with items
+//! queued), across real processes.
+
+mod common;
+
+use common::{eventually, for_each_method};
+use multiproc::*;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_bytes::ByteBuf;
+use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+// ---------------------------------------------------------------- Q01, Q02
+
+fn drain_after(q: Queue<u32>, start: Event) -> Vec<u32> {
+    start.wait();
+    let mut out = Vec::new();
+    while let Ok(n) = q.get_timeout(secs(5.0)) {
+        out.push(n);
+        if out.len() == 6 {
+            break;
+        }
+    }
+    out
+}
+
+/// Q01: a bounded queue fills with every put form; then full(), put_nowait
+/// is Full at once and put_timeout after about its timeout; a consumer
+/// child drains it and it is empty.
+#[test]
+fn q01_put_forms_until_full() -> Result<()> {
+    let q = Queue::with_maxsize(6)?;
+    let start = Event::new()?;
+    let mut consumer = Process::new(drain_after, (q.clone(), start.clone()));
+    consumer.start()?;
+    q.put(1)?;
+    q.put(2)?;
+    q.put_timeout(3, secs(1.0))?;
+    q.put_deadline(4, Instant::now() + secs(1.0))?;
+    q.put_nowait(5)?;
+    q.put(6)?;
+    assert!(q.full());
+    assert_eq!(q.qsize(), 6);
+    let t = Instant::now();
+    assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))));
+    assert!(t.elapsed() < secs(0.5));
+    let t = Instant::now();
+    assert!(matches!(
+        q.put_timeout(8, secs(0.2)),
+        Err(PutError::Full(8))
+    ));
+    assert!(t.elapsed() >= secs(0.19) && t.elapsed() < secs(5.0));
+    start.set();
+    consumer.join()?;
+    assert_eq!(consumer.take_result()?, vec![1, 2, 3, 4, 5, 6]);
+    assert!(q.empty());
+    assert!(!q.full());
+    assert_eq!(q.qsize(), 0);
+    Ok(())
+}
+
+/// Q02: the get forms return items in FIFO order; on an empty queue
+/// get_nowait is Empty at once and get_timeout after about its timeout.
+/// Q04/Q07: qsize tracks puts and gets; get_timeout(0.2) on an empty queue
+/// is Empty after at least 0.1 s.
+#[test]
+fn q02_q04_q07_get_forms_qsize_timeout() -> Result<()> {
+    let q = Queue::new()?;
+    assert_eq!(q.qsize(), 0);
+    q.put("a".to_string())?;
+    assert_eq!(q.qsize(), 1);
+    q.put("b".to_string())?;
+    q.put("c".to_string())?;
+    q.put("d".to_string())?;
+    assert_eq!(q.qsize(), 4);
+    assert_eq!(q.get_nowait()?, "a");
+    assert_eq!(q.get()?, "b");
+    assert_eq!(q.get_timeout(secs(1.0))?, "c");
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get_deadline(Instant::now() + secs(1.0))?, "d");
+    assert_eq!(q.qsize(), 0);
+    let t = Instant::now();
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(t.elapsed() < secs(0.5));
+    let t = Instant::now();
+    assert!(matches!(q.get_timeout(secs(0.2)), Err(Error::Empty)));
+    assert!(t.elapsed() >= secs(0.1) && t.elapsed() < secs(5.0));
+    Ok(())
+}
+
+// --------------------------------------------------------------------- Q03
+
+fn fill(q: Queue<u64>, n: u64) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+}
+
+fn q03_scenario(method: StartMethod) {
+    let q = Queue::new().unwrap();
+    let mut p = get_context(method).process(fill, (q.clone(), 1000u64));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0), "under {method}");
+    for i in 0..1000u64 {
+        assert_eq!(q.get_nowait().unwrap(), i, "under {method}");
+    }
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+}
+
+/// Q03 (every start method): a queue filled by a child is read after the
+/// child exited: all items, in order, then Empty. Also: a child that exits
+/// with items still queued exits at once.
+#[test]
+fn q03_filled_by_child_read_after_exit() {
+    for_each_method(q03_scenario);
+}
+
+// --------------------------------------------------------------------- Q05
+
+fn task_worker(q: JoinableQueue<u32>, done: Queue<u32>) {
+    while let Ok(n) = q.get() {
+        std::thread::sleep(Duration::from_millis(5));
+        done.put(n).unwrap();
+        q.task_done().unwrap();
+    }
+}
+
+/// Q05: JoinableQueue with 4 worker processes calling task_done: join
+/// returns once all 10 items are done; one task_done too many is an error.
+#[test]
+fn q05_joinable_task_done() -> Result<()> {
+    let q = JoinableQueue::new()?;
+    let done = Queue::new()?;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let mut p = Process::new(task_worker, (q.clone(), done.clone())).daemon(true);
+        p.start()?;
+        workers.push(p);
+    }
+    for n in 0..10 {
+        q.put(n)?;
+    }
+    q.join_timeout(secs(20.0))?;
+    assert_eq!(q.unfinished_tasks(), 0);
+    let mut got: Vec<u32> = (0..10).map(|_| done.get_nowait().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert!(q.task_done().is_err());
+    for p in &mut workers {
+        p.terminate()?;
+        p.join()?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ Q08, Q10, Q11
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Job {
+    #[serde(serialize_with = "fail_if_negative")]
+    n: i64,
+}
+
+fn fail_if_negative<S: Serializer>(n: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if *n < 0 {
+        Err(serde::ser::Error::custom("negative jobs cannot be encoded"))
+    } else {
+        s.serialize_i64(*n)
+    }
+}
+
+/// Q08: an item that cannot be encoded is an error for that put (the item
+/// comes back) and nothing else: the next good item arrives, and qsize /
+/// empty / full stay right with maxsize=1.
+#[test]
+fn q08_unencodable_item() -> Result<()> {
+    let q = Queue::with_maxsize(1)?;
+    match q.put(Job { n: -1 }) {
+        Err(PutError::Failed(job, Error::Encode(_))) => assert_eq!(job, Job { n: -1 }),
+        other => panic!("{other:?}"),
+    }
+    assert!(q.empty());
+    assert_eq!(q.qsize(), 0);
+    assert!(!q.full());
+    q.put(Job { n: 2 })?;
+    assert!(q.full());
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get()?, Job { n: 2 });
+    assert!(q.empty());
+    Ok(())
+}
+
+/// Q10: after close(), put and get on that handle fail with a closed
+/// error (the item comes back); other handles go on. Q11: SimpleQueue
+/// empty before and after put/get; close is idempotent.
+#[test]
+fn q10_q11_close_and_simple_queue() -> Result<()> {
+    let q = Queue::new()?;
+    let other = q.clone();
+    q.put(1u8)?;
+    q.close();
+    assert!(q.is_closed());
+    assert!(matches!(q.put(2), Err(PutError::Closed(2))));
+    assert!(matches!(q.get(), Err(Error::Closed)));
+    assert!(matches!(q.get_nowait(), Err(Error::Closed)));
+    let e: Error = q.put(3).unwrap_err().into();
+    assert!(e.to_string().contains("closed"));
+    assert_eq!(other.get()?, 1);
+
+    let s = SimpleQueue::new()?;
+    assert!(s.empty());
+    s.put(vec![1u16, 2])?;
+    assert!(!s.empty());
+    assert_eq!(s.get()?, vec![1, 2]);
+    assert!(s.empty());
+    s.close();
+    s.close();
+    assert!(s.is_closed());
+    assert!(matches!(s.get(), Err(Error::Closed)));
+    Ok(())
+}
+
+// --------------------------------------------------------------------- Q14
+
+fn grandchild(q: Queue<String>) {
+    q.put(format!("from grandchild {}", std::process::id()))
+        .unwrap();
+}
+
+fn child_passes_on(q: Queue<String>) -> u32 {
+    let mut p = Process::new(grandchild, (q.clone(),));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    p.join().unwrap();
+    q.put("from child".into()).unwrap();
+    pid
+}
+
+/// Q14: a child passes its queue argument on to a grandchild, which uses
+/// it.
+#[test]
+fn q14_queue_passed_to_grandchild() -> Result<()> {
+    let q = Queue::new()?;
+    let mut p = Process::new(child_passes_on, (q.clone(),));
+    p.start()?;
+    p.join()?;
+    let gpid = p.take_result()?;
+    assert_eq!(q.get_timeout(secs(5.0))?, format!("from grandchild {gpid}"));
+    assert_eq!(q.get_timeout(secs(5.0))?, "from child");
+    Ok(())
+}
+
+// ------------------------------------------------------- many to many
+
+fn producer(q: Queue<u64>, id: u64, n: u64) {
+    for i in 0..n {
+        q.put(id << 32 | i).unwrap();
+    }
+}
+
+/// Returns the items received, and checks FIFO per producer on the way.
+fn consumer(q: Queue<u64>, producers: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut last = vec![None::<u64>; producers as usize];
+    loop {
+        let v = q.get_timeout(secs(30.0)).unwrap();
+        if v == u64::MAX {
+            return out;
+        }
+        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+        if let Some(prev) = last[p] {
+            assert!(i > prev, "producer {p}: item {i} after {prev}");
+        }
+        last[p] = Some(i);
+        out.push(v);
+    }
+}
+
+/// 4 producers and 4 consumers move 1,000,000 items (200,000 in debug
+/// builds): none lost, none duplicated, FIFO per producer.
+#[test]
+fn many_producers_many_consumers() -> Result<()> {
+    let total: u64 = if cfg!(debug_assertions) {
+        200_000
+    } else {
+        1_000_000
+    };
+    let per = total / 4;
+    let q = Queue::new()?;
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let mut c = Process::new(consumer, (q.clone(), 4u64));
+        c.start()?;
+        consumers.push(c);
+    }
+    let mut producers = Vec::new();
+    for id in 0..4 {
+        let mut p = Process::new(producer, (q.clone(), id, per));
+        p.start()?;
+        producers.push(p);
+    }
+    for p in &mut producers {
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    for _ in 0..4 {
+        q.put(u64::MAX)?;
+    }
+    let mut all = Vec::with_capacity(total as usize);
+    for c in &mut consumers {
+        c.join()?;
+        all.extend(c.take_result()?);
+    }
+    assert_eq!(all.len() as u64, total);
+    all.sort_unstable();
+    let expected: Vec<u64> = (0..4u64)
+        .flat_map(|id| (0..per).map(move |i| id << 32 | i))
+        .collect();
+    assert!(all == expected, "items lost or duplicated");
+    assert!(q.empty());
+    Ok(())
+}
+
+// ---------------------------------------------------------- SIGKILL cases
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Msg {
+    Big(ByteBuf),
+    Small(u64),
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A verified big item: 8 bytes of seed, then `pattern(seed)`.
+fn big_item(seed: u64, len: usize) -> Msg {
+    let mut v = seed.to_le_bytes().to_vec();
+    v.extend(pattern(seed, len - 8));
+    Msg::Big(ByteBuf::from(v))
+}
+
+fn verify(m: &Msg) -> bool {
+    match m {
+        Msg::Big(b) => {
+            let seed = u64::from_le_bytes(b[..8].try_into().unwrap());
+            b[8..] == pattern(seed, b.len() - 8)[..]
+        }
+        Msg::Small(_) => true,
+    }
+}
+
+fn put_msgs(q: Queue<Msg>, msgs: Vec<(u64, usize)>) {
+    for (seed, len) in msgs {
+        let m = if len == 0 {
+            Msg::Small(seed)
+        } else {
+            big_item(seed, len)
+        };
+        q.put(m).unwrap();
+    }
+}
+
+fn get_one(q: Queue<Msg>) -> bool {
+    q.get().is_ok()
+}
+
+fn block_in_get(q: Queue<Msg>) {
+    let _ = q.get();
+}
+
+/// A consumer killed with SIGKILL in the middle of a get leaves the queue
+/// usable: (1) one killed while assembling a streamed 64 MiB item (the rest
+/// of that item is skipped, the next item arrives whole); (2) one killed
+/// while it holds the consumer lock waiting on an empty queue.
+#[test]
+fn consumer_killed_mid_get() -> Result<()> {
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    // The big item cannot fit the 64 KiB ring: the producer streams it in
+    // a thousand chunks and blocks until a consumer drains it.
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(1, 64 << 20), (2, 0)]));
+    prod.start()?;
+    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    // A consumer that starts taking it; kill it once it has taken the first
+    // chunk (the item count drops) and before it could finish.
+    let mut c = Process::new(get_one, (q.clone(),));
+    c.start()?;
+    assert!(eventually(secs(10.0), || q.qsize() == 0 || !c.is_alive()));
+    c.kill()?;
+    c.join()?;
+    // It had taken the first chunk (the count dropped) and not returned:
+    // it died in the middle of assembling the item.
+    assert_eq!(
+        c.exitcode(),
+        Some(-9),
+        "the consumer finished before the kill"
+    );
+    // Whatever the timing, the next get gets a whole, verified item and the
+    // small item is never lost.
+    let mut small_seen = false;
+    while !small_seen {
+        let m = q.get_timeout(secs(10.0))?;
+        assert!(verify(&m), "torn item received");
+        small_seen = matches!(m, Msg::Small(2));
+    }
+    prod.join()?;
+    assert_eq!(prod.exitcode(), Some(0));
+
+    // (2) A consumer asleep in get holds the consumer lock; kill it.
+    let mut c = Process::new(block_in_get, (q.clone(),));
+    c.start()?;
+    std::thread::sleep(Duration::from_millis(300));
+    c.kill()?;
+    c.join()?;
+    q.put(Msg::Small(3))?;
+    let t = Instant::now();
+    assert!(matches!(q.get_timeout(secs(10.0))?, Msg::Small(3)));
+    assert!(t.elapsed() < secs(5.0));
+    Ok(())
+}
+
+/// A producer killed with SIGKILL in the middle of streaming a 64 MiB item
+/// never leaves a torn item: the consumer skips the partial item (with no
+/// other producer, and when a new producer comes), and only gets whole,
+/// verified items.
+#[test]
+fn producer_killed_mid_put() -> Result<()> {
+    let q: Queue<Msg> = Queue::with_config(0, 1 << 20)?;
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(7, 64 << 20)]));
+    prod.start()?;
+    // The item has started to enter the ring (counted) and cannot be
+    // complete: it is 64 times the ring and nobody consumes.
+    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    std::thread::sleep(Duration::from_millis(50));
+    prod.kill()?;
+    prod.join()?;
+    // Nobody else produces: the consumer drains the partial item, sees the
+    // producer is dead, and reports Empty (no torn item, no hang).
+    let t = Instant::now();
+    assert!(matches!(q.get_timeout(secs(1.0)), Err(Error::Empty)));
+    assert!(t.elapsed() < secs(5.0));
+
+    // Again, and this time a new producer takes over the producer lock.
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(8, 64 << 20)]));
+    prod.start()?;
+    assert!(eventually(secs(10.0), || q.qsize() >= 1));
+    std::thread::sleep(Duration::from_millis(50));
+    prod.kill()?;
+    prod.join()?;
+    let mut next = Process::new(put_msgs, (q.clone(), vec![(9, 3 << 20), (10, 0)]));
+    next.start()?;
+    let first = q.get_timeout(secs(20.0))?;
+    assert!(
+        matches!(&first, Msg::Big(b) if b.len() == 3 << 20),
+        "{first:?}"
+    );
+    assert!(verify(&first));
+    assert!(matches!(q.get_timeout(secs(10.0))?, Msg::Small(10)));
+    next.join()?;
+    assert!(q.empty());
+    Ok(())
+}
+
+// --------------------------------------------------------------- big items
+
+fn echo(rx: Queue<ByteBuf>, tx: Queue<ByteBuf>) {
+    let item = rx.get().unwrap();
+    tx.put(item).unwrap();
+}
+
+/// A 100 MiB item goes to a child and comes back intact (streamed through
+/// the 4 MiB rings both ways); a 0-byte item too.
+#[test]
+fn hundred_mib_item_round_trip() -> Result<()> {
+    let there = Queue::new()?;
+    let back = Queue::new()?;
+    let mut p = Process::new(echo, (there.clone(), back.clone()));
+    p.start()?;
+    let data = ByteBuf::from(pattern(42, 100 << 20));
+    there.put(data.clone())?;
+    let got = back.get_timeout(secs(60.0))?;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "100 MiB item corrupted");
+    p.join()?;
+
+    let unit = Queue::new()?;
+    unit.put(())?;
+    unit.get()?;
+    Ok(())
+}
+
+// ----------------------------------------------------------------- handles
+
+#[derive(Serialize, Deserialize)]
+struct Parcel {
+    file: Handle<std::fs::File>,
+    conn: Connection,
+    reply: Queue<String>,
+    note: String,
+}
+
+fn handle_user(q: Queue<Parcel>) {
+    let Parcel {
+        file: Handle(mut file),
+        conn,
+        reply,
+        note,
+    } = q.get().unwrap();
+    file.write_all(note.as_bytes()).unwrap();
+    conn.send(&"via connection").unwrap();
+    reply.put("via inner queue".into()).unwrap();
+}
+
+/// Items carry a file, a connection and another queue to a child, which
+/// uses all three.
+#[test]
+fn handles_inside_items() -> Result<()> {
+    let q = Queue::new()?;
+    let reply = Queue::new()?;
+    let (here, there) = Pipe::new()?;
+    let path = std::env::temp_dir().join(format!("mp-queue-test-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    let mut p = Process::new(handle_user, (q.clone(),));
+    p.start()?;
+    q.put(Parcel {
+        file: Handle(file.try_clone()?),
+        conn: there,
+        reply: reply.clone(),
+        note: "via file".into(),
+    })
+    .map_err(Error::from)?;
+    assert_eq!(here.recv_timeout::<String>(secs(10.0))?, "via connection");
+    assert_eq!(reply.get_timeout(secs(10.0))?, "via inner queue");
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(0));
+    file.rewind()?;
+    let mut s = String::new();
+    file.read_to_string(&mut s)?;
+    assert_eq!(s, "via file");
+    Ok(())
+}
+
+/// A queue received as another item type is refused with a clear error.
+#[test]
+fn wrong_item_type_is_refused() -> Result<()> {
+    let q: Queue<u32> = Queue::new()?;
+    let (a, b) = Pipe::new()?;
+    a.send(&q)?;
+    let e = b.recv::<Queue<String>>().unwrap_err();
+    assert!(e.to_string().contains("another element type"), "{e}");
+    a.send(&q)?;
+    let same: Queue<u32> = b.recv()?;
+    same.put(5)?;
+    assert_eq!(q.get()?, 5);
+    Ok(())
+}
+
+// -------------------------------------------------------------------- wait
+
+fn put_later(q: Queue<u8>, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    q.put(1).unwrap();
+}
+
+/// connection::wait over queues (and a pipe): nothing ready, then the
+/// queue a child puts into.
+#[test]
+fn wait_on_queues() -> Result<()> {
+    let a: Queue<u8> = Queue::new()?;
+    let b: Queue<u8> = Queue::new()?;
+    let (rx, _tx) = Pipe::new()?;
+    let objs: [&dyn Waitable; 3] = [&a, &b, &rx];
+    assert!(connection::wait(objs, Some(Duration::ZERO))?.is_empty());
+    let mut p = Process::new(put_later, (b.clone(), 100));
+    p.start()?;
+    assert_eq!(connection::wait(objs, Some(secs(10.0)))?, [1]);
+    assert_eq!(b.get_nowait()?, 1);
+    a.put(2)?;
+    assert_eq!(connection::wait(objs, Some(secs(10.0)))?, [0]);
+    p.join()?;
+    Ok(())
+}
+
+// ------------------------------------------------------------ exit, queued
+
+/// Fills the queue until it is full; returns how many items went in.
+fn fill_until_full(q: Queue<u64>) -> u64 {
+    let mut n = 0;
+    while q.put_nowait(n).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// A process that exits with items still queued (here: the ring full, no
+/// consumer anywhere) exits at once, and every item its puts accepted is
+/// still delivered after it is gone.
+#[test]
+fn exit_with_items_queued_does_not_hang() -> Result<()> {
+    let q = Queue::with_config(0, 64 << 10)?;
+    let mut p = Process::new(fill_until_full, (q.clone(),));
+    p.start()?;
+    assert!(p.join_timeout(secs(20.0))?, "the child did not exit");
+    assert_eq!(p.exitcode(), Some(0));
+    let n = p.take_result()?;
+    assert!(n > 1000, "only {n} items fit");
+    assert!(q.full());
+    for i in 0..n {
+        assert_eq!(q.get_nowait()?, i);
+    }
+    assert!(q.empty());
+    Ok(())
+}
+
+// ------------------------------------------------------ large items, wrap
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    data: Msg,
+    file: Option<Handle<std::fs::File>>,
+}
+
+fn put_blobs(q: Queue<Blob>, n: u64, file: Handle<std::fs::File>) {
+    for i in 0..n {
+        let len = 70_000 + (i as usize * 7919) % 50_000;
+        let file = (i % 5 == 0).then(|| Handle(file.0.try_clone().unwrap()));
+        q.put(Blob {
+            data: big_item(i, len),
+            file,
+        })
+        .unwrap();
+    }
+}
+
+/// Items of 70–120 KiB through a 256 KiB ring (encoded in place, or through
+/// a buffer where the space wraps), some with a handle: all arrive whole
+/// and in order.
+#[test]
+fn large_items_wrap_the_ring() -> Result<()> {
+    let q = Queue::with_config(0, 256 << 10)?;
+    let file = std::fs::File::open("/proc/self/exe")?;
+    let mut p = Process::new(put_blobs, (q.clone(), 60u64, Handle(file)));
+    p.start()?;
+    for i in 0..60u64 {
+        let b = q.get_timeout(secs(20.0))?;
+        assert!(verify(&b.data), "item {i} corrupted");
+        match &b.data {
+            Msg::Big(v) => assert_eq!(u64::from_le_bytes(v[..8].try_into().unwrap()), i),
+            Msg::Small(_) => panic!("unexpected small item"),
+        }
+        assert_eq!(b.file.is_some(), i % 5 == 0, "item {i}");
+        if let Some(Handle(f)) = b.file {
+            // The clones share one file offset: read at 0.
+            let mut magic = [0u8; 4];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut magic, 0)?;
+            assert_eq!(&magic, b"\x7fELF");
+        }
+    }
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(0));
+    Ok(())
+}
