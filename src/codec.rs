@@ -61,9 +61,34 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 ) -> Result<()> {
     LAST_ERROR.with(|l| l.borrow_mut().take());
     let guard = TableGuard::install(&OUTGOING, std::mem::take(fds));
-    let res = postcard::to_io(value, &mut *buf);
+    let res = postcard::serialize_with_flavor(value, VecFlavor(buf));
     *fds = guard.take();
-    res.map(|_| ()).map_err(|e| Error::Encode(explain(e)))
+    res.map_err(|e| Error::Encode(explain(e)))
+}
+
+/// Appends to a `Vec` directly: serde writes many values a byte at a time
+/// (every array element), and a plain `push` is the cheapest way to take
+/// them.
+struct VecFlavor<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// The size of `value`'s encoding (handles are duplicated into a table that
