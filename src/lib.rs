@@ -1,6 +1,7 @@
 //! Python's `multiprocessing`, in Rust: child processes that run your
-//! functions, pipes and connections between them, and the same names and
-//! rules Python users know, with Rust's types and errors.
+//! functions, pipes and queues between them, cross-process locks, events
+//! and shared memory, and process pools — with the names and rules Python
+//! users know, Rust's types and errors, and none of CPython's hangs.
 //!
 //! A child process is isolated: a crash, a leak or a runaway loop in it
 //! cannot take the parent down, and it can be terminated or killed at any
@@ -104,6 +105,14 @@
 //!   SIGKILL; non-daemonic children are waited for at exit.
 //! * Corrupt, truncated or oversized messages are errors, never a crash, a
 //!   hang or an allocation of the claimed size.
+//! * A process that dies holding a [`Lock`] or [`RLock`] does not deadlock
+//!   the others: the next acquirer is told ([`LockError::OwnerDied`]) and
+//!   holds the lock.
+//! * A queue has no feeder thread: `put` returning `Ok` means the item is in
+//!   shared memory, so a program exits with items still queued, and a
+//!   producer or consumer killed mid-item never hands out a torn item.
+//! * A pool worker that is killed, crashes or times out fails only the task
+//!   it was running; it is replaced and the pool goes on.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
