@@ -709,10 +709,15 @@ fn x01_x02_killed_worker_fails_only_its_future() {
     // Kill both workers once the short task is done: only the long one
     // was running anything.
     assert!(other.wait_timeout(Duration::from_secs(10)));
-    for pid in pids {
+    for &pid in &pids {
         if pid_alive(pid) {
             signal(pid, libc::SIGKILL);
         }
+    }
+    // Both are gone before anything else is submitted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let e = victim.result().unwrap_err();
     assert!(

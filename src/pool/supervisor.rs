@@ -175,6 +175,12 @@ impl Supervisor {
                 if !w.conn_open || w.killed_for.is_some() {
                     continue;
                 }
+                // An idle worker that has already died (its exit not yet
+                // handled) must not be handed tasks: it would be blamed for
+                // one it never started. Its replacement takes them.
+                if w.outstanding.is_empty() && !w.proc.is_alive() {
+                    continue;
+                }
                 let first = w.outstanding.len();
                 let mut bytes = 0usize;
                 let mut fds = 0usize;
