@@ -2,10 +2,12 @@
 //! processes, one progress bar, every file verified.
 //!
 //! The parent walks the source, creates the directories and symbolic links,
-//! and hands each regular file to the pool. A worker copies the file
-//! (`std::fs::copy`, which uses `copy_file_range` so the kernel moves the
-//! bytes), keeps its permissions and modification time, then reads both
-//! files back and compares sizes and a 64-bit hash. Every failure — an
+//! and hands each regular file to the pool. A worker opens the file and its
+//! copy once each, copies with `io::copy` (which uses `copy_file_range`, so
+//! the kernel moves the bytes), sets the permissions and modification time
+//! on the open copy, then reads both back through the same handles and
+//! compares sizes and a 64-bit hash (four independent lanes, so hashing
+//! runs near memory speed). Every failure — an
 //! unreadable or special source file, a full disk, a worker that died — is
 //! reported with its path, and the exit code is 1: a copy is either
 //! complete and verified, or says exactly what is missing.
@@ -14,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use multiproc::Pool;
 use std::ffi::OsString;
 use std::fs::{self, File, FileTimes};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,35 +81,56 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Options, S
     })
 }
 
-/// A 64-bit hash of a whole file (not cryptographic: it detects damaged
-/// or incomplete copies, not tampering).
-pub fn hash_file(path: &Path) -> io::Result<(u64, u64)> {
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A 64-bit hash of everything `f` still has to read (not cryptographic:
+/// it detects damaged or incomplete copies, not tampering). Returns the
+/// length and the hash. `buf` is reused between calls.
+pub fn hash_reader(f: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u64, u64)> {
+    if buf.is_empty() {
+        buf.resize(1 << 20, 0);
+    }
+    const K: u64 = 0x9fb2_1c65_1e98_df25;
+    // Four independent lanes over 32-byte blocks, so the multiplies do not
+    // wait on each other; the tail goes through the first lane.
+    let mut lanes: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 1, 2, 3];
     let mut len: u64 = 0;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(buf)?;
         if n == 0 {
             break;
         }
         len += n as u64;
-        let mut words = buf[..n].chunks_exact(8);
-        for w in &mut words {
-            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            h = (h ^ w).wrapping_mul(0x9fb2_1c65_1e98_df25).rotate_left(29);
+        let mut blocks = buf[..n].chunks_exact(32);
+        for block in &mut blocks {
+            for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+                let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                *lane = (*lane ^ w).wrapping_mul(K).rotate_left(29);
+            }
         }
-        for &b in words.remainder() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x9fb2_1c65_1e98_df25);
+        for &b in blocks.remainder() {
+            lanes[0] = (lanes[0] ^ u64::from(b)).wrapping_mul(K);
         }
     }
-    Ok((len, h ^ len))
+    let h = lanes
+        .iter()
+        .fold(len, |acc, &l| (acc ^ l).wrapping_mul(K).rotate_left(31));
+    Ok((len, h))
+}
+
+thread_local! {
+    /// The hashing buffer of this worker, allocated once.
+    static HASH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The task: copy one file, keep its mode and times, verify it. Returns
 /// the bytes copied, or what went wrong.
+///
+/// Each file is opened once on each side: the bytes move in the kernel
+/// (`io::copy` between files uses `copy_file_range`), mode and times are set
+/// on the open copy, and both are then read back through the same handles
+/// to compare their hashes.
 pub fn copy_one(src: PathBuf, dst: PathBuf) -> Result<u64, String> {
     let fail = |what: &str, e: io::Error| format!("{}: {what}: {e}", src.display());
+    // Checked before opening: opening a FIFO would wait for a writer.
     let meta = fs::symlink_metadata(&src).map_err(|e| fail("cannot read metadata", e))?;
     if !meta.is_file() {
         return Err(format!(
@@ -116,24 +139,37 @@ pub fn copy_one(src: PathBuf, dst: PathBuf) -> Result<u64, String> {
             meta.file_type()
         ));
     }
-    let copied = fs::copy(&src, &dst).map_err(|e| {
-        // Leave no partial file that could pass for a copy.
+    let mut from = File::open(&src).map_err(|e| fail("cannot open", e))?;
+    let mut to = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&dst)
+        .map_err(|e| fail("cannot create the copy", e))?;
+    // Leave no partial file that could pass for a copy.
+    let undo = |what: &str, e: io::Error| {
         let _ = fs::remove_file(&dst);
-        fail("cannot copy", e)
-    })?;
+        fail(what, e)
+    };
+    let copied = io::copy(&mut from, &mut to).map_err(|e| undo("cannot copy", e))?;
     let times = FileTimes::new()
         .set_modified(
             meta.modified()
-                .map_err(|e| fail("no modification time", e))?,
+                .map_err(|e| undo("no modification time", e))?,
         )
-        .set_accessed(meta.accessed().map_err(|e| fail("no access time", e))?);
-    File::options()
-        .write(true)
-        .open(&dst)
-        .and_then(|f| f.set_times(times))
-        .map_err(|e| fail("cannot set the copy's times", e))?;
-    let (src_len, src_hash) = hash_file(&src).map_err(|e| fail("cannot verify", e))?;
-    let (dst_len, dst_hash) = hash_file(&dst).map_err(|e| fail("cannot verify the copy", e))?;
+        .set_accessed(meta.accessed().map_err(|e| undo("no access time", e))?);
+    to.set_times(times)
+        .and_then(|()| to.set_permissions(meta.permissions()))
+        .map_err(|e| undo("cannot set the copy's mode and times", e))?;
+    let hashes = HASH_BUF.with(|buf| {
+        let buf = &mut buf.borrow_mut();
+        from.seek(SeekFrom::Start(0))?;
+        to.seek(SeekFrom::Start(0))?;
+        Ok::<_, io::Error>((hash_reader(&mut from, buf)?, hash_reader(&mut to, buf)?))
+    });
+    let ((src_len, src_hash), (dst_len, dst_hash)) =
+        hashes.map_err(|e| undo("cannot verify the copy", e))?;
     if src_len != dst_len || src_hash != dst_hash || copied != src_len {
         let _ = fs::remove_file(&dst);
         return Err(format!(
