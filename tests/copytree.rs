@@ -23,6 +23,8 @@ fn run(src: &Path, dst: &Path) -> (i32, tool::Report) {
         dest: dst.to_path_buf(),
         jobs: 2,
         progress: false,
+        // Small parts, so that the 20 MiB files are copied in parts.
+        part_size: 4 << 20,
     };
     let report = tool::copy_tree(&opts);
     let code = tool::main_with_args(
@@ -61,15 +63,11 @@ fn copies_many_small_and_a_few_large_files_exactly() {
             fs::write(dir.join(format!("f{f:03}.txt")), body).unwrap();
         }
     }
-    let mut seed = 0x1234_5678_9abc_def0u64;
+    let seed = 0x1234_5678_9abc_def0u64;
     for i in 0..3 {
-        let mut big = vec![0u8; 20 << 20];
-        for chunk in big.chunks_mut(8) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-        }
+        // Not a multiple of the part size or of the page size.
+        let mut big = vec![0u8; (20 << 20) + i * 12_345];
+        random_fill(&mut big, seed + i as u64);
         fs::write(src.join(format!("big{i}.bin")), big).unwrap();
     }
     let special = src.join("dir00/sub/f000.txt");
@@ -114,6 +112,120 @@ fn copies_many_small_and_a_few_large_files_exactly() {
         fs::metadata(&copied).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// Fills `buf` with xorshift bytes from `seed`.
+fn random_fill(buf: &mut [u8], mut seed: u64) {
+    for chunk in buf.chunks_mut(8) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Whether two files hold the same bytes, compared a megabyte at a time.
+fn same_contents(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut x, mut y) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
+    let (mut bx, mut by) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = x.read(&mut bx).unwrap();
+        if n == 0 {
+            return y.read(&mut by).unwrap() == 0;
+        }
+        if y.read_exact(&mut by[..n]).is_err() || bx[..n] != by[..n] {
+            return false;
+        }
+    }
+}
+
+/// The tree the folder-copy tool is made for, at full size: 10,000 small
+/// files and three files of 200 MiB, copied with the default part size
+/// (each large file in four parts, on both workers).
+#[test]
+fn copies_ten_thousand_small_files_and_three_200_mib_files_exactly() {
+    let base = scratch("full-size");
+    let free = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&base)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok())
+        });
+    if free.is_some_and(|f| f < 3 << 30) {
+        eprintln!("skipping: less than 3 GiB free under {}", base.display());
+        fs::remove_dir_all(&base).unwrap();
+        return;
+    }
+    let src = base.join("src");
+    let mut body = vec![0u8; 4000];
+    for d in 0..100 {
+        let dir = src.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            let n = 100 + (d * 100 + f) * 37 % 3900;
+            random_fill(&mut body[..n], (d * 100 + f + 1) as u64);
+            fs::write(dir.join(format!("f{f:03}")), &body[..n]).unwrap();
+        }
+    }
+    let mut big = vec![0u8; 200 << 20];
+    for i in 0..3u64 {
+        random_fill(&mut big, 0x9e37_79b9 + i);
+        fs::write(src.join(format!("big{i}.bin")), &big).unwrap();
+    }
+    drop(big);
+    let dst = base.join("dst");
+    let code = tool::main_with_args(
+        ["-j", "2", "--no-progress"]
+            .iter()
+            .map(Into::into)
+            .chain([src.as_os_str().to_owned(), dst.as_os_str().to_owned()]),
+    );
+    assert_eq!(code, 0);
+    let (a, b) = (files_under(&src), files_under(&dst));
+    assert_eq!(a.len(), 10_003);
+    assert_eq!(
+        a.iter()
+            .map(|p| p.strip_prefix(&src).unwrap())
+            .collect::<Vec<_>>(),
+        b.iter()
+            .map(|p| p.strip_prefix(&dst).unwrap())
+            .collect::<Vec<_>>()
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!(same_contents(x, y), "{x:?} differs from its copy");
+        let (mx, my) = (fs::metadata(x).unwrap(), fs::metadata(y).unwrap());
+        assert_eq!(mx.permissions().mode(), my.permissions().mode(), "{x:?}");
+        assert_eq!(mx.modified().unwrap(), my.modified().unwrap(), "{x:?}");
+    }
+    fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
+    let base = scratch("changed");
+    let src = base.join("grows.bin");
+    fs::write(&src, vec![1u8; 3 << 20]).unwrap();
+    let dst = base.join("copy.bin");
+    // A part planned for a file of another size (as when the file grew or
+    // shrank after the walk) is refused before any byte is copied.
+    fs::write(&dst, vec![0u8; 4 << 20]).unwrap();
+    let err = tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20).unwrap_err();
+    assert!(err.contains("changed size"), "{err}");
+    // A whole file is copied through the mapping path and verified.
+    assert_eq!(tool::copy_file(&src, &dst), Ok(3 << 20));
+    assert!(fs::read(&src).unwrap() == fs::read(&dst).unwrap());
+    // A source that is not a regular file is refused; no copy is made.
+    fs::remove_file(&dst).unwrap();
+    let err = tool::copy_file(&base, &dst).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(!dst.exists());
     fs::remove_dir_all(&base).unwrap();
 }
 
@@ -207,7 +319,10 @@ fn a_full_destination_fails_clearly() {
         return;
     }
     let (code, report) = run(&src, &mnt.join("dst"));
+    // The file that did not fit leaves nothing that could pass for a copy.
+    let partial = mnt.join("dst/large.bin").exists();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert!(!partial, "a partial copy of large.bin was left");
     assert_eq!(code, 1);
     assert!(
         report

@@ -2,23 +2,45 @@
 //! processes, one progress bar, every file verified.
 //!
 //! The parent walks the source, creates the directories and symbolic links,
-//! and hands each regular file to the pool. A worker opens the file and its
-//! copy once each, copies with `io::copy` (which uses `copy_file_range`, so
-//! the kernel moves the bytes), sets the permissions and modification time
-//! on the open copy, then reads both back through the same handles and
-//! compares sizes and a 64-bit hash (four independent lanes, so hashing
-//! runs near memory speed). Every failure — an
-//! unreadable or special source file, a full disk, a worker that died — is
-//! reported with its path, and the exit code is 1: a copy is either
-//! complete and verified, or says exactly what is missing.
+//! and hands the regular files to the pool in batches. Small files are read
+//! into a buffer, written, then read back and compared. Larger files are
+//! mapped into memory a window at a time: the window of the source is
+//! written to the copy straight from the mapping, then the same window of
+//! the copy is mapped and compared byte for byte with the source, so the
+//! bytes are copied once and compared once, never staged in a buffer.
+//! Files above the part size are split into parts that several workers copy
+//! and verify at once; the parent creates such a copy at its full length
+//! first and sets its mode and times when the last part has been verified.
+//!
+//! Every failure — an unreadable or special source file, a full disk, a
+//! source that changes size during the copy, a worker that died — is
+//! reported with its path, the unfinished copy is removed, and the exit code
+//! is 1: a copy is either complete and verified, or says exactly what is
+//! missing.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use memmap2::{Mmap, MmapOptions};
 use multiproc::Pool;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fs::{self, File, FileTimes};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Files up to this size are copied through a buffer, larger ones through
+/// memory mappings.
+const SMALL: u64 = 1 << 20;
+/// The largest window of a file mapped at once.
+const WINDOW: u64 = 64 << 20;
+/// Bytes written, read back and compared at a time: small enough that the
+/// read-back finds them in the CPU's cache.
+const PIECE: usize = 256 << 10;
+/// The default part size: files larger than this are split.
+pub const PART: u64 = 64 << 20;
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -27,6 +49,9 @@ pub struct Options {
     pub dest: PathBuf,
     pub jobs: usize,
     pub progress: bool,
+    /// Files larger than this are copied in parts of this size by several
+    /// workers at once (a multiple of the page size).
+    pub part_size: u64,
 }
 
 /// What a copy did.
@@ -43,8 +68,8 @@ const USAGE: &str = "usage: copytree [-j N] [--no-progress] SOURCE DEST
 
 Copies the directory tree SOURCE to DEST (created if missing) with N worker
 processes (default: the number of CPUs), keeping permissions and
-modification times, and verifies every copied file. Exits with 1 and lists
-every file that could not be copied or verified.";
+modification times, and verifies every copied file byte for byte. Exits
+with 1 and lists every file that could not be copied or verified.";
 
 /// Parses the arguments after the program name.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Options, String> {
@@ -78,111 +103,270 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Options, S
         dest,
         jobs,
         progress,
+        part_size: PART,
     })
 }
 
-/// A 64-bit hash of everything `f` still has to read (not cryptographic:
-/// it detects damaged or incomplete copies, not tampering). Returns the
-/// length and the hash. `buf` is reused between calls.
-pub fn hash_reader(f: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u64, u64)> {
-    if buf.is_empty() {
-        buf.resize(1 << 20, 0);
-    }
-    const K: u64 = 0x9fb2_1c65_1e98_df25;
-    // Four independent lanes over 32-byte blocks, so the multiplies do not
-    // wait on each other; the tail goes through the first lane.
-    let mut lanes: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 1, 2, 3];
-    let mut len: u64 = 0;
-    loop {
-        let n = f.read(buf)?;
-        if n == 0 {
-            break;
-        }
-        len += n as u64;
-        let mut blocks = buf[..n].chunks_exact(32);
-        for block in &mut blocks {
-            for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
-                let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                *lane = (*lane ^ w).wrapping_mul(K).rotate_left(29);
-            }
-        }
-        for &b in blocks.remainder() {
-            lanes[0] = (lanes[0] ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-    let h = lanes
-        .iter()
-        .fold(len, |acc, &l| (acc ^ l).wrapping_mul(K).rotate_left(31));
-    Ok((len, h))
+/// One unit of work for a worker. Errors are reported without the path,
+/// which the parent adds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// A whole file: create the copy, copy, verify, keep mode and times.
+    File { src: PathBuf, dst: PathBuf },
+    /// Bytes `offset..offset + len` of a file of `size` bytes whose copy
+    /// the parent has already created at its full length.
+    Part {
+        src: PathBuf,
+        dst: PathBuf,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
 }
 
 thread_local! {
-    /// The hashing buffer of this worker, allocated once.
-    static HASH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The copy buffer of this worker for small files, kept between tasks.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The task: copy one file, keep its mode and times, verify it. Returns
-/// the bytes copied, or what went wrong.
-///
-/// Each file is opened once on each side: the bytes move in the kernel
-/// (`io::copy` between files uses `copy_file_range`), mode and times are set
-/// on the open copy, and both are then read back through the same handles
-/// to compare their hashes.
-pub fn copy_one(src: PathBuf, dst: PathBuf) -> Result<u64, String> {
-    let fail = |what: &str, e: io::Error| format!("{}: {what}: {e}", src.display());
-    // Checked before opening: opening a FIFO would wait for a writer.
-    let meta = fs::symlink_metadata(&src).map_err(|e| fail("cannot read metadata", e))?;
+/// The task: runs a batch of jobs, one result each (the bytes copied, or
+/// what went wrong).
+pub fn copy_batch(jobs: Vec<Job>) -> Vec<Result<u64, String>> {
+    jobs.into_iter()
+        .map(|job| match job {
+            Job::File { src, dst } => copy_file(&src, &dst),
+            Job::Part {
+                src,
+                dst,
+                offset,
+                len,
+                size,
+            } => copy_part(&src, &dst, offset, len, size),
+        })
+        .collect()
+}
+
+/// Opens a source file, refusing anything but a regular file (opening a
+/// FIFO would wait for a writer, so the type is checked first).
+fn open_source(src: &Path) -> Result<(File, fs::Metadata), String> {
+    let fail = |what: &str, e: io::Error| format!("{what}: {e}");
+    let meta = fs::symlink_metadata(src).map_err(|e| fail("cannot read metadata", e))?;
     if !meta.is_file() {
         return Err(format!(
-            "{}: not a regular file (type {:?}); not copied",
-            src.display(),
+            "not a regular file (type {:?}); not copied",
             meta.file_type()
         ));
     }
-    let mut from = File::open(&src).map_err(|e| fail("cannot open", e))?;
-    let mut to = File::options()
+    let file = File::open(src).map_err(|e| fail("cannot open", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail("cannot read metadata", e))?;
+    Ok((file, meta))
+}
+
+/// Copies one whole file, keeps its mode and times, verifies it.
+pub fn copy_file(src: &Path, dst: &Path) -> Result<u64, String> {
+    let (from, meta) = open_source(src)?;
+    let to = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&dst)
-        .map_err(|e| fail("cannot create the copy", e))?;
-    // Leave no partial file that could pass for a copy.
-    let undo = |what: &str, e: io::Error| {
-        let _ = fs::remove_file(&dst);
-        fail(what, e)
-    };
-    let copied = io::copy(&mut from, &mut to).map_err(|e| undo("cannot copy", e))?;
+        .open(dst)
+        .map_err(|e| format!("cannot create the copy: {e}"))?;
+    let size = meta.len();
+    let copied = if size <= SMALL {
+        copy_small(&from, &to, size)
+    } else {
+        reserve(&to, size)
+            .map_err(|e| format!("cannot reserve space for the copy: {e}"))
+            .and_then(|()| copy_range(&from, &to, 0, size, size))
+    }
+    .and_then(|n| keep_attributes(&to, &meta).map(|()| n));
+    copied.inspect_err(|_| {
+        // Leave no partial file that could pass for a copy.
+        let _ = fs::remove_file(dst);
+    })
+}
+
+/// Copies one part of a large file into its copy, which the parent made.
+pub fn copy_part(src: &Path, dst: &Path, offset: u64, len: u64, size: u64) -> Result<u64, String> {
+    let (from, _) = open_source(src)?;
+    let to = File::options()
+        .read(true)
+        .write(true)
+        .open(dst)
+        .map_err(|e| format!("cannot open the copy: {e}"))?;
+    copy_range(&from, &to, offset, len, size)
+}
+
+/// Sets the mode and times of `meta` on the open copy.
+fn keep_attributes(to: &File, meta: &fs::Metadata) -> Result<(), String> {
     let times = FileTimes::new()
         .set_modified(
             meta.modified()
-                .map_err(|e| undo("no modification time", e))?,
+                .map_err(|e| format!("no modification time: {e}"))?,
         )
-        .set_accessed(meta.accessed().map_err(|e| undo("no access time", e))?);
+        .set_accessed(
+            meta.accessed()
+                .map_err(|e| format!("no access time: {e}"))?,
+        );
     to.set_times(times)
         .and_then(|()| to.set_permissions(meta.permissions()))
-        .map_err(|e| undo("cannot set the copy's mode and times", e))?;
-    let hashes = HASH_BUF.with(|buf| {
-        let buf = &mut buf.borrow_mut();
-        from.seek(SeekFrom::Start(0))?;
-        to.seek(SeekFrom::Start(0))?;
-        Ok::<_, io::Error>((hash_reader(&mut from, buf)?, hash_reader(&mut to, buf)?))
-    });
-    let ((src_len, src_hash), (dst_len, dst_hash)) =
-        hashes.map_err(|e| undo("cannot verify the copy", e))?;
-    if src_len != dst_len || src_hash != dst_hash || copied != src_len {
-        let _ = fs::remove_file(&dst);
-        return Err(format!(
-            "{}: verification failed: source {src_len} bytes, copy {dst_len} bytes{}",
-            src.display(),
-            if src_hash != dst_hash {
-                ", contents differ"
-            } else {
-                ""
+        .map_err(|e| format!("cannot set the copy's mode and times: {e}"))
+}
+
+fn changed_size(size: u64, now: u64) -> String {
+    format!("the source changed size during the copy ({size} bytes, then {now}); copy again")
+}
+
+/// A small file: read whole, written, read back and compared.
+fn copy_small(mut from: &File, mut to: &File, size: u64) -> Result<u64, String> {
+    let size = size as usize;
+    BUF.with(|buf| {
+        let buf = &mut *buf.borrow_mut();
+        // Room for the source, one byte more (a file that grew shows up
+        // as a full buffer), and the copy read back.
+        let room = 2 * (size + 1);
+        if buf.len() < room {
+            buf.resize(room, 0);
+        }
+        let (data, back) = buf.split_at_mut(size + 1);
+        let got = read_full(&mut from, data).map_err(|e| format!("cannot read: {e}"))?;
+        if got != size {
+            return Err(changed_size(size as u64, got as u64));
+        }
+        to.write_all(&data[..size])
+            .map_err(|e| format!("cannot write the copy: {e}"))?;
+        let mut at = 0;
+        while at < back.len() {
+            match to.read_at(&mut back[at..], at as u64) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot verify the copy: {e}")),
             }
-        ));
+        }
+        if at != size || data[..size] != back[..size] {
+            return Err(format!(
+                "verification failed: source {size} bytes, copy {at} bytes{}",
+                if at == size { ", contents differ" } else { "" }
+            ));
+        }
+        Ok(size as u64)
+    })
+}
+
+/// Reads until `buf` is full or the end of the file; returns the count.
+fn read_full(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match from.read(&mut buf[at..]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(copied)
+    Ok(at)
+}
+
+/// Maps `len` bytes of `file` at `offset`, read-only, with the pages
+/// mapped up front rather than one fault at a time.
+fn map(file: &File, offset: u64, len: u64) -> io::Result<Mmap> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: a read-only shared mapping of a regular file. Another process
+    // may still write or truncate the file while it is mapped. A write only
+    // changes bytes that we pass to `write` and compare (every bit pattern
+    // is a valid `u8`, and a change shows up as a failed comparison, which
+    // is reported). A truncation makes the pages beyond the new end raise
+    // SIGBUS, which ends this worker process only: the pool fails this
+    // task with the signal named, the parent removes the unfinished copy,
+    // and a new worker takes over the remaining tasks.
+    unsafe {
+        MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map(file)
+    }
+}
+
+/// Gives the copy its full length with its blocks allocated: a full disk
+/// fails here, before any byte is written, and the writes that follow are
+/// cheaper. On tmpfs, where allocating means clearing memory pages that the
+/// copy then overwrites, and where the filesystem cannot allocate ahead,
+/// only the length is set.
+pub fn reserve(to: &File, size: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(size).map_err(io::Error::other)?;
+    let fd = to.as_raw_fd();
+    // SAFETY: `fs` is a plain C struct for which all zeroes is a valid
+    // value; `fstatfs` writes into it and reads nothing through the
+    // pointer. The descriptor is borrowed from an open `File`.
+    let on_tmpfs = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(fd, &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
+    };
+    if on_tmpfs {
+        return to.set_len(size);
+    }
+    // SAFETY: `fallocate` takes no pointers; the descriptor is borrowed from
+    // an open `File` for the duration of the call.
+    if unsafe { libc::fallocate(fd, 0, 0, len) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => to.set_len(size),
+        _ => Err(e),
+    }
+}
+
+/// Copies bytes `offset..offset + len` of a file of `size` bytes: a window
+/// of the source is mapped, and piece by piece written to the copy, read
+/// back while it is still in the CPU's cache, and compared.
+fn copy_range(from: &File, to: &File, offset: u64, len: u64, size: u64) -> Result<u64, String> {
+    let size_now = || {
+        from.metadata()
+            .map(|m| m.len())
+            .map_err(|e| format!("cannot read metadata: {e}"))
+    };
+    let now = size_now()?;
+    if now != size {
+        return Err(changed_size(size, now));
+    }
+    BUF.with(|buf| {
+        let back = &mut *buf.borrow_mut();
+        if back.len() < PIECE {
+            back.resize(PIECE, 0);
+        }
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let n = WINDOW.min(end - at);
+            let source = map(from, at, n).map_err(|e| format!("cannot map the source: {e}"))?;
+            for piece in source.chunks(PIECE) {
+                to.write_all_at(piece, at)
+                    .map_err(|e| format!("cannot write the copy: {e}"))?;
+                let back = &mut back[..piece.len()];
+                to.read_exact_at(back, at)
+                    .map_err(|e| format!("cannot verify the copy: {e}"))?;
+                if piece != back {
+                    return Err(format!(
+                        "verification failed: bytes {at}..{} of the copy differ",
+                        at + piece.len() as u64
+                    ));
+                }
+                at += piece.len() as u64;
+            }
+        }
+        Ok(())
+    })?;
+    let now = size_now()?;
+    if now != size {
+        return Err(changed_size(size, now));
+    }
+    Ok(len)
 }
 
 struct Plan {
@@ -250,6 +434,138 @@ fn plan(src: &Path, dst: &Path, plan: &mut Plan, report: &mut Report) {
     }
 }
 
+/// A file being copied, as the parent tracks it.
+struct Tracked {
+    src: PathBuf,
+    dst: PathBuf,
+    size: u64,
+    /// Parts not yet verified (1 for a file copied whole).
+    parts_left: usize,
+    /// The source's metadata, for a file split into parts (the parent sets
+    /// the copy's mode and times when the last part is in).
+    meta: Option<fs::Metadata>,
+    failed: bool,
+}
+
+/// A batch of jobs for one task, and per job the index of its file and the
+/// bytes it covers.
+type Batch = (Vec<Job>, Vec<(usize, u64)>);
+
+/// Splits the files into jobs and the jobs into batches: each part of a
+/// large file is a batch of its own (they come first: they take longest),
+/// small files travel several to a batch.
+fn batches(files: &mut [Tracked], part_size: u64, jobs: usize, report: &mut Report) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut whole = Vec::new();
+    let mut split = Vec::new();
+    for (i, f) in files.iter_mut().enumerate() {
+        if f.size <= part_size {
+            whole.push(i);
+            continue;
+        }
+        // The copy is made at its full length here so that the parts can be
+        // written into it in any order.
+        let made = fs::symlink_metadata(&f.src).and_then(|meta| {
+            reserve(&File::create(&f.dst)?, f.size)?;
+            Ok(meta)
+        });
+        match made {
+            Ok(meta) => f.meta = Some(meta),
+            Err(e) => {
+                f.failed = true;
+                report
+                    .errors
+                    .push(format!("{}: cannot create the copy: {e}", f.src.display()));
+                let _ = fs::remove_file(&f.dst);
+                continue;
+            }
+        }
+        let parts = f.size.div_ceil(part_size);
+        f.parts_left = parts as usize;
+        split.push((0..parts).map(move |p| (i, p * part_size)));
+    }
+    // Parts in turn from each large file: workers running at the same time
+    // then write different files, and do not wait for each other on one
+    // file's write lock.
+    while !split.is_empty() {
+        split.retain_mut(|parts| match parts.next() {
+            Some((i, offset)) => {
+                let f = &files[i];
+                let len = part_size.min(f.size - offset);
+                out.push((
+                    vec![Job::Part {
+                        src: f.src.clone(),
+                        dst: f.dst.clone(),
+                        offset,
+                        len,
+                        size: f.size,
+                    }],
+                    vec![(i, len)],
+                ));
+                true
+            }
+            None => false,
+        });
+    }
+    // Enough batches to keep every worker busy to the end, at most 16
+    // files or 8 MiB in one.
+    let per_batch = (whole.len() / (jobs * 8)).clamp(1, 16);
+    let mut batch = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for i in whole {
+        let f = &files[i];
+        if !batch.0.is_empty() && (batch.0.len() == per_batch || bytes + f.size > 8 << 20) {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += f.size;
+        batch.0.push(Job::File {
+            src: f.src.clone(),
+            dst: f.dst.clone(),
+        });
+        batch.1.push((i, f.size));
+    }
+    if !batch.0.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+/// Records the result of one job of file `f`; returns whether the file is
+/// finished (all its parts in). A failed file's copy is removed; a file
+/// copied in parts gets its mode and times when the last part is in.
+fn finish(f: &mut Tracked, res: Result<u64, String>, report: &mut Report) -> bool {
+    if let Err(why) = res {
+        if !f.failed {
+            f.failed = true;
+            report.errors.push(format!("{}: {why}", f.src.display()));
+            let _ = fs::remove_file(&f.dst);
+        }
+    }
+    f.parts_left -= 1;
+    if f.parts_left > 0 {
+        return false;
+    }
+    if !f.failed {
+        if let Some(meta) = &f.meta {
+            let kept = File::options()
+                .write(true)
+                .open(&f.dst)
+                .map_err(|e| format!("cannot open the copy: {e}"))
+                .and_then(|to| keep_attributes(&to, meta));
+            if let Err(e) = kept {
+                f.failed = true;
+                report.errors.push(format!("{}: {e}", f.src.display()));
+                let _ = fs::remove_file(&f.dst);
+                return true;
+            }
+        }
+        report.files += 1;
+        report.bytes += f.size;
+    }
+    true
+}
+
 /// Copies the tree as `opts` says; the report lists every failure.
 pub fn copy_tree(opts: &Options) -> Report {
     let mut report = Report::default();
@@ -291,43 +607,50 @@ pub fn copy_tree(opts: &Options) -> Report {
             return report;
         }
     };
-    let sizes: Vec<u64> = p.files.iter().map(|f| f.2).collect();
-    let work: Vec<(PathBuf, PathBuf)> = p.files.into_iter().map(|(a, b, _)| (a, b)).collect();
-    let names: Vec<PathBuf> = work.iter().map(|w| w.0.clone()).collect();
-    // Small files travel in chunks; the bar still moves file by file.
-    let chunk = if nfiles > 1000 { 8 } else { 1 };
-    let mut done = 0usize;
-    let mut next_file = 0usize;
-    for res in pool.imap_chunked(copy_pair, work, chunk) {
-        match res {
-            Ok(Ok(bytes)) => {
-                report.files += 1;
-                report.bytes += bytes;
-                bar.inc(bytes);
-            }
-            Ok(Err(why)) => {
-                report.errors.push(why);
-                bar.inc(sizes[next_file]);
-            }
-            Err(e) => {
-                // The whole chunk failed (e.g. its worker died): name its files.
-                let start = next_file;
-                let end = (start + chunk).min(nfiles);
-                for name in &names[start..end] {
-                    report
-                        .errors
-                        .push(format!("{}: not copied: {e}", name.display()));
-                }
-                next_file = end;
-                done += end - start;
-                bar.set_message(format!("{done}/{nfiles} files"));
-                continue;
-            }
-        }
-        next_file += 1;
+    let mut files: Vec<Tracked> = p
+        .files
+        .into_iter()
+        .map(|(src, dst, size)| Tracked {
+            src,
+            dst,
+            size,
+            parts_left: 1,
+            meta: None,
+            failed: false,
+        })
+        .collect();
+    let part_size = opts.part_size.max(SMALL);
+    let batches = batches(&mut files, part_size, opts.jobs, &mut report);
+    let mut done = 0;
+    for f in files.iter().filter(|f| f.failed) {
         done += 1;
-        if done % 64 == 0 || done == nfiles {
-            bar.set_message(format!("{done}/{nfiles} files"));
+        bar.inc(f.size);
+    }
+    let (jobs, owners): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
+    let mut owners = owners.into_iter();
+    for res in pool.imap(copy_batch, jobs) {
+        let owner = owners.next().expect("one owner list per batch");
+        let results: Vec<Result<u64, String>> = match res {
+            Ok(results) if results.len() == owner.len() => results,
+            Ok(results) => vec![
+                Err(format!(
+                    "the worker answered {} results for {} files",
+                    results.len(),
+                    owner.len()
+                ));
+                owner.len()
+            ],
+            // The whole batch failed (e.g. its worker died).
+            Err(e) => vec![Err(format!("not copied: {e}")); owner.len()],
+        };
+        for ((i, bytes), res) in owner.into_iter().zip(results) {
+            bar.inc(bytes);
+            if finish(&mut files[i], res, &mut report) {
+                done += 1;
+                if done % 64 == 0 || done == nfiles {
+                    bar.set_message(format!("{done}/{nfiles} files"));
+                }
+            }
         }
     }
     pool.close();
@@ -347,10 +670,6 @@ pub fn copy_tree(opts: &Options) -> Report {
     }
     bar.finish_with_message(format!("{done}/{nfiles} files"));
     report
-}
-
-fn copy_pair((src, dst): (PathBuf, PathBuf)) -> Result<u64, String> {
-    copy_one(src, dst)
 }
 
 /// Runs the tool; returns the process exit code.
