@@ -548,6 +548,89 @@ fn initializer_runs_in_every_worker_and_its_failure_breaks_the_pool() {
     assert!(matches!(e, Error::PoolBroken(_)));
 }
 
+/// Initializer: the first `n` workers to start stop themselves (SIGSTOP)
+/// before their first task; `starts` counts the workers started.
+fn stop_first(starts: multiproc::RawValue<u64>, n: u64) {
+    let k = starts.get();
+    starts.set(k + 1);
+    if k < n {
+        signal(std::process::id(), libc::SIGSTOP);
+    }
+}
+
+/// Waits for a worker of `pool` other than those in `seen` to be stopped,
+/// then SIGKILLs it; returns its pid.
+fn kill_next_stopped_worker(pool: &Pool, seen: &mut Vec<u32>) -> u32 {
+    let mut found = None;
+    eventually(Duration::from_secs(10), || {
+        found = pool.worker_pids().into_iter().find(|&p| {
+            !seen.contains(&p)
+                && std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .and_then(|s| s.split_whitespace().next())
+                        == Some("T")
+                })
+        });
+        found.is_some()
+    });
+    let pid = found.expect("a stopped worker");
+    // The supervisor sends tasks to a stopped worker (it is alive): give it
+    // time to do so before the worker dies.
+    std::thread::sleep(Duration::from_millis(50));
+    seen.push(pid);
+    signal(pid, libc::SIGKILL);
+    pid
+}
+
+#[test]
+fn tasks_sent_to_a_worker_that_dies_before_starting_them_run_elsewhere() {
+    let starts = multiproc::RawValue::new(0u64).unwrap();
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(stop_first, (starts.clone(), 1))
+        .build()
+        .unwrap();
+    let results: Vec<_> = (0..5)
+        .map(|i| pool.apply_async(sqr, (i,)).unwrap())
+        .collect();
+    kill_next_stopped_worker(&pool, &mut Vec::new());
+    // None of them was running: all complete on the replacement.
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.get().unwrap(), (i * i) as i64);
+    }
+    assert_eq!(starts.get(), 2);
+}
+
+#[test]
+fn a_task_whose_workers_keep_dying_before_starting_it_fails_in_the_end() {
+    let starts = multiproc::RawValue::new(0u64).unwrap();
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(stop_first, (starts.clone(), 4))
+        .build()
+        .unwrap();
+    let r = pool.apply_async(sqr, (7,)).unwrap();
+    let mut killed = Vec::new();
+    while !r.ready() {
+        assert!(
+            killed.len() < 4,
+            "the task was sent to {killed:?} and is still pending"
+        );
+        kill_next_stopped_worker(&pool, &mut killed);
+        r.wait_timeout(Duration::from_millis(200));
+    }
+    // Three times back to the queue, failed with the fourth loss.
+    assert_eq!(killed.len(), 4);
+    let e = r.get().unwrap_err();
+    assert!(
+        matches!(e, Error::WorkerLost { exitcode, .. } if exitcode == -libc::SIGKILL),
+        "{e}"
+    );
+    // The fifth worker does not stop itself and runs tasks.
+    assert_eq!(pool.apply(sqr, (8,)).unwrap(), 64);
+}
+
 #[test]
 fn tasks_carry_handles_and_big_data() {
     let pool = Pool::new(2).unwrap();

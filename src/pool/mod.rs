@@ -6,7 +6,8 @@
 //! tasks are quick, and knows at every moment which worker holds which
 //! task. So a worker that is killed, crashes or exits fails only the task
 //! it was running — with [`Error::WorkerLost`] naming the signal or exit
-//! code — the tasks queued behind it are handed to other workers, a new
+//! code; a worker killed between tasks fails none — the tasks queued behind
+//! it are handed to other workers, a new
 //! worker takes its place, and the pool goes on. Nothing hangs: a panic is
 //! an error for its task, a per-task timeout kills and replaces the worker,
 //! and arguments or results that cannot be encoded or decoded are errors
@@ -45,6 +46,9 @@ pub(crate) struct Job {
     fds: Vec<OwnedFd>,
     sink: Arc<dyn Sink>,
     index: usize,
+    /// How many workers died after this task was sent to them but before
+    /// they started it.
+    unstarted_losses: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +109,7 @@ impl Shared {
                 fds,
                 sink,
                 index,
+                unstarted_losses: 0,
             });
         }
         drop(q);

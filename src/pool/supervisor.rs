@@ -16,6 +16,7 @@ use crate::codec::{self, Handle};
 use crate::connection::{Connection, Pipe};
 use crate::error::{Error, RemotePanic, Result};
 use crate::process::{Process, StartMethod};
+use crate::shm::RawValue;
 use crate::sys;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -56,7 +57,20 @@ pub(crate) struct WorkerSlot {
     service_ns: f64,
     inflight_bytes: usize,
     killed_for: Option<u64>,
+    /// The id of the task the worker started last ([`NOT_STARTED`] before
+    /// its first), written by the worker before it decodes each task: tells
+    /// a task that was running when the worker died from one that was only
+    /// sent to it.
+    started: RawValue<u64>,
 }
+
+/// `started` before a worker's first task.
+pub(crate) const NOT_STARTED: u64 = u64::MAX;
+
+/// How often a task goes back to the queue because its worker died before
+/// starting it; the next such loss fails it (workers that die for reasons
+/// of their own must not keep a task waiting forever).
+const MAX_UNSTARTED_LOSSES: u8 = 3;
 
 impl WorkerSlot {
     pub(crate) fn pid(&self) -> u32 {
@@ -85,7 +99,8 @@ pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<Wor
         None => None,
     };
     let max = spec.max_tasks.unwrap_or(0) as u64;
-    let mut proc = Process::new(worker::worker_main, (there, init, max))
+    let started = RawValue::new(NOT_STARTED)?;
+    let mut proc = Process::new(worker::worker_main, (there, init, max, started.clone()))
         .daemon(true)
         .start_method(method);
     let name = proc.get_name().replace("Process", "PoolWorker");
@@ -104,6 +119,7 @@ pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<Wor
         service_ns: 0.0,
         inflight_bytes: 0,
         killed_for: None,
+        started,
     })
 }
 
@@ -391,15 +407,26 @@ impl Supervisor {
         let _ = w.proc.join();
         let exitcode = w.proc.exitcode().unwrap_or(-libc::SIGKILL);
         let mut jobs = std::mem::take(&mut w.outstanding);
-        if let Some(head) = jobs.pop_front() {
-            let err = match (w.killed_for, self.spec.timeout) {
-                (Some(id), Some(t)) if id == head.id => Error::TaskTimeout(t),
-                _ => Error::WorkerLost {
-                    pid: w.pid,
-                    exitcode,
-                },
-            };
-            head.sink.deliver(head.index, Err(err));
+        // The worker is gone, so its last write to `started` is visible.
+        let started = w.started.get();
+        if let Some(mut head) = jobs.pop_front() {
+            let timed_out = w.killed_for == Some(head.id);
+            if !timed_out && started != head.id && head.unstarted_losses < MAX_UNSTARTED_LOSSES {
+                // Sent but never started (the worker died between tasks,
+                // e.g. killed while idle): not this task's fault, so it runs
+                // elsewhere.
+                head.unstarted_losses += 1;
+                jobs.push_front(head);
+            } else {
+                let err = match self.spec.timeout {
+                    Some(t) if timed_out => Error::TaskTimeout(t),
+                    _ => Error::WorkerLost {
+                        pid: w.pid,
+                        exitcode,
+                    },
+                };
+                head.sink.deliver(head.index, Err(err));
+            }
         }
         let terminated;
         {

@@ -19,6 +19,7 @@ use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
 use crate::process::Target;
 use crate::process::bootstrap::{self, ExitRequest};
+use crate::shm::RawValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -231,7 +232,16 @@ impl Reporter<'_> {
 }
 
 /// The body of a pool worker process.
-pub(crate) fn worker_main(conn: Connection, init: Option<Init>, max_tasks: u64) {
+///
+/// `started` receives the id of each task before the task is decoded, so
+/// that the supervisor can tell, after a death, whether the oldest task it
+/// sent was running.
+pub(crate) fn worker_main(
+    conn: Connection,
+    init: Option<Init>,
+    max_tasks: u64,
+    started: RawValue<u64>,
+) {
     bootstrap::quiet_panic_hook();
     let mut rep = Reporter {
         conn: &conn,
@@ -295,6 +305,7 @@ pub(crate) fn worker_main(conn: Connection, init: Option<Init>, max_tasks: u64) 
             };
             let sent = match entry {
                 Ok(entry) => {
+                    started.set(id);
                     let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
                     drop(own);
                     rep.send(id, status)
