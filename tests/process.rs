@@ -579,6 +579,45 @@ fn panics_and_exit_codes() {
     for_each_method(exits);
 }
 
+fn panic_output(_: StartMethod) {
+    // This isolated process sends its stderr to a file, and the children
+    // it starts inherit it.
+    let path = std::env::temp_dir().join(format!("mp-panic-output-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: dup2 of two open descriptors; this process is the test's own
+    // isolated child, nothing else writes to its stderr.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 2) };
+    assert_eq!(r, 2);
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let mut p = Process::new(panics_here, ("printed".to_string(),))
+            .name(format!("Painter-{m}"))
+            .start_method(m);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert!(p.take_result().is_err());
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let head = format!("process 'Painter-{m}' (pid ");
+        let at = text
+            .find(&head)
+            .unwrap_or_else(|| panic!("no {head:?} in {text:?}"));
+        let line = &text[at..];
+        assert!(
+            line.contains(") panicked at tests/process.rs:") && line.contains("boom: printed"),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("<unnamed>"), "{text}");
+}
+
+#[test]
+fn a_childs_panic_is_printed_with_its_process_name() {
+    run_isolated(panic_output);
+}
+
 // P28: start twice, join before start.
 #[test]
 fn misuse_is_an_error() {

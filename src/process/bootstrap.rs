@@ -336,10 +336,20 @@ fn watch_parent(parent: &OwnedFd) {
 
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
-/// Records where a panic happened (for the parent) and keeps the usual
-/// message on stderr; an [`ExitRequest`] unwind prints nothing.
+/// Records where a panic happened (for the parent) and prints the message
+/// on stderr; an [`ExitRequest`] unwind prints nothing.
+///
+/// A panic on the thread that runs the target is printed with the process's
+/// name and pid (`process 'Process-1' (pid 4242) panicked at src/main.rs:9:5:`),
+/// as Python prints `Process Process-1:` above a traceback: std would call
+/// that thread `<unnamed>`, since its runtime never started `main` in this
+/// process. Panics on other threads, and every panic in a child made by
+/// forking the caller (which may have installed a hook of its own), go to
+/// the hook that was in place.
 fn install_panic_hook() {
     let previous = panic::take_hook();
+    let target_thread = std::thread::current().id();
+    let own_message = current::current_process().start_method() != Some(StartMethod::Fork);
     panic::set_hook(Box::new(move |info| {
         if info.payload().downcast_ref::<ExitRequest>().is_some() {
             return;
@@ -347,7 +357,32 @@ fn install_panic_hook() {
         if let Some(loc) = info.location() {
             *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(loc.to_string());
         }
-        previous(info);
+        if !own_message || std::thread::current().id() != target_thread {
+            return previous(info);
+        }
+        let me = current::current_process();
+        let at = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let message = panic_message(info.payload());
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "process '{}' (pid {}) panicked{at}:\n{message}",
+            me.name(),
+            std::process::id()
+        );
+        let _ = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                writeln!(err, "stack backtrace:\n{backtrace}")
+            }
+            _ => writeln!(
+                err,
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+            ),
+        };
     }));
 }
 
