@@ -26,6 +26,7 @@ use crate::connection::{Connection, Pipe};
 use crate::error::{Error, Result};
 use crate::process::bootstrap::task_entry_offset;
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
+use crate::shm::RawArray;
 use results::{IterSink, MapSink, Sink, Slot};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -256,10 +257,11 @@ impl PoolBuilder {
             init: self.init,
             max_tasks: self.max_tasks,
             timeout: self.timeout,
+            started: RawArray::from_slice(&vec![supervisor::NOT_STARTED; n])?,
         };
         let mut workers = Vec::with_capacity(n);
-        for _ in 0..n {
-            match supervisor::start_worker(&spec, spec.method) {
+        for slot in 0..n {
+            match supervisor::start_worker(&spec, spec.method, slot) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     for w in workers {

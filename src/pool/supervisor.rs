@@ -16,7 +16,7 @@ use crate::codec::{self, Handle};
 use crate::connection::{Connection, Pipe};
 use crate::error::{Error, RemotePanic, Result};
 use crate::process::{Process, StartMethod};
-use crate::shm::RawValue;
+use crate::shm::RawArray;
 use crate::sys;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -34,6 +34,11 @@ pub(crate) struct WorkerSpec {
     pub(crate) init: Option<InitFn>,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) timeout: Option<Duration>,
+    /// One word per worker slot: the id of the task the worker in that slot
+    /// started last ([`NOT_STARTED`] before its first), written by the
+    /// worker before it decodes each task. It tells a task that was running
+    /// when its worker died from one that was only sent to it.
+    pub(crate) started: RawArray<u64>,
 }
 
 /// Most tasks in flight on one worker, for quick tasks.
@@ -57,14 +62,11 @@ pub(crate) struct WorkerSlot {
     service_ns: f64,
     inflight_bytes: usize,
     killed_for: Option<u64>,
-    /// The id of the task the worker started last ([`NOT_STARTED`] before
-    /// its first), written by the worker before it decodes each task: tells
-    /// a task that was running when the worker died from one that was only
-    /// sent to it.
-    started: RawValue<u64>,
+    /// This worker's word in [`WorkerSpec::started`].
+    slot: usize,
 }
 
-/// `started` before a worker's first task.
+/// A slot of [`WorkerSpec::started`] before its worker's first task.
 pub(crate) const NOT_STARTED: u64 = u64::MAX;
 
 /// How often a task goes back to the queue because its worker died before
@@ -85,7 +87,11 @@ impl WorkerSlot {
 }
 
 /// Starts one worker process.
-pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<WorkerSlot> {
+pub(crate) fn start_worker(
+    spec: &WorkerSpec,
+    method: StartMethod,
+    slot: usize,
+) -> Result<WorkerSlot> {
     let (here, there) = Pipe::new()?;
     let init = match &spec.init {
         Some(f) => {
@@ -99,8 +105,9 @@ pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<Wor
         None => None,
     };
     let max = spec.max_tasks.unwrap_or(0) as u64;
-    let started = RawValue::new(NOT_STARTED)?;
-    let mut proc = Process::new(worker::worker_main, (there, init, max, started.clone()))
+    spec.started.set(slot, NOT_STARTED)?;
+    let started = (spec.started.clone(), slot as u64);
+    let mut proc = Process::new(worker::worker_main, (there, init, max, started))
         .daemon(true)
         .start_method(method);
     let name = proc.get_name().replace("Process", "PoolWorker");
@@ -119,7 +126,7 @@ pub(crate) fn start_worker(spec: &WorkerSpec, method: StartMethod) -> Result<Wor
         service_ns: 0.0,
         inflight_bytes: 0,
         killed_for: None,
-        started,
+        slot,
     })
 }
 
@@ -408,10 +415,13 @@ impl Supervisor {
         let exitcode = w.proc.exitcode().unwrap_or(-libc::SIGKILL);
         let mut jobs = std::mem::take(&mut w.outstanding);
         // The worker is gone, so its last write to `started` is visible.
-        let started = w.started.get();
+        let started = self.spec.started.get(w.slot);
         if let Some(mut head) = jobs.pop_front() {
             let timed_out = w.killed_for == Some(head.id);
-            if !timed_out && started != head.id && head.unstarted_losses < MAX_UNSTARTED_LOSSES {
+            if !timed_out
+                && started.is_some_and(|s| s != head.id)
+                && head.unstarted_losses < MAX_UNSTARTED_LOSSES
+            {
                 // Sent but never started (the worker died between tasks,
                 // e.g. killed while idle): not this task's fault, so it runs
                 // elsewhere.
@@ -441,7 +451,7 @@ impl Supervisor {
             self.publish_pids();
             return;
         }
-        match start_worker(&self.spec, self.replacement_method()) {
+        match start_worker(&self.spec, self.replacement_method(), w.slot) {
             Ok(new) => self.workers.insert(i, new),
             Err(e) => self.break_pool(format!("cannot start a replacement worker: {e}")),
         }

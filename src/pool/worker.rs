@@ -19,7 +19,7 @@ use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
 use crate::process::Target;
 use crate::process::bootstrap::{self, ExitRequest};
-use crate::shm::RawValue;
+use crate::shm::RawArray;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -233,15 +233,16 @@ impl Reporter<'_> {
 
 /// The body of a pool worker process.
 ///
-/// `started` receives the id of each task before the task is decoded, so
-/// that the supervisor can tell, after a death, whether the oldest task it
-/// sent was running.
+/// Word `slot` of `started` receives the id of each task before the task is
+/// decoded, so that the supervisor can tell, after a death, whether the
+/// oldest task it sent was running.
 pub(crate) fn worker_main(
     conn: Connection,
     init: Option<Init>,
     max_tasks: u64,
-    started: RawValue<u64>,
+    (started, slot): (RawArray<u64>, u64),
 ) {
+    let slot = usize::try_from(slot).unwrap_or(usize::MAX);
     bootstrap::quiet_panic_hook();
     let mut rep = Reporter {
         conn: &conn,
@@ -305,7 +306,9 @@ pub(crate) fn worker_main(
             };
             let sent = match entry {
                 Ok(entry) => {
-                    started.set(id);
+                    // Out of range only for a malformed array, which the
+                    // supervisor never sends; the task runs regardless.
+                    let _ = started.set(slot, id);
                     let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
                     drop(own);
                     rep.send(id, status)
