@@ -229,6 +229,66 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
     fs::remove_dir_all(&base).unwrap();
 }
 
+/// A large source truncated while its parts are being copied: the copy
+/// fails clearly (a part sees the new size, or a worker reading the mapping
+/// past the new end dies of SIGBUS and the pool reports it) and no partial
+/// copy is left. If the copy won the race, it is whole.
+#[test]
+fn a_source_truncated_during_the_copy_leaves_no_partial_copy() {
+    let base = scratch("truncated");
+    let src = base.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big.bin");
+    let mut body = vec![0u8; 128 << 20];
+    random_fill(&mut body, 77);
+    fs::write(&big, &body).unwrap();
+    fs::write(src.join("small.txt"), "small").unwrap();
+    let dst = base.join("dst");
+    let opts = tool::Options {
+        source: src.clone(),
+        dest: dst.clone(),
+        jobs: 2,
+        progress: false,
+        part_size: 2 << 20,
+    };
+    let cutter = {
+        let big = big.clone();
+        let dst_big = dst.join("big.bin");
+        std::thread::spawn(move || {
+            // As soon as the copy exists, the parts are being written.
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while !dst_big.exists() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            fs::File::options()
+                .write(true)
+                .open(&big)
+                .unwrap()
+                .set_len(1 << 20)
+                .unwrap();
+        })
+    };
+    let report = tool::copy_tree(&opts);
+    cutter.join().unwrap();
+    assert_eq!(fs::read_to_string(dst.join("small.txt")).unwrap(), "small");
+    if report.errors.is_empty() {
+        eprintln!("the copy finished before the truncation");
+        assert!(fs::read(dst.join("big.bin")).unwrap() == body);
+    } else {
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let e = &report.errors[0];
+        eprintln!("as expected: {e}");
+        assert!(
+            e.contains("big.bin") && (e.contains("changed size") || e.contains("SIGBUS")),
+            "{e}"
+        );
+        assert!(!dst.join("big.bin").exists(), "a partial copy was left");
+        assert_eq!(report.files, 1);
+    }
+    fs::remove_dir_all(&base).unwrap();
+}
+
 #[test]
 fn unreadable_or_special_source_files_fail_clearly() {
     let base = scratch("unreadable");

@@ -345,12 +345,18 @@ fn copy_range(from: &File, to: &File, offset: u64, len: u64, size: u64) -> Resul
         while at < end {
             let n = WINDOW.min(end - at);
             let source = map(from, at, n).map_err(|e| format!("cannot map the source: {e}"))?;
+            // A source cut short under the mapping makes `write` fail with
+            // EFAULT: name the cause rather than the symptom.
+            let failed = |what: &str, e: io::Error| match size_now() {
+                Ok(now) if now != size => changed_size(size, now),
+                _ => format!("{what}: {e}"),
+            };
             for piece in source.chunks(PIECE) {
                 to.write_all_at(piece, at)
-                    .map_err(|e| format!("cannot write the copy: {e}"))?;
+                    .map_err(|e| failed("cannot write the copy", e))?;
                 let back = &mut back[..piece.len()];
                 to.read_exact_at(back, at)
-                    .map_err(|e| format!("cannot verify the copy: {e}"))?;
+                    .map_err(|e| failed("cannot verify the copy", e))?;
                 if piece != back {
                     return Err(format!(
                         "verification failed: bytes {at}..{} of the copy differ",
@@ -641,7 +647,16 @@ pub fn copy_tree(opts: &Options) -> Report {
                 owner.len()
             ],
             // The whole batch failed (e.g. its worker died).
-            Err(e) => vec![Err(format!("not copied: {e}")); owner.len()],
+            Err(e) => {
+                // A worker reading a mapping past the end of a file that
+                // was cut short meanwhile dies of SIGBUS.
+                let hint = if e.signal() == Some(libc::SIGBUS) {
+                    " (a source file was probably cut short during the copy)"
+                } else {
+                    ""
+                };
+                vec![Err(format!("not copied: {e}{hint}")); owner.len()]
+            }
         };
         for ((i, bytes), res) in owner.into_iter().zip(results) {
             bar.inc(bytes);
