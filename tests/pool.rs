@@ -583,14 +583,21 @@ fn kill_next_stopped_worker(pool: &Pool, seen: &mut Vec<u32>) -> u32 {
     pid
 }
 
-#[test]
-fn tasks_sent_to_a_worker_that_dies_before_starting_them_run_elsewhere() {
+/// A pool of one worker whose first `n` workers stop themselves before
+/// their first task, and the count of workers started.
+fn one_worker_pool_stopping_first(n: u64) -> (Pool, multiproc::RawValue<u64>) {
     let starts = multiproc::RawValue::new(0u64).unwrap();
     let pool = Pool::builder()
         .processes(1)
-        .initializer(stop_first, (starts.clone(), 1))
+        .initializer(stop_first, (starts.clone(), n))
         .build()
         .unwrap();
+    (pool, starts)
+}
+
+#[test]
+fn tasks_sent_to_a_worker_that_dies_before_starting_them_run_elsewhere() {
+    let (pool, starts) = one_worker_pool_stopping_first(1);
     let results: Vec<_> = (0..5)
         .map(|i| pool.apply_async(sqr, (i,)).unwrap())
         .collect();
@@ -604,12 +611,7 @@ fn tasks_sent_to_a_worker_that_dies_before_starting_them_run_elsewhere() {
 
 #[test]
 fn a_task_whose_workers_keep_dying_before_starting_it_fails_in_the_end() {
-    let starts = multiproc::RawValue::new(0u64).unwrap();
-    let pool = Pool::builder()
-        .processes(1)
-        .initializer(stop_first, (starts.clone(), 4))
-        .build()
-        .unwrap();
+    let (pool, starts) = one_worker_pool_stopping_first(4);
     let r = pool.apply_async(sqr, (7,)).unwrap();
     let mut killed = Vec::new();
     while !r.ready() {
@@ -629,6 +631,7 @@ fn a_task_whose_workers_keep_dying_before_starting_it_fails_in_the_end() {
     );
     // The fifth worker does not stop itself and runs tasks.
     assert_eq!(pool.apply(sqr, (8,)).unwrap(), 64);
+    assert_eq!(starts.get(), 5);
 }
 
 #[test]
