@@ -1,7 +1,7 @@
 //! Shared state: Value, Array (and raw forms), SharedMemory and its
 //! tracker.
 //!
-//! Scenarios V01–V07, SM01–SM05, SM07–SM09 and R01 are ported from CPython's
+//! Scenarios V01–V07, SM01–SM05, SM07–SM09, R01 and R02 are ported from CPython's
 //! `Lib/test/_test_multiprocessing.py` (see `CPYTHON_SCENARIOS.md`), in
 //! Rust terms and across real processes.
 
@@ -389,6 +389,92 @@ fn creator_exiting_without_unlink_leaves_nothing() {
     let name = unique("forgotten");
     run(Process::new(create_and_forget, (name.clone(),)));
     assert!(gone_eventually(&name), "{name} left behind in /dev/shm");
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`…), or `None` once it
+/// is gone.
+fn proc_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()
+        .map(String::from)
+}
+
+/// The shared-memory trackers that are children of this process.
+fn my_trackers() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let mut after = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let (state, ppid) = (after.next(), after.next());
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(me.as_str())
+            && state != Some("Z")
+            && cmd.starts_with(b"multiproc-shm-tracker")
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// [`my_trackers`] once there is one: a process fresh from `exec` shows an
+/// empty command line for a moment.
+fn my_trackers_eventually() -> Vec<u32> {
+    let end = Instant::now() + LONG;
+    loop {
+        let found = my_trackers();
+        if !found.is_empty() || Instant::now() > end {
+            return found;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// R02: creates `a`, kills the tracker with SIGKILL, creates `b` (a new
+/// tracker is started and told about `a` too), and exits without
+/// unlinking either.
+fn outlive_the_tracker(a: String, b: String) -> bool {
+    let _a = SharedMemory::create(&a, 64).unwrap();
+    let first = my_trackers_eventually();
+    assert_eq!(first.len(), 1, "{first:?}");
+    // SAFETY: kill(2) with integer arguments, on our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(first[0] as i32, libc::SIGKILL);
+    }
+    // Dead once a zombie (or reaped): by then its end of the pipe is
+    // closed. (Its command line empties earlier, while it still holds it.)
+    let end = Instant::now() + LONG;
+    while proc_state(first[0]).is_some_and(|s| s != "Z") && Instant::now() < end {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _b = SharedMemory::create(&b, 64).unwrap();
+    let second = my_trackers_eventually();
+    assert!(
+        second.len() == 1 && second != first,
+        "{first:?} then {second:?}"
+    );
+    // The dead tracker was reaped, not left as a zombie.
+    proc_state(first[0]).is_none()
+}
+
+#[test]
+fn r02_a_killed_tracker_is_replaced_and_still_nothing_leaks() {
+    let (a, b) = (unique("before-kill"), unique("after-kill"));
+    assert!(run(Process::new(
+        outlive_the_tracker,
+        (a.clone(), b.clone())
+    )));
+    // The creator exited without unlinking: the new tracker unlinks both.
+    assert!(gone_eventually(&a), "{a} left behind in /dev/shm");
+    assert!(gone_eventually(&b), "{b} left behind in /dev/shm");
 }
 
 fn unlink_in_child(name: String) -> bool {

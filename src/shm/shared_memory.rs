@@ -55,6 +55,9 @@ pub(crate) fn unlink_name(name: &str) -> Result<()> {
 /// removed once every process that holds the block (the creator and those
 /// it sent the block to) has exited, even if they were killed: call
 /// [`unlink`](Self::unlink) when done, and a crash still leaks nothing.
+/// If the tracker itself is killed, the next creation or unlink starts a new
+/// one (with a warning on stderr) and hands it every name this process
+/// created and has not unlinked.
 /// Dropping or [`close`](Self::close)-ing only unmaps it here, as in Python.
 ///
 /// For memory shared only between related processes, [`RawArray`](crate::RawArray)

@@ -11,6 +11,10 @@
 //! the last write end closes (every holder exited, whatever killed it), the
 //! tracker reads end-of-file, unlinks the names still registered, says so on
 //! stderr, and exits.
+//!
+//! If the tracker itself is killed, the next registration or unlink finds
+//! its pipe broken: a new tracker is started (with a warning on stderr) and
+//! told about every name this process still holds.
 #![allow(unsafe_code)]
 
 use crate::process::bootstrap::ROLE_VAR;
@@ -21,33 +25,87 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 
-static TRACKER: Mutex<Option<File>> = Mutex::new(None);
+/// This process's side of the tracker.
+struct Tracker {
+    /// The write end of the tracker's pipe (ours, or received).
+    pipe: Option<File>,
+    /// A pidfd of the tracker this process started, to reap it should it
+    /// die while we live.
+    child: Option<OwnedFd>,
+    /// The names this process registered and has not unregistered: a new
+    /// tracker is told about them if the old one died.
+    names: BTreeSet<String>,
+}
+
+static TRACKER: Mutex<Tracker> = Mutex::new(Tracker {
+    pipe: None,
+    child: None,
+    names: BTreeSet::new(),
+});
 
 /// The role name in `MULTIPROC_ROLE`.
 pub(crate) const ROLE: &str = "shm-tracker";
 
-fn start() -> io::Result<File> {
-    let (read, write) = sys::pipe()?;
-    let role = format!("{ROLE}:{}", sys::getpid());
-    let var = ROLE_VAR.to_str().map_err(io::Error::other)?;
-    sys::spawn_self(c"multiproc-shm-tracker", &[(var, &role)], read.as_fd())?;
-    Ok(File::from(write))
-}
-
-fn send(op: u8, name: &str, start_if_missing: bool) -> io::Result<()> {
+fn line(op: u8, name: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(name.len() + 2);
     line.push(op);
     line.extend_from_slice(name.as_bytes());
     line.push(b'\n');
-    let mut t = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
-    if t.is_none() {
-        if !start_if_missing {
-            return Ok(());
+    line
+}
+
+impl Tracker {
+    /// Starts a tracker and tells it every name this process holds.
+    fn start(&mut self) -> io::Result<()> {
+        if let Some(old) = self.child.take() {
+            // Reap the previous tracker if it died (it is our child).
+            let _ = sys::waitid_pidfd(old.as_fd(), false);
         }
-        *t = Some(start()?);
+        self.pipe = None;
+        let (read, write) = sys::pipe()?;
+        let role = format!("{ROLE}:{}", sys::getpid());
+        let var = ROLE_VAR.to_str().map_err(io::Error::other)?;
+        let pid = sys::spawn_self(c"multiproc-shm-tracker", &[(var, &role)], read.as_fd())?;
+        drop(read);
+        self.child = sys::pidfd_open(pid).ok();
+        let mut pipe = File::from(write);
+        // Nobody else holds this pipe yet, so one write cannot interleave
+        // with another process's lines.
+        let all: Vec<u8> = self.names.iter().flat_map(|n| line(b'R', n)).collect();
+        pipe.write_all(&all)?;
+        self.pipe = Some(pipe);
+        Ok(())
     }
-    let file = t.as_mut().expect("tracker present");
-    file.write_all(&line)
+}
+
+fn send(op: u8, name: &str, start_if_missing: bool) -> io::Result<()> {
+    let mut t = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+    if op == b'R' {
+        t.names.insert(name.to_string());
+    } else {
+        t.names.remove(name);
+    }
+    let Some(pipe) = t.pipe.as_mut() else {
+        // A new tracker learns every name, this one included.
+        return if start_if_missing { t.start() } else { Ok(()) };
+    };
+    match pipe.write_all(&line(op, name)) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && t.names.is_empty() => {
+            // Nothing of ours to track: a new tracker can wait for the
+            // next creation.
+            t.pipe = None;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            // The tracker died (killed, most likely). Like Python's, it is
+            // started again on the next use, and told about every name
+            // this process holds; names registered only by other processes
+            // are theirs to register again.
+            eprintln!("multiproc: the shared-memory tracker died unexpectedly; starting a new one");
+            t.start()
+        }
+        other => other,
+    }
 }
 
 /// Asks the tracker to unlink `name` when every user is gone.
@@ -64,7 +122,8 @@ pub(crate) fn unregister(name: &str) {
 /// one of our segments.
 pub(crate) fn share() -> Option<OwnedFd> {
     let t = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
-    t.as_ref()
+    t.pipe
+        .as_ref()
         .and_then(|f| f.try_clone().ok())
         .map(OwnedFd::from)
 }
@@ -73,8 +132,8 @@ pub(crate) fn share() -> Option<OwnedFd> {
 /// tracker waits for this process too.
 pub(crate) fn adopt(fd: OwnedFd) {
     let mut t = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
-    if t.is_none() {
-        *t = Some(File::from(fd));
+    if t.pipe.is_none() {
+        t.pipe = Some(File::from(fd));
     }
 }
 
