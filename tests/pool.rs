@@ -213,7 +213,8 @@ fn w05_x08_unencodable_argument_fails_at_once() {
         .map(take_no_encode, vec![NoEncode, NoEncode])
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Encode(m) if m.contains("arguments")),
+        matches!(&err, Error::Encode(m) if m.contains("arguments")
+            && m.contains("NoEncode refuses to be encoded")),
         "{err}"
     );
     let err = pool.apply_async(take_no_encode, (NoEncode,)).unwrap_err();
@@ -402,13 +403,14 @@ fn w19_x08_errors_at_each_stage_never_hang() {
     // Result encoding in the worker.
     let e = pool.apply(give_no_encode, ()).unwrap_err();
     assert!(
-        matches!(&e, Error::Encode(m) if m.contains("result")),
+        matches!(&e, Error::Encode(m) if m.contains("result")
+            && m.contains("NoEncode refuses to be encoded")),
         "{e}"
     );
     // Result decoding in the parent.
     let e = pool.apply(give_no_decode, ()).unwrap_err();
     assert!(
-        matches!(&e, Error::Decode(m) if m.contains("result")),
+        matches!(&e, Error::Decode(m) if m.contains("result") && m.contains("NoDecode")),
         "{e}"
     );
     // The function exits, aborts or segfaults.

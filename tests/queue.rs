@@ -183,7 +183,11 @@ fn fail_if_negative<S: Serializer>(n: &i64, s: S) -> std::result::Result<S::Ok, 
 fn q08_unencodable_item() -> Result<()> {
     let q = Queue::with_maxsize(1)?;
     match q.put(Job { n: -1 }) {
-        Err(PutError::Failed(job, Error::Encode(_))) => assert_eq!(job, Job { n: -1 }),
+        // The message of the item's own Serialize impl survives.
+        Err(PutError::Failed(job, Error::Encode(why))) => {
+            assert_eq!(job, Job { n: -1 });
+            assert!(why.contains("negative jobs cannot be encoded"), "{why}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(q.empty());

@@ -8,6 +8,8 @@
 //! each handle takes its own back by index. Descriptors that no value claims
 //! are closed.
 
+mod catch;
+
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -63,7 +65,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     let guard = TableGuard::install(&OUTGOING, std::mem::take(fds));
     let res = postcard::serialize_with_flavor(value, VecFlavor(buf));
     *fds = guard.take();
-    res.map_err(|e| Error::Encode(explain(e)))
+    res.map_err(|e| Error::Encode(explain_encode(e, value)))
 }
 
 /// Appends to a `Vec` directly: serde writes many values a byte at a time
@@ -98,7 +100,7 @@ pub(crate) fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
     let guard = TableGuard::install(&OUTGOING, Vec::new());
     let res = postcard::experimental::serialized_size(value);
     drop(guard.take());
-    res.map_err(|e| Error::Encode(explain(e)))
+    res.map_err(|e| Error::Encode(explain_encode(e, value)))
 }
 
 /// Serializes `value` into exactly `buf` (whose length is its
@@ -118,8 +120,28 @@ pub(crate) fn encode_exact<T: Serialize + ?Sized>(
         Ok(n) => Err(Error::Encode(format!(
             "value encoded to {n} bytes after measuring {want}"
         ))),
-        Err(e) => Err(Error::Encode(explain(e))),
+        Err(e) => Err(Error::Encode(explain_encode(e, value))),
     }
+}
+
+/// [`explain`] for an encode error: a custom error from the value's own
+/// `Serialize` impl, whose message the format drops, is recovered by
+/// serializing the value once more into a serializer that keeps it (only
+/// on this error path; handles go to a table that is thrown away).
+fn explain_encode<T: Serialize + ?Sized>(e: postcard::Error, value: &T) -> String {
+    if let Some(why) = LAST_ERROR.with(|l| l.borrow_mut().take()) {
+        return why;
+    }
+    if matches!(e, postcard::Error::SerdeSerCustom) {
+        let guard = TableGuard::install(&OUTGOING, Vec::new());
+        let caught = catch::message(value);
+        drop(guard.take());
+        LAST_ERROR.with(|l| l.borrow_mut().take());
+        if let Some(why) = caught {
+            return why;
+        }
+    }
+    e.to_string()
 }
 
 /// The handle error recorded during this call, or the format's message.
@@ -163,6 +185,17 @@ pub(crate) fn decode_in<T: DeserializeOwned>(
             "{} unexpected trailing bytes",
             rest.len()
         ))),
+        Err(postcard::Error::SerdeDeCustom) => Err(Error::Decode(
+            LAST_ERROR
+                .with(|l| l.borrow_mut().take())
+                .unwrap_or_else(|| {
+                    format!(
+                        "the Deserialize impl of {} rejected the data (the binary format does not \
+                     keep its message)",
+                        std::any::type_name::<T>()
+                    )
+                }),
+        )),
         Err(e) => Err(Error::Decode(explain(e))),
     }
 }
