@@ -80,6 +80,7 @@
 //! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
+//! | `log_to_stderr(level)`, `get_logger()` | [`log_to_stderr`]`(log::LevelFilter::Info)`; the crate's records go through the [`log`] facade under targets starting with `multiproc` |
 //!
 //! # How children get their code
 //!
@@ -120,6 +121,7 @@ mod codec;
 pub mod connection;
 mod error;
 mod exclusive;
+mod logging;
 pub mod pickle;
 mod pool;
 mod process;
@@ -134,6 +136,7 @@ pub use connection::{
     ToAddress, Waitable,
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
+pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{

@@ -426,6 +426,11 @@ impl Supervisor {
                 // e.g. killed while idle): not this task's fault, so it runs
                 // elsewhere.
                 head.unstarted_losses += 1;
+                log::debug!(
+                    "pool worker {} ended before starting task {}; the task goes back to the queue",
+                    w.pid,
+                    head.id
+                );
                 jobs.push_front(head);
             } else {
                 let err = match self.spec.timeout {
@@ -435,6 +440,7 @@ impl Supervisor {
                         exitcode,
                     },
                 };
+                log::info!("task {} failed: {err}", head.id);
                 head.sink.deliver(head.index, Err(err));
             }
         }
@@ -452,7 +458,14 @@ impl Supervisor {
             return;
         }
         match start_worker(&self.spec, self.replacement_method(), w.slot) {
-            Ok(new) => self.workers.insert(i, new),
+            Ok(new) => {
+                log::debug!(
+                    "pool worker {} ended (exit code {exitcode}); worker {} replaces it",
+                    w.pid,
+                    new.pid
+                );
+                self.workers.insert(i, new)
+            }
             Err(e) => self.break_pool(format!("cannot start a replacement worker: {e}")),
         }
         self.publish_pids();

@@ -31,7 +31,7 @@ pub(crate) const ROLE_VAR: &std::ffi::CStr = c"MULTIPROC_ROLE";
 pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mprocHDR");
-const PROTOCOL: u32 = 1;
+const PROTOCOL: u32 = 2;
 
 /// A child's entry: runs the target with the arguments read from the
 /// channel, reports the outcome, and returns the exit code.
@@ -155,6 +155,8 @@ pub(crate) struct Header {
     pub(crate) parent_name: String,
     pub(crate) parent_pidfd: Handle<OwnedFd>,
     pub(crate) forkserver: Option<Handle<OwnedFd>>,
+    /// The level of the parent's `log_to_stderr` logger (0: none).
+    pub(crate) log_level: u8,
 }
 
 impl Header {
@@ -182,6 +184,7 @@ impl Header {
             parent_name: me.name().to_string(),
             parent_pidfd: Handle(parent_pidfd),
             forkserver: forkserver.map(Handle),
+            log_level: crate::logging::child_level(),
         }
     }
 }
@@ -282,6 +285,8 @@ pub(crate) fn child_main(chan: OwnedFd, fork_body: Option<ForkBody>) -> ! {
         parent_pidfd,
     ));
     install_panic_hook();
+    crate::logging::install_in_child(header.log_level);
+    log::info!("child process calling its target");
     let code = match (entry, fork_body) {
         (Some(entry), _) => entry(&chan),
         (None, Some(body)) => body(&chan),
@@ -312,7 +317,9 @@ pub(crate) fn forget_parent_channel_after_fork() {
 /// made by forking the caller leaves through `_exit(2)`: the handlers it
 /// inherited belong to the parent.
 fn finish(code: i32) -> ! {
+    log::info!("process shutting down");
     super::child::cleanup_children();
+    log::info!("process exiting with exit code {code}");
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     if current::current_process().start_method() == Some(StartMethod::Fork) {

@@ -11,7 +11,7 @@ pub use current::{ParentProcess, ProcessInfo, current_process, parent_process};
 pub use target::{Run, Target};
 
 use crate::connection::Connection;
-use crate::error::{Error, RemotePanic, Result};
+use crate::error::{Error, RemotePanic, Result, signal_name};
 use crate::exclusive::Exclusive;
 use crate::sys::{self, SocketKind, WaitStatus};
 use bootstrap::{Entry, ForkBody, Header, WireOutcome};
@@ -491,7 +491,7 @@ impl<R> Process<R> {
     /// # Errors
     /// [`Error::State`] before start or after close; OS errors.
     pub fn terminate(&self) -> Result<()> {
-        self.started()?.child.signal(libc::SIGTERM)
+        self.signal(libc::SIGTERM)
     }
 
     /// Sends SIGKILL.
@@ -499,7 +499,7 @@ impl<R> Process<R> {
     /// # Errors
     /// As for [`terminate`](Self::terminate).
     pub fn kill(&self) -> Result<()> {
-        self.started()?.child.signal(libc::SIGKILL)
+        self.signal(libc::SIGKILL)
     }
 
     /// Sends SIGINT.
@@ -507,7 +507,18 @@ impl<R> Process<R> {
     /// # Errors
     /// As for [`terminate`](Self::terminate).
     pub fn interrupt(&self) -> Result<()> {
-        self.started()?.child.signal(libc::SIGINT)
+        self.signal(libc::SIGINT)
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        let s = self.started()?;
+        log::debug!(
+            "sending {} to {} (pid {})",
+            signal_name(sig),
+            self.name,
+            s.child.pid
+        );
+        s.child.signal(sig)
     }
 
     /// Releases the process's resources. Later calls other than `close` and
@@ -555,6 +566,12 @@ impl<R: DeserializeOwned> Process<R> {
         };
         match self.launch(job) {
             Ok(started) => {
+                log::debug!(
+                    "started {} (pid {}, {})",
+                    self.name,
+                    started.child.pid,
+                    self.method.unwrap_or_else(get_start_method)
+                );
                 self.state = State::Started(Box::new(started));
                 Ok(())
             }
