@@ -218,6 +218,25 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
     fs::write(&dst, vec![0u8; 4 << 20]).unwrap();
     let err = tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20).unwrap_err();
     assert!(err.contains("changed size"), "{err}");
+    // The buffered path (for filesystems that cannot map files) copies and
+    // verifies a range, and refuses a source of another size.
+    {
+        let from = fs::File::open(&src).unwrap();
+        let to = fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&dst)
+            .unwrap();
+        let start = (1 << 20) + 5;
+        let n = tool::copy_range_buffered(&from, &to, start, 1 << 20, 3 << 20).unwrap();
+        assert_eq!(n, 1 << 20);
+        let copy = fs::read(&dst).unwrap();
+        let s = start as usize;
+        assert!(copy[s..s + (1 << 20)].iter().all(|&b| b == 1));
+        assert!(copy[..s].iter().all(|&b| b == 0));
+        let err = tool::copy_range_buffered(&from, &to, 0, 1, 5).unwrap_err();
+        assert!(err.contains("changed size"), "{err}");
+    }
     // A whole file is copied through the mapping path and verified.
     assert_eq!(tool::copy_file(&src, &dst), Ok(3 << 20));
     assert!(fs::read(&src).unwrap() == fs::read(&dst).unwrap());

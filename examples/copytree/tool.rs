@@ -324,8 +324,33 @@ pub fn reserve(to: &File, size: u64) -> io::Result<()> {
 
 /// Copies bytes `offset..offset + len` of a file of `size` bytes: a window
 /// of the source is mapped, and piece by piece written to the copy, read
-/// back while it is still in the CPU's cache, and compared.
+/// back while it is still in the CPU's cache, and compared. On a filesystem
+/// that cannot map files, the pieces are read into a buffer instead.
 fn copy_range(from: &File, to: &File, offset: u64, len: u64, size: u64) -> Result<u64, String> {
+    copy_range_with(from, to, offset, len, size, true)
+}
+
+/// [`copy_range`] without mappings: every piece is read into a buffer
+/// (the path taken where the filesystem cannot map files).
+#[allow(dead_code)] // the tool reaches it through `copy_range`; the tests call it directly
+pub fn copy_range_buffered(
+    from: &File,
+    to: &File,
+    offset: u64,
+    len: u64,
+    size: u64,
+) -> Result<u64, String> {
+    copy_range_with(from, to, offset, len, size, false)
+}
+
+fn copy_range_with(
+    from: &File,
+    to: &File,
+    offset: u64,
+    len: u64,
+    size: u64,
+    mut mapped: bool,
+) -> Result<u64, String> {
     let size_now = || {
         from.metadata()
             .map(|m| m.len())
@@ -335,35 +360,57 @@ fn copy_range(from: &File, to: &File, offset: u64, len: u64, size: u64) -> Resul
     if now != size {
         return Err(changed_size(size, now));
     }
-    BUF.with(|buf| {
-        let back = &mut *buf.borrow_mut();
-        if back.len() < PIECE {
-            back.resize(PIECE, 0);
+    // A source cut short under a mapping makes `write` fail with EFAULT:
+    // name the cause rather than the symptom.
+    let failed = |what: &str, e: io::Error| match size_now() {
+        Ok(now) if now != size => changed_size(size, now),
+        _ => format!("{what}: {e}"),
+    };
+    // Writes one piece at `at`, reads it back and compares.
+    let step = |piece: &[u8], back: &mut [u8], at: u64| {
+        to.write_all_at(piece, at)
+            .map_err(|e| failed("cannot write the copy", e))?;
+        let back = &mut back[..piece.len()];
+        to.read_exact_at(back, at)
+            .map_err(|e| failed("cannot verify the copy", e))?;
+        if piece != back {
+            return Err(format!(
+                "verification failed: bytes {at}..{} of the copy differ",
+                at + piece.len() as u64
+            ));
         }
+        Ok(())
+    };
+    BUF.with(|buf| {
+        let buf = &mut *buf.borrow_mut();
+        if buf.len() < 2 * PIECE {
+            buf.resize(2 * PIECE, 0);
+        }
+        let (data, back) = buf.split_at_mut(PIECE);
         let end = offset + len;
         let mut at = offset;
         while at < end {
             let n = WINDOW.min(end - at);
-            let source = map(from, at, n).map_err(|e| format!("cannot map the source: {e}"))?;
-            // A source cut short under the mapping makes `write` fail with
-            // EFAULT: name the cause rather than the symptom.
-            let failed = |what: &str, e: io::Error| match size_now() {
-                Ok(now) if now != size => changed_size(size, now),
-                _ => format!("{what}: {e}"),
-            };
-            for piece in source.chunks(PIECE) {
-                to.write_all_at(piece, at)
-                    .map_err(|e| failed("cannot write the copy", e))?;
-                let back = &mut back[..piece.len()];
-                to.read_exact_at(back, at)
-                    .map_err(|e| failed("cannot verify the copy", e))?;
-                if piece != back {
-                    return Err(format!(
-                        "verification failed: bytes {at}..{} of the copy differ",
-                        at + piece.len() as u64
-                    ));
+            if mapped {
+                match map(from, at, n) {
+                    Ok(source) => {
+                        for piece in source.chunks(PIECE) {
+                            step(piece, back, at)?;
+                            at += piece.len() as u64;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => mapped = false,
+                    Err(e) => return Err(format!("cannot map the source: {e}")),
                 }
-                at += piece.len() as u64;
+            }
+            let stop = at + n;
+            while at < stop {
+                let k = PIECE.min((stop - at) as usize);
+                from.read_exact_at(&mut data[..k], at)
+                    .map_err(|e| failed("cannot read", e))?;
+                step(&data[..k], back, at)?;
+                at += k as u64;
             }
         }
         Ok(())
