@@ -17,6 +17,14 @@ fn scratch(tag: &str) -> PathBuf {
     p
 }
 
+/// A scratch directory and an empty `src` directory in it.
+fn scratch_with_source(tag: &str) -> (PathBuf, PathBuf) {
+    let base = scratch(tag);
+    let src = base.join("src");
+    fs::create_dir_all(&src).unwrap();
+    (base, src)
+}
+
 fn run(src: &Path, dst: &Path) -> (i32, tool::Report) {
     let opts = tool::Options {
         source: src.to_path_buf(),
@@ -85,27 +93,7 @@ fn copies_many_small_and_a_few_large_files_exactly() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(code, 0);
     assert_eq!(report.files, 2003);
-    let a = files_under(&src);
-    let b = files_under(&dst);
-    assert_eq!(a.len(), 2003);
-    assert_eq!(
-        a.iter()
-            .map(|p| p.strip_prefix(&src).unwrap())
-            .collect::<Vec<_>>(),
-        b.iter()
-            .map(|p| p.strip_prefix(&dst).unwrap())
-            .collect::<Vec<_>>()
-    );
-    for (x, y) in a.iter().zip(&b) {
-        // Byte for byte, independent of the tool's own hash.
-        assert!(
-            fs::read(x).unwrap() == fs::read(y).unwrap(),
-            "{x:?} differs"
-        );
-        let (mx, my) = (fs::metadata(x).unwrap(), fs::metadata(y).unwrap());
-        assert_eq!(mx.permissions().mode(), my.permissions().mode(), "{x:?}");
-        assert_eq!(mx.modified().unwrap(), my.modified().unwrap(), "{x:?}");
-    }
+    assert_same_tree(&src, &dst, 2003);
     let copied = dst.join("dir00/sub/f000.txt");
     assert_eq!(fs::metadata(&copied).unwrap().modified().unwrap(), old);
     assert_eq!(
@@ -138,6 +126,27 @@ fn same_contents(a: &Path, b: &Path) -> bool {
         if y.read_exact(&mut by[..n]).is_err() || bx[..n] != by[..n] {
             return false;
         }
+    }
+}
+
+/// `dst` holds the `count` files of `src` under the same names, byte for
+/// byte (independent of the tool's own check), with the same modes and
+/// modification times.
+fn assert_same_tree(src: &Path, dst: &Path, count: usize) {
+    let (a, b) = (files_under(src), files_under(dst));
+    assert_eq!(a.len(), count);
+    let names = |files: &[PathBuf], root: &Path| -> Vec<PathBuf> {
+        files
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    assert_eq!(names(&a, src), names(&b, dst));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(same_contents(x, y), "{x:?} differs from its copy");
+        let (mx, my) = (fs::metadata(x).unwrap(), fs::metadata(y).unwrap());
+        assert_eq!(mx.permissions().mode(), my.permissions().mode(), "{x:?}");
+        assert_eq!(mx.modified().unwrap(), my.modified().unwrap(), "{x:?}");
     }
 }
 
@@ -188,22 +197,7 @@ fn copies_ten_thousand_small_files_and_three_200_mib_files_exactly() {
             .chain([src.as_os_str().to_owned(), dst.as_os_str().to_owned()]),
     );
     assert_eq!(code, 0);
-    let (a, b) = (files_under(&src), files_under(&dst));
-    assert_eq!(a.len(), 10_003);
-    assert_eq!(
-        a.iter()
-            .map(|p| p.strip_prefix(&src).unwrap())
-            .collect::<Vec<_>>(),
-        b.iter()
-            .map(|p| p.strip_prefix(&dst).unwrap())
-            .collect::<Vec<_>>()
-    );
-    for (x, y) in a.iter().zip(&b) {
-        assert!(same_contents(x, y), "{x:?} differs from its copy");
-        let (mx, my) = (fs::metadata(x).unwrap(), fs::metadata(y).unwrap());
-        assert_eq!(mx.permissions().mode(), my.permissions().mode(), "{x:?}");
-        assert_eq!(mx.modified().unwrap(), my.modified().unwrap(), "{x:?}");
-    }
+    assert_same_tree(&src, &dst, 10_003);
     fs::remove_dir_all(&base).unwrap();
 }
 
@@ -254,9 +248,7 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
 /// copy is left. If the copy won the race, it is whole.
 #[test]
 fn a_source_truncated_during_the_copy_leaves_no_partial_copy() {
-    let base = scratch("truncated");
-    let src = base.join("src");
-    fs::create_dir_all(&src).unwrap();
+    let (base, src) = scratch_with_source("truncated");
     let big = src.join("big.bin");
     let mut body = vec![0u8; 128 << 20];
     random_fill(&mut body, 77);
@@ -310,9 +302,7 @@ fn a_source_truncated_during_the_copy_leaves_no_partial_copy() {
 
 #[test]
 fn unreadable_or_special_source_files_fail_clearly() {
-    let base = scratch("unreadable");
-    let src = base.join("src");
-    fs::create_dir_all(&src).unwrap();
+    let (base, src) = scratch_with_source("unreadable");
     fs::write(src.join("good.txt"), "fine").unwrap();
     // A FIFO: not a file a copy can reproduce by reading (and reading it
     // would block). Works as root too, where chmod 000 stops nothing.
@@ -379,9 +369,7 @@ fn a_file_where_a_directory_belongs_fails_clearly() {
 
 #[test]
 fn a_full_destination_fails_clearly() {
-    let base = scratch("full");
-    let src = base.join("src");
-    fs::create_dir_all(&src).unwrap();
+    let (base, src) = scratch_with_source("full");
     fs::write(src.join("small.txt"), "small").unwrap();
     fs::write(src.join("large.bin"), vec![5u8; 3 << 20]).unwrap();
     let mnt = base.join("mnt");

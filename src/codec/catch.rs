@@ -141,49 +141,30 @@ impl ser::Serializer for Catcher {
     }
 }
 
-impl ser::SerializeSeq for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+/// The compound serializers: each element or field is walked in turn.
+macro_rules! compound {
+    ($($trait:ident::$method:ident($($key:ty)?)),* $(,)?) => {
+        $(impl ser::$trait for Catcher {
+            type Ok = ();
+            type Error = Caught;
+            fn $method<T: Serialize + ?Sized>(&mut self, $(_: $key,)? value: &T) -> R {
+                value.serialize(Catcher)
+            }
+            fn end(self) -> R {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeTuple for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
+compound!(
+    SerializeSeq::serialize_element(),
+    SerializeTuple::serialize_element(),
+    SerializeTupleStruct::serialize_field(),
+    SerializeTupleVariant::serialize_field(),
+    SerializeStruct::serialize_field(&'static str),
+    SerializeStructVariant::serialize_field(&'static str),
+);
 
 impl ser::SerializeMap for Catcher {
     type Ok = ();
@@ -192,28 +173,6 @@ impl ser::SerializeMap for Catcher {
         key.serialize(Catcher)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
-        value.serialize(Catcher)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Catcher {
-    type Ok = ();
-    type Error = Caught;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> R {
         value.serialize(Catcher)
     }
     fn end(self) -> R {
