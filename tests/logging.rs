@@ -1,6 +1,10 @@
 //! `log_to_stderr`: the crate's records and the program's own, from the
 //! parent and from children of every start method, as
 //! `[LEVEL/process name] message` lines on standard error.
+//!
+//! Scenarios G01, G02 and G04 of CPython's suite in Rust terms: records
+//! below the level are suppressed, children inherit the level, and the
+//! format is `[%(levelname)s/%(processName)s] %(message)s`.
 
 mod common;
 

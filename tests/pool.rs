@@ -301,6 +301,48 @@ fn imap_reads_its_input_lazily() {
     assert!((10..=1000).contains(&pulled), "pulled {pulled}");
 }
 
+/// W07 in Rust terms: an input iterator that panics midway. The panic
+/// reaches the caller (as any panic of its own iterator would), only
+/// correct results came before it, and the pool goes on working.
+#[test]
+fn w07_input_that_panics_midway() {
+    let pool = Pool::new(2).unwrap();
+    let input = (0..).inspect(|&i| {
+        if i == 5 {
+            panic!("the input broke at 5");
+        }
+    });
+    let mut got = Vec::new();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for v in pool.imap(sqr, input) {
+            got.push(v.unwrap());
+        }
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the input broke at 5")
+    );
+    assert!(
+        got.len() <= 5 && got.iter().zip(0..).all(|(&v, i)| v == sqr(i)),
+        "{got:?}"
+    );
+    // map collects its input first: the panic comes before any task.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map(
+            sqr,
+            (0..).inspect(|&i| assert!(i < 3, "the input broke at 3")),
+        )
+    }));
+    assert!(caught.is_err());
+    assert_eq!(
+        pool.map(sqr, 0..20).unwrap(),
+        (0..20).map(sqr).collect::<Vec<_>>()
+    );
+    pool.close();
+    pool.join().unwrap();
+}
+
 #[test]
 fn w10_w22_invalid_sizes() {
     assert!(matches!(Pool::new(0), Err(Error::InvalidArgument(_))));

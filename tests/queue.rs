@@ -685,3 +685,45 @@ fn large_items_wrap_the_ring() -> Result<()> {
     assert_eq!(p.exitcode(), Some(0));
     Ok(())
 }
+
+fn double(x: u32) -> u32 {
+    x * 2
+}
+
+fn feed_back(q: Queue<u32>, n: u32) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+}
+
+/// Q15: in a process whose standard input is closed (a daemon started with
+/// `<&-`), starting children, a queue between them and a pool all work,
+/// under every start method.
+fn closed_stdin(method: StartMethod) {
+    // SAFETY: close(2) on fd 0, in the test's own scenario child, which
+    // never reads standard input.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::close(0);
+    }
+    let q = Queue::new().unwrap();
+    let mut p = Process::new(feed_back, (q.clone(), 100)).start_method(method);
+    p.start().unwrap();
+    let got: Vec<u32> = (0..100).map(|_| q.get().unwrap()).collect();
+    p.join().unwrap();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.map(double, 0..10).unwrap(),
+        (0..10).map(double).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn q15_children_queues_and_pools_with_stdin_closed() {
+    for_each_method(closed_stdin);
+}
