@@ -188,6 +188,62 @@ fn missing_handle_is_an_error() {
     assert!(postcard::to_allocvec(&Handle(f)).is_err());
 }
 
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+enum Colour {
+    Red,
+    Green,
+    Blue,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Checked {
+    #[serde(with = "multiproc::handle")]
+    log: File,
+    count: std::num::NonZeroU32,
+}
+
+/// A value that the receiving type's own `Deserialize` rejects is an error
+/// that says why, not only that something failed.
+#[test]
+fn rejected_values_say_why() {
+    let (a, b) = Pipe::new().unwrap();
+    // Variant index 7 of a three-variant enum.
+    a.send(&7u32).unwrap();
+    let err = b.recv::<Colour>().unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode(m) if m.contains("variant index 0 <= i < 3")),
+        "{err}"
+    );
+    // Zero where a NonZeroU32 is expected, behind an Option.
+    a.send(&Some(0u32)).unwrap();
+    let err = b.recv::<Option<std::num::NonZeroU32>>().unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode(m) if m.contains("nonzero")),
+        "{err}"
+    );
+    // In a value holding a handle, the handle is taken once, by the first
+    // attempt: the error names the type instead.
+    #[derive(serde::Serialize)]
+    struct Unchecked {
+        #[serde(with = "multiproc::handle")]
+        log: File,
+        count: u32,
+    }
+    a.send(&Unchecked {
+        log: temp_file("rejected"),
+        count: 0,
+    })
+    .unwrap();
+    let err = b.recv::<Checked>().unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode(m) if m.contains("Checked")),
+        "{err}"
+    );
+    // The connection goes on.
+    a.send(&Colour::Blue).unwrap();
+    assert!(matches!(b.recv::<Colour>().unwrap(), Colour::Blue));
+}
+
 // More handles than one SCM_RIGHTS message can carry.
 #[test]
 fn hundreds_of_handles_in_one_message() {

@@ -452,7 +452,8 @@ fn w19_x08_errors_at_each_stage_never_hang() {
     // Result decoding in the parent.
     let e = pool.apply(give_no_decode, ()).unwrap_err();
     assert!(
-        matches!(&e, Error::Decode(m) if m.contains("result") && m.contains("NoDecode")),
+        matches!(&e, Error::Decode(m) if m.contains("result")
+            && m.contains("NoDecode refuses to be decoded")),
         "{e}"
     );
     // The function exits, aborts or segfaults.

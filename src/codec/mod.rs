@@ -188,10 +188,16 @@ pub(crate) fn decode_in<T: DeserializeOwned>(
         Err(postcard::Error::SerdeDeCustom) => Err(Error::Decode(
             LAST_ERROR
                 .with(|l| l.borrow_mut().take())
+                .or_else(|| {
+                    // The format dropped the message: decode again (only on
+                    // this error path) through a layer that keeps it.
+                    let m = catch::decode_message::<T>(bytes);
+                    LAST_ERROR.with(|l| l.borrow_mut().take());
+                    m
+                })
                 .unwrap_or_else(|| {
                     format!(
-                        "the Deserialize impl of {} rejected the data (the binary format does not \
-                     keep its message)",
+                        "the Deserialize impl of {} rejected the data",
                         std::any::type_name::<T>()
                     )
                 }),
@@ -262,6 +268,10 @@ pub mod handle {
         #[derive(Deserialize)]
         #[serde(rename = "multiproc::Handle")]
         struct Index(u32);
+        if catch::rerunning() {
+            // The descriptors went to the first attempt; see `catch`.
+            return Err(serde::de::Error::custom(catch::NO_HANDLES_IN_RERUN));
+        }
         let Index(i) = Index::deserialize(d)?;
         let fd = INCOMING.with(|t| {
             t.borrow_mut()
