@@ -88,11 +88,35 @@ fn copies_many_small_and_a_few_large_files_exactly() {
         .set_modified(old)
         .unwrap();
 
+    // Extended attributes on a small file, a file copied in parts and a
+    // directory (as `cp -a` keeps them).
+    let tagged = [
+        src.join("dir03/sub/f007.txt"),
+        src.join("big1.bin"),
+        src.join("dir05"),
+    ];
+    let xattrs = tagged
+        .iter()
+        .all(|p| set_xattr(p, "user.multiproc.seed", b"15"));
+    if !xattrs {
+        eprintln!("not checking extended attributes: the filesystem has no user attributes");
+    }
+
     let dst = base.join("dst");
     let (code, report) = run(&src, &dst);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(code, 0);
     assert_eq!(report.files, 2003);
+    if xattrs {
+        for p in &tagged {
+            let copy = dst.join(p.strip_prefix(&src).unwrap());
+            assert_eq!(
+                get_xattr(&copy, "user.multiproc.seed").as_deref(),
+                Some(&b"15"[..]),
+                "{copy:?}"
+            );
+        }
+    }
     assert_same_tree(&src, &dst, 2003);
     let copied = dst.join("dir00/sub/f000.txt");
     assert_eq!(fs::metadata(&copied).unwrap().modified().unwrap(), old);
@@ -127,6 +151,38 @@ fn same_contents(a: &Path, b: &Path) -> bool {
             return false;
         }
     }
+}
+
+/// Sets the extended attribute `name` of `path`; false where the
+/// filesystem has none.
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated path and name, and a value of `len` bytes, all
+    // alive for the call.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    r == 0
+}
+
+/// The extended attribute `name` of `path`, if set.
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: writes at most `buf.len()` bytes into `buf`; NUL-terminated
+    // path and name.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
 }
 
 /// `dst` holds the `count` files of `src` under the same names, byte for

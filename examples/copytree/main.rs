@@ -5,10 +5,10 @@
 //! cargo run --release --example copytree -- [-j N] [--no-progress] SOURCE DEST
 //! ```
 //!
-//! Permissions, modification times and symbolic links are kept, every file
-//! is verified after the copy (read back and compared byte for byte with
-//! its source), and any file that could not be copied or verified is
-//! listed, with exit code 1. Large files are copied from a memory mapping of
+//! Permissions, modification times, extended attributes and symbolic links
+//! are kept, every file is verified after the copy (read back and compared
+//! byte for byte with its source), and any file that could not be copied or
+//! verified is listed, with exit code 1. Large files are copied from a memory mapping of
 //! the source and split into parts that several workers copy at once. The
 //! logic is in `tool.rs`, which the tests use directly; `bench/copytree`
 //! times it against `cp -a`.

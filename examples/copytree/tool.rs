@@ -67,8 +67,9 @@ pub struct Report {
 const USAGE: &str = "usage: copytree [-j N] [--no-progress] SOURCE DEST
 
 Copies the directory tree SOURCE to DEST (created if missing) with N worker
-processes (default: the number of CPUs), keeping permissions and
-modification times, and verifies every copied file byte for byte. Exits
+processes (default: the number of CPUs), keeping permissions,
+modification times and extended attributes, and verifies every copied file
+byte for byte. Exits
 with 1 and lists every file that could not be copied or verified.";
 
 /// Parses the arguments after the program name.
@@ -182,7 +183,7 @@ pub fn copy_file(src: &Path, dst: &Path) -> Result<u64, String> {
             .map_err(|e| format!("cannot reserve space for the copy: {e}"))
             .and_then(|()| copy_range(&from, &to, 0, size, size))
     }
-    .and_then(|n| keep_attributes(&to, &meta).map(|()| n));
+    .and_then(|n| keep_attributes(&from, &to, &meta).map(|()| n));
     copied.inspect_err(|_| {
         // Leave no partial file that could pass for a copy.
         let _ = fs::remove_file(dst);
@@ -200,8 +201,11 @@ pub fn copy_part(src: &Path, dst: &Path, offset: u64, len: u64, size: u64) -> Re
     copy_range(&from, &to, offset, len, size)
 }
 
-/// Sets the mode and times of `meta` on the open copy.
-fn keep_attributes(to: &File, meta: &fs::Metadata) -> Result<(), String> {
+/// Sets the extended attributes of `from` and the mode and times of `meta`
+/// on the open copy.
+fn keep_attributes(from: &File, to: &File, meta: &fs::Metadata) -> Result<(), String> {
+    // Before the mode: a read-only mode would refuse them.
+    copy_xattrs(from, to).map_err(|e| format!("cannot read extended attributes: {e}"))?;
     let times = FileTimes::new()
         .set_modified(
             meta.modified()
@@ -214,6 +218,74 @@ fn keep_attributes(to: &File, meta: &fs::Metadata) -> Result<(), String> {
     to.set_times(times)
         .and_then(|()| to.set_permissions(meta.permissions()))
         .map_err(|e| format!("cannot set the copy's mode and times: {e}"))
+}
+
+/// Calls `get(buf)` (a `*listxattr`/`*getxattr` call) with a buffer large
+/// enough for its answer; returns the bytes it wrote.
+fn sized(
+    buf: &mut Vec<u8>,
+    mut get: impl FnMut(*mut libc::c_void, usize) -> libc::ssize_t,
+) -> io::Result<usize> {
+    loop {
+        let n = get(buf.as_mut_ptr().cast(), buf.len());
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) {
+            return Err(e);
+        }
+        // It grew between the two calls: ask for the size, then retry.
+        let need = get(std::ptr::null_mut(), 0);
+        if need < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.resize((need as usize).max(buf.len() * 2), 0);
+    }
+}
+
+/// Copies the extended attributes of `from` to `to` (user attributes,
+/// SELinux labels, file capabilities, ACLs), as `cp -a` does. As with
+/// `cp -a`, an attribute the copy's filesystem or this user cannot set is
+/// skipped without a word; failing to read the source's is an error.
+fn copy_xattrs(from: &File, to: &File) -> io::Result<()> {
+    let (src, dst) = (from.as_raw_fd(), to.as_raw_fd());
+    let mut names = vec![0u8; 256];
+    // SAFETY: `flistxattr` writes at most `len` bytes to `p`, which points
+    // into `names`, whose length `sized` passes as `len` (or is given a null
+    // pointer and 0, to ask for the size); `src` is an open descriptor.
+    let listed = sized(&mut names, |p, len| unsafe {
+        libc::flistxattr(src, p.cast(), len)
+    });
+    let n = match listed {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut value = vec![0u8; 256];
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        // SAFETY: as above, for `fgetxattr` writing into `value`; `name` is
+        // a NUL-terminated string that outlives the call.
+        let got = sized(&mut value, |p, len| unsafe {
+            libc::fgetxattr(src, name.as_ptr(), p, len)
+        });
+        let len = match got {
+            Ok(len) => len,
+            // Removed meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: `fsetxattr` reads `len` bytes from `value`, which holds at
+        // least that many; `name` is NUL-terminated; `dst` is open. Its
+        // failure is ignored on purpose (see above).
+        unsafe {
+            libc::fsetxattr(dst, name.as_ptr(), value.as_ptr().cast(), len, 0);
+        }
+    }
+    Ok(())
 }
 
 fn changed_size(size: u64, now: u64) -> String {
@@ -424,7 +496,8 @@ fn copy_range_with(
 
 struct Plan {
     files: Vec<(PathBuf, PathBuf, u64)>,
-    dirs: Vec<(PathBuf, fs::Metadata)>,
+    /// Each directory: its copy, the source, and the source's metadata.
+    dirs: Vec<(PathBuf, PathBuf, fs::Metadata)>,
 }
 
 /// Walks `src`, creating directories and symbolic links under `dst` and
@@ -440,7 +513,7 @@ fn plan(src: &Path, dst: &Path, plan: &mut Plan, report: &mut Report) {
             .push(format!("{}: cannot create directory: {e}", dst.display()));
     }
     report.dirs += 1;
-    plan.dirs.push((dst.to_path_buf(), meta));
+    plan.dirs.push((dst.to_path_buf(), src.to_path_buf(), meta));
     let entries = match fs::read_dir(src) {
         Ok(it) => it,
         Err(e) => return report.errors.push(format!("{}: {e}", src.display())),
@@ -601,11 +674,15 @@ fn finish(f: &mut Tracked, res: Result<u64, String>, report: &mut Report) -> boo
     }
     if !f.failed {
         if let Some(meta) = &f.meta {
-            let kept = File::options()
-                .write(true)
-                .open(&f.dst)
-                .map_err(|e| format!("cannot open the copy: {e}"))
-                .and_then(|to| keep_attributes(&to, meta));
+            let kept = File::open(&f.src)
+                .map_err(|e| format!("cannot open: {e}"))
+                .and_then(|from| {
+                    let to = File::options()
+                        .write(true)
+                        .open(&f.dst)
+                        .map_err(|e| format!("cannot open the copy: {e}"))?;
+                    keep_attributes(&from, &to, meta)
+                });
             if let Err(e) = kept {
                 f.failed = true;
                 report.errors.push(format!("{}: {e}", f.src.display()));
@@ -718,10 +795,11 @@ pub fn copy_tree(opts: &Options) -> Report {
     pool.close();
     let _ = pool.join();
     // Directory times last: creating entries changed them.
-    for (dir, meta) in p.dirs.iter().rev() {
-        let kept = fs::set_permissions(dir, meta.permissions()).and_then(|_| {
-            let times = FileTimes::new().set_modified(meta.modified()?);
-            File::open(dir)?.set_times(times)
+    for (dir, src, meta) in p.dirs.iter().rev() {
+        let kept = File::open(dir).and_then(|copy| {
+            copy_xattrs(&File::open(src)?, &copy)?;
+            fs::set_permissions(dir, meta.permissions())?;
+            copy.set_times(FileTimes::new().set_modified(meta.modified()?))
         });
         if let Err(e) = kept {
             report.errors.push(format!(
