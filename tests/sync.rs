@@ -410,6 +410,24 @@ fn cond_waiter(c: Condition, sleeping: Semaphore, woken: Semaphore, timeout_ms: 
     notified
 }
 
+/// `n` [`cond_waiter`] processes, started.
+fn waiter_processes(
+    n: usize,
+    c: &Condition,
+    sleeping: &Semaphore,
+    woken: &Semaphore,
+    timeout_ms: u64,
+) -> Vec<Process<bool>> {
+    (0..n)
+        .map(|_| {
+            start(Process::new(
+                cond_waiter,
+                (c.clone(), sleeping.clone(), woken.clone(), timeout_ms),
+            ))
+        })
+        .collect()
+}
+
 fn settle_at(woken: &Semaphore, n: u32) {
     assert!(eventually(|| woken.value() >= n));
     thread::sleep(Duration::from_millis(50));
@@ -426,14 +444,7 @@ fn wait_sleeping(sleeping: &Semaphore, n: u32) {
 fn c01_notify_wakes_exactly_one() {
     let c = Condition::new().unwrap();
     let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
-    let ps: Vec<_> = (0..2)
-        .map(|_| {
-            start(Process::new(
-                cond_waiter,
-                (c.clone(), sleeping.clone(), woken.clone(), 0),
-            ))
-        })
-        .collect();
+    let ps = waiter_processes(2, &c, &sleeping, &woken, 0);
     let ts: Vec<_> = (0..2)
         .map(|_| {
             let (c, s, w) = (c.clone(), sleeping.clone(), woken.clone());
@@ -461,28 +472,14 @@ fn c02_notify_all_and_expired_waits() {
     let c = Condition::new().unwrap();
     let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
     // Three waiters whose timeouts expire: nobody is woken.
-    let ps: Vec<_> = (0..3)
-        .map(|_| {
-            start(Process::new(
-                cond_waiter,
-                (c.clone(), sleeping.clone(), woken.clone(), 100),
-            ))
-        })
-        .collect();
+    let ps = waiter_processes(3, &c, &sleeping, &woken, 100);
     wait_sleeping(&sleeping, 3);
     for p in ps {
         assert!(!finish(p));
     }
     assert_eq!(woken.value(), 0);
     // Six waiters, one notify_all.
-    let ps: Vec<_> = (0..6)
-        .map(|_| {
-            start(Process::new(
-                cond_waiter,
-                (c.clone(), sleeping.clone(), woken.clone(), 0),
-            ))
-        })
-        .collect();
+    let ps = waiter_processes(6, &c, &sleeping, &woken, 0);
     wait_sleeping(&sleeping, 6);
     assert_eq!(c.acquire().unwrap().notify_all(), 6);
     settle_at(&woken, 6);
@@ -495,14 +492,7 @@ fn c02_notify_all_and_expired_waits() {
 fn c03_notify_n() {
     let c = Condition::with_lock(Lock::new().unwrap()).unwrap();
     let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
-    let ps: Vec<_> = (0..6)
-        .map(|_| {
-            start(Process::new(
-                cond_waiter,
-                (c.clone(), sleeping.clone(), woken.clone(), 0),
-            ))
-        })
-        .collect();
+    let ps = waiter_processes(6, &c, &sleeping, &woken, 0);
     wait_sleeping(&sleeping, 6);
     assert_eq!(c.acquire().unwrap().notify(2), 2);
     settle_at(&woken, 2);

@@ -846,15 +846,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let entry = task_entry_offset(worker::chunk_entry::<F, (T,), R> as TaskEntry);
-        IMap::new(
-            self,
-            entry,
-            items.into_iter().map(|x| (x,)),
-            chunksize,
-            true,
-        )
+        self.imap_with(f, items, chunksize, true)
     }
 
     /// Like [`imap`](Self::imap), yielding results as they finish.
@@ -903,6 +895,19 @@ impl Pool {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.imap_with(f, items, chunksize, false)
+    }
+
+    /// The imap family: `f` over `items`, `chunksize` items per task, in
+    /// input order or as they finish.
+    fn imap_with<F, T, R, I>(&self, f: F, items: I, chunksize: usize, ordered: bool) -> IMap<'_, R>
+    where
+        F: Target<(T,), Output = R>,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: 'static,
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let _ = f;
         let entry = task_entry_offset(worker::chunk_entry::<F, (T,), R> as TaskEntry);
         IMap::new(
@@ -910,7 +915,7 @@ impl Pool {
             entry,
             items.into_iter().map(|x| (x,)),
             chunksize,
-            false,
+            ordered,
         )
     }
 
