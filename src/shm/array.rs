@@ -4,8 +4,8 @@
 
 use super::atomic;
 use super::pod::{ShmSafe, locked_tag, type_tag};
-use super::value::LockedSegment;
 use super::segment::{Shared, ShmLayout};
+use super::value::LockedSegment;
 use crate::error::{Error, Result};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -318,10 +318,7 @@ impl<T: ShmSafe> Value<T> {
         self.guard(self.lock.acquire_timeout(timeout))
     }
 
-    fn check(
-        shm: Shared<DataState>,
-        lock: Lock,
-    ) -> std::result::Result<Self, &'static str> {
+    fn check(shm: Shared<DataState>, lock: Lock) -> std::result::Result<Self, &'static str> {
         if shm.tail().1 < std::mem::size_of::<T>() {
             return Err("received value segment is too small");
         }
