@@ -450,6 +450,7 @@ impl<T: ShmSafe> Array<T> {
         self.guard(self.lock.acquire())
     }
 
+    #[inline]
     fn guard<'a>(&'a self, acquired: LockResult<LockGuard<'a>>) -> LockResult<ArrayGuard<'a, T>> {
         let wrap = |guard| ArrayGuard {
             // SAFETY: the lock is held, and an `Array`'s memory is reachable

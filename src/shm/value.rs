@@ -237,6 +237,7 @@ impl<T: ShmSafe> Value<T> {
         })
     }
 
+    #[inline]
     fn ptr(&self) -> *mut T {
         self.shm.tail().0.cast()
     }
@@ -280,6 +281,7 @@ impl<T: ShmSafe> Value<T> {
         self.guard(self.lock.acquire())
     }
 
+    #[inline]
     fn guard<'a>(&'a self, acquired: LockResult<LockGuard<'a>>) -> LockResult<ValueGuard<'a, T>> {
         let wrap = |guard| ValueGuard {
             _guard: guard,
