@@ -994,3 +994,78 @@ fn x12_terminate_workers_fails_pending_futures() {
         .iter()
         .all(|&p| !pid_alive(p))));
 }
+
+#[test]
+fn task_timeout_too_large_to_add_is_no_timeout() {
+    // `Duration::MAX` overflowed `Instant + timeout` on the supervisor thread,
+    // which then panicked and left every result waiting forever.
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let r = pool.apply_async(sleep_ms, (50,)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(r.get()).unwrap());
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    assert!(matches!(got, Ok(Ok(50))), "{got:?}");
+    assert_eq!(
+        pool.map(sqr, 0..10).unwrap(),
+        (0..10).map(sqr).collect::<Vec<_>>()
+    );
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// A result whose `Deserialize` panics: decoding it panics in the pool's
+/// supervisor thread.
+#[derive(Debug)]
+struct PanicsWhenDecoded;
+
+impl Serialize for PanicsWhenDecoded {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("decoding this result panics")
+    }
+}
+
+fn make_panicking_result() -> PanicsWhenDecoded {
+    PanicsWhenDecoded
+}
+
+#[test]
+fn supervisor_panic_fails_pending_and_later_results() {
+    let pool = Pool::new(1).unwrap();
+    let slow = pool.apply_async(sleep_ms, (300,)).unwrap();
+    let boom = pool.apply_async(make_panicking_result, ()).unwrap();
+    let queued = pool.apply_async(sqr, (3,)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let b = boom.get().map(|_| ());
+        let q = queued.get();
+        tx.send((b, q)).unwrap();
+    });
+    let (b, q) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("results still pending after the supervisor died");
+    for r in [b, q.map(|_| ())] {
+        match r {
+            Err(Error::PoolBroken(why)) => assert!(why.contains("supervisor"), "{why}"),
+            other => panic!("expected PoolBroken, got {other:?}"),
+        }
+    }
+    // The task that ran before the panic was delivered normally.
+    assert_eq!(slow.get().unwrap(), 300);
+    assert!(matches!(
+        pool.apply_async(sqr, (1,)),
+        Err(Error::PoolBroken(_))
+    ));
+    assert!(matches!(pool.map(sqr, 0..3), Err(Error::PoolBroken(_))));
+    pool.close();
+    pool.join().unwrap();
+}

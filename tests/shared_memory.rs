@@ -80,12 +80,14 @@ fn v02_get_lock_and_get_obj() {
     let y = Value::with_lock(4u64, shared.clone()).unwrap();
     assert!(x.get_lock().same_as(y.get_lock()));
     {
-        let _g = x.lock().unwrap();
+        let mut g = x.lock().unwrap();
         assert!(shared.is_locked() && y.get_lock().is_locked());
-        // The raw object reads without the lock.
-        assert_eq!(y.get_obj().get(), 4);
+        // The object is reached through the guard (Python's `get_obj()`
+        // under `with get_lock()`).
+        *g.get_obj() += 10;
     }
     assert!(!shared.is_locked());
+    assert_eq!((x.get(), y.get()), (13, 4));
 }
 
 fn negate(a: Array<i32>) {
@@ -578,4 +580,125 @@ fn sm08_shareable_list_travels() {
     a.send(&sl).unwrap();
     assert!(b.recv::<ShareableList>().is_err());
     assert!(!in_dev_shm(sl.shm().name()));
+}
+
+// ------------------------------------- soundness of locked and raw memory
+
+#[test]
+fn locked_memory_cannot_be_received_as_raw() {
+    // A `Value`/`Array` hands out `&mut` under its lock, so its memory must
+    // not be reachable without the lock: a locked one received as a raw one
+    // (which reads and writes without the lock) is refused, and a raw one
+    // cannot pose as a locked one either.
+    let (a, b) = Pipe::new().unwrap();
+    let v = Value::new(7u64).unwrap();
+    a.send(&v).unwrap();
+    assert!(b.recv::<RawValue<u64>>().is_err());
+    a.send(&(RawValue::new(7u64).unwrap(), Lock::new().unwrap()))
+        .unwrap();
+    assert!(b.recv::<Value<u64>>().is_err());
+    let arr = Array::<u32>::new(4).unwrap();
+    a.send(&arr).unwrap();
+    assert!(b.recv::<RawArray<u32>>().is_err());
+    a.send(&(RawArray::<u32>::new(4).unwrap(), Lock::new().unwrap()))
+        .unwrap();
+    assert!(b.recv::<Array<u32>>().is_err());
+    // The right types still travel.
+    a.send(&v).unwrap();
+    assert_eq!(b.recv::<Value<u64>>().unwrap().get(), 7);
+    a.send(&arr).unwrap();
+    assert_eq!(b.recv::<Array<u32>>().unwrap().to_vec(), [0; 4]);
+}
+
+fn count_locked(v: Value<u64>, a: Array<u64>, n: u64) {
+    for i in 0..n {
+        *v.lock().unwrap() += 1;
+        a.lock().unwrap()[(i % 3) as usize] += 1;
+    }
+}
+
+#[test]
+fn locked_counter_increments_from_four_processes_sum_exactly() {
+    let n = 5_000;
+    let v = Value::new(0u64).unwrap();
+    let a = Array::<u64>::new(3).unwrap();
+    let mut ps: Vec<_> = (0..4)
+        .map(|_| Process::new(count_locked, (v.clone(), a.clone(), n)))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        assert!(p.join_timeout(LONG).unwrap(), "child did not finish");
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    assert_eq!(v.get(), 4 * n);
+    assert_eq!(a.to_vec().iter().sum::<u64>(), 4 * n);
+}
+
+/// Writes byte `k + 4 * round` into every element `i` with `i % 4 == k`,
+/// one element at a time, then raises the shared value to `k`.
+fn raw_writer(a: RawArray<u8>, v: RawValue<u64>, k: usize, rounds: u8) -> u64 {
+    let len = a.len();
+    for r in 0..rounds {
+        let b = k as u8 + 4 * r;
+        for i in (k..len).step_by(4) {
+            a.set(i, b).unwrap();
+        }
+        assert_eq!(a.get(k), Some(b));
+    }
+    // The value is written by all, racing (any of their values will do).
+    v.set(v.get().max(k as u64));
+    v.get()
+}
+
+fn bulk_writer(a: RawArray<u16>, k: usize, rounds: u16) {
+    let q = a.len() / 4;
+    let mine = vec![k as u16 + 1; q];
+    let mut back = vec![0u16; q];
+    for _ in 0..rounds {
+        a.write_at(k * q, &mine).unwrap();
+        a.read_at(k * q, &mut back).unwrap();
+        assert_eq!(back, mine);
+    }
+}
+
+#[test]
+fn raw_get_set_and_bulk_from_several_processes() {
+    // Neighbouring bytes share machine words: each process writes every
+    // fourth byte, so every word is written by all four at once, and no
+    // write may lose a neighbour's byte.
+    let a = RawArray::<u8>::new(1003).unwrap();
+    let v = RawValue::new(0u64).unwrap();
+    let mut ps: Vec<_> = (0..4)
+        .map(|k| Process::new(raw_writer, (a.clone(), v.clone(), k, 50)))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        assert!(p.join_timeout(LONG).unwrap(), "child did not finish");
+        assert!(p.take_result().unwrap() <= 3);
+    }
+    let got = a.to_vec();
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(*b as usize, i % 4 + 4 * 49, "byte {i}");
+    }
+    // Quarters that start and end inside words (odd element counts).
+    let b = RawArray::<u16>::new(4 * 257).unwrap();
+    let mut ps: Vec<_> = (0..4)
+        .map(|k| Process::new(bulk_writer, (b.clone(), k, 200)))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        assert!(p.join_timeout(LONG).unwrap(), "child did not finish");
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    let want: Vec<u16> = (0..4 * 257).map(|i| (i / 257) as u16 + 1).collect();
+    assert_eq!(b.to_vec(), want);
+    let mut mid = [0u16; 5];
+    b.read_at(255, &mut mid).unwrap();
+    assert_eq!(mid, [1, 1, 2, 2, 2]);
 }

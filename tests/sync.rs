@@ -184,8 +184,8 @@ fn lock_with_timeouts_and_blocking_waiters() {
             thread::spawn(move || {
                 let mut done = 0u64;
                 for _ in 0..2_000 {
-                    if let Ok(_g) = v.get_lock().acquire_timeout(Duration::from_micros(50)) {
-                        v.get_obj().set(v.get_obj().get() + 1);
+                    if let Ok(mut g) = v.lock_timeout(Duration::from_micros(50)) {
+                        *g.get_obj() += 1;
                         done += 1;
                     }
                 }
@@ -873,4 +873,30 @@ fn works_under_fork_start_method() {
     let v = Value::new(0u64).unwrap();
     let p = start(Process::new(fork_child_locks, (lock.clone(), v.clone())));
     assert_eq!(finish(p), 2000);
+}
+
+#[test]
+fn release_refuses_a_hold_by_a_live_guard() {
+    // `Value::lock` hands out `&mut T`; if anybody could release the lock
+    // under the guard, another process could then write the value at the
+    // same time (a data race from safe code).
+    let v = Value::new(0u64).unwrap();
+    let mut g = v.lock().unwrap();
+    assert!(matches!(v.get_lock().release(), Err(Error::State(_))));
+    assert!(v.get_lock().is_locked());
+    *g += 1;
+    drop(g);
+    // A leaked hold is still Python's release(), from any process.
+    v.get_lock().acquire().unwrap().leak();
+    let l = v.get_lock().clone();
+    let mut p = Process::new(release_it, (l,));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert!(p.take_result().unwrap());
+    assert!(!v.get_lock().is_locked());
+    assert_eq!(v.get(), 1);
+}
+
+fn release_it(l: Lock) -> bool {
+    l.release().is_ok()
 }

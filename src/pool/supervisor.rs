@@ -20,6 +20,7 @@ use crate::shm::RawArray;
 use crate::sys;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -159,7 +160,30 @@ impl Supervisor {
         *self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
     }
 
+    /// Runs the pool until it is closed and drained or terminated. If the
+    /// supervisor panics (a result type whose `Deserialize` panics, say),
+    /// the pool is broken instead of left hanging: every pending and later
+    /// result fails with [`Error::PoolBroken`] saying the supervisor died,
+    /// the workers are killed, and `join` returns.
     pub(crate) fn run(mut self) {
+        let run = panic::catch_unwind(AssertUnwindSafe(|| self.run_loop()));
+        let Err(payload) = run else { return };
+        let why = format!(
+            "the pool's supervisor thread panicked ({}); the pool cannot run tasks any more",
+            panic_text(&*payload)
+        );
+        log::error!("{why}");
+        let cleanup = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.break_pool(why);
+            self.shared.lock().finished = true;
+        }));
+        if cleanup.is_err() {
+            log::error!("the pool's supervisor panicked again while failing its tasks");
+            self.shared.lock().finished = true;
+        }
+    }
+
+    fn run_loop(&mut self) {
         self.publish_pids();
         loop {
             match self.dispatch() {
@@ -270,7 +294,8 @@ impl Supervisor {
             self.workers
                 .iter()
                 .filter(|w| !w.outstanding.is_empty() && w.killed_for.is_none())
-                .map(|w| w.head_since + t)
+                // A timeout too large to add to an instant is no timeout.
+                .filter_map(|w| w.head_since.checked_add(t))
                 .min()
         });
         let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
@@ -312,7 +337,8 @@ impl Supervisor {
         if let Some(t) = timeout {
             let now = Instant::now();
             for w in &mut self.workers {
-                if w.killed_for.is_none() && !w.outstanding.is_empty() && now >= w.head_since + t {
+                let due = w.head_since.checked_add(t).is_some_and(|d| now >= d);
+                if w.killed_for.is_none() && !w.outstanding.is_empty() && due {
                     w.killed_for = Some(w.outstanding[0].id);
                     let _ = w.proc.kill();
                 }
@@ -341,8 +367,11 @@ impl Supervisor {
                     init_failed = Some(String::from_utf8_lossy(body).into_owned());
                     return Ok(());
                 }
+                // The job leaves `outstanding` only once delivered: if the
+                // delivery panics, the supervisor's guard (in `run`) still
+                // finds it there and fails it.
                 let job = match outstanding.front() {
-                    Some(j) if j.id == id => outstanding.pop_front().expect("front exists"),
+                    Some(j) if j.id == id => j,
                     _ => return Err(Error::BadFrame(format!("unexpected result for task {id}"))),
                 };
                 let now = Instant::now();
@@ -360,7 +389,6 @@ impl Supervisor {
                     1
                 };
                 *head_since = now;
-                *inflight_bytes -= job.payload.len();
                 let outcome = match status {
                     worker::OK => Ok((body, fds)),
                     worker::PANIC => Err(match codec::decode::<RemotePanic>(body, fds) {
@@ -372,6 +400,8 @@ impl Supervisor {
                     _ => Err(Error::Bootstrap(text(body))),
                 };
                 job.sink.deliver(job.index, outcome);
+                let job = outstanding.pop_front().expect("front exists");
+                *inflight_bytes -= job.payload.len();
                 Ok(())
             });
             if let Some(why) = init_failed {
@@ -496,7 +526,7 @@ impl Supervisor {
     }
 
     /// Closed and drained: ask every worker to exit and wait for them.
-    fn stop_all(mut self) {
+    fn stop_all(&mut self) {
         for w in &self.workers {
             let _ = w.conn.send_parts(&[&[worker::STOP]], &[]);
         }
@@ -511,7 +541,7 @@ impl Supervisor {
     }
 
     /// Terminated: kill every worker, fail every task.
-    fn terminate_all(mut self) {
+    fn terminate_all(&mut self) {
         for w in &self.workers {
             let _ = w.proc.terminate();
         }
@@ -530,6 +560,17 @@ impl Supervisor {
         }
         self.publish_pids();
         self.shared.lock().finished = true;
+    }
+}
+
+/// The message of a panic payload, as far as it is text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a non-text payload"
     }
 }
 

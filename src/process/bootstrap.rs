@@ -310,6 +310,20 @@ pub(crate) fn forget_parent_channel_after_fork() {
     }
 }
 
+/// Held by a freshly forked child from `fork` returning until it leaves
+/// through `_exit`: if anything panics before the target's own
+/// `catch_unwind` (or a panic escapes it), dropping this while unwinding
+/// aborts the child instead of unwinding into the parent's frames that
+/// the fork copied (std's own fork path does the same). It is never
+/// dropped otherwise: the paths that hold it end in `_exit`.
+pub(crate) struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        std::process::abort();
+    }
+}
+
 /// Ends a child: join its own children, flush stdio, `_exit`.
 ///
 /// A child made by exec (spawn) or by the fork server leaves through

@@ -274,6 +274,9 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
 }
 
 fn become_forked_child(req: Vec<OwnedFd>) -> ! {
+    // A panic from here on must not unwind into the server's frames copied
+    // into this child: it aborts (`child_main` never returns).
+    let _abort = super::bootstrap::AbortOnUnwind;
     // Lay out the child's descriptors: the caller's stdio on 0..2 and the
     // channel on 3; close everything else the server holds.
     let raw: Vec<i32> = req.iter().map(|f| f.as_raw_fd()).collect();

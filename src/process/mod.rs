@@ -782,9 +782,18 @@ fn fork_now(
     there: OwnedFd,
     job: Job,
 ) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
-    let threads = sys::thread_count();
-    if threads > 1 {
-        return Err((Some(job), Error::ForkWithThreads { threads }));
+    // Fail closed: a process that cannot tell its thread count may have
+    // other threads, so it does not fork.
+    match sys::thread_count() {
+        Ok(1) => {}
+        Ok(threads) => return Err((Some(job), Error::ForkWithThreads { threads })),
+        Err(e) => {
+            let why = format!(
+                "refusing to fork: cannot tell whether this process has other threads \
+                 (/proc/self/task: {e}); use the forkserver or spawn start method"
+            );
+            return Err((Some(job), Error::Io(std::io::Error::new(e.kind(), why))));
+        }
     }
     // SAFETY: the process has one thread (checked just above, and nothing
     // in this function starts one), so the child may run arbitrary code.
@@ -792,6 +801,9 @@ fn fork_now(
     let forked = unsafe { sys::fork() };
     match forked {
         Ok(sys::Fork::Child) => {
+            // A panic from here on must not unwind into the parent's frames
+            // copied into this child: it aborts (`child_main` never returns).
+            let _abort = bootstrap::AbortOnUnwind;
             bootstrap::forget_parent_channel_after_fork();
             let body = match job {
                 Job::Closure(body) => Some(body),

@@ -2,8 +2,10 @@
 //! shared memory.
 #![allow(unsafe_code)]
 
-use super::pod::{ShmSafe, type_tag};
+use super::atomic;
+use super::pod::{ShmSafe, locked_tag, type_tag};
 use super::segment::{Shared, ShmLayout};
+use super::value::LockedSegment;
 use crate::error::{Error, Result};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,8 +36,12 @@ fn out_of_range(what: &str, end: usize, len: usize) -> Error {
 /// A fixed-length array of `T` in shared memory, without a lock (Python's
 /// `RawArray`).
 ///
-/// Element access and bulk copies are safe but not synchronized: use an
-/// [`Array`] (or your own [`Lock`]) when several processes write.
+/// Element access and bulk copies are safe but not synchronized: they use
+/// relaxed atomic accesses of whole machine words, so they are sound
+/// whatever other processes do at the same time, but a copy racing with a
+/// writer may see some elements (or the words of one element wider than 8
+/// bytes) old and others new. Use an [`Array`] (or your own [`Lock`]) when
+/// several processes write.
 ///
 /// # Examples
 /// ```
@@ -76,11 +82,15 @@ impl<T: ShmSafe> RawArray<T> {
     /// [`Error::InvalidArgument`] when the size overflows; otherwise when
     /// the shared memory cannot be created or mapped.
     pub fn new(len: usize) -> Result<Self> {
+        RawArray::create(len, type_tag::<T>())
+    }
+
+    fn create(len: usize, tag: u64) -> Result<Self> {
         const { assert!(std::mem::align_of::<T>() <= 64) };
         let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
             Error::InvalidArgument(format!("an array of {len} elements is too large"))
         })?;
-        let shm = Shared::create(bytes, type_tag::<T>(), |s: &ArrayState| {
+        let shm = Shared::create(bytes, tag, |s: &ArrayState| {
             s.len.store(len as u64, Ordering::Relaxed)
         })?;
         Ok(RawArray {
@@ -112,7 +122,9 @@ impl<T: ShmSafe> RawArray<T> {
 
     /// The first element in this process's mapping. Valid for `len()`
     /// elements as long as `self` (or a clone) lives; other processes may
-    /// write them at any time.
+    /// write them at any time, so any access through the pointer must be
+    /// atomic (this type uses relaxed `AtomicU64` accesses of the aligned
+    /// words that hold the elements).
     pub fn as_ptr(&self) -> *mut T {
         self.shm.tail().0.cast()
     }
@@ -137,9 +149,24 @@ impl<T: ShmSafe> RawArray<T> {
 
     /// Element `i`, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: `i < len`, and the tail holds `len` elements (checked at
-        // creation and receipt), aligned; every bit pattern is a valid `T`.
-        (i < self.len).then(|| unsafe { self.as_ptr().add(i).read_volatile() })
+        if i >= self.len {
+            return None;
+        }
+        let mut v = std::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: element `i` is inside the tail (checked at creation and
+        // receipt) of a page-granular mapping that lives as long as `self`,
+        // and every process touches a `RawArray`'s memory only through
+        // `atomic` (an `Array` has a segment of its own, refused here by its
+        // type tag). `v` is a local.
+        unsafe {
+            atomic::load(
+                self.as_ptr().add(i).cast(),
+                v.as_mut_ptr().cast(),
+                std::mem::size_of::<T>(),
+            );
+        }
+        // SAFETY: every byte was written; every bit pattern is a valid `T`.
+        Some(unsafe { v.assume_init() })
     }
 
     /// Writes element `i`.
@@ -147,12 +174,7 @@ impl<T: ShmSafe> RawArray<T> {
     /// # Errors
     /// [`Error::InvalidArgument`] past the end.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
-        if i >= self.len {
-            return Err(out_of_range("index", i, self.len));
-        }
-        // SAFETY: as in `get`; `T` has no drop glue.
-        unsafe { self.as_ptr().add(i).write_volatile(value) };
-        Ok(())
+        self.write_at(i, std::slice::from_ref(&value))
     }
 
     /// Copies `src` into the array starting at element `offset`.
@@ -164,11 +186,15 @@ impl<T: ShmSafe> RawArray<T> {
             .checked_add(src.len())
             .filter(|&e| e <= self.len)
             .ok_or_else(|| out_of_range("end", offset.saturating_add(src.len()), self.len))?;
-        // SAFETY: `offset + src.len() <= len` elements of the mapping are
-        // valid for writes; `src` is ordinary memory of this process, so
-        // the two cannot overlap.
+        // SAFETY: as in `get`, for the elements `offset..offset + src.len()`
+        // (inside the array, checked above); `src` is ordinary memory of
+        // this process, fully initialized (`ShmSafe` types have no padding).
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.as_ptr().add(offset), src.len());
+            atomic::store(
+                src.as_ptr().cast(),
+                self.as_ptr().add(offset).cast(),
+                std::mem::size_of_val(src),
+            );
         }
         Ok(())
     }
@@ -182,21 +208,30 @@ impl<T: ShmSafe> RawArray<T> {
             .checked_add(dst.len())
             .filter(|&e| e <= self.len)
             .ok_or_else(|| out_of_range("end", offset.saturating_add(dst.len()), self.len))?;
-        // SAFETY: the range is inside the array (checked above) and every
-        // bit pattern is a valid `T`; `dst` is ordinary memory.
+        // SAFETY: as in `write_at`, in the other direction; any bytes are a
+        // valid `T`.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), dst.as_mut_ptr(), dst.len());
+            atomic::load(
+                self.as_ptr().add(offset).cast(),
+                dst.as_mut_ptr().cast(),
+                std::mem::size_of_val(dst),
+            );
         }
         Ok(())
     }
 
     /// A copy of the whole array.
     pub fn to_vec(&self) -> Vec<T> {
-        let mut v = Vec::with_capacity(self.len);
-        // SAFETY: `len` valid elements are copied into the vector's
-        // capacity, then its length is set to match.
+        let mut v = Vec::<T>::with_capacity(self.len);
+        // SAFETY: as in `read_at` for the whole array, into the vector's
+        // capacity; then every element is initialized and the length is set
+        // to match.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr(), v.as_mut_ptr(), self.len);
+            atomic::load(
+                self.as_ptr().cast(),
+                v.as_mut_ptr().cast(),
+                self.len * std::mem::size_of::<T>(),
+            );
             v.set_len(self.len);
         }
         v
@@ -205,8 +240,8 @@ impl<T: ShmSafe> RawArray<T> {
     /// The elements as a slice.
     ///
     /// # Safety
-    /// No process may write the array while the slice lives (hold a lock
-    /// that every writer takes, or make sure writers are done).
+    /// No process or thread may write the array while the slice lives (hold
+    /// a lock that every writer takes, or make sure writers are done).
     pub unsafe fn as_slice(&self) -> &[T] {
         // SAFETY: valid, aligned, initialized memory of `len` elements; the
         // caller excludes concurrent writers.
@@ -264,7 +299,17 @@ impl<'de, T: ShmSafe> Deserialize<'de> for RawArray<T> {
 /// `Array`).
 ///
 /// [`lock`](Self::lock) gives the whole array as a `[T]` slice while the
-/// lock is held: index it, slice it, `copy_from_slice` into it.
+/// lock is held: index it, slice it, `copy_from_slice` into it. The memory
+/// is reachable only with the lock held (Python's `get_obj()` is
+/// [`ArrayGuard::get_obj`] here), which is what makes the plain slice sound:
+///
+/// ```compile_fail
+/// let a = multiproc::Array::<u8>::new(4)?;
+/// let mut g = a.lock().unwrap();
+/// a.get_obj().set(0, 1)?; // no unlocked access to an `Array`
+/// g[0] += 1;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 ///
 /// # Examples
 /// ```
@@ -304,10 +349,7 @@ impl<T: ShmSafe> Array<T> {
     /// # Errors
     /// As [`RawArray::new`].
     pub fn new(len: usize) -> Result<Self> {
-        Ok(Array {
-            raw: RawArray::new(len)?,
-            lock: Lock::new()?,
-        })
+        Array::with_lock(len, Lock::new()?)
     }
 
     /// An array holding a copy of `values`, with its own lock.
@@ -315,10 +357,9 @@ impl<T: ShmSafe> Array<T> {
     /// # Errors
     /// As [`RawArray::new`].
     pub fn from_slice(values: &[T]) -> Result<Self> {
-        Ok(Array {
-            raw: RawArray::from_slice(values)?,
-            lock: Lock::new()?,
-        })
+        let a = Array::new(values.len())?;
+        a.lock().unwrap_or_else(recover).copy_from_slice(values);
+        Ok(a)
     }
 
     /// A zero-filled array guarded by an existing `lock`.
@@ -335,8 +376,11 @@ impl<T: ShmSafe> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_lock(len: usize, lock: Lock) -> Result<Self> {
+        // The raw array is private: its memory is only touched with the
+        // lock held (see `ArrayGuard`), and its tag is not the one of a
+        // `RawArray`, so it cannot be received as one.
         Ok(Array {
-            raw: RawArray::new(len)?,
+            raw: RawArray::create(len, locked_tag::<T>())?,
             lock,
         })
     }
@@ -364,22 +408,13 @@ impl<T: ShmSafe> Array<T> {
         self.raw.prefault()
     }
 
-    /// The array without its lock (Python's `get_obj()`).
-    pub fn get_obj(&self) -> &RawArray<T> {
-        &self.raw
-    }
-
-    fn locked(&self) -> LockGuard<'_> {
-        self.lock.acquire().unwrap_or_else(|e| match e {
-            LockError::OwnerDied(g) => g,
-            _ => unreachable!("a blocking acquire neither times out nor would block"),
-        })
+    fn locked(&self) -> ArrayGuard<'_, T> {
+        self.lock().unwrap_or_else(recover)
     }
 
     /// Element `i` read under the lock, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<T> {
-        let _g = self.locked();
-        self.raw.get(i)
+        self.locked().get(i).copied()
     }
 
     /// Writes element `i` under the lock.
@@ -387,14 +422,15 @@ impl<T: ShmSafe> Array<T> {
     /// # Errors
     /// [`Error::InvalidArgument`] past the end.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
-        let _g = self.locked();
-        self.raw.set(i, value)
+        let len = self.len();
+        let mut g = self.locked();
+        *g.get_mut(i).ok_or_else(|| out_of_range("index", i, len))? = value;
+        Ok(())
     }
 
     /// A copy of the whole array, taken under the lock.
     pub fn to_vec(&self) -> Vec<T> {
-        let _g = self.locked();
-        self.raw.to_vec()
+        self.locked().to_vec()
     }
 
     /// Takes the lock and gives the array as a slice until the guard drops.
@@ -411,19 +447,57 @@ impl<T: ShmSafe> Array<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        self.guard(self.lock.acquire())
+    }
+
+    #[inline]
+    fn guard<'a>(&'a self, acquired: LockResult<LockGuard<'a>>) -> LockResult<ArrayGuard<'a, T>> {
         let wrap = |guard| ArrayGuard {
-            // SAFETY: the lock is held, so (as long as every writer takes
-            // it) nobody else touches the elements while the guard lives;
-            // the memory stays mapped as long as `self`.
+            // SAFETY: the lock is held, and an `Array`'s memory is reachable
+            // only with it held (its `RawArray` is private and its segment
+            // cannot be received as a `RawArray`), and a hold by a guard
+            // cannot be released by anybody else (`Lock::release` releases
+            // leaked holds only): nobody else touches the elements while the
+            // guard lives. The memory stays mapped as long as `self`.
             slice: unsafe { self.raw.as_mut_slice() },
             _guard: guard,
         };
-        match self.lock.acquire() {
+        match acquired {
             Ok(g) => Ok(wrap(g)),
             Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(wrap(g))),
             Err(LockError::WouldBlock) => Err(LockError::WouldBlock),
             Err(LockError::Timeout) => Err(LockError::Timeout),
         }
+    }
+
+    /// As [`lock`](Self::lock), waiting at most `timeout` (Python's
+    /// `get_lock().acquire(timeout=...)` followed by access to the value).
+    ///
+    /// # Errors
+    /// [`LockError::Timeout`] when the time ran out; otherwise as
+    /// [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::<u8>::new(2)?;
+    /// let g = a.lock().unwrap();
+    /// assert!(a.lock_timeout(Duration::from_millis(10)).is_err());
+    /// drop(g);
+    /// a.lock_timeout(Duration::from_secs(1)).unwrap()[1] = 7;
+    /// assert_eq!(a.to_vec(), [0, 7]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: std::time::Duration) -> LockResult<ArrayGuard<'_, T>> {
+        self.guard(self.lock.acquire_timeout(timeout))
+    }
+}
+
+fn recover<G>(e: LockError<G>) -> G {
+    match e {
+        LockError::OwnerDied(g) => g,
+        // `acquire` waits forever: it reports nothing else.
+        _ => unreachable!("a blocking acquire neither times out nor would block"),
     }
 }
 
@@ -441,7 +515,9 @@ impl<T: ShmSafe> Serialize for Array<T> {
 
 impl<'de, T: ShmSafe> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (raw, lock) = Deserialize::deserialize(d)?;
+        let (LockedSegment(shm, ..), lock): (LockedSegment<ArrayState, T>, Lock) =
+            Deserialize::deserialize(d)?;
+        let raw = RawArray::check(shm).map_err(serde::de::Error::custom)?;
         Ok(Array { raw, lock })
     }
 }
@@ -450,6 +526,22 @@ impl<'de, T: ShmSafe> Deserialize<'de> for Array<T> {
 pub struct ArrayGuard<'a, T: ShmSafe> {
     slice: &'a mut [T],
     _guard: LockGuard<'a>,
+}
+
+impl<T: ShmSafe> ArrayGuard<'_, T> {
+    /// The elements (Python's `get_obj()`, which needs the lock held to be
+    /// used safely; the guard derefs to the same slice).
+    ///
+    /// # Examples
+    /// ```
+    /// let a = multiproc::Array::<u16>::new(3)?;
+    /// a.lock().unwrap().get_obj().copy_from_slice(&[1, 2, 3]);
+    /// assert_eq!(a.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_obj(&mut self) -> &mut [T] {
+        self.slice
+    }
 }
 
 impl<T: ShmSafe> Deref for ArrayGuard<'_, T> {

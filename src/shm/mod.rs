@@ -16,6 +16,7 @@
 //! pipe is gone, including a creator killed by `SIGKILL`.
 
 mod array;
+mod atomic;
 mod pod;
 pub(crate) mod segment;
 mod shareable_list;

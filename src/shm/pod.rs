@@ -69,3 +69,11 @@ pub(crate) fn type_tag<T>() -> u64 {
     }
     h ^ ((std::mem::size_of::<T>() as u64) << 48) ^ ((std::mem::align_of::<T>() as u64) << 40)
 }
+
+/// The tag of the segment behind a locked `Value` or `Array` of `T`: not
+/// the tag of the `Raw` form, so that a locked one (whose memory is read
+/// and written plainly under its lock) can never be received as a `Raw` one
+/// (which reads and writes without the lock).
+pub(crate) fn locked_tag<T>() -> u64 {
+    type_tag::<T>() ^ 0x4c4f_434b_4544_0000 // "LOCKED"
+}

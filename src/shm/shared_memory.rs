@@ -2,6 +2,7 @@
 //! `multiprocessing.shared_memory.SharedMemory`).
 #![allow(unsafe_code)]
 
+use super::atomic;
 use super::tracker;
 use crate::codec::Handle;
 use crate::error::{Error, Result};
@@ -59,6 +60,11 @@ pub(crate) fn unlink_name(name: &str) -> Result<()> {
 /// one (with a warning on stderr) and hands it every name this process
 /// created and has not unlinked.
 /// Dropping or [`close`](Self::close)-ing only unmaps it here, as in Python.
+///
+/// [`write_at`](Self::write_at), [`read_at`](Self::read_at) and
+/// [`to_vec`](Self::to_vec) are sound while other processes use the block
+/// (they use relaxed atomic accesses of whole words) but not synchronized:
+/// a copy racing with a writer may see some bytes old and others new.
 ///
 /// For memory shared only between related processes, [`RawArray`](crate::RawArray)
 /// needs no name at all.
@@ -224,11 +230,13 @@ impl SharedMemory {
     /// [`Error::InvalidArgument`] when the range passes the end.
     pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.range(offset, bytes.len())?;
-        // SAFETY: the range lies inside the mapping (checked); `bytes` is
-        // ordinary memory of this process and cannot overlap it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.as_ptr().add(offset), bytes.len())
-        };
+        // SAFETY: the range lies inside the mapping (checked), which is
+        // made of whole pages and lives as long as `self`; other processes
+        // may write the block at any time, so it is only touched through
+        // `atomic` (or, unsafely, through `as_slice`/`as_mut_slice`, whose
+        // callers exclude writers). `bytes` is ordinary memory of this
+        // process and cannot overlap it.
+        unsafe { atomic::store(bytes.as_ptr(), self.as_ptr().add(offset), bytes.len()) };
         Ok(())
     }
 
@@ -239,17 +247,16 @@ impl SharedMemory {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.range(offset, buf.len())?;
         // SAFETY: as in `write_at`, in the other direction.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        unsafe { atomic::load(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     /// A copy of the whole block.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0u8; self.size];
-        // SAFETY: `v` holds exactly `size` bytes, the mapping too.
-        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), v.as_mut_ptr(), self.size) };
+        // SAFETY: `v` holds exactly `size` bytes, the mapping too; as in
+        // `read_at`.
+        unsafe { atomic::load(self.as_ptr(), v.as_mut_ptr(), self.size) };
         v
     }
 

@@ -331,22 +331,35 @@ impl fmt::Debug for Barrier {
     }
 }
 
-/// Authenticates an action's offset: SipHash-2-4 keyed with the process
-/// family's authkey, over the offset and this build's identity.
-fn action_tag(offset: u64) -> u64 {
-    use std::hash::Hasher;
-    let key = crate::current_process().authkey().to_vec();
-    let mut k = [0u8; 16];
-    for (i, b) in key.iter().enumerate() {
-        k[i % 16] ^= *b;
-    }
-    let k0 = u64::from_le_bytes(k[..8].try_into().unwrap_or_default());
-    let k1 = u64::from_le_bytes(k[8..].try_into().unwrap_or_default());
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
-    h.write_u64(offset);
-    h.write_u64(bootstrap::build_identity());
-    h.finish()
+/// What authenticates an action's offset: HMAC-SHA256 keyed with the
+/// process family's authkey (random, shared by the family only), over a
+/// domain label, the offset and this build's identity.
+type ActionMac = hmac::Hmac<sha2::Sha256>;
+
+fn action_mac(offset: u64) -> ActionMac {
+    use hmac::{KeyInit, Mac};
+    let me = crate::current_process();
+    // HMAC takes keys of any length; the error arm cannot happen.
+    let mut m =
+        <ActionMac as KeyInit>::new_from_slice(me.authkey()).expect("HMAC accepts any key length");
+    m.update(b"multiproc barrier action\0");
+    m.update(&offset.to_le_bytes());
+    m.update(&bootstrap::build_identity().to_le_bytes());
+    m
+}
+
+/// The tag of an action's offset.
+fn action_tag(offset: u64) -> [u8; 32] {
+    use hmac::Mac;
+    let mut t = [0u8; 32];
+    t.copy_from_slice(&action_mac(offset).finalize().into_bytes());
+    t
+}
+
+/// Whether `tag` is the tag of `offset` (compared in constant time).
+fn action_tag_ok(offset: u64, tag: &[u8]) -> bool {
+    use hmac::Mac;
+    action_mac(offset).verify_slice(tag).is_ok()
 }
 
 impl Serialize for Barrier {
@@ -361,12 +374,12 @@ impl Serialize for Barrier {
 
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (shm, action): (Shared<BarrierState>, Option<(u64, u64)>) =
+        let (shm, action): (Shared<BarrierState>, Option<(u64, [u8; 32])>) =
             Deserialize::deserialize(d)?;
         let action = match action {
             None => None,
             Some((off, tag)) => {
-                if action_tag(off) != tag {
+                if !action_tag_ok(off, &tag) {
                     return Err(serde::de::Error::custom(
                         "barrier action does not come from this program's process family",
                     ));
@@ -381,5 +394,31 @@ impl<'de> Deserialize<'de> for Barrier {
             }
         };
         Ok(Barrier { shm, action })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_offsets_are_authenticated_with_hmac_sha256() {
+        use hmac::{KeyInit, Mac};
+        let off = 0x1234_5678u64;
+        let tag = action_tag(off);
+        let me = crate::current_process();
+        let mut m = <ActionMac as KeyInit>::new_from_slice(me.authkey()).expect("any key length");
+        m.update(b"multiproc barrier action\0");
+        m.update(&off.to_le_bytes());
+        m.update(&bootstrap::build_identity().to_le_bytes());
+        assert_eq!(tag[..], m.finalize().into_bytes()[..]);
+        assert!(action_tag_ok(off, &tag));
+        // A tampered offset, or a tampered or shortened tag, is refused.
+        assert!(!action_tag_ok(off + 1, &tag));
+        assert!(!action_tag_ok(off ^ (1 << 40), &tag));
+        let mut bad = tag;
+        bad[31] ^= 1;
+        assert!(!action_tag_ok(off, &bad));
+        assert!(!action_tag_ok(off, &tag[..16]));
     }
 }

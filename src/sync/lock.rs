@@ -8,12 +8,18 @@ use crate::shm::segment::{Shared, ShmLayout};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct LockState {
     pub(crate) raw: RawLock,
+    /// The holder that gave up its guard with [`LockGuard::leak`] (its
+    /// owner word), or 0: only such a hold may be ended by
+    /// [`Lock::release`]. A hold by a live guard cannot be released under
+    /// it, which is what lets `Value`/`Array` guards hand out `&mut`.
+    leaked: AtomicU64,
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
@@ -216,7 +222,9 @@ impl Lock {
     /// any process may call on a `Lock`).
     ///
     /// # Errors
-    /// [`Error::State`] when the lock is not held.
+    /// [`Error::State`] when the lock is not held, or is held by a guard
+    /// that was not leaked (releasing it would break the guard's
+    /// exclusivity, on which [`Value::lock`](crate::Value::lock) relies).
     ///
     /// # Examples
     /// ```
@@ -225,13 +233,31 @@ impl Lock {
     /// assert!(lock.is_locked());
     /// lock.release()?;
     /// assert!(lock.release().is_err());
+    /// let _g = lock.acquire().unwrap();
+    /// assert!(lock.release().is_err()); // held by a guard
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn release(&self) -> Result<()> {
-        if !self.raw().is_locked() {
+        let owner = self.raw().owner();
+        if owner == 0 {
             return Err(Error::State("release of an unlocked lock"));
         }
-        self.raw().unlock();
+        // Claim the leaked hold (only one releaser can), then end it if its
+        // holder still holds it (it may have died and been taken over by a
+        // guard in the meantime).
+        let st = self.shm.get();
+        if st
+            .leaked
+            .compare_exchange(owner, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::State(
+                "release of a lock held by a guard (only a leaked hold can be released)",
+            ));
+        }
+        if !self.raw().unlock_if_owner(owner) {
+            return Err(Error::State("release of an unlocked lock"));
+        }
         Ok(())
     }
 
@@ -291,6 +317,8 @@ impl LockGuard<'_> {
     /// Keeps the lock held without a guard; release it later with
     /// [`Lock::release`] (from this or another process).
     pub fn leak(self) {
+        let st = self.lock.shm.get();
+        st.leaked.store(st.raw.owner(), Ordering::Relaxed);
         std::mem::forget(self);
     }
 

@@ -265,4 +265,30 @@ impl RawLock {
     pub(crate) fn held_by_me(&self) -> bool {
         self.state.load(Ordering::Relaxed) & OWNER_MASK == me()
     }
+
+    /// The holder (as [`me`] gave it), or 0 when free.
+    pub(crate) fn owner(&self) -> u64 {
+        self.state.load(Ordering::Relaxed) & OWNER_MASK
+    }
+
+    /// Releases the lock if `owner` (as [`owner`](Self::owner) gave it)
+    /// still holds it.
+    pub(crate) fn unlock_if_owner(&self, owner: u64) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        while s != 0 && s & OWNER_MASK == owner {
+            match self
+                .state
+                .compare_exchange(s, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if s & WAITERS != 0 {
+                        self.wake_one();
+                    }
+                    return true;
+                }
+                Err(now) => s = now,
+            }
+        }
+        false
+    }
 }

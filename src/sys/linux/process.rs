@@ -192,11 +192,10 @@ pub(crate) fn name_after_program() {
     }
 }
 
-/// How many threads this process has (`/proc/self/task`).
-pub(crate) fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1)
+/// How many threads this process has (`/proc/self/task`); an error when
+/// that cannot be told (callers must then assume other threads exist).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    std::fs::read_dir("/proc/self/task")?.try_fold(0, |n, e| e.map(|_| n + 1))
 }
 
 /// Starts `/proc/self/exe` (this very binary, even if the file was replaced
