@@ -130,7 +130,7 @@ mod shm;
 mod sync;
 mod sys;
 
-pub use codec::{Handle, handle};
+pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
     Address, Client, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, Pipe,
     ToAddress, Waitable,
