@@ -612,7 +612,7 @@ fn deep_nesting_from_a_peer_is_a_decode_error() {
 fn decode_depth_is_configurable_per_connection() {
     let (a, b) = Pipe::new().unwrap();
     assert_eq!(b.max_decode_depth(), DEFAULT_MAX_DECODE_DEPTH);
-    assert!(DEFAULT_MAX_DECODE_DEPTH >= 128);
+    const { assert!(DEFAULT_MAX_DECODE_DEPTH >= 128) };
     // The default takes a value as deep as the default allows.
     let deepest = DEFAULT_MAX_DECODE_DEPTH as usize;
     a.send(&Nest { depth: deepest }).unwrap();

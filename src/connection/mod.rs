@@ -12,6 +12,18 @@
 //! length, or `-1` and an 8-byte big-endian length for messages over
 //! `0x7fff_ffff` bytes, then the payload. They carry no descriptors.
 //!
+//! Receives with a time limit (`recv_timeout`, `recv_deadline`,
+//! `recv_bytes_timeout`, `recv_bytes_deadline`) keep to it whatever the
+//! peer does, also when it stops in the middle of a message. The part of a
+//! message read by then is kept in the connection, and the next receive
+//! goes on from there: a timeout never loses data or the place in the
+//! stream. [`Connection::poll`] and [`wait`] keep to their timeouts too,
+//! also while another thread is receiving on the same end.
+//!
+//! Received values are decoded within a nesting limit
+//! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
+//! overflow the receiver's stack.
+//!
 //! [`wait`] waits on several connections, listeners and process sentinels at
 //! once (Python's `multiprocessing.connection.wait`).
 
