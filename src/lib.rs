@@ -104,8 +104,9 @@
 //!   and error and nothing else; handles they need come in their arguments.
 //! * Daemonic children die with their parent, even when it is killed with
 //!   SIGKILL; non-daemonic children are waited for at exit.
-//! * Corrupt, truncated or oversized messages are errors, never a crash, a
-//!   hang or an allocation of the claimed size.
+//! * Corrupt, truncated, oversized or too deeply nested messages are errors,
+//!   never a crash, a hang or an allocation of the claimed size (see
+//!   [`set_max_decode_depth`]).
 //! * A process that dies holding a [`Lock`] or [`RLock`] does not deadlock
 //!   the others: the next acquirer is told ([`LockError::OwnerDied`]) and
 //!   holds the lock.
@@ -130,7 +131,7 @@ mod shm;
 mod sync;
 mod sys;
 
-pub use codec::{Handle, handle};
+pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
     Address, Client, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, Pipe,
     ToAddress, Waitable,

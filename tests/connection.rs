@@ -4,6 +4,9 @@
 //! plus hostile-input tests of the frame decoder. Scenario ids (N01…) refer
 //! to `CPYTHON_SCENARIOS.md`.
 
+mod common;
+
+use common::{HOSTILE_DEPTH, Nest, nest_bytes};
 use multiproc::*;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -576,4 +579,226 @@ fn recv_bytes_into_large_messages() {
         }
         other => panic!("expected BufferTooShort, got {other:?}"),
     }
+}
+
+// ------------------------------------------------------------ nesting limit
+
+fn send_hostile_then_fine(conn: Connection) {
+    // Hand-built bytes, as a hostile peer writes them.
+    conn.send_bytes(&nest_bytes(HOSTILE_DEPTH)).unwrap();
+    conn.send(&Nest { depth: 3 }).unwrap();
+    // Wait for the parent to finish reading before closing.
+    let _ = conn.recv_bytes();
+}
+
+// A peer process sends a value nested 100,000 deep: the receiver gets a
+// decode error instead of overflowing its stack, and the connection goes on.
+#[test]
+fn deep_nesting_from_a_peer_is_a_decode_error() {
+    let (here, there) = Pipe::new().unwrap();
+    let mut p = Process::new(send_hostile_then_fine, (there,));
+    p.start().unwrap();
+    match here.recv::<Nest>() {
+        Err(Error::Decode(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(here.recv::<Nest>().unwrap(), Nest { depth: 3 });
+    here.send_bytes(b"done").unwrap();
+    p.join().unwrap();
+    p.take_result().unwrap();
+}
+
+#[test]
+fn decode_depth_is_configurable_per_connection() {
+    let (a, b) = Pipe::new().unwrap();
+    assert_eq!(b.max_decode_depth(), DEFAULT_MAX_DECODE_DEPTH);
+    const { assert!(DEFAULT_MAX_DECODE_DEPTH >= 128) };
+    // The default takes a value as deep as the default allows.
+    let deepest = DEFAULT_MAX_DECODE_DEPTH as usize;
+    a.send(&Nest { depth: deepest }).unwrap();
+    assert_eq!(b.recv::<Nest>().unwrap(), Nest { depth: deepest });
+    a.send(&Nest { depth: deepest + 1 }).unwrap();
+    assert!(matches!(b.recv::<Nest>(), Err(Error::Decode(_))));
+
+    b.set_max_decode_depth(10);
+    assert_eq!(b.max_decode_depth(), 10);
+    assert_eq!(b.try_clone().unwrap().max_decode_depth(), 10);
+    a.send(&Nest { depth: 10 }).unwrap();
+    assert_eq!(b.recv::<Nest>().unwrap(), Nest { depth: 10 });
+    a.send(&Nest { depth: 11 }).unwrap();
+    assert!(matches!(b.recv::<Nest>(), Err(Error::Decode(_))));
+    // Containers of every kind count: a struct in a Vec in a map.
+    a.send(&vec![vec![vec![vec![vec![vec![vec![vec![vec![vec![
+        vec![1u8],
+    ]]]]]]]]]])
+    .unwrap();
+    assert!(matches!(
+        b.recv::<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<u8>>>>>>>>>>>>(),
+        Err(Error::Decode(_))
+    ));
+    a.send(&7u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 7);
+
+    // A receiver at the limit does not need much stack: the default limit
+    // fits a thread with a small stack.
+    let (a, b) = Pipe::new().unwrap();
+    a.send(&Nest { depth: deepest }).unwrap();
+    a.send_bytes(&nest_bytes(HOSTILE_DEPTH)).unwrap();
+    std::thread::Builder::new()
+        .stack_size(512 << 10)
+        .spawn(move || {
+            assert_eq!(b.recv::<Nest>().unwrap(), Nest { depth: deepest });
+            assert!(matches!(b.recv::<Nest>(), Err(Error::Decode(_))));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+// ------------------------------------------------- deadlines in mid-frame
+
+/// Half a frame now, the rest later: `recv_timeout` gives up by its
+/// deadline and the next receive finishes the same message.
+fn half_then_rest(payload: &[u8], pause: Duration, check: impl FnOnce(&Connection)) {
+    let (mut raw, conn) = raw_pair();
+    let mut frame = header(payload.len() as u64, 0);
+    frame.extend_from_slice(payload);
+    let half = frame.len() / 2;
+    let (first, rest) = (frame[..half].to_vec(), frame[half..].to_vec());
+    let writer = std::thread::spawn(move || {
+        raw.write_all(&first).unwrap();
+        std::thread::sleep(pause);
+        raw.write_all(&rest).unwrap();
+        raw
+    });
+    let t = Instant::now();
+    match conn.recv_bytes_timeout(Duration::from_millis(300)) {
+        Err(Error::Timeout) => {}
+        other => panic!("expected a timeout, got {:?}", other.map(|v| v.len())),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A second timed receive in the middle of the same frame.
+    assert!(matches!(
+        conn.recv_timeout::<u8>(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    check(&conn);
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn recv_timeout_is_bounded_in_the_middle_of_a_frame() {
+    // A small frame (read into the connection's buffer).
+    let small: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let expected = small.clone();
+    half_then_rest(&small, Duration::from_secs(3), |conn| {
+        assert_eq!(conn.recv_bytes().unwrap(), expected);
+    });
+    // A large frame (read into its own vector), finished by a timed
+    // receive.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let expected = big.clone();
+    half_then_rest(&big, Duration::from_secs(3), |conn| {
+        assert_eq!(
+            conn.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+            expected
+        );
+    });
+    // A large frame finished into a caller's buffer.
+    let expected = big.clone();
+    half_then_rest(&big, Duration::from_secs(3), |conn| {
+        let mut buf = vec![0u8; expected.len()];
+        assert_eq!(conn.recv_bytes_into(&mut buf).unwrap(), expected.len());
+        assert_eq!(buf, expected);
+    });
+    // A typed value, finished by recv_deadline.
+    let value = (String::from("x").repeat(100_000), 7u64);
+    let bytes = {
+        let (a, b) = Pipe::new().unwrap();
+        let t = std::thread::spawn(move || a.send(&value).unwrap());
+        let bytes = b.recv_bytes().unwrap();
+        t.join().unwrap();
+        bytes
+    };
+    half_then_rest(&bytes, Duration::from_secs(3), |conn| {
+        let (s, n): (String, u64) = conn
+            .recv_deadline(Instant::now() + Duration::from_secs(30))
+            .unwrap();
+        assert_eq!((s.len(), n), (100_000, 7));
+    });
+}
+
+fn write_half_frame_then_rest(stream: Handle<UnixStream>, len: usize) {
+    let mut raw = stream.into_inner();
+    let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let mut frame = header(len as u64, 0);
+    frame.extend_from_slice(&payload);
+    raw.write_all(&frame[..frame.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    raw.write_all(&frame[frame.len() / 2..]).unwrap();
+}
+
+// The same with a peer process that stalls in the middle of a frame.
+#[test]
+fn recv_timeout_is_bounded_when_a_peer_process_stalls() {
+    let (raw, other) = UnixStream::pair().unwrap();
+    let conn = Connection::from_fd(OwnedFd::from(other)).unwrap();
+    let len = 1_000_000;
+    let mut p = Process::new(write_half_frame_then_rest, (Handle(raw), len));
+    p.start().unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        conn.recv_bytes_timeout(Duration::from_millis(300)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let got = conn.recv_bytes().unwrap();
+    let expected: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    assert_eq!(got, expected);
+    p.join().unwrap();
+    p.take_result().unwrap();
+}
+
+// poll, wait and timed receives keep to their timeouts while another thread
+// is blocked in recv on the same connection.
+#[test]
+fn poll_is_bounded_while_another_thread_receives() {
+    let (a, b) = Pipe::new().unwrap();
+    let b = std::sync::Arc::new(b);
+    let receiver = {
+        let b = b.clone();
+        std::thread::spawn(move || b.recv::<u8>())
+    };
+    // Let the receiver block inside recv.
+    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let polled = b.poll(Some(Duration::from_millis(200)));
+            tx.send(("poll", polled.map(|r| r as usize), t.elapsed()))
+                .unwrap();
+            let t = Instant::now();
+            let waited = connection::wait([&*b], Some(Duration::from_millis(200)));
+            tx.send(("wait", waited.map(|r| r.len()), t.elapsed()))
+                .unwrap();
+            let t = Instant::now();
+            let got = b.recv_timeout::<u8>(Duration::from_millis(200));
+            tx.send(("recv_timeout", got.map(usize::from), t.elapsed()))
+                .unwrap();
+        });
+    }
+    for _ in 0..3 {
+        let (what, res, took) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a call blocked past its timeout");
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+        match what {
+            "recv_timeout" => assert!(matches!(res, Err(Error::Timeout)), "{res:?}"),
+            _ => assert_eq!(res.unwrap(), 0, "{what}"),
+        }
+    }
+    a.send(&9u8).unwrap();
+    assert_eq!(receiver.join().unwrap().unwrap(), 9);
 }

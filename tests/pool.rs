@@ -1069,3 +1069,50 @@ fn supervisor_panic_fails_pending_and_later_results() {
     pool.close();
     pool.join().unwrap();
 }
+
+fn nest_depth(n: Nest) -> usize {
+    n.depth
+}
+
+fn deep_nest(depth: usize) -> Nest {
+    Nest { depth }
+}
+
+// A task whose arguments, or whose result, nest 100,000 deep fails with a
+// decode error; neither the worker nor the pool's process crashes, and the
+// worker goes on with the next task.
+#[test]
+fn deep_task_arguments_and_results_are_decode_errors() {
+    let pool = Pool::new(1).unwrap();
+    let pid = pool.apply(my_pid, ()).unwrap();
+    match pool.apply(
+        nest_depth,
+        (Nest {
+            depth: HOSTILE_DEPTH,
+        },),
+    ) {
+        Err(Error::Decode(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    match pool.apply(deep_nest, (HOSTILE_DEPTH,)) {
+        Err(Error::Decode(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    let deep: Vec<Result<usize, Error>> = (0..3)
+        .map(|_| {
+            pool.apply(
+                nest_depth,
+                (Nest {
+                    depth: HOSTILE_DEPTH,
+                },),
+            )
+        })
+        .collect();
+    assert!(deep.iter().all(|r| matches!(r, Err(Error::Decode(_)))));
+    assert_eq!(pool.apply(nest_depth, (Nest { depth: 50 },)).unwrap(), 50);
+    assert_eq!(
+        pool.apply(my_pid, ()).unwrap(),
+        pid,
+        "the worker was replaced"
+    );
+}

@@ -941,3 +941,103 @@ fn children_are_named_after_the_program() {
         assert_eq!(p.take_result().unwrap(), mine, "under {m}");
     }
 }
+
+// ------------------------------------------- a stalled result, hostile data
+
+const BIG_RESULT: usize = 64 << 20;
+
+fn big_pattern() -> Vec<u8> {
+    (0..BIG_RESULT).map(|i| (i % 251) as u8).collect()
+}
+
+fn big_result_after(ready: Connection) -> serde_bytes::ByteBuf {
+    let v = big_pattern();
+    ready.send(&()).unwrap();
+    serde_bytes::ByteBuf::from(v)
+}
+
+/// Whether `pid` is blocked in `sendmsg` (`/proc/PID/syscall`).
+fn blocked_in_sendmsg(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let sleeping = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'));
+    let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    sleeping && call.split(' ').next() == Some(&libc::SYS_sendmsg.to_string())
+}
+
+// The child is stopped in the middle of writing a 64 MiB result: join_timeout
+// keeps to its timeout, and a later join reads the rest of the same result.
+#[test]
+fn join_timeout_is_bounded_while_the_result_is_stalled() {
+    let (ready_rx, ready_tx) = Pipe::new().unwrap();
+    let mut p = Process::new(big_result_after, (ready_tx,));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    ready_rx
+        .recv_timeout::<()>(Duration::from_secs(60))
+        .unwrap();
+    // Wait until the child has written part of its result and blocks on
+    // the full socket (nobody reads it yet), then stop it there.
+    assert!(
+        eventually(Duration::from_secs(60), || blocked_in_sendmsg(pid)),
+        "the child never blocked writing its result"
+    );
+    signal(pid, libc::SIGSTOP);
+    // Should join_timeout hang, the child is continued after 6 s.
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(6));
+        signal(pid, libc::SIGCONT);
+    });
+    let t = Instant::now();
+    assert!(!p.join_timeout(Duration::from_secs(1)).unwrap());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "join_timeout took {took:?}");
+    // Once more, with the partial result already buffered.
+    assert!(!p.join_timeout(Duration::from_millis(200)).unwrap());
+    signal(pid, libc::SIGCONT);
+    p.join().unwrap();
+    let got = p.take_result().unwrap();
+    assert!(got.into_vec() == big_pattern(), "the result is not intact");
+    watchdog.join().unwrap();
+}
+
+fn depth_of(n: Nest) -> usize {
+    n.depth
+}
+
+fn deep_result(depth: usize) -> Nest {
+    Nest { depth }
+}
+
+// Arguments and results nested 100,000 deep are decode errors on the side
+// that receives them, not a stack overflow.
+#[test]
+fn deep_arguments_and_results_are_decode_errors() {
+    let mut p = Process::new(
+        depth_of,
+        (Nest {
+            depth: HOSTILE_DEPTH,
+        },),
+    );
+    p.start().unwrap();
+    p.join().unwrap();
+    match p.take_result() {
+        Err(Error::Bootstrap(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a bootstrap error, got {other:?}"),
+    }
+
+    let mut p = Process::new(deep_result, (HOSTILE_DEPTH,));
+    p.start().unwrap();
+    p.join().unwrap();
+    match p.take_result() {
+        Err(Error::Decode(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+
+    // Within the limit, both ways work.
+    let mut p = Process::new(depth_of, (Nest { depth: 100 },));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.take_result().unwrap(), 100);
+}

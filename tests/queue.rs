@@ -727,3 +727,30 @@ fn closed_stdin(method: StartMethod) {
 fn q15_children_queues_and_pools_with_stdin_closed() {
     for_each_method(closed_stdin);
 }
+
+fn put_deep_then_fine(q: Queue<common::Nest>) {
+    q.put(common::Nest {
+        depth: common::HOSTILE_DEPTH,
+    })
+    .unwrap();
+    q.put(common::Nest { depth: 3 }).unwrap();
+}
+
+// A queue item nested 100,000 deep, put by another process, is a decode
+// error for the getter (not a stack overflow); the queue goes on.
+#[test]
+fn deep_items_are_decode_errors() {
+    let q: Queue<common::Nest> = Queue::new().unwrap();
+    let mut p = Process::new(put_deep_then_fine, (q.clone(),));
+    p.start().unwrap();
+    match q.get_timeout(Duration::from_secs(60)) {
+        Err(Error::Decode(why)) => assert!(why.contains("nests deeper"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(
+        q.get_timeout(Duration::from_secs(60)).unwrap(),
+        common::Nest { depth: 3 }
+    );
+    p.join().unwrap();
+    p.take_result().unwrap();
+}

@@ -236,7 +236,7 @@ fn lift<E: fmt::Display>(e: E) -> Caught {
 
 /// The message with which decoding `bytes` as a `T` fails, if it does and
 /// no handle stands in the way.
-pub(super) fn decode_message<T: de::DeserializeOwned>(bytes: &[u8]) -> Option<String> {
+pub(super) fn decode_message<T: de::DeserializeOwned>(bytes: &[u8], depth: u32) -> Option<String> {
     /// Ends the re-run even if a `Deserialize` impl panics.
     struct Rerun;
     impl Drop for Rerun {
@@ -249,7 +249,10 @@ pub(super) fn decode_message<T: de::DeserializeOwned>(bytes: &[u8]) -> Option<St
     RERUN.with(|r| r.set(true));
     let rerun = Rerun;
     let mut de = postcard::Deserializer::from_bytes(bytes);
-    let res = T::deserialize(CatchDe(&mut de));
+    let res = T::deserialize(CatchDe(super::depth::Depth(
+        &mut de,
+        super::depth::Budget::new(depth),
+    )));
     drop(rerun);
     match res {
         Err(Caught(m)) if m != NO_HANDLES_IN_RERUN => Some(m),

@@ -7,14 +7,68 @@
 //! decoder installs the received descriptors in the same kind of table and
 //! each handle takes its own back by index. Descriptors that no value claims
 //! are closed.
+//!
+//! Decoding has a nesting limit (see [`set_max_decode_depth`]): a message
+//! nested deeper than the limit is [`Error::Decode`], so that no message,
+//! however hostile, can overflow the receiver's stack.
 
 mod catch;
+mod depth;
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The default nesting limit for decoding received values (see
+/// [`set_max_decode_depth`]).
+pub const DEFAULT_MAX_DECODE_DEPTH: u32 = 256;
+
+static MAX_DECODE_DEPTH: AtomicU32 = AtomicU32::new(DEFAULT_MAX_DECODE_DEPTH);
+
+/// Sets this process's nesting limit for decoding received values; the
+/// default is [`DEFAULT_MAX_DECODE_DEPTH`].
+///
+/// Every value this crate decodes (messages, queue items, process arguments
+/// and results, pool tasks and their results) is decoded within a nesting
+/// limit: each `Some`, newtype struct, sequence, tuple, struct, map and enum
+/// variant entered costs one level, and a value that needs more levels than
+/// the limit is [`Error::Decode`] instead of a stack overflow. The limit
+/// bounds the stack a decode can use, so raise it only together with the
+/// stack of the threads that receive.
+///
+/// The setting is read when a decode starts. Queues, processes and pools
+/// use it directly; a [`Connection`](crate::Connection) takes it when it is
+/// created and can be given its own with
+/// [`Connection::set_max_decode_depth`](crate::Connection::set_max_decode_depth).
+/// It is per process: a forked child inherits it, a child started by spawn
+/// or forkserver starts with the default (set it there too when its
+/// arguments or tasks need more).
+///
+/// The encoder has no limit: a value this process builds is its own to
+/// encode, and a receiver refuses what it cannot decode.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Error, Pipe};
+///
+/// multiproc::set_max_decode_depth(4);
+/// let (a, b) = Pipe::new()?;
+/// a.send(&vec![vec![vec![vec![vec![1u8]]]]])?;
+/// assert!(matches!(b.recv::<Vec<Vec<Vec<Vec<Vec<u8>>>>>>(), Err(Error::Decode(_))));
+/// multiproc::set_max_decode_depth(multiproc::DEFAULT_MAX_DECODE_DEPTH);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn set_max_decode_depth(levels: u32) {
+    MAX_DECODE_DEPTH.store(levels, Ordering::Relaxed);
+}
+
+/// This process's nesting limit for decoding (see [`set_max_decode_depth`]).
+pub fn max_decode_depth() -> u32 {
+    MAX_DECODE_DEPTH.load(Ordering::Relaxed)
+}
 
 thread_local! {
     /// The message of the last handle error, which the binary format's own
@@ -163,21 +217,43 @@ fn record<E>(why: String, make: impl FnOnce(String) -> E) -> E {
 }
 
 /// Deserializes a `T` from `bytes`, giving it the received `fds`. Trailing
-/// bytes are an error: a frame holds exactly one value.
+/// bytes are an error: a frame holds exactly one value. Nesting is limited
+/// to [`max_decode_depth`] levels.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    decode_in(bytes, &mut fds.into_iter().map(Some).collect())
+    decode_limited(bytes, fds, max_decode_depth())
+}
+
+/// [`decode`] with nesting limited to `depth` levels.
+pub(crate) fn decode_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    depth: u32,
+) -> Result<T> {
+    decode_in_limited(bytes, &mut fds.into_iter().map(Some).collect(), depth)
 }
 
 /// Deserializes a `T` from `bytes`, taking its handles from `table`, which
 /// several values of one message share (handles are indexed across the
-/// message). Claimed descriptors are taken out of the table.
+/// message). Claimed descriptors are taken out of the table. Nesting is
+/// limited to [`max_decode_depth`] levels.
 pub(crate) fn decode_in<T: DeserializeOwned>(
     bytes: &[u8],
     table: &mut Vec<Option<OwnedFd>>,
 ) -> Result<T> {
+    decode_in_limited(bytes, table, max_decode_depth())
+}
+
+/// The one decode path: every value this crate receives goes through here.
+fn decode_in_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+    table: &mut Vec<Option<OwnedFd>>,
+    depth: u32,
+) -> Result<T> {
     LAST_ERROR.with(|l| l.borrow_mut().take());
     let guard = TableGuard::install(&INCOMING, std::mem::take(table));
-    let res = postcard::take_from_bytes::<T>(bytes);
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let res = T::deserialize(depth::Depth(&mut de, depth::Budget::new(depth)))
+        .and_then(|v| Ok((v, de.finalize()?)));
     *table = guard.take();
     match res {
         Ok((v, [])) => Ok(v),
@@ -191,7 +267,7 @@ pub(crate) fn decode_in<T: DeserializeOwned>(
                 .or_else(|| {
                     // The format dropped the message: decode again (only on
                     // this error path) through a layer that keeps it.
-                    let m = catch::decode_message::<T>(bytes);
+                    let m = catch::decode_message::<T>(bytes, depth);
                     LAST_ERROR.with(|l| l.borrow_mut().take());
                     m
                 })

@@ -12,49 +12,48 @@
 //! length, or `-1` and an 8-byte big-endian length for messages over
 //! `0x7fff_ffff` bytes, then the payload. They carry no descriptors.
 //!
+//! Receives with a time limit (`recv_timeout`, `recv_deadline`,
+//! `recv_bytes_timeout`, `recv_bytes_deadline`) keep to it whatever the
+//! peer does, also when it stops in the middle of a message. The part of a
+//! message read by then is kept in the connection, and the next receive
+//! goes on from there: a timeout never loses data or the place in the
+//! stream. [`Connection::poll`] and [`wait`] keep to their timeouts too,
+//! also while another thread is receiving on the same end.
+//!
+//! Received values are decoded within a nesting limit
+//! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
+//! overflow the receiver's stack.
+//!
 //! [`wait`] waits on several connections, listeners and process sentinels at
 //! once (Python's `multiprocessing.connection.wait`).
 
 mod auth;
+mod frame;
 mod listener;
 mod wait;
 
 pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ToAddress};
 pub use wait::{Waitable, wait};
 
+pub(crate) use frame::MAX_FDS;
+
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys;
+use frame::{Frame, HEADER, Payload, READ_BUF, Reader, send_frame, write_header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::VecDeque;
 use std::fmt;
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-const HEADER: usize = 12;
-/// Read buffer size; frames that fit are read with one syscall.
-const READ_BUF: usize = 64 * 1024;
-/// Largest number of descriptors one message may carry: one batch of
-/// `SCM_MAX_FD` per header byte.
-pub(crate) const MAX_FDS: usize = HEADER * sys::MAX_FDS_PER_MSG;
 /// Default limit on one message's payload.
 pub const DEFAULT_MAX_MESSAGE: u64 = 1 << 30;
-/// A claimed length above this is not allocated up front but grown as the
-/// bytes really arrive, so a lying header cannot force a huge allocation.
-const EAGER_ALLOC: u64 = 64 << 20;
-
-struct Reader {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    fds: VecDeque<OwnedFd>,
-    /// Set after a protocol error: the stream position is lost for good.
-    broken: Option<String>,
-}
+/// How often [`Connection::poll`] looks at the read buffer again while
+/// another thread is receiving.
+const BUSY_SLICE: Duration = Duration::from_millis(10);
 
 struct Writer {
     buf: Vec<u8>,
@@ -97,6 +96,7 @@ pub struct Connection {
     reader: Mutex<Reader>,
     writer: Mutex<Writer>,
     max_message: AtomicU64,
+    max_depth: AtomicU32,
     framing: Framing,
 }
 
@@ -159,18 +159,13 @@ impl Connection {
             fd,
             readable,
             writable,
-            reader: Mutex::new(Reader {
-                buf: vec![0u8; READ_BUF].into_boxed_slice(),
-                start: 0,
-                end: 0,
-                fds: VecDeque::new(),
-                broken: None,
-            }),
+            reader: Mutex::new(Reader::new()),
             writer: Mutex::new(Writer {
                 buf: Vec::new(),
                 fds: Vec::new(),
             }),
             max_message: AtomicU64::new(DEFAULT_MAX_MESSAGE),
+            max_depth: AtomicU32::new(codec::max_decode_depth()),
             framing,
         }
     }
@@ -207,6 +202,7 @@ impl Connection {
     pub fn try_clone(&self) -> Result<Connection> {
         let c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
         c.set_max_message_size(self.max_message_size());
+        c.set_max_decode_depth(self.max_decode_depth());
         Ok(c)
     }
 
@@ -232,6 +228,37 @@ impl Connection {
         self.max_message.load(Ordering::Relaxed)
     }
 
+    /// Sets how deeply a value received on this end may nest; a deeper one
+    /// is [`Error::Decode`] (the message is consumed, the connection stays
+    /// usable). The default is the process-wide setting when the connection
+    /// was made ([`max_decode_depth`](crate::max_decode_depth), normally
+    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH));
+    /// see [`set_max_decode_depth`](crate::set_max_decode_depth) for what
+    /// a level is. The limit belongs to this end: it does not travel when the
+    /// connection is sent to another process.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    ///
+    /// let (a, b) = Pipe::new()?;
+    /// b.set_max_decode_depth(2);
+    /// a.send(&Some(Some(Some(1u8))))?;
+    /// assert!(matches!(b.recv::<Option<Option<Option<u8>>>>(), Err(Error::Decode(_))));
+    /// a.send(&Some(Some(1u8)))?;
+    /// assert_eq!(b.recv::<Option<Option<u8>>>()?, Some(Some(1)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set_max_decode_depth(&self, levels: u32) {
+        self.max_depth.store(levels, Ordering::Relaxed);
+    }
+
+    /// How deeply a value received on this end may nest (see
+    /// [`set_max_decode_depth`](Self::set_max_decode_depth)).
+    pub fn max_decode_depth(&self) -> u32 {
+        self.max_depth.load(Ordering::Relaxed)
+    }
+
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         if !self.writable {
             return Err(Error::WrongDirection("read-only"));
@@ -239,11 +266,28 @@ impl Connection {
         Ok(self.writer.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn lock_reader(&self) -> Result<MutexGuard<'_, Reader>> {
+    /// Takes the read side, waiting no longer than `deadline` for another
+    /// thread that is receiving on this end.
+    fn lock_reader(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, Reader>> {
         if !self.readable {
             return Err(Error::WrongDirection("write-only"));
         }
-        Ok(self.reader.lock().unwrap_or_else(|e| e.into_inner()))
+        let Some(deadline) = deadline else {
+            return Ok(self.reader.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        loop {
+            match self.reader.try_lock() {
+                Ok(r) => return Ok(r),
+                Err(TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(TryLockError::WouldBlock) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Timeout);
+                    }
+                    std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+                }
+            }
+        }
     }
 
     /// Sends a value as one message.
@@ -309,17 +353,62 @@ impl Connection {
     /// (the message is consumed); [`Error::MessageTooLarge`] or
     /// [`Error::BadFrame`] for a frame that breaks the protocol.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.with_frame(None, decode_payload)
+        self.recv_at(None)
     }
 
-    /// Like [`recv`](Self::recv) but gives up with [`Error::Timeout`] if no
-    /// message starts arriving within `timeout`. A message that has started
-    /// arriving is always read to its end.
+    /// Like [`recv`](Self::recv) but gives up with [`Error::Timeout`] once
+    /// `timeout` has passed, also in the middle of a message.
+    ///
+    /// A message that has only partly arrived when the time is up is not
+    /// lost: the bytes read so far stay in this end's buffer and the next
+    /// receive (of any kind, with or without a timeout) goes on from there,
+    /// so the stream never loses its place.
     ///
     /// # Errors
     /// As for [`recv`](Self::recv), plus [`Error::Timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Pipe};
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = Pipe::new()?;
+    /// assert!(matches!(b.recv_timeout::<u8>(Duration::from_millis(10)), Err(Error::Timeout)));
+    /// a.send(&7u8)?;
+    /// assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5))?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.with_frame(Some(sys::deadline_after(timeout)), decode_payload)
+        self.recv_at(sys::deadline_after(timeout))
+    }
+
+    /// Like [`recv_timeout`](Self::recv_timeout) with a point in time:
+    /// gives up with [`Error::Timeout`] once `deadline` has passed (a
+    /// deadline already past still takes a message that is ready).
+    ///
+    /// # Errors
+    /// As for [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send(&"hi")?;
+    /// let s: String = b.recv_deadline(Instant::now() + Duration::from_secs(5))?;
+    /// assert_eq!(s, "hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_deadline<T: DeserializeOwned>(&self, deadline: Instant) -> Result<T> {
+        self.recv_at(Some(deadline))
+    }
+
+    /// Receives a value, giving up at `deadline` (`None`: never).
+    pub(crate) fn recv_at<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        let depth = self.max_decode_depth();
+        self.with_frame(deadline, |p, fds| {
+            codec::decode_limited(p.as_slice(), fds, depth)
+        })
     }
 
     /// Receives one raw message.
@@ -330,12 +419,35 @@ impl Connection {
         self.with_frame(None, |b, _| Ok(b.into_vec()))
     }
 
-    /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
+    /// Like [`recv_bytes`](Self::recv_bytes), giving up with
+    /// [`Error::Timeout`] once `timeout` has passed, also in the middle of a
+    /// message (which the next receive then finishes; see
+    /// [`recv_timeout`](Self::recv_timeout)).
     ///
     /// # Errors
     /// As for [`recv_timeout`](Self::recv_timeout).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.with_frame(Some(sys::deadline_after(timeout)), |b, _| Ok(b.into_vec()))
+        self.with_frame(sys::deadline_after(timeout), |b, _| Ok(b.into_vec()))
+    }
+
+    /// Like [`recv_bytes_timeout`](Self::recv_bytes_timeout) with a point
+    /// in time.
+    ///
+    /// # Errors
+    /// As for [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"hi")?;
+    /// let soon = Instant::now() + Duration::from_secs(5);
+    /// assert_eq!(b.recv_bytes_deadline(soon)?, b"hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes_deadline(&self, deadline: Instant) -> Result<Vec<u8>> {
+        self.with_frame(Some(deadline), |b, _| Ok(b.into_vec()))
     }
 
     /// Receives one raw message into `buf`, returning its length.
@@ -348,7 +460,7 @@ impl Connection {
         let max = self.max_message.load(Ordering::Relaxed);
         // A message that fits lands in `buf` (a large one straight from the
         // socket); one that does not comes back whole in the error.
-        self.with_frame_opts(None, None, max, Some(buf), |p, _| match p {
+        self.with_frame_opts(None, max, Some(buf), |p, _| match p {
             Payload::InDest(n) => Ok(n),
             p => Err(Error::BufferTooShort {
                 message: p.into_vec(),
@@ -360,39 +472,53 @@ impl Connection {
     /// Whether a message (or end of stream) is ready to be received, waiting
     /// up to `timeout` (`None` waits forever, `Some(ZERO)` does not wait).
     ///
+    /// `poll` keeps to its timeout also while another thread is receiving
+    /// on this end (that thread owns the read buffer meanwhile; `poll` then
+    /// watches the socket and looks at the buffer again every few
+    /// milliseconds).
+    ///
     /// # Errors
     /// [`Error::WrongDirection`] on a write-only end; OS errors.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
-        if self.has_buffered_message()? {
-            return Ok(true);
+        let deadline = timeout.and_then(sys::deadline_after);
+        loop {
+            match self.has_buffered_message()? {
+                Some(true) => return Ok(true),
+                Some(false) => return Ok(sys::wait_readable(self.fd.as_fd(), deadline)?),
+                None => {
+                    let slice = Instant::now() + BUSY_SLICE;
+                    let until = deadline.map_or(slice, |d| d.min(slice));
+                    if sys::wait_readable(self.fd.as_fd(), Some(until))? {
+                        return Ok(true);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
+                }
+            }
         }
-        Ok(sys::wait_readable(
-            self.fd.as_fd(),
-            timeout.and_then(sys::deadline_after),
-        )?)
     }
 
     /// Whether a whole message (or an earlier protocol error) already sits in
-    /// this end's read buffer, so that a receive will not touch the socket.
-    fn has_buffered_message(&self) -> Result<bool> {
-        let r = self.lock_reader()?;
-        if r.broken.is_some() {
-            return Ok(true);
+    /// this end's read buffer, so that a receive will not touch the socket;
+    /// `None` when another thread holds the buffer (it is receiving).
+    fn has_buffered_message(&self) -> Result<Option<bool>> {
+        if !self.readable {
+            return Err(Error::WrongDirection("write-only"));
         }
-        let avail = &r.buf[r.start..r.end];
-        Ok(match parse_header(self.framing, avail) {
-            Ok(Some((hdr, len, _))) => (avail.len() - hdr) as u64 >= len,
-            Ok(None) => false,
-            // A bad header is reported by the next receive at once.
-            Err(_) => true,
-        })
+        let r = match self.reader.try_lock() {
+            Ok(r) => r,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+        };
+        Ok(Some(r.broken.is_some() || r.has_whole_frame(self.framing)))
     }
 
-    /// Receives one raw message of at most `max` bytes; every read, not only
-    /// the first, gives up at `deadline`. Used by the authentication
+    /// Receives one raw message of at most `max` bytes, giving up at
+    /// `deadline`. Used by the authentication
     /// handshake, where the peer is not trusted yet.
     pub(crate) fn recv_bytes_strict(&self, max: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
-        self.with_frame_opts(Some(deadline), deadline, max, None, |b, _| Ok(b.into_vec()))
+        self.with_frame_opts(deadline, max, None, |b, _| Ok(b.into_vec()))
     }
 
     /// Sends one frame made of `parts` with `fds` attached (native framing
@@ -424,390 +550,68 @@ impl Connection {
     /// Closes the connection. Dropping it does the same.
     pub fn close(self) {}
 
-    /// Receives one frame and hands its payload and descriptors to `f`.
+    /// Receives one frame and hands its payload and descriptors to `f`,
+    /// giving up at `deadline` (`None`: never).
     fn with_frame<R>(
         &self,
-        deadline: Option<Option<Instant>>,
+        deadline: Option<Instant>,
         f: impl FnOnce(Payload<'_>, Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
         let max = self.max_message.load(Ordering::Relaxed);
-        self.with_frame_opts(deadline, None, max, None, f)
+        self.with_frame_opts(deadline, max, None, f)
     }
 
-    /// [`with_frame`](Self::with_frame) with a deadline for every read
-    /// (`strict`) and an explicit size limit.
+    /// [`with_frame`](Self::with_frame) with an explicit size limit and an
+    /// optional destination for the payload.
     fn with_frame_opts<R>(
         &self,
-        deadline: Option<Option<Instant>>,
-        strict: Option<Instant>,
+        deadline: Option<Instant>,
         max: u64,
         dest: Option<&mut [u8]>,
         f: impl FnOnce(Payload<'_>, Vec<OwnedFd>) -> Result<R>,
     ) -> Result<R> {
-        let mut r = self.lock_reader()?;
+        let mut r = self.lock_reader(deadline)?;
         if let Some(why) = &r.broken {
             return Err(Error::BadFrame(format!(
                 "connection unusable after an earlier error: {why}"
             )));
         }
         let mut dest = dest;
-        let res = read_frame(
+        let res = frame::read_frame(
             self.fd.as_fd(),
             &mut r,
             self.framing,
             deadline,
-            strict,
             max,
             dest.as_deref_mut(),
         );
-
         if self.framing == Framing::Python {
             // Python peers never send descriptors; drop any that arrived.
             r.fds.clear();
         }
         match res {
             Ok(Frame::Buffered { hdr, len, nfds }) => {
-                let fds = take_fds(&mut r, nfds)?;
-                let start = r.start + hdr;
-                let out = f(
-                    into_dest(Payload::Borrowed(&r.buf[start..start + len]), dest),
-                    fds,
-                );
-                r.start = start + len;
-                if r.start == r.end {
-                    r.start = 0;
-                    r.end = 0;
-                }
+                let fds = r.take_fds(nfds)?;
+                let out = f(Payload::Borrowed(r.buffered(hdr, len)).into_dest(dest), fds);
+                r.consume(hdr, len);
                 out
             }
             Ok(Frame::Owned { payload, nfds }) => {
-                let fds = take_fds(&mut r, nfds)?;
-                f(into_dest(Payload::Owned(payload), dest), fds)
+                let fds = r.take_fds(nfds)?;
+                f(Payload::Owned(payload).into_dest(dest), fds)
             }
             Ok(Frame::Direct { len, nfds }) => {
-                let fds = take_fds(&mut r, nfds)?;
+                let fds = r.take_fds(nfds)?;
                 f(Payload::InDest(len), fds)
             }
             Err(e) => {
-                // A timeout in the middle of a frame (strict mode) loses the
-                // stream position just like a bad frame does.
-                let mid_frame = strict.is_some() && e.is_timeout() && r.end > r.start;
-                if mid_frame || matches!(e, Error::MessageTooLarge { .. } | Error::BadFrame(_)) {
+                if matches!(e, Error::MessageTooLarge { .. } | Error::BadFrame(_)) {
                     r.broken = Some(e.to_string());
                 }
                 Err(e)
             }
         }
     }
-}
-
-fn take_fds(r: &mut Reader, nfds: usize) -> Result<Vec<OwnedFd>> {
-    if r.fds.len() < nfds {
-        let why = format!(
-            "frame announced {nfds} descriptors but {} arrived",
-            r.fds.len()
-        );
-        r.broken = Some(why.clone());
-        return Err(Error::BadFrame(why));
-    }
-    Ok(r.fds.drain(..nfds).collect())
-}
-
-/// With a destination, a payload that fits is copied there.
-fn into_dest<'a>(p: Payload<'a>, dest: Option<&mut [u8]>) -> Payload<'a> {
-    match (p, dest) {
-        (Payload::Borrowed(b), Some(d)) if b.len() <= d.len() => {
-            d[..b.len()].copy_from_slice(b);
-            Payload::InDest(b.len())
-        }
-        (Payload::Owned(v), Some(d)) if v.len() <= d.len() => {
-            d[..v.len()].copy_from_slice(&v);
-            Payload::InDest(v.len())
-        }
-        (p, _) => p,
-    }
-}
-
-enum Frame {
-    Buffered {
-        hdr: usize,
-        len: usize,
-        nfds: usize,
-    },
-    Owned {
-        payload: Vec<u8>,
-        nfds: usize,
-    },
-    /// Read into the caller's buffer.
-    Direct {
-        len: usize,
-        nfds: usize,
-    },
-}
-
-/// A received payload: in the read buffer, in its own vector, or already in
-/// the buffer the caller supplied.
-pub(crate) enum Payload<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Vec<u8>),
-    InDest(usize),
-}
-
-impl Payload<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Payload::Borrowed(b) => b,
-            Payload::Owned(v) => v,
-            Payload::InDest(_) => &[],
-        }
-    }
-
-    fn into_vec(self) -> Vec<u8> {
-        match self {
-            Payload::Borrowed(b) => b.to_vec(),
-            Payload::Owned(v) => v,
-            Payload::InDest(_) => Vec::new(),
-        }
-    }
-}
-
-fn decode_payload<T: DeserializeOwned>(p: Payload<'_>, fds: Vec<OwnedFd>) -> Result<T> {
-    codec::decode(p.as_slice(), fds)
-}
-
-/// Writes the header of a frame of `len` payload bytes and `nfds`
-/// descriptors so that it ends where `h` ends; returns where it starts.
-fn write_header(framing: Framing, h: &mut [u8; HEADER], len: u64, nfds: usize) -> usize {
-    match framing {
-        Framing::Native => {
-            h[..8].copy_from_slice(&len.to_le_bytes());
-            h[8..12].copy_from_slice(&(nfds as u32).to_le_bytes());
-            0
-        }
-        Framing::Python => match i32::try_from(len) {
-            Ok(n) => {
-                h[8..12].copy_from_slice(&n.to_be_bytes());
-                8
-            }
-            Err(_) => {
-                h[..4].copy_from_slice(&(-1i32).to_be_bytes());
-                h[4..12].copy_from_slice(&len.to_be_bytes());
-                0
-            }
-        },
-    }
-}
-
-/// Parses the frame header at the start of `b`: `(header length, payload
-/// length, descriptor count)`, or `None` while more bytes are needed.
-fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)>> {
-    match framing {
-        Framing::Native => {
-            if b.len() < HEADER {
-                return Ok(None);
-            }
-            let len = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-            let nfds = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-            Ok(Some((HEADER, len, nfds)))
-        }
-        Framing::Python => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            let n = i32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
-            if n >= 0 {
-                return Ok(Some((4, n as u64, 0)));
-            }
-            if n != -1 {
-                return Err(Error::BadFrame(format!("negative message length {n}")));
-            }
-            if b.len() < 12 {
-                return Ok(None);
-            }
-            let len = u64::from_be_bytes(b[4..12].try_into().expect("8 bytes"));
-            Ok(Some((12, len, 0)))
-        }
-    }
-}
-
-/// Reads more bytes into the buffer. Returns false at end of stream. With a
-/// `strict` deadline, waits for the bytes no longer than that.
-fn fill(fd: BorrowedFd<'_>, r: &mut Reader, strict: Option<Instant>) -> Result<bool> {
-    if r.start > 0 && r.end == r.buf.len() {
-        r.buf.copy_within(r.start..r.end, 0);
-        r.end -= r.start;
-        r.start = 0;
-    }
-    if let Some(deadline) = strict {
-        if !sys::wait_readable(fd, Some(deadline))? {
-            return Err(Error::Timeout);
-        }
-    }
-    let end = r.end;
-    let Reader { buf, fds, .. } = r;
-    let n = sys::recv_msg_into(fd, &mut buf[end..], fds, false)?;
-    r.end += n;
-    Ok(n > 0)
-}
-
-fn read_frame(
-    fd: BorrowedFd<'_>,
-    r: &mut Reader,
-    framing: Framing,
-    deadline: Option<Option<Instant>>,
-    strict: Option<Instant>,
-    max: u64,
-    dest: Option<&mut [u8]>,
-) -> Result<Frame> {
-    // Wait for the first byte within the deadline; once a frame has begun it
-    // is read to its end.
-    if r.end == r.start {
-        r.start = 0;
-        r.end = 0;
-        if let Some(deadline) = deadline {
-            if !sys::wait_readable(fd, deadline)? {
-                return Err(Error::Timeout);
-            }
-        }
-    }
-    let (hdr, len, nfds) = loop {
-        if let Some(h) = parse_header(framing, &r.buf[r.start..r.end])? {
-            break h;
-        }
-        if !fill(fd, r, strict)? {
-            return Err(if r.end == r.start {
-                Error::Eof
-            } else {
-                Error::Truncated
-            });
-        }
-    };
-    if len > max {
-        return Err(Error::MessageTooLarge { size: len, max });
-    }
-    if nfds > MAX_FDS {
-        return Err(Error::BadFrame(format!(
-            "frame announces {nfds} descriptors (limit {MAX_FDS})"
-        )));
-    }
-    let total = hdr as u64 + len;
-    if total <= r.buf.len() as u64 {
-        let total = total as usize;
-        if r.start + total > r.buf.len() {
-            r.buf.copy_within(r.start..r.end, 0);
-            r.end -= r.start;
-            r.start = 0;
-        }
-        while r.end - r.start < total {
-            if !fill(fd, r, strict)? {
-                return Err(Error::Truncated);
-            }
-        }
-        return Ok(Frame::Buffered {
-            hdr,
-            len: len as usize,
-            nfds,
-        });
-    }
-    // A large frame: everything buffered belongs to it. Read the rest
-    // straight into the caller's buffer if it fits, else into the payload
-    // vector.
-    let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { size: len, max })?;
-    if let Some(dest) = dest.filter(|d| d.len() >= len) {
-        let buffered = r.end - (r.start + hdr);
-        dest[..buffered].copy_from_slice(&r.buf[r.start + hdr..r.end]);
-        r.start = 0;
-        r.end = 0;
-        let mut got = buffered;
-        while got < len {
-            if let Some(deadline) = strict {
-                if !sys::wait_readable(fd, Some(deadline))? {
-                    return Err(Error::Timeout);
-                }
-            }
-            let n = sys::recv_msg_into(fd, &mut dest[got..len], &mut r.fds, false)?;
-            if n == 0 {
-                return Err(Error::Truncated);
-            }
-            got += n;
-        }
-        return Ok(Frame::Direct { len, nfds });
-    }
-    let mut payload: Vec<u8> = Vec::with_capacity(len.min(EAGER_ALLOC as usize));
-    payload.extend_from_slice(&r.buf[r.start + hdr..r.end]);
-    r.start = 0;
-    r.end = 0;
-    while payload.len() < len {
-        if payload.capacity() == payload.len() {
-            let grow = payload.len().min(len - payload.len());
-            payload.reserve_exact(grow);
-        }
-        let want = (payload.capacity() - payload.len()).min(len - payload.len());
-        if let Some(deadline) = strict {
-            if !sys::wait_readable(fd, Some(deadline))? {
-                return Err(Error::Timeout);
-            }
-        }
-        let spare = &mut payload.spare_capacity_mut()[..want];
-        let n = sys::recv_msg(fd, spare, &mut r.fds, false)?;
-        if n == 0 {
-            return Err(Error::Truncated);
-        }
-        // SAFETY: recvmsg initialised the first `n` spare bytes.
-        #[allow(unsafe_code)]
-        unsafe {
-            payload.set_len(payload.len() + n);
-        }
-    }
-    Ok(Frame::Owned { payload, nfds })
-}
-
-/// Writes a whole frame made of `parts`, attaching `fds` to its first bytes
-/// in batches of at most `SCM_MAX_FD`. Allocates nothing.
-fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
-    const MAX_SLICES: usize = 8;
-    let mut batches = fds.chunks(sys::MAX_FDS_PER_MSG);
-    let mut part = 0;
-    let mut offset = 0;
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut sent_total = 0;
-    while sent_total < total {
-        // Skip parts already sent (and empty ones).
-        while offset == parts[part].len() {
-            part += 1;
-            offset = 0;
-        }
-        let batch = batches.next().unwrap_or(&[]);
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = if batches.len() > 0 {
-            // One byte per batch so that each batch rides on its own bytes.
-            slices[0] = IoSlice::new(&parts[part][offset..offset + 1]);
-            1
-        } else {
-            slices[0] = IoSlice::new(&parts[part][offset..]);
-            let rest = parts[part + 1..].iter().take(MAX_SLICES - 1);
-            let mut count = 1;
-            for p in rest {
-                slices[count] = IoSlice::new(p);
-                count += 1;
-            }
-            count
-        };
-        let mut n = sys::send_msg(sock, &slices[..count], batch)?;
-        sent_total += n;
-        while n > 0 {
-            let left = parts[part].len() - offset;
-            if n >= left {
-                n -= left;
-                part += 1;
-                offset = 0;
-            } else {
-                offset += n;
-                n = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 impl AsFd for Connection {
@@ -878,46 +682,5 @@ impl<'de> Deserialize<'de> for Connection {
         let c = Connection::with_framing(w.fd, w.readable, w.writable, framing);
         c.set_max_message_size(w.max);
         Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_headers_round_trip() {
-        for len in [0u64, 1, 0x7fff_ffff, 0x8000_0000, u64::MAX] {
-            let mut h = [0u8; HEADER];
-            let at = write_header(Framing::Python, &mut h, len, 0);
-            let (hdr, got, nfds) = parse_header(Framing::Python, &h[at..]).unwrap().unwrap();
-            assert_eq!((hdr, got, nfds), (HEADER - at, len, 0), "len {len}");
-            // Shorter prefixes of the header ask for more bytes.
-            for cut in 0..HEADER - at {
-                assert!(
-                    parse_header(Framing::Python, &h[at..at + cut])
-                        .unwrap()
-                        .is_none()
-                );
-            }
-        }
-        // Python's own bytes: struct.pack("!i", 5) and the -1 + "!Q" form.
-        let mut h = [0u8; HEADER];
-        assert_eq!(write_header(Framing::Python, &mut h, 5, 0), 8);
-        assert_eq!(h[8..], [0, 0, 0, 5]);
-        assert_eq!(write_header(Framing::Python, &mut h, 1 << 32, 0), 0);
-        assert_eq!(h, [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0]);
-        assert!(parse_header(Framing::Python, &(-2i32).to_be_bytes()).is_err());
-    }
-
-    #[test]
-    fn native_headers_are_unchanged() {
-        let mut h = [0u8; HEADER];
-        assert_eq!(write_header(Framing::Native, &mut h, 7, 2), 0);
-        assert_eq!(h, [7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]);
-        assert_eq!(
-            parse_header(Framing::Native, &h).unwrap(),
-            Some((HEADER, 7, 2))
-        );
     }
 }

@@ -47,7 +47,7 @@ pub trait Waitable: AsFd {
 impl Waitable for Connection {
     fn ready_without_polling(&self) -> bool {
         // On a write-only end the error means "nothing to read here".
-        self.has_buffered_message().unwrap_or(false)
+        matches!(self.has_buffered_message(), Ok(Some(true)))
     }
 }
 

@@ -692,6 +692,10 @@ impl<R: DeserializeOwned> Process<R> {
     /// Waits at most `timeout` for the child to end; `true` if it ended.
     /// `Duration::ZERO` checks without waiting.
     ///
+    /// The wait keeps to `timeout` also while the child is sending its
+    /// result: a result that has only partly arrived when the time is up
+    /// stays buffered, and a later `join`/`join_timeout` goes on reading it.
+    ///
     /// # Errors
     /// As for [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<bool> {
@@ -714,12 +718,16 @@ impl<R: DeserializeOwned> Process<R> {
             // large result is never blocked by a parent waiting for its exit.
             let ready = sys::poll_readable(&[chan.as_fd(), s.child.sentinel()], deadline)?;
             if ready[0] {
-                receive_outcome(s);
+                if !receive_outcome(s, deadline) {
+                    return Ok(false);
+                }
             } else if ready[1] {
                 // Exited. Its channel may still be held open by a process it
                 // forked; take what is there and stop listening.
                 if chan.poll(Some(Duration::ZERO))? {
-                    receive_outcome(s);
+                    if !receive_outcome(s, deadline) {
+                        return Ok(false);
+                    }
                 } else {
                     s.chan = None;
                     if matches!(s.outcome, Outcome::Pending) {
@@ -763,9 +771,16 @@ impl<R: DeserializeOwned> Process<R> {
     }
 }
 
-fn receive_outcome<R: DeserializeOwned>(s: &mut Started<R>) {
-    let chan = s.chan.take().expect("channel present");
-    s.outcome = match chan.recv::<WireOutcome<R>>() {
+/// Reads the child's outcome, giving up at `deadline`: then the part read
+/// so far stays in the channel for the next call, and the result is false.
+fn receive_outcome<R: DeserializeOwned>(s: &mut Started<R>, deadline: Option<Instant>) -> bool {
+    let chan = s.chan.as_ref().expect("channel present");
+    let received = chan.recv_at::<WireOutcome<R>>(deadline);
+    if matches!(received, Err(Error::Timeout)) {
+        return false;
+    }
+    s.chan = None;
+    s.outcome = match received {
         Ok(WireOutcome::Return(v)) => Outcome::Returned(v),
         Ok(WireOutcome::Panic(p)) => Outcome::Panicked(p),
         Ok(WireOutcome::Error(why)) => Outcome::Failed(Error::Bootstrap(why)),
@@ -775,6 +790,7 @@ fn receive_outcome<R: DeserializeOwned>(s: &mut Started<R>) {
         }
         Err(e) => Outcome::Failed(e),
     };
+    true
 }
 
 #[allow(clippy::type_complexity)]

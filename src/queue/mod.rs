@@ -99,6 +99,7 @@ use crate::codec;
 use crate::connection::Waitable;
 use crate::error::{Error, Result};
 use crate::shm::segment::Shared;
+use crate::sys;
 use ring::{Core, GetFail, PutFail};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeTuple;
@@ -143,10 +144,6 @@ fn type_tag<T>(kind: u64) -> u64 {
 const KIND_QUEUE: u64 = 1;
 const KIND_SIMPLE: u64 = 2;
 const KIND_JOINABLE: u64 = 3;
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
 
 /// Why a put did not happen. Every variant gives the item back.
 ///
@@ -433,7 +430,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
-        self.put_at(item, deadline_after(timeout))
+        self.put_at(item, sys::deadline_after(timeout))
     }
 
     /// Puts `item`, waiting until `deadline` at the latest for room.
@@ -573,7 +570,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_at(deadline_after(timeout))
+        self.get_at(sys::deadline_after(timeout))
     }
 
     /// Takes the next item, waiting until `deadline` at the latest.
@@ -1084,7 +1081,7 @@ impl<T> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.0.core.join(deadline_after(timeout)) {
+        if self.0.core.join(sys::deadline_after(timeout)) {
             Ok(())
         } else {
             Err(Error::Timeout)

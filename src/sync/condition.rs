@@ -22,7 +22,7 @@
 use super::lock::Lock;
 use super::raw::Acquired;
 use super::rlock::RLock;
-use super::{LockError, LockResult, deadline};
+use super::{LockError, LockResult};
 use crate::error::Result;
 use crate::shm::segment::{Shared, ShmLayout};
 use crate::sys;
@@ -205,7 +205,7 @@ impl Condition {
     /// # Errors
     /// [`LockError::Timeout`], or as [`acquire`](Self::acquire).
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<ConditionGuard<'_>> {
-        self.outcome(self.take(deadline(timeout), true))
+        self.outcome(self.take(sys::deadline_after(timeout), true))
     }
 
     fn release_all(&self) -> u32 {
@@ -315,7 +315,7 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> std::result::Result<bool, LockError<()>> {
-        self.wait_until(deadline(timeout))
+        self.wait_until(sys::deadline_after(timeout))
     }
 
     /// Waits until `predicate` is true, for at most `timeout` (`None`:
@@ -338,7 +338,7 @@ impl ConditionGuard<'_> {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> std::result::Result<bool, LockError<()>> {
-        let end = timeout.and_then(deadline);
+        let end = timeout.and_then(sys::deadline_after);
         let mut died = false;
         loop {
             if predicate() {

@@ -5,7 +5,6 @@
 //! somebody waits.
 #![allow(unsafe_code)]
 
-use super::deadline;
 use crate::error::Result;
 use crate::shm::segment::{Shared, ShmLayout};
 use crate::sys;
@@ -152,7 +151,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(deadline(timeout))
+        self.wait_until(sys::deadline_after(timeout))
     }
 
     /// Waits until `deadline` at the latest; `true` if the flag is set.

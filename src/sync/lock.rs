@@ -2,9 +2,10 @@
 #![allow(unsafe_code)]
 
 use super::raw::{Acquired, RawLock};
-use super::{LockError, LockResult, deadline};
+use super::{LockError, LockResult};
 use crate::error::{Error, Result};
 use crate::shm::segment::{Shared, ShmLayout};
+use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;
 use std::fmt;
@@ -165,7 +166,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
-        match deadline(timeout) {
+        match sys::deadline_after(timeout) {
             Some(d) => self.acquire_deadline(d),
             None => self.acquire(),
         }

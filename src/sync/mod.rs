@@ -36,7 +36,6 @@ pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 
 use std::fmt;
-use std::time::{Duration, Instant};
 
 /// Why a lock was not simply acquired.
 ///
@@ -125,10 +124,4 @@ impl<G> From<LockError<G>> for crate::Error {
             LockError::Timeout => crate::Error::Timeout,
         }
     }
-}
-
-/// Turns a timeout into a deadline (`None`: too far to represent, wait
-/// forever).
-pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }

@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use super::raw::{Acquired, RawLock};
-use super::{LockError, LockResult, deadline};
+use super::{LockError, LockResult};
 use crate::error::{Error, Result};
 use crate::shm::segment::{Shared, ShmLayout};
 use crate::sys;
@@ -218,7 +218,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
-        match deadline(timeout) {
+        match sys::deadline_after(timeout) {
             Some(d) => self.outcome(
                 self.state().acquire_until(Some(d), true),
                 LockError::Timeout,

@@ -5,7 +5,6 @@
 //! a system call only when somebody waits.
 #![allow(unsafe_code)]
 
-use super::deadline;
 use crate::error::{Error, Result};
 use crate::shm::segment::{Shared, ShmLayout};
 use crate::sys;
@@ -116,7 +115,7 @@ macro_rules! semaphore_common {
             /// # Ok::<(), multiproc::Error>(())
             /// ```
             pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-                self.shm.get().acquire(deadline(timeout))
+                self.shm.get().acquire(sys::deadline_after(timeout))
             }
 
             /// The number of units available now (Python's `get_value()`).

@@ -117,3 +117,45 @@ where
         panic!("isolated scenario failed: {e}");
     }
 }
+
+/// A value that is `depth` nested `Some`s, as the recursive type
+/// `struct Msg(Option<Box<Msg>>)` encodes. It is encoded without recursion
+/// (as a hostile peer would write the bytes by hand) and decoded with it
+/// (as the derived `Deserialize` of such a type does), one decoding level
+/// per `Some`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Nest {
+    pub depth: usize,
+}
+
+/// The bytes of [`Nest`] `depth` deep: `depth` times `Some`, then `None`.
+pub fn nest_bytes(depth: usize) -> Vec<u8> {
+    let mut b = vec![1u8; depth];
+    b.push(0);
+    b
+}
+
+impl serde::Serialize for Nest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let bytes = nest_bytes(self.depth);
+        let mut t = s.serialize_tuple(bytes.len())?;
+        for b in &bytes {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Nest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let inner: Option<Box<Nest>> = serde::Deserialize::deserialize(d)?;
+        Ok(Nest {
+            depth: inner.map_or(0, |n| n.depth + 1),
+        })
+    }
+}
+
+/// Deeper than any decoding limit: without one, decoding it overflows the
+/// stack.
+pub const HOSTILE_DEPTH: usize = 100_000;

@@ -1,0 +1,477 @@
+//! Frames on the stream: headers, reading a frame (resumable after a
+//! timeout) and writing one.
+//!
+//! A receive with a deadline waits for every read, not only the first, no
+//! longer than its deadline. When the deadline passes in the middle of a
+//! frame, nothing is lost: the bytes read so far stay in the [`Reader`] (a
+//! frame that fits the read buffer stays in it; a larger one keeps its
+//! partly filled payload in [`Reader::partial`]), and the next receive, with
+//! or without a deadline, goes on from there.
+
+use super::Framing;
+use crate::error::{Error, Result};
+use crate::sys;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+pub(super) const HEADER: usize = 12;
+/// Read buffer size; frames that fit are read with one syscall.
+pub(super) const READ_BUF: usize = 64 * 1024;
+/// Largest number of descriptors one message may carry: one batch of
+/// `SCM_MAX_FD` per header byte.
+pub(crate) const MAX_FDS: usize = HEADER * sys::MAX_FDS_PER_MSG;
+/// A claimed length above this is not allocated up front but grown as the
+/// bytes really arrive, so a lying header cannot force a huge allocation.
+const EAGER_ALLOC: u64 = 64 << 20;
+
+/// The receiving side's state, kept between receives.
+pub(super) struct Reader {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    pub(super) fds: VecDeque<OwnedFd>,
+    /// A frame too large for `buf` whose payload is partly read: a receive
+    /// whose deadline passed mid-frame leaves it for the next receive.
+    partial: Option<Partial>,
+    /// Set after a protocol error: the stream position is lost for good.
+    pub(super) broken: Option<String>,
+}
+
+struct Partial {
+    payload: Vec<u8>,
+    len: usize,
+    nfds: usize,
+}
+
+impl Reader {
+    pub(super) fn new() -> Self {
+        Reader {
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            partial: None,
+            broken: None,
+        }
+    }
+
+    /// Whether a whole frame (or a bad header) sits in the buffer, so that
+    /// a receive will not touch the socket.
+    pub(super) fn has_whole_frame(&self, framing: Framing) -> bool {
+        if self.partial.is_some() {
+            return false;
+        }
+        let avail = &self.buf[self.start..self.end];
+        match parse_header(framing, avail) {
+            Ok(Some((hdr, len, _))) => (avail.len() - hdr) as u64 >= len,
+            Ok(None) => false,
+            // A bad header is reported by the next receive at once.
+            Err(_) => true,
+        }
+    }
+
+    /// The payload of a [`Frame::Buffered`], which the next receive will
+    /// not see again once [`consume`](Self::consume)d.
+    pub(super) fn buffered(&self, hdr: usize, len: usize) -> &[u8] {
+        &self.buf[self.start + hdr..self.start + hdr + len]
+    }
+
+    pub(super) fn consume(&mut self, hdr: usize, len: usize) {
+        self.start += hdr + len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The `nfds` descriptors that came with the frame just read.
+    pub(super) fn take_fds(&mut self, nfds: usize) -> Result<Vec<OwnedFd>> {
+        if self.fds.len() < nfds {
+            let why = format!(
+                "frame announced {nfds} descriptors but {} arrived",
+                self.fds.len()
+            );
+            self.broken = Some(why.clone());
+            return Err(Error::BadFrame(why));
+        }
+        Ok(self.fds.drain(..nfds).collect())
+    }
+}
+
+pub(super) enum Frame {
+    /// In the read buffer: see [`Reader::buffered`].
+    Buffered {
+        hdr: usize,
+        len: usize,
+        nfds: usize,
+    },
+    Owned {
+        payload: Vec<u8>,
+        nfds: usize,
+    },
+    /// Read into the caller's buffer.
+    Direct {
+        len: usize,
+        nfds: usize,
+    },
+}
+
+/// A received payload: in the read buffer, in its own vector, or already in
+/// the buffer the caller supplied.
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+    InDest(usize),
+}
+
+impl Payload<'_> {
+    pub(super) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+            Payload::InDest(_) => &[],
+        }
+    }
+
+    pub(super) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Borrowed(b) => b.to_vec(),
+            Payload::Owned(v) => v,
+            Payload::InDest(_) => Vec::new(),
+        }
+    }
+
+    /// With a destination, a payload that fits is copied there.
+    pub(super) fn into_dest<'a>(self, dest: Option<&mut [u8]>) -> Payload<'a>
+    where
+        Self: 'a,
+    {
+        match (self, dest) {
+            (Payload::Borrowed(b), Some(d)) if b.len() <= d.len() => {
+                d[..b.len()].copy_from_slice(b);
+                Payload::InDest(b.len())
+            }
+            (Payload::Owned(v), Some(d)) if v.len() <= d.len() => {
+                d[..v.len()].copy_from_slice(&v);
+                Payload::InDest(v.len())
+            }
+            (p, _) => p,
+        }
+    }
+}
+
+/// Writes the header of a frame of `len` payload bytes and `nfds`
+/// descriptors so that it ends where `h` ends; returns where it starts.
+pub(super) fn write_header(framing: Framing, h: &mut [u8; HEADER], len: u64, nfds: usize) -> usize {
+    match framing {
+        Framing::Native => {
+            h[..8].copy_from_slice(&len.to_le_bytes());
+            h[8..12].copy_from_slice(&(nfds as u32).to_le_bytes());
+            0
+        }
+        Framing::Python => match i32::try_from(len) {
+            Ok(n) => {
+                h[8..12].copy_from_slice(&n.to_be_bytes());
+                8
+            }
+            Err(_) => {
+                h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+                h[4..12].copy_from_slice(&len.to_be_bytes());
+                0
+            }
+        },
+    }
+}
+
+/// Parses the frame header at the start of `b`: `(header length, payload
+/// length, descriptor count)`, or `None` while more bytes are needed.
+fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)>> {
+    match framing {
+        Framing::Native => {
+            if b.len() < HEADER {
+                return Ok(None);
+            }
+            let len = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let nfds = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+            Ok(Some((HEADER, len, nfds)))
+        }
+        Framing::Python => {
+            if b.len() < 4 {
+                return Ok(None);
+            }
+            let n = i32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+            if n >= 0 {
+                return Ok(Some((4, n as u64, 0)));
+            }
+            if n != -1 {
+                return Err(Error::BadFrame(format!("negative message length {n}")));
+            }
+            if b.len() < 12 {
+                return Ok(None);
+            }
+            let len = u64::from_be_bytes(b[4..12].try_into().expect("8 bytes"));
+            Ok(Some((12, len, 0)))
+        }
+    }
+}
+
+/// One read from the socket, waiting no longer than `deadline` for bytes
+/// to arrive ([`Error::Timeout`] then). `recv(nonblocking)` makes the read.
+/// Returns 0 at end of stream.
+fn read_with(
+    fd: BorrowedFd<'_>,
+    deadline: Option<Instant>,
+    mut recv: impl FnMut(bool) -> io::Result<usize>,
+) -> Result<usize> {
+    let Some(deadline) = deadline else {
+        return Ok(recv(false)?);
+    };
+    loop {
+        if !sys::wait_readable(fd, Some(deadline))? {
+            return Err(Error::Timeout);
+        }
+        // Readable, yet another handle to the same socket may take the
+        // bytes first: never block past the deadline.
+        match recv(true) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// [`read_with`] into `buf`.
+fn read_some(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    deadline: Option<Instant>,
+) -> Result<usize> {
+    read_with(fd, deadline, |nb| sys::recv_msg_into(fd, buf, fds, nb))
+}
+
+/// [`read_some`] into the free end of the read buffer (moving the
+/// unread bytes to its start first when the free end is used up). Returns
+/// false at end of stream.
+fn fill(fd: BorrowedFd<'_>, r: &mut Reader, deadline: Option<Instant>) -> Result<bool> {
+    if r.start > 0 && r.end == r.buf.len() {
+        r.buf.copy_within(r.start..r.end, 0);
+        r.end -= r.start;
+        r.start = 0;
+    }
+    let end = r.end;
+    let Reader { buf, fds, .. } = r;
+    let n = read_some(fd, &mut buf[end..], fds, deadline)?;
+    r.end += n;
+    Ok(n > 0)
+}
+
+/// Reads the next frame, or goes on with the one an earlier receive left
+/// unfinished. Every read waits no longer than `deadline`; when it passes,
+/// the bytes read so far are kept in `r` for the next call.
+pub(super) fn read_frame(
+    fd: BorrowedFd<'_>,
+    r: &mut Reader,
+    framing: Framing,
+    deadline: Option<Instant>,
+    max: u64,
+    dest: Option<&mut [u8]>,
+) -> Result<Frame> {
+    if let Some(partial) = r.partial.take() {
+        return finish_large(fd, r, partial, deadline);
+    }
+    if r.end == r.start {
+        r.start = 0;
+        r.end = 0;
+    }
+    let (hdr, len, nfds) = loop {
+        if let Some(h) = parse_header(framing, &r.buf[r.start..r.end])? {
+            break h;
+        }
+        if !fill(fd, r, deadline)? {
+            return Err(if r.end == r.start {
+                Error::Eof
+            } else {
+                Error::Truncated
+            });
+        }
+    };
+    if len > max {
+        return Err(Error::MessageTooLarge { size: len, max });
+    }
+    if nfds > MAX_FDS {
+        return Err(Error::BadFrame(format!(
+            "frame announces {nfds} descriptors (limit {MAX_FDS})"
+        )));
+    }
+    let total = hdr as u64 + len;
+    if total <= r.buf.len() as u64 {
+        let total = total as usize;
+        if r.start + total > r.buf.len() {
+            r.buf.copy_within(r.start..r.end, 0);
+            r.end -= r.start;
+            r.start = 0;
+        }
+        while r.end - r.start < total {
+            if !fill(fd, r, deadline)? {
+                return Err(Error::Truncated);
+            }
+        }
+        return Ok(Frame::Buffered {
+            hdr,
+            len: len as usize,
+            nfds,
+        });
+    }
+    // A large frame: everything buffered belongs to it.
+    let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { size: len, max })?;
+    let buffered = &r.buf[r.start + hdr..r.end];
+    if let Some(dest) = dest.filter(|d| d.len() >= len && deadline.is_none()) {
+        // Straight into the caller's buffer. Without a deadline this read
+        // ends only with the frame or an error, so nothing is left over.
+        dest[..buffered.len()].copy_from_slice(buffered);
+        let mut got = buffered.len();
+        r.start = 0;
+        r.end = 0;
+        while got < len {
+            let n = read_some(fd, &mut dest[got..len], &mut r.fds, None)?;
+            if n == 0 {
+                return Err(Error::Truncated);
+            }
+            got += n;
+        }
+        return Ok(Frame::Direct { len, nfds });
+    }
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(EAGER_ALLOC as usize));
+    payload.extend_from_slice(buffered);
+    r.start = 0;
+    r.end = 0;
+    finish_large(fd, r, Partial { payload, len, nfds }, deadline)
+}
+
+/// Reads the rest of a large frame's payload; if `deadline` passes first,
+/// leaves it in `r.partial`.
+fn finish_large(
+    fd: BorrowedFd<'_>,
+    r: &mut Reader,
+    mut p: Partial,
+    deadline: Option<Instant>,
+) -> Result<Frame> {
+    while p.payload.len() < p.len {
+        let left = p.len - p.payload.len();
+        if p.payload.capacity() == p.payload.len() {
+            // Grow by what has arrived so far (at most doubling), never to
+            // the claimed length at once.
+            p.payload.reserve_exact(p.payload.len().min(left));
+        }
+        let want = (p.payload.capacity() - p.payload.len()).min(left);
+        let spare = &mut p.payload.spare_capacity_mut()[..want];
+        let fds = &mut r.fds;
+        match read_with(fd, deadline, |nb| sys::recv_msg(fd, spare, fds, nb)) {
+            Ok(0) => return Err(Error::Truncated),
+            // SAFETY: recvmsg initialised the first `n` spare bytes.
+            #[allow(unsafe_code)]
+            Ok(n) => unsafe { p.payload.set_len(p.payload.len() + n) },
+            Err(e) => {
+                if e.is_timeout() {
+                    r.partial = Some(p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Frame::Owned {
+        payload: p.payload,
+        nfds: p.nfds,
+    })
+}
+
+/// Writes a whole frame made of `parts`, attaching `fds` to its first bytes
+/// in batches of at most `SCM_MAX_FD`. Allocates nothing.
+pub(super) fn send_frame(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
+    const MAX_SLICES: usize = 8;
+    let mut batches = fds.chunks(sys::MAX_FDS_PER_MSG);
+    let mut part = 0;
+    let mut offset = 0;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sent_total = 0;
+    while sent_total < total {
+        // Skip parts already sent (and empty ones).
+        while offset == parts[part].len() {
+            part += 1;
+            offset = 0;
+        }
+        let batch = batches.next().unwrap_or(&[]);
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = if batches.len() > 0 {
+            // One byte per batch so that each batch rides on its own bytes.
+            slices[0] = IoSlice::new(&parts[part][offset..offset + 1]);
+            1
+        } else {
+            slices[0] = IoSlice::new(&parts[part][offset..]);
+            let rest = parts[part + 1..].iter().take(MAX_SLICES - 1);
+            let mut count = 1;
+            for p in rest {
+                slices[count] = IoSlice::new(p);
+                count += 1;
+            }
+            count
+        };
+        let mut n = sys::send_msg(sock, &slices[..count], batch)?;
+        sent_total += n;
+        while n > 0 {
+            let left = parts[part].len() - offset;
+            if n >= left {
+                n -= left;
+                part += 1;
+                offset = 0;
+            } else {
+                offset += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_headers_round_trip() {
+        for len in [0u64, 1, 0x7fff_ffff, 0x8000_0000, u64::MAX] {
+            let mut h = [0u8; HEADER];
+            let at = write_header(Framing::Python, &mut h, len, 0);
+            let (hdr, got, nfds) = parse_header(Framing::Python, &h[at..]).unwrap().unwrap();
+            assert_eq!((hdr, got, nfds), (HEADER - at, len, 0), "len {len}");
+            // Shorter prefixes of the header ask for more bytes.
+            for cut in 0..HEADER - at {
+                assert!(
+                    parse_header(Framing::Python, &h[at..at + cut])
+                        .unwrap()
+                        .is_none()
+                );
+            }
+        }
+        // Python's own bytes: struct.pack("!i", 5) and the -1 + "!Q" form.
+        let mut h = [0u8; HEADER];
+        assert_eq!(write_header(Framing::Python, &mut h, 5, 0), 8);
+        assert_eq!(h[8..], [0, 0, 0, 5]);
+        assert_eq!(write_header(Framing::Python, &mut h, 1 << 32, 0), 0);
+        assert_eq!(h, [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(parse_header(Framing::Python, &(-2i32).to_be_bytes()).is_err());
+    }
+
+    #[test]
+    fn native_headers_are_unchanged() {
+        let mut h = [0u8; HEADER];
+        assert_eq!(write_header(Framing::Native, &mut h, 7, 2), 0);
+        assert_eq!(h, [7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(
+            parse_header(Framing::Native, &h).unwrap(),
+            Some((HEADER, 7, 2))
+        );
+    }
+}
