@@ -67,7 +67,7 @@
 //! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`], [`Pool::apply_async_with`] |
 //! | `map`, `map_async`, `imap`, `imap_unordered`, `starmap` (chunksize) | [`Pool::map`], [`Pool::map_async`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`] (`*_chunked`) |
 //! | an exception in `pool.map` (which item?) | [`Error::Task`]` { index, source }`; [`Error::root`] for the task's own error |
-//! | `tqdm.contrib.concurrent.process_map(f, items)` | `pool.imap(f, items).progress()`, [`Pool::map_progress`] (feature `progress`) |
+//! | `tqdm.contrib.concurrent.process_map(f, items)` | `pool.imap(f, items).progress()`, `Pool::map_progress` (feature `progress`) |
 //! | `AsyncResult.get(timeout)`, `wait(timeout)`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout) / [`get_deadline`](AsyncResult::get_deadline) / [`try_get`](AsyncResult::try_get), [`wait`](AsyncResult::wait) (`_timeout`, `_deadline`), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
@@ -130,7 +130,7 @@
 //! # Cargo features
 //!
 //! * `progress` — progress bars for the pool's map family
-//!   ([`IMap::progress`], [`Pool::map_progress`]) through `indicatif`.
+//!   (`IMap::progress`, `Pool::map_progress`) through `indicatif`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

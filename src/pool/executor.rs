@@ -306,7 +306,7 @@ impl Executor {
     /// Applies `f` to every item lazily, results in order (Python's
     /// `Executor.map` with a bounded buffer). See
     /// [`map_timeout`](Self::map_timeout) for Python's `timeout`, and
-    /// [`IMap::progress`] (feature `progress`) for a progress bar.
+    /// `IMap::progress` (feature `progress`) for a progress bar.
     pub fn map<F, T, R, I>(&self, f: F, items: I) -> IMap<'_, R>
     where
         F: Target<(T,), Output = R>,

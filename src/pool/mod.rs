@@ -1120,7 +1120,7 @@ type ChunkSource = Box<dyn FnMut(usize) -> Option<Result<(Vec<u8>, Vec<OwnedFd>)
 ///
 /// [`timeout`](Self::timeout) / [`deadline`](Self::deadline) bound the
 /// whole iteration; with the `progress` feature,
-/// [`progress`](Self::progress) shows a progress bar.
+/// `progress` shows a progress bar.
 ///
 /// # Examples
 /// ```

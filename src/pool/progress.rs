@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// An [`IMap`] that advances a progress bar by one for each result it
-/// yields (an `Ok` or an `Err`), and finishes the bar at the end; made by
+/// yields (an `Ok` or an `Err`; a failed chunk yields one `Err` for its
+/// items), and finishes the bar where it stands at the end; made by
 /// [`IMap::progress`] or [`IMap::progress_with`].
 pub struct Progress<'p, R> {
     inner: IMap<'p, R>,
@@ -88,7 +89,9 @@ impl<R: DeserializeOwned + Send + 'static> Iterator for Progress<'_, R> {
         let item = self.inner.next();
         match item {
             Some(_) => self.bar.inc(1),
-            None => self.bar.finish(),
+            // Not `finish`, which would move the bar to its length even
+            // when failed chunks yielded one error for several items.
+            None => self.bar.abandon(),
         }
         item
     }
