@@ -232,6 +232,9 @@ fn done_callbacks_run_once_in_order_and_panics_are_contained() {
     f.add_done_callback(move |_| tx2.send("after".into()).unwrap());
     let got: Vec<String> = (0..4).map(|_| rx.recv_timeout(LONG).unwrap()).collect();
     assert_eq!(got, ["0:300", "1:300", "2:300", "after"]);
+    // Callbacks run before waiters are woken: the future is done once
+    // they have all returned.
+    assert!(f.wait_timeout(LONG));
     assert!(f.done());
     // Added after completion: runs at once, on this thread.
     let here = std::thread::current().id();
