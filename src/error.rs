@@ -147,9 +147,51 @@ pub enum Error {
     /// Queue ... is closed`).
     #[error("the queue is closed")]
     Closed,
+    /// A task of a pool's map family failed; `index` is the position in the
+    /// input of the item it failed on (for a fault that takes a whole chunk,
+    /// such as a lost worker or a timeout, the chunk's first item). The
+    /// task's own error is `source`; [`Error::root`] reaches it through any
+    /// wrapping, and [`Error::panic`] and [`Error::signal`] look through it.
+    #[error("the task for input item {index} failed: {source}")]
+    Task {
+        /// The item's position in the input, from 0.
+        index: usize,
+        /// What happened to the task.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
+    /// The error itself, or for [`Error::Task`] the task's own error (for
+    /// matching on what happened, whichever input item it was).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Error;
+    /// fn check(x: u32) -> u32 { assert!(x != 2, "two"); x }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let e = pool.map(check, [0, 1, 2, 3]).unwrap_err();
+    /// assert_eq!(e.task_index(), Some(2));
+    /// assert!(matches!(e.root(), Error::Panicked(p) if p.message == "two"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn root(&self) -> &Error {
+        let mut e = self;
+        while let Error::Task { source, .. } = e {
+            e = source;
+        }
+        e
+    }
+
+    /// For [`Error::Task`], the input item's index.
+    pub fn task_index(&self) -> Option<usize> {
+        match self {
+            Error::Task { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
     /// True for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout)
@@ -175,16 +217,16 @@ impl Error {
     /// assert!(e.to_string().contains("SIGKILL"));
     /// ```
     pub fn signal(&self) -> Option<i32> {
-        match self {
+        match self.root() {
             Error::Killed(sig) => Some(*sig),
             Error::WorkerLost { exitcode, .. } if *exitcode < 0 => Some(-exitcode),
             _ => None,
         }
     }
 
-    /// The panic, when a child panicked.
+    /// The panic, when a child panicked (also through [`Error::Task`]).
     pub fn panic(&self) -> Option<&RemotePanic> {
-        match self {
+        match self.root() {
             Error::Panicked(p) => Some(p),
             _ => None,
         }

@@ -63,12 +63,19 @@
 //! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
 //! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::new(n)`](Pool::new), [`Pool::builder`]`().initializer(f, args).maxtasksperchild(k)` |
+//! | `Pool()` (CPU count) | [`Pool::with_default_size`], [`Pool::default_size`]; `MULTIPROC_PROCESSES=n` overrides the CPU count |
 //! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`], [`Pool::apply_async_with`] |
 //! | `map`, `map_async`, `imap`, `imap_unordered`, `starmap` (chunksize) | [`Pool::map`], [`Pool::map_async`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`] (`*_chunked`) |
-//! | `AsyncResult.get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout), [`wait`](AsyncResult::wait), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
+//! | an exception in `pool.map` (which item?) | [`Error::Task`]` { index, source }`; [`Error::root`] for the task's own error |
+//! | `tqdm.contrib.concurrent.process_map(f, items)` | `pool.imap(f, items).progress()`, `Pool::map_progress` (feature `progress`) |
+//! | `AsyncResult.get(timeout)`, `wait(timeout)`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout) / [`get_deadline`](AsyncResult::get_deadline) / [`try_get`](AsyncResult::try_get), [`wait`](AsyncResult::wait) (`_timeout`, `_deadline`), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
-//! | `ProcessPoolExecutor`: `submit`, `map`, `shutdown(wait, cancel_futures)` | [`Executor::submit`], [`Executor::map`], [`Executor::shutdown`] |
+//! | `ProcessPoolExecutor(max_workers)`, `submit`, `map(timeout=)` | [`Executor::new`] / [`Executor::with_default_size`], [`Executor::submit`], [`Executor::map`], [`Executor::map_timeout`] |
+//! | `shutdown(wait=True, cancel_futures=False)` | [`Executor::shutdown`], [`Executor::shutdown_with`]`(`[`Shutdown`]` { wait, cancel_futures })` |
+//! | `terminate_workers()`, `kill_workers()` (3.14) | [`Executor::terminate_workers`], [`Executor::kill_workers`] |
+//! | `Future`: `result(timeout)`, `exception(timeout)`, `done`, `running`, `cancel`, `cancelled`, `add_done_callback` | [`TaskFuture`]: [`result`](TaskFuture::result) (`_timeout`, `_deadline`, `try_`), [`exception`](TaskFuture::exception), [`done`](TaskFuture::done), [`running`](TaskFuture::running), [`cancel`](TaskFuture::cancel), [`cancelled`](TaskFuture::cancelled), [`add_done_callback`](TaskFuture::add_done_callback) |
+//! | `concurrent.futures.wait(fs, timeout, return_when)`, `as_completed(fs, timeout)` | [`futures::wait`]`(fs, timeout, `[`futures::ReturnWhen`]`)`, [`futures::as_completed`] |
 //! | `Lock()`, `RLock()`, `with lock:` | [`Lock`], [`RLock`]: `acquire()` returns a guard |
 //! | `lock.acquire(False)`, `acquire(timeout=t)` | [`Lock::try_acquire`], [`Lock::acquire_timeout`] |
 //! | a holder that died (Python hangs) | [`LockError::OwnerDied`], which hands over the guard |
@@ -115,6 +122,16 @@
 //!   producer or consumer killed mid-item never hands out a torn item.
 //! * A pool worker that is killed, crashes or times out fails only the task
 //!   it was running; it is replaced and the pool goes on.
+//! * A panic in any child — a [`Process`] target or a pool task — is
+//!   printed on the child's standard error as
+//!   `process 'NAME' (pid N) panicked at FILE:LINE:COL:` and the message
+//!   (with a backtrace under `RUST_BACKTRACE=1`), and reaches the parent as
+//!   [`Error::Panicked`] with the message, location and process name.
+//!
+//! # Cargo features
+//!
+//! * `progress` — progress bars for the pool's map family
+//!   (`IMap::progress`, `Pool::map_progress`) through `indicatif`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -138,7 +155,10 @@ pub use connection::{
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
 pub use logging::log_to_stderr;
-pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
+#[cfg(feature = "progress")]
+pub use pool::Progress;
+pub use pool::futures;
+pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,

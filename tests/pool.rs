@@ -212,8 +212,10 @@ fn w05_x08_unencodable_argument_fails_at_once() {
     let err = pool
         .map(take_no_encode, vec![NoEncode, NoEncode])
         .unwrap_err();
+    assert_eq!(err.task_index(), Some(0), "{err}");
+    let err = err.root();
     assert!(
-        matches!(&err, Error::Encode(m) if m.contains("arguments")
+        matches!(err, Error::Encode(m) if m.contains("arguments")
             && m.contains("NoEncode refuses to be encoded")),
         "{err}"
     );
@@ -903,7 +905,7 @@ fn x07_x09_shutdown_with_crash_and_cancel() {
     let crash = ex.submit(exit_after, (200, 5)).unwrap();
     let after = ex.submit(sqr, (5,)).unwrap();
     let t = Instant::now();
-    ex.shutdown(true, false).unwrap();
+    ex.shutdown().unwrap();
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(matches!(
         crash.result(),
@@ -923,7 +925,11 @@ fn x07_x09_shutdown_with_crash_and_cancel() {
         pending[4].result_timeout(Duration::ZERO),
         Err(Error::Cancelled)
     ));
-    ex.shutdown(false, true).unwrap();
+    ex.shutdown_with(multiproc::Shutdown {
+        wait: false,
+        cancel_futures: true,
+    })
+    .unwrap();
     assert_eq!(running.result().unwrap(), 300);
     let cancelled = pending
         .into_iter()

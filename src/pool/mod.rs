@@ -14,11 +14,16 @@
 //! for their task.
 
 mod executor;
-mod results;
+pub mod futures;
+#[cfg(feature = "progress")]
+mod progress;
+pub(crate) mod results;
 mod supervisor;
 pub(crate) mod worker;
 
-pub use executor::{Executor, Future};
+pub use executor::{Executor, Shutdown, TaskFuture};
+#[cfg(feature = "progress")]
+pub use progress::Progress;
 pub use results::AsyncResult;
 
 use crate::codec;
@@ -35,7 +40,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use supervisor::{InitFn, Supervisor, WorkerSpec};
 use worker::TaskEntry;
 
@@ -73,6 +78,8 @@ pub(crate) struct Shared {
     wake: Connection,
     woken: AtomicBool,
     pids: Mutex<Vec<u32>>,
+    /// Terminate with SIGKILL at once rather than SIGTERM first.
+    kill: AtomicBool,
 }
 
 impl Shared {
@@ -133,6 +140,22 @@ impl Shared {
         out
     }
 
+    /// Whether any task with these ids is still queued.
+    fn any_pending(&self, ids: &[u64]) -> bool {
+        self.lock().pending.iter().any(|j| ids.contains(&j.id))
+    }
+
+    /// Takes the queued tasks of `sink` out of the queue.
+    fn remove_pending_of(&self, sink: &Arc<dyn Sink>) -> Vec<Job> {
+        let mut q = self.lock();
+        let (mine, rest): (VecDeque<Job>, VecDeque<Job>) = q
+            .pending
+            .drain(..)
+            .partition(|j| std::ptr::addr_eq(Arc::as_ptr(&j.sink), Arc::as_ptr(sink)));
+        q.pending = rest;
+        mine.into_iter().collect()
+    }
+
     /// Takes every queued task out of the queue.
     fn drain_pending(&self) -> Vec<Job> {
         self.lock().pending.drain(..).collect()
@@ -183,8 +206,11 @@ impl std::fmt::Debug for PoolBuilder {
     }
 }
 
+/// The environment variable that sets the default number of pool workers.
+const PROCESSES_VAR: &str = "MULTIPROC_PROCESSES";
+
 impl PoolBuilder {
-    /// The number of worker processes (default: [`cpu_count`]).
+    /// The number of worker processes (default: [`Pool::default_size`]).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -236,12 +262,17 @@ impl PoolBuilder {
     /// Starts the workers and the pool's supervisor thread.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for 0 processes or `maxtasksperchild(0)`;
+    /// [`Error::InvalidArgument`] for 0 processes or `maxtasksperchild(0)`,
+    /// or, without [`processes`](Self::processes), for a bad
+    /// `MULTIPROC_PROCESSES` (see [`Pool::default_size`]);
     /// any error starting a worker (the workers already started are killed
     /// and reaped, not leaked); [`Error::DaemonicChildren`] in a daemonic
     /// process.
     pub fn build(self) -> Result<Pool> {
-        let n = self.processes.unwrap_or_else(cpu_count);
+        let n = match self.processes {
+            Some(n) => n,
+            None => Pool::default_size()?,
+        };
         if n == 0 {
             return Err(Error::InvalidArgument(
                 "the number of processes must be at least 1".into(),
@@ -283,6 +314,7 @@ impl PoolBuilder {
             wake: wake_tx,
             woken: AtomicBool::new(false),
             pids: Mutex::new(workers.iter().map(|w| w.pid()).collect()),
+            kill: AtomicBool::new(false),
         });
         let sup = Supervisor {
             shared: shared.clone(),
@@ -361,6 +393,15 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     Ok((buf, fds))
 }
 
+/// Encodes a chunk of the map family whose first item is input item
+/// `first`; an error names the item that could not be encoded.
+fn encode_chunk<A: Serialize>(chunk: &[A], first: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    encode(chunk).map_err(|e| {
+        let bad = chunk.iter().position(|a| encode(a).is_err()).unwrap_or(0);
+        results::at_item(first + bad, e)
+    })
+}
+
 fn check_chunksize(chunksize: usize) -> Result<usize> {
     if chunksize == 0 {
         return Err(Error::InvalidArgument(
@@ -385,6 +426,51 @@ impl Pool {
     /// ```
     pub fn new(processes: usize) -> Result<Pool> {
         Pool::builder().processes(processes).build()
+    }
+
+    /// A pool of [`default_size`](Self::default_size) workers (Python's
+    /// `Pool()`).
+    ///
+    /// # Errors
+    /// As for [`PoolBuilder::build`], including a bad `MULTIPROC_PROCESSES`.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::with_default_size()?;
+    /// assert_eq!(pool.processes(), multiproc::Pool::default_size()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_default_size() -> Result<Pool> {
+        Pool::builder().build()
+    }
+
+    /// The number of workers a pool gets when none is given: the
+    /// `MULTIPROC_PROCESSES` environment variable when it is set (like
+    /// rayon's `RAYON_NUM_THREADS`), otherwise [`cpu_count`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the variable and its value when
+    /// `MULTIPROC_PROCESSES` is set but is not a whole number of at least 1
+    /// (a bad value is an error, not silently ignored).
+    ///
+    /// # Examples
+    /// ```
+    /// let n = multiproc::Pool::default_size()?;
+    /// if std::env::var_os("MULTIPROC_PROCESSES").is_none() {
+    ///     assert_eq!(n, multiproc::cpu_count());
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn default_size() -> Result<usize> {
+        match std::env::var_os(PROCESSES_VAR) {
+            None => Ok(cpu_count()),
+            Some(v) => match v.to_str().map(|s| s.trim().parse::<usize>()) {
+                Some(Ok(n)) if n >= 1 => Ok(n),
+                _ => Err(Error::InvalidArgument(format!(
+                    "{PROCESSES_VAR}={v:?}: expected a whole number of processes, at least 1"
+                ))),
+            },
+        }
     }
 
     /// A builder for a pool with an initializer, start method, maximum tasks
@@ -578,10 +664,10 @@ impl Pool {
         }
         let entry = task_entry_offset(worker::chunk_entry::<F, A, R> as TaskEntry);
         let chunks = args.len().div_ceil(chunksize);
-        let sink: Arc<dyn Sink> = Arc::new(MapSink::new(chunks, slot.clone()));
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::new(chunks, chunksize, slot.clone()));
         let mut tasks: Vec<Task> = Vec::with_capacity(chunks);
         for (i, chunk) in args.chunks(chunksize).enumerate() {
-            let (payload, fds) = encode(chunk)?;
+            let (payload, fds) = encode_chunk(chunk, i * chunksize)?;
             tasks.push((entry, payload, fds, sink.clone(), i));
         }
         let ids = self.shared.submit(tasks)?;
@@ -610,16 +696,27 @@ impl Pool {
     /// chunk is one task.
     ///
     /// # Errors
-    /// [`Error::State`] after close or terminate; [`Error::Encode`] when an
-    /// item cannot be encoded (nothing is queued); otherwise the first error
-    /// of any chunk (a panic, a lost worker, …).
+    /// [`Error::State`] after close or terminate; otherwise the first error
+    /// of any item, as [`Error::Task`] with the item's index in the input
+    /// and the task's own error inside: [`Error::Encode`] when an item
+    /// cannot be encoded (nothing is queued), [`Error::Panicked`],
+    /// [`Error::WorkerLost`], [`Error::TaskTimeout`], … Match on
+    /// [`Error::root`] to look at the task's error whichever item it was.
+    /// Errors of the pool as a whole ([`Error::PoolTerminated`],
+    /// [`Error::PoolBroken`]) are not wrapped.
     ///
     /// # Examples
     /// ```
+    /// use multiproc::Error;
     /// fn square(x: i64) -> i64 { x * x }
+    /// fn inverse(x: i64) -> i64 { 100 / x }
     /// let pool = multiproc::Pool::new(2)?;
     /// assert_eq!(pool.map(square, 0..10)?, (0..10).map(|x| x * x).collect::<Vec<_>>());
     /// assert!(pool.map(square, Vec::new())?.is_empty());
+    ///
+    /// let err = pool.map(inverse, [5, 4, 0, 2]).unwrap_err();
+    /// assert!(matches!(&err, Error::Task { index: 2, source } if source.panic().is_some()));
+    /// assert!(matches!(err.root(), Error::Panicked(_)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn map<F, T, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
@@ -751,7 +848,8 @@ impl Pool {
         self.starmap_async(f, items, None)?.get()
     }
 
-    /// [`starmap`](Self::starmap) with a chunk size (`None`: the default).
+    /// [`starmap`](Self::starmap) with `chunksize` items per task (instead
+    /// of about `len / (4 * processes)`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a chunk size of 0; otherwise as for
@@ -960,6 +1058,12 @@ impl Pool {
         self.shared.wake();
     }
 
+    /// [`terminate`](Self::terminate) with SIGKILL at once.
+    fn kill(&self) {
+        self.shared.kill.store(true, Ordering::SeqCst);
+        self.terminate();
+    }
+
     /// Waits until the pool has finished: after [`close`](Self::close), when
     /// every task has run and the workers have exited; after
     /// [`terminate`](Self::terminate), when the workers are gone.
@@ -1010,8 +1114,13 @@ impl Drop for Pool {
 
 type ChunkSource = Box<dyn FnMut(usize) -> Option<Result<(Vec<u8>, Vec<OwnedFd>)>>>;
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields
-/// each result (or the error of its task).
+/// The iterator of [`Pool::imap`], [`Pool::imap_unordered`] and
+/// [`Executor::map`]: yields each result (or the error of its task, as
+/// [`Error::Task`] naming the input item).
+///
+/// [`timeout`](Self::timeout) / [`deadline`](Self::deadline) bound the
+/// whole iteration; with the `progress` feature,
+/// `progress` shows a progress bar.
 ///
 /// # Examples
 /// ```
@@ -1035,6 +1144,10 @@ pub struct IMap<'p, R> {
     ordered: bool,
     window: usize,
     current: std::vec::IntoIter<R>,
+    deadline: Option<Instant>,
+    /// The number of input items, when the input knew it.
+    len: Option<usize>,
+    timed_out: bool,
 }
 
 impl<R> std::fmt::Debug for IMap<'_, R> {
@@ -1053,12 +1166,18 @@ impl<'p, R: DeserializeOwned + Send + 'static> IMap<'p, R> {
         A: Serialize + 'static,
         I: Iterator<Item = A> + 'static,
     {
+        let len = match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
         let source: ChunkSource = Box::new(move |n| {
             let chunk: Vec<A> = items.by_ref().take(n).collect();
             if chunk.is_empty() {
                 None
             } else {
-                Some(encode(&chunk))
+                // An error names the item by its position in the chunk;
+                // `top_up` makes it the position in the input.
+                Some(encode_chunk(&chunk, 0))
             }
         });
         let window = (pool.processes * if chunksize == 1 { 32 } else { 4 }).max(2);
@@ -1067,14 +1186,62 @@ impl<'p, R: DeserializeOwned + Send + 'static> IMap<'p, R> {
             entry,
             source,
             chunksize,
-            sink: Arc::new(IterSink::new()),
+            sink: Arc::new(IterSink::new(chunksize)),
             submitted: 0,
             consumed: 0,
             exhausted: false,
             ordered,
             window,
             current: Vec::new().into_iter(),
+            deadline: None,
+            len,
+            timed_out: false,
         }
+    }
+
+    /// Bounds the whole iteration: once `timeout` (counted from this call)
+    /// has passed, a result that is not ready yields one
+    /// [`Error::Timeout`], the items not yet handed to a worker are
+    /// cancelled, and the iteration ends (Python's `Executor.map(...,
+    /// timeout=)`). Results that are ready are still yielded before that.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let mut it = pool.imap(nap, [0, 10_000]).timeout(Duration::from_secs(2));
+    /// assert_eq!(it.next().unwrap()?, 0);
+    /// assert!(it.next().unwrap().unwrap_err().is_timeout());
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn timeout(self, timeout: Duration) -> Self {
+        match Instant::now().checked_add(timeout) {
+            Some(d) => self.deadline(d),
+            None => self,
+        }
+    }
+
+    /// Like [`timeout`](Self::timeout), with the end as an instant.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The number of input items, when the input's `size_hint` gave it
+    /// exactly (a range, a `Vec`, an array, …); `None` otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// assert_eq!(pool.imap(id, 0..10).input_len(), Some(10));
+    /// assert_eq!(pool.imap(id, (0..10).filter(|x| x % 2 == 0)).input_len(), None);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn input_len(&self) -> Option<usize> {
+        self.len
     }
 
     fn top_up(&mut self) {
@@ -1094,6 +1261,13 @@ impl<'p, R: DeserializeOwned + Send + 'static> IMap<'p, R> {
                     self.submitted += 1;
                 }
                 Some(Err(e)) => {
+                    let e = match e {
+                        Error::Task { index: bad, source } => Error::Task {
+                            index: index * self.chunksize + bad,
+                            source,
+                        },
+                        other => other,
+                    };
                     self.sink.put(index, Err(e));
                     self.submitted += 1;
                 }
@@ -1109,14 +1283,19 @@ impl<'p, R: DeserializeOwned + Send + 'static> IMap<'p, R> {
             }
         }
     }
+
+    /// The deadline passed: nothing more is read or queued, and the tasks
+    /// still queued are cancelled.
+    fn expire(&mut self) {
+        self.timed_out = true;
+        self.exhausted = true;
+        let sink = self.sink.clone() as Arc<dyn Sink>;
+        drop(self.pool.shared.remove_pending_of(&sink));
+    }
 }
 
 fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::State(s) => Error::State(s),
-        Error::PoolBroken(s) => Error::PoolBroken(s.clone()),
-        other => Error::PoolBroken(other.to_string()),
-    }
+    results::copy_error(e)
 }
 
 impl<R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, R> {
@@ -1126,6 +1305,9 @@ impl<R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, R> {
         loop {
             if let Some(v) = self.current.next() {
                 return Some(Ok(v));
+            }
+            if self.timed_out {
+                return None;
             }
             if self.chunksize == 0 {
                 if self.exhausted {
@@ -1145,12 +1327,26 @@ impl<R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, R> {
             } else {
                 None
             };
-            let chunk = self.sink.take(want);
+            let Some(chunk) = self.sink.take(want, self.deadline) else {
+                self.expire();
+                return Some(Err(Error::Timeout));
+            };
             self.consumed += 1;
             match chunk {
                 Ok(v) => self.current = v.into_iter(),
                 Err(e) => return Some(Err(e)),
             }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.len {
+            Some(n) if !self.timed_out && self.chunksize > 0 => {
+                let yielded = (self.consumed * self.chunksize).min(n);
+                let left = n - yielded + self.current.len();
+                (0, Some(left))
+            }
+            _ => (0, None),
         }
     }
 }

@@ -3,11 +3,11 @@
 
 use super::Shared;
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemotePanic, Result};
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// A finished task as the supervisor hands it over: the encoded result and
@@ -21,20 +21,85 @@ pub(crate) trait Sink: Send + Sync {
 
 pub(crate) type OnOk<T> = Box<dyn FnOnce(&T) + Send>;
 pub(crate) type OnErr = Box<dyn FnOnce(&Error) + Send>;
+pub(crate) type OnDone<T> = Box<dyn FnOnce(std::result::Result<&T, &Error>) + Send>;
+
+/// What a chunk task of the map family reports: the results of its items,
+/// or the position in the chunk of the item that panicked and its panic.
+pub(crate) type ChunkOut<R> = std::result::Result<Vec<R>, (u64, RemotePanic)>;
+
+/// Told the position it was registered with when a watched slot finishes
+/// (for `futures::wait` and `futures::as_completed`).
+pub(crate) struct Watch {
+    done: Mutex<Vec<usize>>,
+    cv: Condvar,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Arc<Watch> {
+        Arc::new(Watch {
+            done: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn push(&self, pos: usize) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pos);
+        self.cv.notify_all();
+    }
+
+    /// Waits until at least one position is reported or `deadline` passes,
+    /// and takes the reported positions (in completion order).
+    pub(crate) fn take(&self, deadline: Option<Instant>) -> Vec<usize> {
+        let mut st = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while st.is_empty() {
+            match deadline {
+                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    st = self
+                        .cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        std::mem::take(&mut *st)
+    }
+}
 
 struct SlotState<T> {
     value: Option<Result<T>>,
     setting: bool,
     done: bool,
     taken: bool,
+    /// The value is lent to a done callback added after completion.
+    lent: bool,
+    /// Finished with an error other than [`Error::Cancelled`].
+    failed: bool,
+    cancelled: bool,
     on_ok: Option<OnOk<T>>,
     on_err: Option<OnErr>,
+    on_done: Vec<OnDone<T>>,
+    watchers: Vec<(Weak<Watch>, usize)>,
 }
 
 /// One value that will arrive, with optional callbacks.
 pub(crate) struct Slot<T> {
     st: Mutex<SlotState<T>>,
     cv: Condvar,
+}
+
+fn run_callback(what: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        log::error!("a pool {what} callback panicked; the panic was caught and ignored");
+    }
 }
 
 impl<T> Slot<T> {
@@ -45,8 +110,13 @@ impl<T> Slot<T> {
                 setting: false,
                 done: false,
                 taken: false,
+                lent: false,
+                failed: false,
+                cancelled: false,
                 on_ok,
                 on_err,
+                on_done: Vec::new(),
+                watchers: Vec::new(),
             }),
             cv: Condvar::new(),
         }
@@ -56,18 +126,22 @@ impl<T> Slot<T> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the value once (later calls are ignored): runs the callback
-    /// first, then wakes the waiters, as Python does.
+    /// Sets the value once (later calls are ignored): runs the callbacks
+    /// first, then wakes the waiters, as Python does for `AsyncResult`.
     pub(crate) fn set(&self, value: Result<T>) {
-        let (on_ok, on_err) = {
+        let (on_ok, on_err, on_done) = {
             let mut st = self.lock();
             if st.setting {
                 return;
             }
             st.setting = true;
-            (st.on_ok.take(), st.on_err.take())
+            (
+                st.on_ok.take(),
+                st.on_err.take(),
+                std::mem::take(&mut st.on_done),
+            )
         };
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &value {
+        run_callback("result", || match &value {
             Ok(v) => {
                 if let Some(cb) = on_ok {
                     cb(v)
@@ -78,20 +152,67 @@ impl<T> Slot<T> {
                     cb(e)
                 }
             }
-        }));
-        if run.is_err() {
-            log::error!("a pool result callback panicked");
+        });
+        for cb in on_done {
+            run_callback("done", || cb(value.as_ref()));
         }
         let mut st = self.lock();
+        st.cancelled = matches!(value, Err(Error::Cancelled));
+        st.failed = value.is_err() && !st.cancelled;
         st.value = Some(value);
         st.done = true;
+        let watchers = std::mem::take(&mut st.watchers);
+        drop(st);
+        self.cv.notify_all();
+        for (w, pos) in watchers {
+            if let Some(w) = w.upgrade() {
+                w.push(pos);
+            }
+        }
+    }
+
+    /// Runs `cb` with the outcome once the slot is set: at once (on this
+    /// thread) when it already is, otherwise on the thread that sets it.
+    pub(crate) fn add_done_callback(&self, cb: OnDone<T>) {
+        let mut st = self.lock();
+        if !st.setting {
+            st.on_done.push(cb);
+            return;
+        }
+        while !st.done || st.lent {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let Some(value) = st.value.take() else {
+            drop(st);
+            let taken = Error::State("the result was already taken");
+            run_callback("done", || cb(Err(&taken)));
+            return;
+        };
+        st.lent = true;
+        drop(st);
+        run_callback("done", || cb(value.as_ref()));
+        let mut st = self.lock();
+        st.value = Some(value);
+        st.lent = false;
         drop(st);
         self.cv.notify_all();
     }
 
+    /// Reports `pos` to `watch` when the slot is set (at once if it is).
+    pub(crate) fn watch(&self, watch: &Arc<Watch>, pos: usize) {
+        let mut st = self.lock();
+        if st.done {
+            drop(st);
+            watch.push(pos);
+            return;
+        }
+        st.watchers.retain(|(w, _)| w.strong_count() > 0);
+        st.watchers.push((Arc::downgrade(watch), pos));
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, SlotState<T>> {
         let mut st = self.lock();
-        while !st.done {
+        while !st.done || st.lent {
             match deadline {
                 None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
@@ -112,7 +233,7 @@ impl<T> Slot<T> {
 
     fn take(&self, deadline: Option<Instant>) -> Result<T> {
         let mut st = self.wait_until(deadline);
-        if !st.done {
+        if !st.done || st.lent {
             return Err(Error::Timeout);
         }
         if st.taken {
@@ -120,6 +241,110 @@ impl<T> Slot<T> {
         }
         st.taken = true;
         st.value.take().expect("a finished slot holds its value")
+    }
+
+    /// Waits until the slot is set or `deadline` passes; `true` if set.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        self.wait_until(deadline).done
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.lock().done
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// A copy of the error the slot was set to, once it is set.
+    fn error(&self, deadline: Option<Instant>) -> Result<Option<Error>> {
+        let st = self.wait_until(deadline);
+        if !st.done || st.lent {
+            return Err(Error::Timeout);
+        }
+        Ok(match &st.value {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(copy_error(e)),
+            None if st.failed || st.cancelled => Some(Error::State("the result was already taken")),
+            None => None,
+        })
+    }
+}
+
+/// A copy of `e`: the same variant with the same contents; an
+/// [`Error::Io`] keeps its kind, OS error code and message.
+pub(crate) fn copy_error(e: &Error) -> Error {
+    use Error as E;
+    match e {
+        E::Io(io) => E::Io(match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(io.kind(), io.to_string()),
+        }),
+        E::Eof => E::Eof,
+        E::Truncated => E::Truncated,
+        E::Timeout => E::Timeout,
+        E::MessageTooLarge { size, max } => E::MessageTooLarge {
+            size: *size,
+            max: *max,
+        },
+        E::BadFrame(s) => E::BadFrame(s.clone()),
+        E::Encode(s) => E::Encode(s.clone()),
+        E::Decode(s) => E::Decode(s.clone()),
+        E::BufferTooShort { message, capacity } => E::BufferTooShort {
+            message: message.clone(),
+            capacity: *capacity,
+        },
+        E::WrongDirection(s) => E::WrongDirection(s),
+        E::State(s) => E::State(s),
+        E::DaemonicChildren => E::DaemonicChildren,
+        E::ForkWithThreads { threads } => E::ForkWithThreads { threads: *threads },
+        E::ClosureNeedsFork => E::ClosureNeedsFork,
+        E::Panicked(p) => E::Panicked(p.clone()),
+        E::Exited(c) => E::Exited(*c),
+        E::Killed(s) => E::Killed(*s),
+        E::Bootstrap(s) => E::Bootstrap(s.clone()),
+        E::Authentication(s) => E::Authentication(s.clone()),
+        E::Address(s) => E::Address(s.clone()),
+        E::WorkerLost { pid, exitcode } => E::WorkerLost {
+            pid: *pid,
+            exitcode: *exitcode,
+        },
+        E::TaskTimeout(d) => E::TaskTimeout(*d),
+        E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
+        E::PoolTerminated => E::PoolTerminated,
+        E::Cancelled => E::Cancelled,
+        E::PoolBroken(s) => E::PoolBroken(s.clone()),
+        E::OwnerDied => E::OwnerDied,
+        E::WouldBlock => E::WouldBlock,
+        E::Empty => E::Empty,
+        E::Full => E::Full,
+        E::Closed => E::Closed,
+        E::Task { index, source } => E::Task {
+            index: *index,
+            source: Box::new(copy_error(source)),
+        },
+    }
+}
+
+/// Names the input item an error of the map family belongs to. Errors of
+/// the pool as a whole (terminated, broken, closed, cancelled) stay as they
+/// are.
+pub(crate) fn at_item(index: usize, e: Error) -> Error {
+    match e {
+        Error::Panicked(_)
+        | Error::WorkerLost { .. }
+        | Error::TaskTimeout(_)
+        | Error::Encode(_)
+        | Error::Decode(_)
+        | Error::Bootstrap(_) => Error::Task {
+            index,
+            source: Box::new(e),
+        },
+        other => other,
     }
 }
 
@@ -136,9 +361,33 @@ fn decode_result<R: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result
     })
 }
 
+/// Decodes the outcome of chunk `chunk` of `chunksize` items: its results,
+/// or the error named by the index of the item it belongs to (the item that
+/// panicked, or the chunk's first item for a fault of the whole chunk).
+fn decode_chunk<R: DeserializeOwned>(
+    chunk: usize,
+    chunksize: usize,
+    outcome: Outcome<'_>,
+) -> Result<Vec<R>> {
+    let first = chunk.saturating_mul(chunksize);
+    let out = outcome.and_then(|(b, fds)| decode_result::<ChunkOut<R>>(b, fds));
+    match out {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err((k, p))) => Err(at_item(
+            first.saturating_add(usize::try_from(k).unwrap_or(usize::MAX)),
+            Error::Panicked(p),
+        )),
+        Err(e) => Err(at_item(first, e)),
+    }
+}
+
 /// The result of a task submitted with [`Pool::apply_async`](super::Pool::apply_async)
 /// or of a whole [`map_async`](super::Pool::map_async) (Python's
 /// `AsyncResult`).
+///
+/// The waiting operations come in crossbeam's forms: `get` / `wait` block,
+/// `try_get` does not, `*_timeout` waits at most a duration and
+/// `*_deadline` until an instant.
 ///
 /// # Examples
 /// ```
@@ -174,8 +423,30 @@ impl<T> AsyncResult<T> {
     /// [`Error::Decode`] for a result that could not travel,
     /// [`Error::PoolTerminated`], [`Error::Cancelled`]; [`Error::State`] when
     /// the result was already taken by [`get_timeout`](Self::get_timeout).
+    /// For a whole `map_async`, a task's error is wrapped in
+    /// [`Error::Task`] naming the input item it belongs to.
     pub fn get(self) -> Result<T> {
         self.slot.take(None)
+    }
+
+    /// Takes the result if it is ready, without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it is not ready (the result stays and can be
+    /// waited for again); otherwise as for [`get`](Self::get).
+    ///
+    /// # Examples
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, (200,))?;
+    /// assert!(r.try_get().unwrap_err().is_timeout());
+    /// r.wait();
+    /// assert_eq!(r.try_get()?, 200);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.slot.take(Some(Instant::now()))
     }
 
     /// Waits at most `timeout` for the result and takes it.
@@ -184,38 +455,68 @@ impl<T> AsyncResult<T> {
     /// [`Error::Timeout`] when it is not ready in time (the result stays and
     /// can be waited for again); otherwise as for [`get`](Self::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.slot.take(crate::sys::deadline_after(timeout))
+        self.slot.take(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` at the latest for the result and takes it.
+    ///
+    /// # Errors
+    /// As for [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(one, ())?;
+    /// assert_eq!(r.get_deadline(Instant::now() + Duration::from_secs(30))?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_deadline(&self, deadline: Instant) -> Result<T> {
+        self.slot.take(Some(deadline))
     }
 
     /// Waits until the result is ready.
     pub fn wait(&self) {
-        drop(self.slot.wait_until(None));
+        self.slot.wait(None);
     }
 
     /// Waits at most `timeout`; `true` if the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot
-            .wait_until(crate::sys::deadline_after(timeout))
-            .done
+        self.slot.wait(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` at the latest; `true` if the result is ready.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// fn nap() { std::thread::sleep(Duration::from_secs(5)) }
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// assert!(!r.wait_deadline(Instant::now() + Duration::from_millis(10)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> bool {
+        self.slot.wait(Some(deadline))
     }
 
     /// Whether the result is ready.
     pub fn ready(&self) -> bool {
-        self.slot.lock().done
+        self.slot.done()
     }
 
-    /// Whether the task finished without error.
+    /// Whether the task finished without error (still answered after the
+    /// value was taken).
     ///
     /// # Errors
-    /// [`Error::State`] while it is not ready (Python's `ValueError`), or
-    /// once the value was taken.
+    /// [`Error::State`] while it is not ready (Python's `ValueError`).
     pub fn successful(&self) -> Result<bool> {
         let st = self.slot.lock();
-        match (&st.value, st.done) {
-            (_, false) => Err(Error::State("the result is not ready")),
-            (Some(v), true) => Ok(v.is_ok()),
-            (None, true) => Err(Error::State("the result was already taken")),
+        if !st.done {
+            return Err(Error::State("the result is not ready"));
         }
+        Ok(!st.failed && !st.cancelled)
     }
 
     /// Cancels the task if it has not been handed to a worker yet; `true`
@@ -232,6 +533,17 @@ impl<T> AsyncResult<T> {
         drop(removed);
         true
     }
+
+    /// Whether every task of this result has been handed to a worker and
+    /// the result is not ready yet (so it can no longer be cancelled).
+    pub(crate) fn running(&self) -> bool {
+        !self.slot.done() && !self.ids.is_empty() && !self.shared.any_pending(&self.ids)
+    }
+
+    /// Waits (until `deadline`) and copies the error, if any.
+    pub(crate) fn error(&self, deadline: Option<Instant>) -> Result<Option<Error>> {
+        self.slot.error(deadline)
+    }
 }
 
 struct MapState<R> {
@@ -244,17 +556,19 @@ struct MapState<R> {
 /// fails the whole map at once.
 pub(crate) struct MapSink<R> {
     st: Mutex<MapState<R>>,
+    chunksize: usize,
     slot: Arc<Slot<Vec<R>>>,
 }
 
 impl<R> MapSink<R> {
-    pub(crate) fn new(chunks: usize, slot: Arc<Slot<Vec<R>>>) -> Self {
+    pub(crate) fn new(chunks: usize, chunksize: usize, slot: Arc<Slot<Vec<R>>>) -> Self {
         MapSink {
             st: Mutex::new(MapState {
                 chunks: (0..chunks).map(|_| None).collect(),
                 remaining: chunks,
                 failed: false,
             }),
+            chunksize,
             slot,
         }
     }
@@ -262,7 +576,7 @@ impl<R> MapSink<R> {
 
 impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
     fn deliver(&self, index: usize, outcome: Outcome<'_>) {
-        let value = outcome.and_then(|(b, fds)| decode_result::<Vec<R>>(b, fds));
+        let value = decode_chunk::<R>(index, self.chunksize, outcome);
         let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
         match value {
             Err(e) => {
@@ -295,16 +609,18 @@ struct IterState<R> {
 pub(crate) struct IterSink<R> {
     st: Mutex<IterState<R>>,
     cv: Condvar,
+    chunksize: usize,
 }
 
 impl<R> IterSink<R> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(chunksize: usize) -> Self {
         IterSink {
             st: Mutex::new(IterState {
                 done: HashMap::new(),
                 order: VecDeque::new(),
             }),
             cv: Condvar::new(),
+            chunksize,
         }
     }
 
@@ -316,8 +632,13 @@ impl<R> IterSink<R> {
         self.cv.notify_all();
     }
 
-    /// Waits for chunk `index` (or, with `None`, for any chunk).
-    pub(crate) fn take(&self, index: Option<usize>) -> Result<Vec<R>> {
+    /// Waits for chunk `index` (or, with `None`, for any chunk) until
+    /// `deadline`; `None` when it passes first.
+    pub(crate) fn take(
+        &self,
+        index: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Option<Result<Vec<R>>> {
         let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let key = match index {
@@ -329,16 +650,28 @@ impl<R> IterSink<R> {
                 if let Some(pos) = st.order.iter().position(|&x| x == k) {
                     st.order.remove(pos);
                 }
-                return st.done.remove(&k).expect("present");
+                return st.done.remove(&k);
             }
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = match deadline {
+                None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    self.cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 }
 
 impl<R: DeserializeOwned + Send> Sink for IterSink<R> {
     fn deliver(&self, index: usize, outcome: Outcome<'_>) {
-        let value = outcome.and_then(|(b, fds)| decode_result::<Vec<R>>(b, fds));
+        let value = decode_chunk::<R>(index, self.chunksize, outcome);
         self.put(index, value);
     }
 }

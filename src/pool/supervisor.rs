@@ -540,10 +540,16 @@ impl Supervisor {
         self.shared.lock().finished = true;
     }
 
-    /// Terminated: kill every worker, fail every task.
+    /// Terminated: stop every worker (SIGTERM, or SIGKILL for
+    /// `kill_workers`), fail every task.
     fn terminate_all(&mut self) {
+        let kill = self.shared.kill.load(Ordering::SeqCst);
         for w in &self.workers {
-            let _ = w.proc.terminate();
+            let _ = if kill {
+                w.proc.kill()
+            } else {
+                w.proc.terminate()
+            };
         }
         for mut w in self.workers.drain(..) {
             if !matches!(w.proc.join_timeout(Duration::from_secs(1)), Ok(true)) {

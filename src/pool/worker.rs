@@ -128,7 +128,8 @@ where
 }
 
 /// The task function of the map family: `f(args...)` for each argument
-/// tuple of a chunk, the results as one list.
+/// tuple of a chunk, the results as one list, or the position and panic of
+/// the item that panicked (a [`ChunkOut`](super::results::ChunkOut)).
 pub(crate) fn chunk_entry<F, A, R>(
     args: &[u8],
     table: &mut Vec<Option<OwnedFd>>,
@@ -147,11 +148,22 @@ where
         }
     };
     let f: F = bootstrap::zst_target();
-    finish(
-        run_caught(move || args.into_iter().map(|a| f.call(a)).collect::<Vec<R>>()),
-        out,
-        out_fds,
-    )
+    // The chunk stops at the first panic, which is reported with the
+    // position of its item in the chunk (as a result, for the sink to name
+    // the input item).
+    let at = std::cell::Cell::new(0u64);
+    let mut results = Vec::with_capacity(args.len());
+    let ran = run_caught(|| {
+        for a in args {
+            results.push(f.call(a));
+            at.set(at.get() + 1);
+        }
+    });
+    let outcome: super::results::ChunkOut<R> = match ran {
+        Ok(()) => Ok(results),
+        Err(p) => Err((at.get(), p)),
+    };
+    finish(Ok(outcome), out, out_fds)
 }
 
 /// The message of a codec error, without the variant's own prefix.
@@ -243,7 +255,9 @@ pub(crate) fn worker_main(
     (started, slot): (RawArray<u64>, u64),
 ) {
     let slot = usize::try_from(slot).unwrap_or(usize::MAX);
-    bootstrap::quiet_panic_hook();
+    // A task's panic is printed by the child's hook, as in any child
+    // process (`process 'PoolWorker-1' (pid N) panicked at ...`), and
+    // reported to the caller as the task's error.
     let mut rep = Reporter {
         conn: &conn,
         out: Vec::new(),

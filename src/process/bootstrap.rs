@@ -407,16 +407,6 @@ fn install_panic_hook() {
     }));
 }
 
-/// Keeps recording where panics happen but prints nothing: a pool worker
-/// reports its tasks' panics to the caller as errors instead.
-pub(crate) fn quiet_panic_hook() {
-    panic::set_hook(Box::new(|info| {
-        if let Some(loc) = info.location() {
-            *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(loc.to_string());
-        }
-    }));
-}
-
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
