@@ -315,6 +315,7 @@ where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = target;
+        target::assert_zero_sized::<F>();
         let entry: Entry = bootstrap::fn_entry::<F, A, R>;
         Self::with_job(Job::Entry {
             offset: bootstrap::entry_offset(entry),
