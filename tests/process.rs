@@ -941,3 +941,71 @@ fn children_are_named_after_the_program() {
         assert_eq!(p.take_result().unwrap(), mine, "under {m}");
     }
 }
+
+fn fallible(which: u32) -> multiproc::Result<u32> {
+    match which {
+        0 => Ok(42),
+        1 => Err(multiproc::Error::Io(
+            std::fs::File::open("/nonexistent/x").unwrap_err(),
+        )),
+        2 => Err(multiproc::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad header",
+        ))),
+        3 => Err(multiproc::Error::State("cannot start a process twice")),
+        4 => Err(multiproc::Error::Timeout),
+        5 => Err(multiproc::Error::WorkerLost {
+            pid: 12,
+            exitcode: -9,
+        }),
+        _ => Err(multiproc::Error::BufferTooShort {
+            message: vec![7; 5],
+            capacity: 3,
+        }),
+    }
+}
+
+#[test]
+fn a_child_returns_a_multiproc_result() {
+    let mut got = Vec::new();
+    for which in 0..7 {
+        let mut p = Process::new(fallible, (which,));
+        p.start().unwrap();
+        p.join().unwrap();
+        got.push(p.take_result().unwrap());
+    }
+    assert_eq!(*got[0].as_ref().unwrap(), 42);
+    let expected: Vec<String> = (0..7)
+        .map(|w| match fallible(w) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    for (w, r) in got.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.as_ref().unwrap_err().to_string(),
+            expected[w],
+            "variant {w}"
+        );
+    }
+    match &got[1] {
+        Err(multiproc::Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(e.raw_os_error(), Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &got[2] {
+        Err(multiproc::Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        got[3],
+        Err(multiproc::Error::State("cannot start a process twice"))
+    ));
+    assert!(got[4].as_ref().unwrap_err().is_timeout());
+    assert_eq!(got[5].as_ref().unwrap_err().signal(), Some(9));
+    assert!(
+        matches!(&got[6], Err(multiproc::Error::BufferTooShort { message, capacity: 3 }) if message == &[7; 5])
+    );
+}
