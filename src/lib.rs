@@ -140,8 +140,8 @@ pub use logging::log_to_stderr;
 pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
-    ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
-    active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
+    ActiveChild, Context, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod,
+    Target, active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
 };
 pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};

@@ -1009,3 +1009,46 @@ fn a_child_returns_a_multiproc_result() {
         matches!(&got[6], Err(multiproc::Error::BufferTooShort { message, capacity: 3 }) if message == &[7; 5])
     );
 }
+
+fn greeting(who: String) -> String {
+    format!("hello, {who}")
+}
+
+#[test]
+fn processes_of_different_result_types_in_one_collection() {
+    let mut procs: Vec<Box<dyn ProcessHandle>> = vec![
+        Process::new(add, (2, 3)).erase(),
+        Process::new(greeting, ("you".to_string(),))
+            .start_method(StartMethod::Spawn)
+            .erase(),
+        Process::new(sleep_forever, ()).name("sleeper").erase(),
+    ];
+    for p in &mut procs {
+        assert_eq!(p.pid(), None);
+        assert!(p.sentinel().is_err());
+        p.start().unwrap();
+        assert!(p.pid().is_some());
+    }
+    assert_eq!(procs[2].get_name(), "sleeper");
+    assert!(procs[2].is_alive());
+    assert!(!procs[2].join_timeout(Duration::from_millis(50)).unwrap());
+    procs[2].terminate().unwrap();
+    for p in &mut procs {
+        assert!(
+            p.join_deadline(Instant::now() + Duration::from_secs(30))
+                .unwrap()
+        );
+        assert!(!p.is_alive());
+    }
+    let codes: Vec<_> = procs.iter().map(|p| p.exitcode()).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(-15)]);
+    let mut greeter = procs
+        .remove(1)
+        .into_any()
+        .downcast::<Process<String>>()
+        .unwrap();
+    assert_eq!(greeter.take_result().unwrap(), "hello, you");
+    for p in &mut procs {
+        p.close().unwrap();
+    }
+}
