@@ -31,7 +31,7 @@ fn whoami() -> (String, u32, bool, Option<String>, Option<u32>) {
     (
         me.name().to_string(),
         me.pid(),
-        me.daemon(),
+        me.is_daemon(),
         parent.as_ref().map(|p| p.name().to_string()),
         parent.as_ref().map(|p| p.pid()),
     )
@@ -44,7 +44,7 @@ fn main_process_identity() {
     assert_eq!(me.name(), "MainProcess");
     assert_eq!(me.pid(), std::process::id());
     assert!(me.is_alive());
-    assert!(!me.daemon());
+    assert!(!me.is_daemon());
     assert_eq!(me.authkey().len(), 32);
     assert!(me.start_method().is_none());
     assert!(parent_process().is_none());

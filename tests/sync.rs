@@ -650,7 +650,7 @@ fn run_lockstep(parties: u32, passes: u32) {
         assert_eq!(idx, (0..parties).collect::<Vec<_>>());
     }
     assert_eq!(b.n_waiting(), 0);
-    assert!(!b.broken());
+    assert!(!b.is_broken());
 }
 
 trait CloneForTest {
@@ -724,7 +724,7 @@ fn b05_abort() {
     for p in ps {
         assert!(finish(p));
     }
-    assert!(b.broken());
+    assert!(b.is_broken());
     assert_eq!(b.wait(), Err(BrokenBarrierError));
 }
 
@@ -745,7 +745,7 @@ fn b06_reset() {
     for p in ps {
         assert!(finish(p));
     }
-    assert!(!b.broken());
+    assert!(!b.is_broken());
     // All three can pass again; also after abort + reset.
     for round in 0..2 {
         if round == 1 {
@@ -779,7 +779,7 @@ fn b07_timeout_breaks_for_all() {
         Err(BrokenBarrierError)
     );
     assert!(t.elapsed() >= Duration::from_millis(50));
-    assert!(b.broken());
+    assert!(b.is_broken());
     for p in ps {
         assert!(finish(p));
     }
@@ -787,7 +787,7 @@ fn b07_timeout_breaks_for_all() {
     let b = Barrier::with_timeout(2, None, Duration::from_millis(50)).unwrap();
     assert_eq!(b.timeout(), Some(Duration::from_millis(50)));
     assert_eq!(b.wait(), Err(BrokenBarrierError));
-    assert!(b.broken());
+    assert!(b.is_broken());
 }
 
 #[test]

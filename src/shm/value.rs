@@ -230,6 +230,11 @@ impl<T: ShmSafe> Value<T> {
 
     /// Takes the lock and gives access to the value until the guard drops.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = v.lock();` drops it at once (`_` binds
+    /// nothing): write `let _guard = v.lock()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
     /// holder died while holding it: the value may be half updated.
@@ -289,6 +294,7 @@ impl<'de, T: ShmSafe> Deserialize<'de> for Value<T> {
 ///
 /// The `&mut T` points into shared memory: exclusive as long as every
 /// process that writes the value does so under the lock.
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct ValueGuard<'a, T: ShmSafe> {
     value: &'a mut T,
     _guard: LockGuard<'a>,
