@@ -1052,3 +1052,29 @@ fn processes_of_different_result_types_in_one_collection() {
         p.close().unwrap();
     }
 }
+
+fn my_start_method() -> Option<StartMethod> {
+    current_process().start_method()
+}
+
+/// A context scopes a start method: its processes and pools start their
+/// children with it.
+#[test]
+fn context_factories_use_the_context_method() {
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let ctx = get_context(m);
+        let mut p = ctx.process(my_start_method, ());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.take_result().unwrap(), Some(m));
+        let pool = ctx.pool(1).unwrap();
+        assert_eq!(pool.apply(my_start_method, ()).unwrap(), Some(m));
+        drop(pool);
+        let q = ctx.queue::<u8>().unwrap();
+        q.put(3).unwrap();
+        assert_eq!(q.get().unwrap(), 3);
+        let lock = ctx.lock().unwrap();
+        drop(lock.acquire().unwrap());
+        assert_eq!(ctx.value(5u32).unwrap().get(), 5);
+    }
+}
