@@ -289,3 +289,382 @@ fn describe_exit(exitcode: i32) -> String {
         format!("exited with code {exitcode}")
     }
 }
+
+/// How an [`Error`] travels between processes (see the `Serialize` impl of
+/// [`Error`]). Every variant keeps its data; an [`io::Error`] keeps its OS
+/// error number when it has one, otherwise its kind and message.
+#[derive(Serialize, Deserialize)]
+enum WireError {
+    Io {
+        errno: Option<i32>,
+        kind: String,
+        message: String,
+    },
+    Eof,
+    Truncated,
+    Timeout,
+    MessageTooLarge {
+        size: u64,
+        max: u64,
+    },
+    BadFrame(String),
+    Encode(String),
+    Decode(String),
+    BufferTooShort {
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+        capacity: usize,
+    },
+    WrongDirection(String),
+    State(String),
+    DaemonicChildren,
+    ForkWithThreads {
+        threads: usize,
+    },
+    ClosureNeedsFork,
+    Panicked(RemotePanic),
+    Exited(i32),
+    Killed(i32),
+    Bootstrap(String),
+    Authentication(String),
+    Address(String),
+    WorkerLost {
+        pid: u32,
+        exitcode: i32,
+    },
+    TaskTimeout(std::time::Duration),
+    InvalidArgument(String),
+    PoolTerminated,
+    Cancelled,
+    PoolBroken(String),
+    OwnerDied,
+    WouldBlock,
+    Empty,
+    Full,
+    Closed,
+    Task {
+        index: usize,
+        source: Box<Error>,
+    },
+}
+
+/// Sends an error to another process (a child's `multiproc::Result<T>`,
+/// an error inside a message). Every variant arrives as the same variant
+/// with the same data, with two approximations:
+///
+/// * an [`Error::Io`] keeps its OS error number (`raw_os_error`) when it has
+///   one, and otherwise its [`io::ErrorKind`] and message; its `source()`
+///   chain is not kept beyond that message;
+/// * the text of [`Error::State`] and [`Error::WrongDirection`] is a
+///   `&'static str`: a received text is kept once per distinct text (at most
+///   1024 texts of at most 256 bytes per process); past that limit the text
+///   is replaced by a fixed one.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Error, Process, Result};
+///
+/// fn parse(text: String) -> Result<u32> {
+///     text.parse().map_err(|e| Error::InvalidArgument(format!("{text:?}: {e}")))
+/// }
+///
+/// let mut p = Process::new(parse, ("forty-two".to_string(),));
+/// p.start()?;
+/// p.join()?;
+/// let err = p.take_result()?.unwrap_err();
+/// assert!(matches!(err, Error::InvalidArgument(ref m) if m.starts_with("\"forty-two\"")));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let wire = match self {
+            Error::Io(e) => WireError::Io {
+                errno: e.raw_os_error(),
+                kind: format!("{:?}", e.kind()),
+                message: e.to_string(),
+            },
+            Error::Eof => WireError::Eof,
+            Error::Truncated => WireError::Truncated,
+            Error::Timeout => WireError::Timeout,
+            Error::MessageTooLarge { size, max } => WireError::MessageTooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::BadFrame(m) => WireError::BadFrame(m.clone()),
+            Error::Encode(m) => WireError::Encode(m.clone()),
+            Error::Decode(m) => WireError::Decode(m.clone()),
+            Error::BufferTooShort { message, capacity } => WireError::BufferTooShort {
+                message: message.clone(),
+                capacity: *capacity,
+            },
+            Error::WrongDirection(m) => WireError::WrongDirection((*m).to_owned()),
+            Error::State(m) => WireError::State((*m).to_owned()),
+            Error::DaemonicChildren => WireError::DaemonicChildren,
+            Error::ForkWithThreads { threads } => WireError::ForkWithThreads { threads: *threads },
+            Error::ClosureNeedsFork => WireError::ClosureNeedsFork,
+            Error::Panicked(p) => WireError::Panicked(p.clone()),
+            Error::Exited(c) => WireError::Exited(*c),
+            Error::Killed(s) => WireError::Killed(*s),
+            Error::Bootstrap(m) => WireError::Bootstrap(m.clone()),
+            Error::Authentication(m) => WireError::Authentication(m.clone()),
+            Error::Address(m) => WireError::Address(m.clone()),
+            Error::WorkerLost { pid, exitcode } => WireError::WorkerLost {
+                pid: *pid,
+                exitcode: *exitcode,
+            },
+            Error::TaskTimeout(d) => WireError::TaskTimeout(*d),
+            Error::InvalidArgument(m) => WireError::InvalidArgument(m.clone()),
+            Error::PoolTerminated => WireError::PoolTerminated,
+            Error::Cancelled => WireError::Cancelled,
+            Error::PoolBroken(m) => WireError::PoolBroken(m.clone()),
+            Error::OwnerDied => WireError::OwnerDied,
+            Error::WouldBlock => WireError::WouldBlock,
+            Error::Empty => WireError::Empty,
+            Error::Full => WireError::Full,
+            Error::Closed => WireError::Closed,
+            Error::Task { index, source } => WireError::Task {
+                index: *index,
+                source: Box::new(copy_error(source)),
+            },
+        };
+        wire.serialize(s)
+    }
+}
+
+/// Receives an error sent by another process; see the `Serialize` impl.
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match WireError::deserialize(d)? {
+            WireError::Io {
+                errno: Some(errno), ..
+            } => Error::Io(io::Error::from_raw_os_error(errno)),
+            WireError::Io {
+                errno: None,
+                kind,
+                message,
+            } => Error::Io(io::Error::new(io_kind_from_name(&kind), message)),
+            WireError::Eof => Error::Eof,
+            WireError::Truncated => Error::Truncated,
+            WireError::Timeout => Error::Timeout,
+            WireError::MessageTooLarge { size, max } => Error::MessageTooLarge { size, max },
+            WireError::BadFrame(m) => Error::BadFrame(m),
+            WireError::Encode(m) => Error::Encode(m),
+            WireError::Decode(m) => Error::Decode(m),
+            WireError::BufferTooShort { message, capacity } => {
+                Error::BufferTooShort { message, capacity }
+            }
+            WireError::WrongDirection(m) => Error::WrongDirection(intern(&m)),
+            WireError::State(m) => Error::State(intern(&m)),
+            WireError::DaemonicChildren => Error::DaemonicChildren,
+            WireError::ForkWithThreads { threads } => Error::ForkWithThreads { threads },
+            WireError::ClosureNeedsFork => Error::ClosureNeedsFork,
+            WireError::Panicked(p) => Error::Panicked(p),
+            WireError::Exited(c) => Error::Exited(c),
+            WireError::Killed(s) => Error::Killed(s),
+            WireError::Bootstrap(m) => Error::Bootstrap(m),
+            WireError::Authentication(m) => Error::Authentication(m),
+            WireError::Address(m) => Error::Address(m),
+            WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
+            WireError::TaskTimeout(d) => Error::TaskTimeout(d),
+            WireError::InvalidArgument(m) => Error::InvalidArgument(m),
+            WireError::PoolTerminated => Error::PoolTerminated,
+            WireError::Cancelled => Error::Cancelled,
+            WireError::PoolBroken(m) => Error::PoolBroken(m),
+            WireError::OwnerDied => Error::OwnerDied,
+            WireError::WouldBlock => Error::WouldBlock,
+            WireError::Empty => Error::Empty,
+            WireError::Full => Error::Full,
+            WireError::Closed => Error::Closed,
+            WireError::Task { index, source } => Error::Task { index, source },
+        })
+    }
+}
+
+/// A `&'static str` equal to `text`, kept once per distinct text, with a
+/// bound on what is kept in all (see the `Serialize` impl of [`Error`]).
+fn intern(text: &str) -> &'static str {
+    const MAX_TEXTS: usize = 1024;
+    const MAX_LEN: usize = 256;
+    static TEXTS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut end = text.len().min(MAX_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
+    let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = texts.iter().find(|t| **t == text) {
+        return t;
+    }
+    if texts.len() >= MAX_TEXTS {
+        return "(an error reported by another process; its text was not kept)";
+    }
+    let kept: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    texts.push(kept);
+    kept
+}
+
+/// The [`io::ErrorKind`] whose `Debug` name is `name` (`Other` when none is).
+fn io_kind_from_name(name: &str) -> io::ErrorKind {
+    use io::ErrorKind as K;
+    const KINDS: &[io::ErrorKind] = &[
+        K::NotFound,
+        K::PermissionDenied,
+        K::ConnectionRefused,
+        K::ConnectionReset,
+        K::HostUnreachable,
+        K::NetworkUnreachable,
+        K::ConnectionAborted,
+        K::NotConnected,
+        K::AddrInUse,
+        K::AddrNotAvailable,
+        K::NetworkDown,
+        K::BrokenPipe,
+        K::AlreadyExists,
+        K::WouldBlock,
+        K::NotADirectory,
+        K::IsADirectory,
+        K::DirectoryNotEmpty,
+        K::ReadOnlyFilesystem,
+        K::StaleNetworkFileHandle,
+        K::InvalidInput,
+        K::InvalidData,
+        K::TimedOut,
+        K::WriteZero,
+        K::StorageFull,
+        K::NotSeekable,
+        K::FileTooLarge,
+        K::ResourceBusy,
+        K::ExecutableFileBusy,
+        K::Deadlock,
+        K::TooManyLinks,
+        K::ArgumentListTooLong,
+        K::Interrupted,
+        K::Unsupported,
+        K::UnexpectedEof,
+        K::OutOfMemory,
+    ];
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| format!("{k:?}") == name)
+        .unwrap_or(K::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: &Error) -> Error {
+        let bytes = serde_json::to_vec(e).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_error_round_trips() {
+        let cases = vec![
+            Error::Io(io::Error::from_raw_os_error(2)),
+            Error::Io(io::Error::new(io::ErrorKind::InvalidData, "bad bytes")),
+            Error::Io(io::Error::from(io::ErrorKind::BrokenPipe)),
+            Error::Eof,
+            Error::Timeout,
+            Error::MessageTooLarge { size: 10, max: 5 },
+            Error::BufferTooShort {
+                message: vec![1, 2, 3],
+                capacity: 2,
+            },
+            Error::State("process has not been started"),
+            Error::WrongDirection("read-only"),
+            Error::Panicked(RemotePanic {
+                message: "boom".into(),
+                location: Some("a.rs:1:2".into()),
+                process: "Process-1".into(),
+            }),
+            Error::Killed(9),
+            Error::WorkerLost {
+                pid: 7,
+                exitcode: -9,
+            },
+            Error::TaskTimeout(std::time::Duration::from_millis(1500)),
+            Error::InvalidArgument("x".into()),
+            Error::Closed,
+        ];
+        for e in &cases {
+            let back = round_trip(e);
+            if !matches!(e, Error::Io(_)) {
+                assert_eq!(format!("{e:?}"), format!("{back:?}"));
+            }
+            assert_eq!(e.to_string(), back.to_string());
+        }
+        let Error::Io(e) = round_trip(&cases[1]) else {
+            panic!()
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let Error::Io(e) = round_trip(&cases[0]) else {
+            panic!()
+        };
+        assert_eq!(e.raw_os_error(), Some(2));
+    }
+
+    #[test]
+    fn received_texts_are_kept_within_bounds() {
+        let long = "é".repeat(1000);
+        let kept = intern(&long);
+        assert!(kept.len() <= 256 && long.starts_with(kept));
+        assert!(std::ptr::eq(intern("same text"), intern("same text")));
+    }
+}
+
+/// A copy of `e`: the same variant with the same contents; an
+/// [`Error::Io`] keeps its kind, OS error code and message.
+pub(crate) fn copy_error(e: &Error) -> Error {
+    use Error as E;
+    match e {
+        E::Io(io) => E::Io(match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(io.kind(), io.to_string()),
+        }),
+        E::Eof => E::Eof,
+        E::Truncated => E::Truncated,
+        E::Timeout => E::Timeout,
+        E::MessageTooLarge { size, max } => E::MessageTooLarge {
+            size: *size,
+            max: *max,
+        },
+        E::BadFrame(s) => E::BadFrame(s.clone()),
+        E::Encode(s) => E::Encode(s.clone()),
+        E::Decode(s) => E::Decode(s.clone()),
+        E::BufferTooShort { message, capacity } => E::BufferTooShort {
+            message: message.clone(),
+            capacity: *capacity,
+        },
+        E::WrongDirection(s) => E::WrongDirection(s),
+        E::State(s) => E::State(s),
+        E::DaemonicChildren => E::DaemonicChildren,
+        E::ForkWithThreads { threads } => E::ForkWithThreads { threads: *threads },
+        E::ClosureNeedsFork => E::ClosureNeedsFork,
+        E::Panicked(p) => E::Panicked(p.clone()),
+        E::Exited(c) => E::Exited(*c),
+        E::Killed(s) => E::Killed(*s),
+        E::Bootstrap(s) => E::Bootstrap(s.clone()),
+        E::Authentication(s) => E::Authentication(s.clone()),
+        E::Address(s) => E::Address(s.clone()),
+        E::WorkerLost { pid, exitcode } => E::WorkerLost {
+            pid: *pid,
+            exitcode: *exitcode,
+        },
+        E::TaskTimeout(d) => E::TaskTimeout(*d),
+        E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
+        E::PoolTerminated => E::PoolTerminated,
+        E::Cancelled => E::Cancelled,
+        E::PoolBroken(s) => E::PoolBroken(s.clone()),
+        E::OwnerDied => E::OwnerDied,
+        E::WouldBlock => E::WouldBlock,
+        E::Empty => E::Empty,
+        E::Full => E::Full,
+        E::Closed => E::Closed,
+        E::Task { index, source } => E::Task {
+            index: *index,
+            source: Box::new(copy_error(source)),
+        },
+    }
+}

@@ -44,23 +44,30 @@
 //! |---|---|
 //! | `Process(target=f, args=(a, b), name=n, daemon=d)` | [`Process::new(f, (a, b))`](Process::new)`.name(n).daemon(d)` |
 //! | subclass of `Process` overriding `run()` | a type implementing [`Run`], [`Process::from_run`] |
-//! | `p.start()`, `p.join()`, `p.join(timeout)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout) |
+//! | `p.start()`, `p.join()`, `p.join(timeout)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout), [`join_deadline`](Process::join_deadline) |
+//! | `procs = [Process(...), ...]; for p in procs: p.start()` | `Vec<Box<dyn `[`ProcessHandle`]`>>` of [`Process::erase`]d processes of any result type |
+//! | `p.name`, `p.daemon`, `p.authkey`, `p.ident` | [`get_name`](Process::get_name), [`is_daemon`](Process::is_daemon), [`current_process`]`().`[`authkey()`](ProcessInfo::authkey), [`pid`](Process::pid) |
 //! | `p.is_alive()`, `p.pid`, `p.exitcode`, `p.sentinel` | [`is_alive`](Process::is_alive), [`pid`](Process::pid), [`exitcode`](Process::exitcode), [`sentinel`](Process::sentinel) |
 //! | `p.terminate()`, `p.kill()`, `p.interrupt()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`interrupt`](Process::interrupt), [`close`](Process::close) |
 //! | the target's return value (lost in Python) | [`take_result`](Process::take_result) |
 //! | an exception in the child (printed, exit code 1) | [`Error::Panicked`] with message and location |
+//! | raising an exception meant for the parent | return a [`Result`]`<T>` (or any serde error type): [`Error`] travels between processes |
+//! | `ProcessError`, `TimeoutError`, `AuthenticationError` | [`Error`], [`Error::Timeout`], [`Error::Authentication`] |
 //! | `sys.exit(12)` in the child | [`exit(12)`](exit) |
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
 //! | `get_context("spawn")`, `set_start_method(...)` | [`get_context`]`(`[`StartMethod::Spawn`]`)`, [`set_start_method`] |
+//! | `ctx.Process`, `ctx.Pool`, `ctx.Queue`, `ctx.Lock`, `ctx.Value`, … | [`Context::process`], [`Context::pool`], [`Context::queue`], [`Context::lock`], [`Context::value`], … |
 //! | `Pipe()`, `Pipe(duplex=False)` | [`Pipe::new`], [`Pipe::one_way`] |
 //! | `conn.send(obj)`, `conn.recv()` | [`Connection::send`], [`Connection::recv`] (typed, serde) |
 //! | `send_bytes`, `recv_bytes`, `recv_bytes_into`, `poll` | [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::poll`] |
 //! | `EOFError`, `BufferTooShort` | [`Error::Eof`], [`Error::BufferTooShort`] |
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener`, `Client` (authkey) | [`Listener`], [`Client`] (same wire protocol) |
-//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::with_maxsize`], [`Queue::put`], [`Queue::get`], [`Queue::put_nowait`], [`Queue::get_nowait`], … ([`Error::Empty`], [`PutError::Full`]) |
-//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
+//! | `listener.last_accepted` | [`Listener::last_accepted`] |
+//! | `connection.deliver_challenge`, `answer_challenge` | [`connection::deliver_challenge`], [`connection::answer_challenge`] (and `_deadline` forms), for any [`Connection`] |
+//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`Queue::with_maxsize`], [`Queue::put`], [`Queue::get`], [`Queue::put_nowait`], [`Queue::get_nowait`], [`Queue::qsize`], [`Queue::is_empty`], [`Queue::is_full`], [`Queue::close`] ([`Error::Empty`], [`PutError::Full`]) |
+//! | `SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] ([`task_done`](JoinableQueue::task_done), [`join`](JoinableQueue::join), [`join_timeout`](JoinableQueue::join_timeout)) |
 //! | `reduction.send_handle` / pickled sockets | [`Handle`] inside any message or argument |
 //! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::new(n)`](Pool::new), [`Pool::builder`]`().initializer(f, args).maxtasksperchild(k)` |
 //! | `Pool()` (CPU count) | [`Pool::with_default_size`], [`Pool::default_size`]; `MULTIPROC_PROCESSES=n` overrides the CPU count |
@@ -77,17 +84,62 @@
 //! | `Future`: `result(timeout)`, `exception(timeout)`, `done`, `running`, `cancel`, `cancelled`, `add_done_callback` | [`TaskFuture`]: [`result`](TaskFuture::result) (`_timeout`, `_deadline`, `try_`), [`exception`](TaskFuture::exception), [`done`](TaskFuture::done), [`running`](TaskFuture::running), [`cancel`](TaskFuture::cancel), [`cancelled`](TaskFuture::cancelled), [`add_done_callback`](TaskFuture::add_done_callback) |
 //! | `concurrent.futures.wait(fs, timeout, return_when)`, `as_completed(fs, timeout)` | [`futures::wait`]`(fs, timeout, `[`futures::ReturnWhen`]`)`, [`futures::as_completed`] |
 //! | `Lock()`, `RLock()`, `with lock:` | [`Lock`], [`RLock`]: `acquire()` returns a guard |
-//! | `lock.acquire(False)`, `acquire(timeout=t)` | [`Lock::try_acquire`], [`Lock::acquire_timeout`] |
+//! | `lock.acquire(False)`, `acquire(timeout=t)` | [`Lock::try_acquire`], [`Lock::acquire_timeout`], [`Lock::acquire_deadline`] |
+//! | `lock.locked()`, `sem.get_value()` | [`Lock::is_locked`], [`Semaphore::value`] |
 //! | a holder that died (Python hangs) | [`LockError::OwnerDied`], which hands over the guard |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`] |
 //! | `Condition()`, `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`], through its [`ConditionGuard`] |
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event`] |
-//! | `Barrier(n, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
+//! | `Barrier(n, action, timeout)`, `wait(timeout)`, `broken`, `BrokenBarrierError` | [`Barrier`], [`Barrier::wait_timeout`], [`Barrier::is_broken`], [`BrokenBarrierError`] |
 //! | `Value('i', 0)`, `Array('d', 10)`, `get_lock()`, `get_obj()` | [`Value<i32>`](Value), [`Array<f64>`](Array) |
 //! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log_to_stderr`]`(log::LevelFilter::Info)`; the crate's records go through the [`log`] facade under targets starting with `multiproc` |
+//!
+//! ## Not available, and what to use instead
+//!
+//! | Python `multiprocessing` | why not here / what to use |
+//! |---|---|
+//! | `Manager()`, `SyncManager`, proxies, `BaseManager.register` | planned (a manager server speaking Python's wire protocol is being built) |
+//! | `set_executable(path)` | not available: children are this same binary (spawn re-executes `/proc/self/exe`), since only it contains the target functions |
+//! | `freeze_support()` | not needed: nothing has to be called in `main`; children never run `main` (see below) |
+//! | `set_forkserver_preload(modules)` | not needed: the fork server is this binary with all its code already loaded; do one-time set-up in the target or a pool initializer |
+//! | `allow_connection_pickling()` | not needed: a [`Connection`], socket or file travels inside any message or argument ([`Handle`]) |
+//! | `reducer`, `reduction` (`ForkingPickler`, `register`, `send_handle`, `recv_handle`) | serde is the reduction: implement `Serialize`/`Deserialize`; handles travel as [`Handle`] |
+//! | `Queue.join_thread()`, `Queue.cancel_join_thread()` | not needed: a queue has no feeder thread (a `put` that returned `Ok` is in shared memory), so there is nothing to join or cancel |
+//! | `heap` (`BufferWrapper`, the arena allocator) | not needed: each [`Value`], [`Array`] or [`SharedMemory`] maps its own segment |
+//! | `sharedctypes.synchronized(obj, lock)`, `copy(obj)` | [`Value::with_lock`], [`Array::with_lock`]; copy with [`RawValue::get`] / [`RawArray::to_vec`] into a new one |
+//! | `multiprocessing.dummy` (the API over threads) | not available: use [`std::thread`] and [`std::sync`] |
+//! | `util.Finalize`, `util.register_after_fork` | not available: use `Drop`; a child runs only its target, so there is no state to fix up after fork |
+//!
+//! # Blocking calls, timeouts and names
+//!
+//! Every blocking operation comes in up to four forms, as in
+//! crossbeam-channel: `op` (waits as long as it takes), `try_op` (never
+//! waits), `op_timeout(Duration)` and `op_deadline(Instant)` (give up at
+//! that time, whatever the peer does). What a timed form returns depends
+//! on the kind of operation, one rule per kind:
+//!
+//! | kind | examples | result when the time runs out |
+//! |---|---|---|
+//! | **take** something: a lock guard, an item | [`Lock::acquire_timeout`], [`RLock::acquire_deadline`], [`Condition::acquire_deadline`], [`Queue::get_timeout`], [`Queue::put_timeout`] | an `Err` that says so and gives back what it must: [`LockError::Timeout`] (`try_`: [`LockError::WouldBlock`]), [`Error::Empty`], [`PutError::Full`] holding the item |
+//! | **wait** for something to happen: an event, a notify, an exit, tasks done, a semaphore unit (which has no guard) | [`Event::wait_timeout`], [`ConditionGuard::wait_deadline`], [`Process::join_deadline`], [`JoinableQueue::join_deadline`], [`Semaphore::acquire_deadline`] | `false` (`true` when it happened), inside a `Result` only when the call can also fail for another reason |
+//! | **meet**: a barrier | [`Barrier::wait_timeout`], [`Barrier::wait_deadline`] | [`BrokenBarrierError`], and the barrier is broken for every party, as in Python |
+//!
+//! Getters are named after what they return ([`Semaphore::value`],
+//! [`Queue::qsize`], [`Process::pid`]) and predicates start with `is_`
+//! ([`Queue::is_empty`], [`Queue::is_full`], [`Lock::is_locked`],
+//! [`Barrier::is_broken`], [`Process::is_alive`]); Python's names
+//! (`empty`, `full`, `locked`, `get_value`, `broken`) are search aliases in
+//! these docs. The one exception is [`Process::get_name`], because
+//! [`Process::name`] is the builder method that sets it.
+//!
+//! **Keep guards in named variables.** A lock is held as long as its guard
+//! lives, and `let _ = lock.acquire();` drops the guard at once — the lock
+//! is released before the next line. Write `let _guard = lock.acquire()?;`.
+//! This holds for [`Lock`], [`RLock`], [`Condition`], [`Value::lock`] and
+//! [`Array::lock`].
 //!
 //! # How children get their code
 //!
@@ -161,8 +213,8 @@ pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
-    ActiveChild, Context, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
-    active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
+    ActiveChild, Context, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod,
+    Target, active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method,
 };
 pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};

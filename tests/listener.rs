@@ -8,8 +8,8 @@
 //! run the `python3` found on `PATH` with `multiprocessing.connection`.
 
 use hmac::{Hmac, KeyInit, Mac};
-use multiproc::connection::wait;
-use multiproc::{Address, Client, Connection, Error, Listener, Process};
+use multiproc::connection::{answer_challenge, deliver_challenge, wait};
+use multiproc::{Address, Client, Connection, Error, Listener, Pipe, Process};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -861,4 +861,100 @@ fn pickled_plain_values_with_python() {
     conn.send_bytes(&dumps(&reply)).unwrap();
     let (code, out, err) = finish(child, None);
     assert_eq!((code, out.trim()), (0, "OK"), "python stderr: {err}");
+}
+
+#[test]
+fn last_accepted_is_the_peer_address() {
+    let listener = Listener::bind("127.0.0.1:0", None).unwrap();
+    assert_eq!(listener.last_accepted(), None);
+    let Address::Tcp(addr) = listener.address().clone() else {
+        panic!("not tcp")
+    };
+    for _ in 0..2 {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let _conn = listener.accept().unwrap();
+        assert_eq!(
+            listener.last_accepted(),
+            Some(Address::Tcp(stream.local_addr().unwrap()))
+        );
+    }
+    // A Unix client without an address of its own has none to report.
+    let name = format!("@multiproc-test-last-accepted-{}", std::process::id());
+    let unix = Listener::bind(name.as_str(), None).unwrap();
+    let _client = Client::connect(name.as_str(), None).unwrap();
+    let _conn = unix.accept().unwrap();
+    assert_eq!(unix.last_accepted(), None);
+}
+
+/// Two ends of a TCP connection made without `Listener`/`Client`, wrapped
+/// as `Connection`s.
+fn tcp_connections() -> (Connection, Connection) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (
+        Connection::from_fd(a.into()).unwrap(),
+        Connection::from_fd(b.into()).unwrap(),
+    )
+}
+
+#[test]
+fn challenge_functions_authenticate_a_custom_transport() {
+    use multiproc::connection::{answer_challenge_deadline, deliver_challenge_deadline};
+    let (server, client) = tcp_connections();
+    let t = std::thread::spawn(move || {
+        answer_challenge(&client, b"key")?;
+        deliver_challenge(&client, b"key")?;
+        client.recv::<String>()
+    });
+    deliver_challenge(&server, b"key").unwrap();
+    answer_challenge(&server, b"key").unwrap();
+    server.send("welcome").unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), "welcome");
+
+    // Different keys: both sides are told.
+    let (server, client) = tcp_connections();
+    let t = std::thread::spawn(move || answer_challenge(&client, b"other"));
+    let e = deliver_challenge(&server, b"key").unwrap_err();
+    assert!(e.is_authentication(), "{e}");
+    assert!(t.join().unwrap().unwrap_err().is_authentication());
+
+    // A silent peer: the deadline forms return by their deadline.
+    let (server, _client) = tcp_connections();
+    let start = Instant::now();
+    let e = deliver_challenge_deadline(&server, b"key", start + Duration::from_millis(200))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    let e = answer_challenge_deadline(&server, b"key", Instant::now() + Duration::from_millis(200))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+fn answer_then_deliver(conn: Connection, key: Vec<u8>) -> multiproc::Result<u32> {
+    answer_challenge(&conn, &key)?;
+    deliver_challenge(&conn, &key)?;
+    conn.recv()
+}
+
+#[test]
+fn challenge_functions_across_processes() {
+    for (key, ok) in [(b"same".to_vec(), true), (b"different".to_vec(), false)] {
+        let (here, there) = Pipe::new().unwrap();
+        let mut p = Process::new(answer_then_deliver, (there, key));
+        p.start().unwrap();
+        let r = deliver_challenge(&here, b"same").and_then(|()| answer_challenge(&here, b"same"));
+        if ok {
+            r.unwrap();
+            here.send(&7u32).unwrap();
+        } else {
+            assert!(r.unwrap_err().is_authentication());
+        }
+        drop(here);
+        p.join().unwrap();
+        match p.take_result().unwrap() {
+            Ok(v) => assert!(ok && v == 7),
+            Err(e) => assert!(!ok && e.is_authentication(), "{e}"),
+        }
+    }
 }

@@ -31,7 +31,7 @@ fn whoami() -> (String, u32, bool, Option<String>, Option<u32>) {
     (
         me.name().to_string(),
         me.pid(),
-        me.daemon(),
+        me.is_daemon(),
         parent.as_ref().map(|p| p.name().to_string()),
         parent.as_ref().map(|p| p.pid()),
     )
@@ -44,7 +44,7 @@ fn main_process_identity() {
     assert_eq!(me.name(), "MainProcess");
     assert_eq!(me.pid(), std::process::id());
     assert!(me.is_alive());
-    assert!(!me.daemon());
+    assert!(!me.is_daemon());
     assert_eq!(me.authkey().len(), 32);
     assert!(me.start_method().is_none());
     assert!(parent_process().is_none());
@@ -1040,4 +1040,141 @@ fn deep_arguments_and_results_are_decode_errors() {
     p.start().unwrap();
     p.join().unwrap();
     assert_eq!(p.take_result().unwrap(), 100);
+}
+
+fn fallible(which: u32) -> multiproc::Result<u32> {
+    match which {
+        0 => Ok(42),
+        1 => Err(multiproc::Error::Io(
+            std::fs::File::open("/nonexistent/x").unwrap_err(),
+        )),
+        2 => Err(multiproc::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad header",
+        ))),
+        3 => Err(multiproc::Error::State("cannot start a process twice")),
+        4 => Err(multiproc::Error::Timeout),
+        5 => Err(multiproc::Error::WorkerLost {
+            pid: 12,
+            exitcode: -9,
+        }),
+        _ => Err(multiproc::Error::BufferTooShort {
+            message: vec![7; 5],
+            capacity: 3,
+        }),
+    }
+}
+
+#[test]
+fn a_child_returns_a_multiproc_result() {
+    let mut got = Vec::new();
+    for which in 0..7 {
+        let mut p = Process::new(fallible, (which,));
+        p.start().unwrap();
+        p.join().unwrap();
+        got.push(p.take_result().unwrap());
+    }
+    assert_eq!(*got[0].as_ref().unwrap(), 42);
+    let expected: Vec<String> = (0..7)
+        .map(|w| match fallible(w) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    for (w, r) in got.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.as_ref().unwrap_err().to_string(),
+            expected[w],
+            "variant {w}"
+        );
+    }
+    match &got[1] {
+        Err(multiproc::Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(e.raw_os_error(), Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &got[2] {
+        Err(multiproc::Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        got[3],
+        Err(multiproc::Error::State("cannot start a process twice"))
+    ));
+    assert!(got[4].as_ref().unwrap_err().is_timeout());
+    assert_eq!(got[5].as_ref().unwrap_err().signal(), Some(9));
+    assert!(
+        matches!(&got[6], Err(multiproc::Error::BufferTooShort { message, capacity: 3 }) if message == &[7; 5])
+    );
+}
+
+fn greeting(who: String) -> String {
+    format!("hello, {who}")
+}
+
+#[test]
+fn processes_of_different_result_types_in_one_collection() {
+    let mut procs: Vec<Box<dyn ProcessHandle>> = vec![
+        Process::new(add, (2, 3)).erase(),
+        Process::new(greeting, ("you".to_string(),))
+            .start_method(StartMethod::Spawn)
+            .erase(),
+        Process::new(sleep_forever, ()).name("sleeper").erase(),
+    ];
+    for p in &mut procs {
+        assert_eq!(p.pid(), None);
+        assert!(p.sentinel().is_err());
+        p.start().unwrap();
+        assert!(p.pid().is_some());
+    }
+    assert_eq!(procs[2].get_name(), "sleeper");
+    assert!(procs[2].is_alive());
+    assert!(!procs[2].join_timeout(Duration::from_millis(50)).unwrap());
+    procs[2].terminate().unwrap();
+    for p in &mut procs {
+        assert!(
+            p.join_deadline(Instant::now() + Duration::from_secs(30))
+                .unwrap()
+        );
+        assert!(!p.is_alive());
+    }
+    let codes: Vec<_> = procs.iter().map(|p| p.exitcode()).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(-15)]);
+    let mut greeter = procs
+        .remove(1)
+        .into_any()
+        .downcast::<Process<String>>()
+        .unwrap();
+    assert_eq!(greeter.take_result().unwrap(), "hello, you");
+    for p in &mut procs {
+        p.close().unwrap();
+    }
+}
+
+fn my_start_method() -> Option<StartMethod> {
+    current_process().start_method()
+}
+
+/// A context scopes a start method: its processes and pools start their
+/// children with it.
+#[test]
+fn context_factories_use_the_context_method() {
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let ctx = get_context(m);
+        let mut p = ctx.process(my_start_method, ());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.take_result().unwrap(), Some(m));
+        let pool = ctx.pool(1).unwrap();
+        assert_eq!(pool.apply(my_start_method, ()).unwrap(), Some(m));
+        drop(pool);
+        let q = ctx.queue::<u8>().unwrap();
+        q.put(3).unwrap();
+        assert_eq!(q.get().unwrap(), 3);
+        let lock = ctx.lock().unwrap();
+        drop(lock.acquire().unwrap());
+        assert_eq!(ctx.value(5u32).unwrap().get(), 5);
+    }
 }

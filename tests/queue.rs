@@ -45,7 +45,7 @@ fn q01_put_forms_until_full() -> Result<()> {
     q.put_deadline(4, Instant::now() + secs(1.0))?;
     q.put_nowait(5)?;
     q.put(6)?;
-    assert!(q.full());
+    assert!(q.is_full());
     assert_eq!(q.qsize(), 6);
     let t = Instant::now();
     assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))));
@@ -59,8 +59,8 @@ fn q01_put_forms_until_full() -> Result<()> {
     start.set();
     consumer.join()?;
     assert_eq!(consumer.take_result()?, vec![1, 2, 3, 4, 5, 6]);
-    assert!(q.empty());
-    assert!(!q.full());
+    assert!(q.is_empty());
+    assert!(!q.is_full());
     assert_eq!(q.qsize(), 0);
     Ok(())
 }
@@ -147,7 +147,7 @@ fn q05_joinable_task_done() -> Result<()> {
     for n in 0..10 {
         q.put(n)?;
     }
-    q.join_timeout(secs(20.0))?;
+    assert!(q.join_timeout(secs(20.0)));
     assert_eq!(q.unfinished_tasks(), 0);
     let mut got: Vec<u32> = (0..10).map(|_| done.get_nowait().unwrap()).collect();
     got.sort();
@@ -190,14 +190,14 @@ fn q08_unencodable_item() -> Result<()> {
         }
         other => panic!("{other:?}"),
     }
-    assert!(q.empty());
+    assert!(q.is_empty());
     assert_eq!(q.qsize(), 0);
-    assert!(!q.full());
+    assert!(!q.is_full());
     q.put(Job { n: 2 })?;
-    assert!(q.full());
+    assert!(q.is_full());
     assert_eq!(q.qsize(), 1);
     assert_eq!(q.get()?, Job { n: 2 });
-    assert!(q.empty());
+    assert!(q.is_empty());
     Ok(())
 }
 
@@ -219,11 +219,11 @@ fn q10_q11_close_and_simple_queue() -> Result<()> {
     assert_eq!(other.get()?, 1);
 
     let s = SimpleQueue::new()?;
-    assert!(s.empty());
+    assert!(s.is_empty());
     s.put(vec![1u16, 2])?;
-    assert!(!s.empty());
+    assert!(!s.is_empty());
     assert_eq!(s.get()?, vec![1, 2]);
-    assert!(s.empty());
+    assert!(s.is_empty());
     s.close();
     s.close();
     assert!(s.is_closed());
@@ -328,7 +328,7 @@ fn many_producers_many_consumers() -> Result<()> {
         .flat_map(|id| (0..per).map(move |i| id << 32 | i))
         .collect();
     assert!(all == expected, "items lost or duplicated");
-    assert!(q.empty());
+    assert!(q.is_empty());
     Ok(())
 }
 
@@ -476,7 +476,7 @@ fn producer_killed_mid_put() -> Result<()> {
     assert!(verify(&first));
     assert!(matches!(q.get_timeout(secs(10.0))?, Msg::Small(10)));
     next.join()?;
-    assert!(q.empty());
+    assert!(q.is_empty());
     Ok(())
 }
 
@@ -629,11 +629,11 @@ fn exit_with_items_queued_does_not_hang() -> Result<()> {
     assert_eq!(p.exitcode(), Some(0));
     let n = p.take_result()?;
     assert!(n > 1000, "only {n} items fit");
-    assert!(q.full());
+    assert!(q.is_full());
     for i in 0..n {
         assert_eq!(q.get_nowait()?, i);
     }
-    assert!(q.empty());
+    assert!(q.is_empty());
     Ok(())
 }
 

@@ -650,7 +650,7 @@ fn run_lockstep(parties: u32, passes: u32) {
         assert_eq!(idx, (0..parties).collect::<Vec<_>>());
     }
     assert_eq!(b.n_waiting(), 0);
-    assert!(!b.broken());
+    assert!(!b.is_broken());
 }
 
 trait CloneForTest {
@@ -724,7 +724,7 @@ fn b05_abort() {
     for p in ps {
         assert!(finish(p));
     }
-    assert!(b.broken());
+    assert!(b.is_broken());
     assert_eq!(b.wait(), Err(BrokenBarrierError));
 }
 
@@ -745,7 +745,7 @@ fn b06_reset() {
     for p in ps {
         assert!(finish(p));
     }
-    assert!(!b.broken());
+    assert!(!b.is_broken());
     // All three can pass again; also after abort + reset.
     for round in 0..2 {
         if round == 1 {
@@ -779,7 +779,7 @@ fn b07_timeout_breaks_for_all() {
         Err(BrokenBarrierError)
     );
     assert!(t.elapsed() >= Duration::from_millis(50));
-    assert!(b.broken());
+    assert!(b.is_broken());
     for p in ps {
         assert!(finish(p));
     }
@@ -787,7 +787,7 @@ fn b07_timeout_breaks_for_all() {
     let b = Barrier::with_timeout(2, None, Duration::from_millis(50)).unwrap();
     assert_eq!(b.timeout(), Some(Duration::from_millis(50)));
     assert_eq!(b.wait(), Err(BrokenBarrierError));
-    assert!(b.broken());
+    assert!(b.is_broken());
 }
 
 #[test]
@@ -899,4 +899,62 @@ fn release_refuses_a_hold_by_a_live_guard() {
 
 fn release_it(l: Lock) -> bool {
     l.release().is_ok()
+}
+
+fn hold_all(r: RLock, c: Condition, s: Semaphore, held: Event, done: Event) {
+    let _r = r.acquire().unwrap();
+    let _c = c.acquire().unwrap();
+    s.acquire();
+    held.set();
+    done.wait_timeout(Duration::from_secs(60));
+}
+
+/// The `_deadline` forms against holders in another process: each returns
+/// by its deadline with its kind's timeout result.
+#[test]
+fn deadline_forms_return_by_their_deadline() {
+    let (r, c, s) = (
+        RLock::new().unwrap(),
+        Condition::new().unwrap(),
+        Semaphore::new(1).unwrap(),
+    );
+    let (held, done) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p = Process::new(
+        hold_all,
+        (r.clone(), c.clone(), s.clone(), held.clone(), done.clone()),
+    );
+    p.start().unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(30)));
+    let wait = Duration::from_millis(100);
+    let start = Instant::now();
+    assert!(matches!(
+        r.acquire_deadline(Instant::now() + wait),
+        Err(LockError::Timeout)
+    ));
+    assert!(matches!(
+        c.acquire_deadline(Instant::now() + wait),
+        Err(LockError::Timeout)
+    ));
+    assert!(!s.acquire_deadline(Instant::now() + wait));
+    let b = Barrier::new(2).unwrap();
+    assert!(b.wait_deadline(Instant::now() + wait).is_err());
+    assert!(b.is_broken());
+    let q = JoinableQueue::new().unwrap();
+    q.put(1u8).unwrap();
+    assert!(!q.join_deadline(Instant::now() + wait));
+    assert!(!p.join_deadline(Instant::now() + wait).unwrap());
+    let c2 = Condition::new().unwrap();
+    let mut g = c2.acquire_deadline(Instant::now() + wait).unwrap();
+    assert!(!g.wait_deadline(Instant::now() + wait).unwrap());
+    drop(g);
+    assert!(start.elapsed() < 7 * wait + Duration::from_secs(5));
+    assert!(start.elapsed() >= 7 * wait);
+    done.set();
+    assert!(
+        p.join_deadline(Instant::now() + Duration::from_secs(30))
+            .unwrap()
+    );
+    // Released by the holder's exit: now they succeed.
+    let _r = r.acquire_deadline(Instant::now() + wait).unwrap();
+    let _c = c.acquire_deadline(Instant::now() + wait).unwrap();
 }

@@ -37,7 +37,7 @@ impl Run for MyProcess {
             "    [{} pid {}] daemon = {}",
             me.name(),
             me.pid(),
-            me.daemon()
+            me.is_daemon()
         );
         println!(
             "    [{}] {} is chatting with the streamer",

@@ -126,7 +126,7 @@ pub fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
 
     println!("-- Queue API edge cases, on Queue::with_maxsize(3)");
     let q = Queue::with_maxsize(3)?;
-    check("new queue: empty()", q.empty())?;
+    check("new queue: empty()", q.is_empty())?;
     check("qsize() == 0", q.qsize() == 0)?;
     let t = Instant::now();
     check(
@@ -141,7 +141,7 @@ pub fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
     q.put('a')?;
     q.put_nowait('b')?;
     q.put_timeout('c', Duration::from_millis(100))?;
-    check("after three puts: full()", q.full())?;
+    check("after three puts: full()", q.is_full())?;
     check("qsize() == 3", q.qsize() == 3)?;
     check(
         "put_nowait on a full queue gives the item back in PutError::Full",
@@ -155,7 +155,7 @@ pub fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     println!("  (after {:.2} s)", t.elapsed().as_secs_f64());
     check("get() is FIFO", q.get()? == 'a' && q.get_nowait()? == 'b')?;
-    check("qsize() == 1, not full", q.qsize() == 1 && !q.full())?;
+    check("qsize() == 1, not full", q.qsize() == 1 && !q.is_full())?;
     q.close();
     check(
         "after close(): put is PutError::Closed, get is Error::Closed",

@@ -141,7 +141,7 @@ pub fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
         "all {total} URLs fetched in {:.2} s by 3 processes (one at a time: {:.2} s); empty() = {}",
         started.elapsed().as_secs_f64(),
         10.0 * delay_ms as f64 / 1000.0,
-        urls.empty()
+        urls.is_empty()
     );
     if total != 10 {
         return Err(format!("expected 10 URLs fetched, got {total}").into());

@@ -183,7 +183,7 @@ fn recv(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8>> {
 }
 
 /// Sends a challenge and checks the answer (Python's `deliver_challenge`).
-pub(crate) fn deliver_challenge(
+pub(crate) fn deliver_challenge_impl(
     conn: &Connection,
     key: &[u8],
     deadline: Option<Instant>,
@@ -207,7 +207,7 @@ pub(crate) fn deliver_challenge(
 }
 
 /// Answers the peer's challenge (Python's `answer_challenge`).
-pub(crate) fn answer_challenge(
+pub(crate) fn answer_challenge_impl(
     conn: &Connection,
     key: &[u8],
     deadline: Option<Instant>,
@@ -229,6 +229,89 @@ pub(crate) fn answer_challenge(
         return Err(auth_error("digest sent was rejected"));
     }
     Ok(())
+}
+
+/// Sends a challenge on `conn` and checks the peer's answer, as the
+/// serving side of Python's handshake does (Python's
+/// `multiprocessing.connection.deliver_challenge`). Pair it with
+/// [`answer_challenge`] on the other side, for a transport that
+/// [`Listener`](crate::Listener) and [`Client`](crate::Client) do not make:
+/// a socket from elsewhere wrapped with
+/// [`Connection::from_fd`](crate::Connection::from_fd), or a [`Pipe`](crate::Pipe).
+///
+/// The server in Python's protocol delivers first then answers; the client
+/// answers first then delivers. Waits as long as the peer takes, as in
+/// Python; [`deliver_challenge_deadline`] gives up at a deadline.
+///
+/// # Errors
+/// [`Error::Authentication`] when the peer's key differs or it does not
+/// speak the protocol (it is told `#FAILURE#`); [`Error::Eof`] when it hangs
+/// up; [`Error::Io`] for OS errors.
+///
+/// # Examples
+/// ```
+/// use multiproc::connection::{answer_challenge, deliver_challenge};
+/// use multiproc::{Pipe, Process};
+///
+/// fn client(conn: multiproc::Connection) -> multiproc::Result<String> {
+///     answer_challenge(&conn, b"secret")?;
+///     deliver_challenge(&conn, b"secret")?;
+///     conn.recv()
+/// }
+///
+/// let (here, there) = Pipe::new()?;
+/// let mut p = Process::new(client, (there,));
+/// p.start()?;
+/// deliver_challenge(&here, b"secret")?;
+/// answer_challenge(&here, b"secret")?;
+/// here.send("authenticated")?;
+/// p.join()?;
+/// assert_eq!(p.take_result()??, "authenticated");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn deliver_challenge(conn: &Connection, authkey: &[u8]) -> Result<()> {
+    deliver_challenge_impl(conn, authkey, None)
+}
+
+/// [`deliver_challenge`], giving up at `deadline`.
+///
+/// # Errors
+/// As [`deliver_challenge`], and [`Error::Timeout`] when the peer has not
+/// finished by `deadline` (the connection should then be dropped: it is in
+/// the middle of the handshake).
+pub fn deliver_challenge_deadline(
+    conn: &Connection,
+    authkey: &[u8],
+    deadline: Instant,
+) -> Result<()> {
+    deliver_challenge_impl(conn, authkey, Some(deadline))
+}
+
+/// Answers the challenge the peer sends on `conn`, as the connecting side
+/// of Python's handshake does (Python's
+/// `multiprocessing.connection.answer_challenge`); see
+/// [`deliver_challenge`] for the protocol and an example. Waits as long as
+/// the peer takes; [`answer_challenge_deadline`] gives up at a deadline.
+///
+/// # Errors
+/// [`Error::Authentication`] when the peer rejects the answer (a different
+/// key) or does not send a challenge; [`Error::Eof`] when it hangs up;
+/// [`Error::Io`] for OS errors.
+pub fn answer_challenge(conn: &Connection, authkey: &[u8]) -> Result<()> {
+    answer_challenge_impl(conn, authkey, None)
+}
+
+/// [`answer_challenge`], giving up at `deadline`.
+///
+/// # Errors
+/// As [`answer_challenge`], and [`Error::Timeout`] when the peer has not
+/// finished by `deadline`.
+pub fn answer_challenge_deadline(
+    conn: &Connection,
+    authkey: &[u8],
+    deadline: Instant,
+) -> Result<()> {
+    answer_challenge_impl(conn, authkey, Some(deadline))
 }
 
 #[cfg(test)]
@@ -302,19 +385,19 @@ mod tests {
     fn both_roles_over_a_socket() {
         let (a, b) = pair();
         let t = std::thread::spawn(move || {
-            deliver_challenge(&a, KEY, None)?;
-            answer_challenge(&a, KEY, None)
+            deliver_challenge_impl(&a, KEY, None)?;
+            answer_challenge_impl(&a, KEY, None)
         });
-        answer_challenge(&b, KEY, None).unwrap();
-        deliver_challenge(&b, KEY, None).unwrap();
+        answer_challenge_impl(&b, KEY, None).unwrap();
+        deliver_challenge_impl(&b, KEY, None).unwrap();
         t.join().unwrap().unwrap();
     }
 
     #[test]
     fn wrong_key_fails_on_both_sides() {
         let (a, b) = pair();
-        let t = std::thread::spawn(move || deliver_challenge(&a, KEY, None));
-        let mine = answer_challenge(&b, b"wrong", None).unwrap_err();
+        let t = std::thread::spawn(move || deliver_challenge_impl(&a, KEY, None));
+        let mine = answer_challenge_impl(&b, b"wrong", None).unwrap_err();
         let theirs = t.join().unwrap().unwrap_err();
         assert!(mine.is_authentication(), "{mine}");
         assert!(theirs.is_authentication(), "{theirs}");

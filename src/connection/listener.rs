@@ -251,6 +251,8 @@ pub struct Listener {
     handshake_timeout: Option<Duration>,
     /// The socket file to remove on close, and the process that bound it.
     unlink: Option<(PathBuf, u32)>,
+    /// The address of the peer accepted last, if it had one.
+    last_accepted: std::sync::Mutex<Option<Address>>,
 }
 
 impl Listener {
@@ -292,6 +294,7 @@ impl Listener {
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             unlink,
+            last_accepted: std::sync::Mutex::new(None),
         })
     }
 
@@ -299,6 +302,33 @@ impl Listener {
     /// port `0`).
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The address of the peer accepted last (Python's `last_accepted`):
+    /// for TCP its IP address and port; for a Unix socket the peer's own
+    /// bound address, which clients rarely have, so usually `None`. `None`
+    /// also before the first [`accept`](Self::accept). Set as soon as a
+    /// peer is accepted, before the authkey handshake.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Address, Client, Listener};
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// assert_eq!(listener.last_accepted(), None);
+    /// let addr = listener.address().clone();
+    /// let t = std::thread::spawn(move || Client::connect(&addr, None));
+    /// let _conn = listener.accept()?;
+    /// let client = t.join().unwrap()?;
+    /// let Some(Address::Tcp(peer)) = listener.last_accepted() else { panic!() };
+    /// assert!(peer.ip().is_loopback());
+    /// # drop(client);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.last_accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sets how long [`accept`](Self::accept) lets a peer take over the
@@ -328,19 +358,28 @@ impl Listener {
     /// [`handshake_timeout`](Self::handshake_timeout); [`Error::Eof`] when
     /// it hangs up during the handshake; [`Error::Io`] for OS errors.
     pub fn accept(&self) -> Result<Connection> {
-        let fd: OwnedFd = match &self.socket {
+        let (fd, peer): (OwnedFd, Option<Address>) = match &self.socket {
             Socket::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, peer) = l.accept()?;
                 s.set_nodelay(true)?;
-                s.into()
+                (s.into(), Some(Address::Tcp(peer)))
             }
-            Socket::Unix(l) => l.accept()?.0.into(),
+            Socket::Unix(l) => {
+                let (s, peer) = l.accept()?;
+                let peer = match (peer.as_pathname(), peer.as_abstract_name()) {
+                    (Some(path), _) => Some(Address::Unix(path.to_path_buf())),
+                    (None, Some(name)) => Some(Address::Abstract(name.to_vec())),
+                    (None, None) => None,
+                };
+                (s.into(), peer)
+            }
         };
+        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = peer;
         let conn = Connection::with_framing(fd, true, true, Framing::Python);
         if let Some(key) = &self.authkey {
             let deadline = self.handshake_timeout.and_then(sys::deadline_after);
-            auth::deliver_challenge(&conn, key, deadline)?;
-            auth::answer_challenge(&conn, key, deadline)?;
+            auth::deliver_challenge_impl(&conn, key, deadline)?;
+            auth::answer_challenge_impl(&conn, key, deadline)?;
         }
         Ok(conn)
     }
@@ -485,8 +524,8 @@ impl Client {
         };
         let conn = Connection::with_framing(fd, true, true, Framing::Python);
         if let Some(key) = authkey {
-            auth::answer_challenge(&conn, key, deadline)?;
-            auth::deliver_challenge(&conn, key, deadline)?;
+            auth::answer_challenge_impl(&conn, key, deadline)?;
+            auth::deliver_challenge_impl(&conn, key, deadline)?;
         }
         Ok(conn)
     }

@@ -32,6 +32,9 @@ mod frame;
 mod listener;
 mod wait;
 
+pub use auth::{
+    answer_challenge, answer_challenge_deadline, deliver_challenge, deliver_challenge_deadline,
+};
 pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ToAddress};
 pub use wait::{Waitable, wait};
 

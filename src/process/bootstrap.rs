@@ -112,7 +112,7 @@ pub(crate) fn resolve_task_entry(offset: u64) -> Result<TaskEntry, String> {
 
 /// The value of a zero-sized target type, in the process that runs it.
 pub(crate) fn zst_target<F: Copy + 'static>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    super::target::assert_zero_sized::<F>();
     // SAFETY: `F` is zero-sized (asserted at compile time) and, for every
     // caller, a `Target`: a fn item or a closure without captures, which has
     // no bytes and no invariant, so the zero-sized value is the function.

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// let me = multiproc::current_process();
 /// assert_eq!(me.name(), "MainProcess");
 /// assert_eq!(me.pid(), std::process::id());
-/// assert!(!me.daemon());
+/// assert!(!me.is_daemon());
 /// ```
 #[derive(Debug)]
 pub struct ProcessInfo {
@@ -82,7 +82,8 @@ impl ProcessInfo {
     }
 
     /// Whether this process is daemonic.
-    pub fn daemon(&self) -> bool {
+    #[doc(alias = "daemon")]
+    pub fn is_daemon(&self) -> bool {
         self.daemon
     }
 

@@ -105,6 +105,13 @@ pub fn get_all_start_methods() -> Vec<StartMethod> {
 /// A start method to create processes with, so that one program can use
 /// several (Python's `get_context`).
 ///
+/// Its factories mirror Python's context: [`process`](Self::process) and
+/// [`pool`](Self::pool) start their processes with the context's method;
+/// [`queue`](Self::queue), [`lock`](Self::lock), [`value`](Self::value) and
+/// the other shared objects do not depend on a start method (any child can
+/// use them, however it was started) and are there so that code written
+/// against a context reads as in Python.
+///
 /// # Examples
 /// ```
 /// use multiproc::{get_context, StartMethod};
@@ -142,6 +149,190 @@ impl Context {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         Process::new(target, args).start_method(self.method)
+    }
+
+    /// A process that runs a [`Run`] value with this context's method.
+    ///
+    /// # Examples
+    /// See [`Process::from_run`].
+    pub fn process_from_run<T: Run>(&self, value: T) -> Process<T::Output> {
+        Process::from_run(value).start_method(self.method)
+    }
+
+    /// A pool of `processes` workers started with this context's method
+    /// (Python's `ctx.Pool(n)`).
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`](crate::PoolBuilder::build).
+    ///
+    /// # Examples
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiproc::get_context(multiproc::StartMethod::Spawn).pool(2)?;
+    /// assert_eq!(pool.map(square, 1..=3)?, [1, 4, 9]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn pool(&self, processes: usize) -> Result<crate::Pool> {
+        self.pool_builder().processes(processes).build()
+    }
+
+    /// A pool builder preset to this context's method, for the other
+    /// options (initializer, `maxtasksperchild`, …).
+    pub fn pool_builder(&self) -> crate::PoolBuilder {
+        crate::Pool::builder().start_method(self.method)
+    }
+
+    /// A [`Pipe`](crate::Pipe) (Python's `ctx.Pipe()`); the start method
+    /// does not matter to it.
+    ///
+    /// # Errors
+    /// As [`Pipe::new`](crate::Pipe::new).
+    pub fn pipe(&self) -> Result<(Connection, Connection)> {
+        crate::Pipe::new()
+    }
+
+    /// A [`Queue`](crate::Queue) (Python's `ctx.Queue()`); the start
+    /// method does not matter to it.
+    ///
+    /// # Errors
+    /// As [`Queue::new`](crate::Queue::new).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{get_context, StartMethod};
+    /// let ctx = get_context(StartMethod::Spawn);
+    /// let q = ctx.queue::<u32>()?;
+    /// q.put(1)?;
+    /// assert_eq!(q.get()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<crate::Queue<T>> {
+        crate::Queue::new()
+    }
+
+    /// A [`Queue`](crate::Queue) of at most `maxsize` items (Python's
+    /// `ctx.Queue(maxsize)`).
+    ///
+    /// # Errors
+    /// As [`Queue::with_maxsize`](crate::Queue::with_maxsize).
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<crate::Queue<T>> {
+        crate::Queue::with_maxsize(maxsize)
+    }
+
+    /// A [`SimpleQueue`](crate::SimpleQueue) (Python's `ctx.SimpleQueue()`).
+    ///
+    /// # Errors
+    /// As [`SimpleQueue::new`](crate::SimpleQueue::new).
+    pub fn simple_queue<T: Serialize + DeserializeOwned>(&self) -> Result<crate::SimpleQueue<T>> {
+        crate::SimpleQueue::new()
+    }
+
+    /// A [`JoinableQueue`](crate::JoinableQueue) (Python's
+    /// `ctx.JoinableQueue()`).
+    ///
+    /// # Errors
+    /// As [`JoinableQueue::new`](crate::JoinableQueue::new).
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+    ) -> Result<crate::JoinableQueue<T>> {
+        crate::JoinableQueue::new()
+    }
+
+    /// A [`Lock`](crate::Lock) (Python's `ctx.Lock()`).
+    ///
+    /// # Errors
+    /// As [`Lock::new`](crate::Lock::new).
+    pub fn lock(&self) -> Result<crate::Lock> {
+        crate::Lock::new()
+    }
+
+    /// An [`RLock`](crate::RLock) (Python's `ctx.RLock()`).
+    ///
+    /// # Errors
+    /// As [`RLock::new`](crate::RLock::new).
+    pub fn rlock(&self) -> Result<crate::RLock> {
+        crate::RLock::new()
+    }
+
+    /// A [`Condition`](crate::Condition) with its own lock (Python's
+    /// `ctx.Condition()`).
+    ///
+    /// # Errors
+    /// As [`Condition::new`](crate::Condition::new).
+    pub fn condition(&self) -> Result<crate::Condition> {
+        crate::Condition::new()
+    }
+
+    /// A [`Semaphore`](crate::Semaphore) (Python's `ctx.Semaphore(value)`).
+    ///
+    /// # Errors
+    /// As [`Semaphore::new`](crate::Semaphore::new).
+    pub fn semaphore(&self, value: u32) -> Result<crate::Semaphore> {
+        crate::Semaphore::new(value)
+    }
+
+    /// A [`BoundedSemaphore`](crate::BoundedSemaphore) (Python's
+    /// `ctx.BoundedSemaphore(value)`).
+    ///
+    /// # Errors
+    /// As [`BoundedSemaphore::new`](crate::BoundedSemaphore::new).
+    pub fn bounded_semaphore(&self, value: u32) -> Result<crate::BoundedSemaphore> {
+        crate::BoundedSemaphore::new(value)
+    }
+
+    /// An [`Event`](crate::Event) (Python's `ctx.Event()`).
+    ///
+    /// # Errors
+    /// As [`Event::new`](crate::Event::new).
+    pub fn event(&self) -> Result<crate::Event> {
+        crate::Event::new()
+    }
+
+    /// A [`Barrier`](crate::Barrier) for `parties` (Python's
+    /// `ctx.Barrier(parties)`).
+    ///
+    /// # Errors
+    /// As [`Barrier::new`](crate::Barrier::new).
+    pub fn barrier(&self, parties: u32) -> Result<crate::Barrier> {
+        crate::Barrier::new(parties)
+    }
+
+    /// A [`Value`](crate::Value) with its lock (Python's
+    /// `ctx.Value(typecode, value)`).
+    ///
+    /// # Errors
+    /// As [`Value::new`](crate::Value::new).
+    pub fn value<T: crate::ShmSafe>(&self, value: T) -> Result<crate::Value<T>> {
+        crate::Value::new(value)
+    }
+
+    /// An [`Array`](crate::Array) of `len` zeroed elements with its lock
+    /// (Python's `ctx.Array(typecode, size)`).
+    ///
+    /// # Errors
+    /// As [`Array::new`](crate::Array::new).
+    pub fn array<T: crate::ShmSafe>(&self, len: usize) -> Result<crate::Array<T>> {
+        crate::Array::new(len)
+    }
+
+    /// A [`RawValue`](crate::RawValue) (Python's `ctx.RawValue(...)`).
+    ///
+    /// # Errors
+    /// As [`RawValue::new`](crate::RawValue::new).
+    pub fn raw_value<T: crate::ShmSafe>(&self, value: T) -> Result<crate::RawValue<T>> {
+        crate::RawValue::new(value)
+    }
+
+    /// A [`RawArray`](crate::RawArray) of `len` zeroed elements (Python's
+    /// `ctx.RawArray(typecode, size)`).
+    ///
+    /// # Errors
+    /// As [`RawArray::new`](crate::RawArray::new).
+    pub fn raw_array<T: crate::ShmSafe>(&self, len: usize) -> Result<crate::RawArray<T>> {
+        crate::RawArray::new(len)
     }
 }
 
@@ -315,6 +506,7 @@ where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = target;
+        target::assert_zero_sized::<F>();
         let entry: Entry = bootstrap::fn_entry::<F, A, R>;
         Self::with_job(Job::Entry {
             offset: bootstrap::entry_offset(entry),
@@ -421,7 +613,7 @@ impl<R> Process<R> {
 
     /// Whether the process is (or will be) daemonic.
     pub fn is_daemon(&self) -> bool {
-        self.daemon.unwrap_or_else(|| current_process().daemon())
+        self.daemon.unwrap_or_else(|| current_process().is_daemon())
     }
 
     /// The OS pid, once started.
@@ -587,7 +779,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     #[allow(clippy::type_complexity)]
     fn launch(&mut self, job: Job) -> std::result::Result<Started<R>, (Option<Job>, Error)> {
-        if current_process().daemon() {
+        if current_process().is_daemon() {
             return Err((Some(job), Error::DaemonicChildren));
         }
         let method = self.method.unwrap_or_else(get_start_method);
@@ -686,7 +878,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// # Errors
     /// [`Error::State`] before start or after close; OS errors.
     pub fn join(&mut self) -> Result<()> {
-        self.join_deadline(None).map(|_| ())
+        self.join_until(None).map(|_| ())
     }
 
     /// Waits at most `timeout` for the child to end; `true` if it ended.
@@ -699,10 +891,32 @@ impl<R: DeserializeOwned> Process<R> {
     /// # Errors
     /// As for [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<bool> {
-        self.join_deadline(sys::deadline_after(timeout))
+        self.join_until(sys::deadline_after(timeout))
     }
 
-    fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<bool> {
+    /// Waits until `deadline` at the latest for the child to end; `true` if
+    /// it ended. A deadline in the past checks without waiting.
+    ///
+    /// # Errors
+    /// As for [`join`](Self::join).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// fn nap() { std::thread::sleep(Duration::from_secs(30)) }
+    ///
+    /// let mut p = multiproc::Process::new(nap, ());
+    /// p.start()?;
+    /// assert!(!p.join_deadline(Instant::now() + Duration::from_millis(50))?);
+    /// p.kill()?;
+    /// assert!(p.join_deadline(Instant::now() + Duration::from_secs(30))?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(&mut self, deadline: Instant) -> Result<bool> {
+        self.join_until(Some(deadline))
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
         let s = self.started_mut()?;
         loop {
             let Some(chan) = &s.chan else {
@@ -835,5 +1049,167 @@ fn fork_now(
             Err(e) => Err((None, e.into())),
         },
         Err(e) => Err((Some(job), e.into())),
+    }
+}
+
+/// A started-or-not process of any result type, for holding processes of
+/// different `Process<R>` in one collection (Python's
+/// `for p in procs: p.start()`).
+///
+/// Every [`Process<R>`] implements it; [`Process::erase`] boxes one. The
+/// methods are those of [`Process`] that do not involve the result type;
+/// to take a result, get the `Process<R>` back with
+/// [`into_any`](ProcessHandle::into_any) and `downcast`.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, ProcessHandle};
+///
+/// fn count(n: u32) -> u32 { n }
+/// fn greet(who: String) -> String { format!("hello, {who}") }
+/// fn quiet() {}
+///
+/// let mut procs: Vec<Box<dyn ProcessHandle>> = vec![
+///     Process::new(count, (3,)).erase(),
+///     Process::new(greet, ("world".to_string(),)).name("greeter").erase(),
+///     Box::new(Process::new(quiet, ())),
+/// ];
+/// for p in &mut procs {
+///     p.start()?;
+/// }
+/// for p in &mut procs {
+///     p.join()?;
+///     assert_eq!(p.exitcode(), Some(0));
+/// }
+/// // The result of one of them, by its type:
+/// let greeter = procs.remove(1).into_any().downcast::<Process<String>>().unwrap();
+/// assert_eq!(greeter.get_name(), "greeter");
+/// let mut greeter = *greeter;
+/// assert_eq!(greeter.take_result()?, "hello, world");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait ProcessHandle: Send + fmt::Debug {
+    /// [`Process::start`].
+    ///
+    /// # Errors
+    /// As [`Process::start`].
+    fn start(&mut self) -> Result<()>;
+    /// [`Process::join`].
+    ///
+    /// # Errors
+    /// As [`Process::join`].
+    fn join(&mut self) -> Result<()>;
+    /// [`Process::join_timeout`].
+    ///
+    /// # Errors
+    /// As [`Process::join`].
+    fn join_timeout(&mut self, timeout: Duration) -> Result<bool>;
+    /// [`Process::join_deadline`].
+    ///
+    /// # Errors
+    /// As [`Process::join`].
+    fn join_deadline(&mut self, deadline: Instant) -> Result<bool>;
+    /// [`Process::terminate`].
+    ///
+    /// # Errors
+    /// As [`Process::terminate`].
+    fn terminate(&self) -> Result<()>;
+    /// [`Process::kill`].
+    ///
+    /// # Errors
+    /// As [`Process::terminate`].
+    fn kill(&self) -> Result<()>;
+    /// [`Process::interrupt`].
+    ///
+    /// # Errors
+    /// As [`Process::terminate`].
+    fn interrupt(&self) -> Result<()>;
+    /// [`Process::close`].
+    ///
+    /// # Errors
+    /// As [`Process::close`].
+    fn close(&mut self) -> Result<()>;
+    /// [`Process::pid`].
+    fn pid(&self) -> Option<u32>;
+    /// [`Process::exitcode`].
+    fn exitcode(&self) -> Option<i32>;
+    /// [`Process::is_alive`].
+    fn is_alive(&self) -> bool;
+    /// [`Process::is_daemon`].
+    fn is_daemon(&self) -> bool;
+    /// [`Process::get_name`].
+    fn get_name(&self) -> &str;
+    /// [`Process::sentinel`].
+    ///
+    /// # Errors
+    /// As [`Process::sentinel`].
+    fn sentinel(&self) -> Result<BorrowedFd<'_>>;
+    /// The `Process<R>` itself, to `downcast` back to its type (and take
+    /// its result).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+impl<R> ProcessHandle for Process<R>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    fn start(&mut self) -> Result<()> {
+        Process::start(self)
+    }
+    fn join(&mut self) -> Result<()> {
+        Process::join(self)
+    }
+    fn join_timeout(&mut self, timeout: Duration) -> Result<bool> {
+        Process::join_timeout(self, timeout)
+    }
+    fn join_deadline(&mut self, deadline: Instant) -> Result<bool> {
+        Process::join_deadline(self, deadline)
+    }
+    fn terminate(&self) -> Result<()> {
+        Process::terminate(self)
+    }
+    fn kill(&self) -> Result<()> {
+        Process::kill(self)
+    }
+    fn interrupt(&self) -> Result<()> {
+        Process::interrupt(self)
+    }
+    fn close(&mut self) -> Result<()> {
+        Process::close(self)
+    }
+    fn pid(&self) -> Option<u32> {
+        Process::pid(self)
+    }
+    fn exitcode(&self) -> Option<i32> {
+        Process::exitcode(self)
+    }
+    fn is_alive(&self) -> bool {
+        Process::is_alive(self)
+    }
+    fn is_daemon(&self) -> bool {
+        Process::is_daemon(self)
+    }
+    fn get_name(&self) -> &str {
+        Process::get_name(self)
+    }
+    fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        Process::sentinel(self)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+impl<R> Process<R>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    /// This process as a [`ProcessHandle`] trait object, to keep with
+    /// processes of other result types.
+    ///
+    /// # Examples
+    /// See [`ProcessHandle`].
+    pub fn erase(self) -> Box<dyn ProcessHandle> {
+        Box::new(self)
     }
 }

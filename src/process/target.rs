@@ -13,6 +13,17 @@ use serde::de::DeserializeOwned;
 /// are accepted by [`Process::from_closure`](crate::Process::from_closure)
 /// with the fork start method only.
 ///
+/// # When the check happens
+///
+/// A capturing closure or a `fn` pointer satisfies the trait bounds, so
+/// `cargo check` accepts it; the size is checked when the code is
+/// generated, so `cargo build` (and `cargo test`, `cargo run`) fails with:
+///
+/// ```text
+/// error[E0080]: evaluation panicked: a process target must be a fn item or a
+///               closure that captures nothing; pass what it needs in its arguments
+/// ```
+///
 /// # Examples
 /// ```
 /// fn add(a: i32, b: i32) -> i32 { a + b }
@@ -22,11 +33,40 @@ use serde::de::DeserializeOwned;
 /// assert_eq!(p.take_result()?, 5);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// A closure that captures a variable does not build; pass the value as an
+/// argument instead:
+/// ```compile_fail,E0080
+/// let offset = 10;
+/// let p = multiproc::Process::new(move |x: i32| x + offset, (1,));
+/// ```
+///
+/// Nor does a `fn` pointer, whose value (the address) is only known at run
+/// time; pass the `fn` item itself:
+/// ```compile_fail,E0080
+/// fn double(x: i32) -> i32 { x * 2 }
+/// let f: fn(i32) -> i32 = double;
+/// let p = multiproc::Process::new(f, (1,));
+/// ```
 pub trait Target<Args>: Copy + Send + Sync + 'static {
     /// What the function returns.
     type Output;
     /// Calls the function.
     fn call(self, args: Args) -> Self::Output;
+}
+
+/// Fails the build, with advice, when `F` is not zero-sized (a capturing
+/// closure or a `fn` pointer). Evaluated when the code is generated, so it
+/// shows in `cargo build`, not in `cargo check`.
+#[inline(always)]
+pub(crate) const fn assert_zero_sized<F>() {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a process target must be a fn item or a closure that captures nothing; \
+             pass what it needs in its arguments"
+        )
+    }
 }
 
 macro_rules! impl_target {

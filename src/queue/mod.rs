@@ -321,7 +321,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// let q = multiproc::Queue::with_maxsize(2)?;
     /// q.put(1)?;
     /// q.put(2)?;
-    /// assert!(q.full());
+    /// assert!(q.is_full());
     /// assert!(q.put_nowait(3).unwrap_err().is_full());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -612,12 +612,13 @@ impl<T> Queue<T> {
     /// # Examples
     /// ```
     /// let q = multiproc::Queue::new()?;
-    /// assert!(q.empty());
+    /// assert!(q.is_empty());
     /// q.put(())?;
-    /// assert!(!q.empty());
+    /// assert!(!q.is_empty());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn empty(&self) -> bool {
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
         self.core.is_empty()
     }
 
@@ -627,12 +628,13 @@ impl<T> Queue<T> {
     /// # Examples
     /// ```
     /// let q = multiproc::Queue::with_maxsize(1)?;
-    /// assert!(!q.full());
+    /// assert!(!q.is_full());
     /// q.put(0)?;
-    /// assert!(q.full());
+    /// assert!(q.is_full());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn full(&self) -> bool {
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
         self.core.is_full()
     }
 
@@ -820,7 +822,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Examples
     /// ```
     /// let q = multiproc::SimpleQueue::<String>::new()?;
-    /// assert!(q.empty());
+    /// assert!(q.is_empty());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Self> {
@@ -882,13 +884,14 @@ impl<T> SimpleQueue<T> {
     /// # Examples
     /// ```
     /// let q = multiproc::SimpleQueue::new()?;
-    /// assert!(q.empty());
+    /// assert!(q.is_empty());
     /// q.put('x')?;
-    /// assert!(!q.empty());
+    /// assert!(!q.is_empty());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn empty(&self) -> bool {
-        self.0.empty()
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Closes this handle (idempotent); see [`Queue::close`].
@@ -1020,7 +1023,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     /// let q = multiproc::JoinableQueue::with_maxsize(1)?;
     /// q.put(1u8)?;
-    /// assert!(q.full());
+    /// assert!(q.is_full());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
@@ -1064,28 +1067,37 @@ impl<T> JoinableQueue<T> {
         self.0.core.join(None);
     }
 
-    /// Waits at most `timeout` until every item put has been marked done.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] when tasks are still unfinished.
+    /// Waits at most `timeout` until every item put has been marked done;
+    /// `true` if they all were, `false` when the time ran out.
     ///
     /// # Examples
     /// ```
     /// use std::time::Duration;
     /// let q = multiproc::JoinableQueue::new()?;
     /// q.put('x')?;
-    /// assert!(q.join_timeout(Duration::from_millis(10)).is_err());
+    /// assert!(!q.join_timeout(Duration::from_millis(10)));
     /// q.get()?;
     /// q.task_done()?;
-    /// q.join_timeout(Duration::from_millis(10))?;
+    /// assert!(q.join_timeout(Duration::from_millis(10)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.0.core.join(sys::deadline_after(timeout)) {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
-        }
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.0.core.join(sys::deadline_after(timeout))
+    }
+
+    /// Waits until `deadline` at the latest for every item put to be
+    /// marked done; `true` if they all were, `false` when it passed.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = multiproc::JoinableQueue::new()?;
+    /// q.put('x')?;
+    /// assert!(!q.join_deadline(Instant::now() + Duration::from_millis(10)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_deadline(&self, deadline: Instant) -> bool {
+        self.0.core.join(Some(deadline))
     }
 
     /// The number of tasks put and not yet marked done.

@@ -435,6 +435,11 @@ impl<T: ShmSafe> Array<T> {
 
     /// Takes the lock and gives the array as a slice until the guard drops.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = a.lock();` drops it at once (`_` binds
+    /// nothing): write `let _guard = a.lock()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
     /// holder died while holding it.
@@ -523,6 +528,7 @@ impl<'de, T: ShmSafe> Deserialize<'de> for Array<T> {
 }
 
 /// The elements of an [`Array`] while its lock is held.
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct ArrayGuard<'a, T: ShmSafe> {
     slice: &'a mut [T],
     _guard: LockGuard<'a>,

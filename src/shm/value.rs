@@ -265,6 +265,11 @@ impl<T: ShmSafe> Value<T> {
 
     /// Takes the lock and gives access to the value until the guard drops.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = v.lock();` drops it at once (`_` binds
+    /// nothing): write `let _guard = v.lock()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (with the guard) when the lock's previous
     /// holder died while holding it: the value may be half updated.
@@ -389,6 +394,7 @@ impl<'de, L: ShmLayout, T: ShmSafe> Deserialize<'de> for LockedSegment<L, T> {
 /// memory is only reachable with its lock held, and a lock held by a guard
 /// cannot be released by anybody else ([`Lock::release`] only releases a
 /// [leaked](LockGuard::leak) hold).
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct ValueGuard<'a, T: ShmSafe> {
     value: &'a mut T,
     _guard: LockGuard<'a>,

@@ -200,7 +200,8 @@ impl Barrier {
     }
 
     /// Whether the barrier is broken.
-    pub fn broken(&self) -> bool {
+    #[doc(alias = "broken")]
+    pub fn is_broken(&self) -> bool {
         self.st().broken.load(Ordering::Relaxed) != 0
     }
 
@@ -232,13 +233,30 @@ impl Barrier {
     /// use std::time::Duration;
     /// let b = multiproc::Barrier::new(2)?;
     /// assert!(b.wait_timeout(Duration::from_millis(10)).is_err());
-    /// assert!(b.broken());
+    /// assert!(b.is_broken());
     /// b.reset();
-    /// assert!(!b.broken());
+    /// assert!(!b.is_broken());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> std::result::Result<u32, BrokenBarrierError> {
         self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits for the other parties until `deadline` at the latest.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait): a deadline that passes breaks the barrier.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let b = multiproc::Barrier::new(2)?;
+    /// assert!(b.wait_deadline(Instant::now() + Duration::from_millis(10)).is_err());
+    /// assert!(b.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> std::result::Result<u32, BrokenBarrierError> {
+        self.wait_until(Some(deadline))
     }
 
     fn wait_until(
@@ -296,7 +314,7 @@ impl Barrier {
     /// ```
     /// let b = multiproc::Barrier::new(2)?;
     /// b.abort();
-    /// assert!(b.broken());
+    /// assert!(b.is_broken());
     /// assert_eq!(b.n_waiting(), 0);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -326,7 +344,7 @@ impl fmt::Debug for Barrier {
             "<Barrier(parties={}, waiting={}, broken={})>",
             self.parties(),
             self.n_waiting(),
-            self.broken()
+            self.is_broken()
         )
     }
 }

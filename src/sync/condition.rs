@@ -173,6 +173,11 @@ impl Condition {
 
     /// Acquires the lock.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = cond.acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = cond.acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (holding the guard) when the previous holder
     /// died while holding the lock.
@@ -181,6 +186,11 @@ impl Condition {
     }
 
     /// Acquires the lock if it is free.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = cond.try_acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = cond.try_acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
     ///
     /// # Errors
     /// [`LockError::WouldBlock`] when it is held; [`LockError::OwnerDied`]
@@ -202,10 +212,37 @@ impl Condition {
 
     /// Acquires the lock, waiting at most `timeout`.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = cond.acquire_timeout(t);` drops it at once (`_` binds
+    /// nothing): write `let _guard = cond.acquire_timeout(t)` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::Timeout`], or as [`acquire`](Self::acquire).
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<ConditionGuard<'_>> {
         self.outcome(self.take(sys::deadline_after(timeout), true))
+    }
+
+    /// Acquires the lock, waiting until `deadline` at the latest.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = cond.acquire_deadline(d);` drops it at once (`_` binds
+    /// nothing): write `let _guard = cond.acquire_deadline(d)` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
+    /// # Errors
+    /// [`LockError::Timeout`], or as [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let cond = multiproc::Condition::new()?;
+    /// let g = cond.acquire_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
+    /// drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_deadline(&self, deadline: Instant) -> LockResult<ConditionGuard<'_>> {
+        self.outcome(self.take(Some(deadline), true))
     }
 
     fn release_all(&self) -> u32 {
@@ -253,7 +290,7 @@ impl fmt::Debug for Condition {
 
 /// The lock of a [`Condition`], held; waits and notifies go through it.
 /// Released when dropped. Stays on the thread that acquired it.
-#[must_use = "the lock is released as soon as the guard is dropped"]
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
     _not_send: PhantomData<*const ()>,
@@ -316,6 +353,24 @@ impl ConditionGuard<'_> {
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> std::result::Result<bool, LockError<()>> {
         self.wait_until(sys::deadline_after(timeout))
+    }
+
+    /// Like [`wait`](Self::wait), until `deadline` at the latest; `true` if
+    /// notified, `false` when the deadline passed.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let cond = multiproc::Condition::new()?;
+    /// let mut g = cond.acquire().unwrap();
+    /// assert!(!g.wait_deadline(Instant::now() + Duration::from_millis(10)).unwrap());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_deadline(&mut self, deadline: Instant) -> std::result::Result<bool, LockError<()>> {
+        self.wait_until(Some(deadline))
     }
 
     /// Waits until `predicate` is true, for at most `timeout` (`None`:

@@ -107,6 +107,11 @@ impl Lock {
 
     /// Acquires the lock, waiting as long as it takes.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = lock.acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = lock.acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (holding the guard) when the previous holder
     /// died while holding the lock.
@@ -131,6 +136,11 @@ impl Lock {
 
     /// Acquires the lock if nobody holds it (or its holder is dead).
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = lock.try_acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = lock.try_acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::WouldBlock`] when it is held; [`LockError::OwnerDied`]
     /// (holding the guard) when its holder had died.
@@ -150,6 +160,11 @@ impl Lock {
     }
 
     /// Acquires the lock, waiting at most `timeout`.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = lock.acquire_timeout(t);` drops it at once (`_` binds
+    /// nothing): write `let _guard = lock.acquire_timeout(t)` or `let g = …` and let it live
+    /// as long as the lock must be held.
     ///
     /// # Errors
     /// [`LockError::Timeout`] when the time ran out; [`LockError::OwnerDied`]
@@ -173,6 +188,11 @@ impl Lock {
     }
 
     /// Acquires the lock, waiting until `deadline` at the latest.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = lock.acquire_deadline(d);` drops it at once (`_` binds
+    /// nothing): write `let _guard = lock.acquire_deadline(d)` or `let g = …` and let it live
+    /// as long as the lock must be held.
     ///
     /// # Errors
     /// As [`acquire_timeout`](Self::acquire_timeout).
@@ -200,6 +220,7 @@ impl Lock {
     /// assert!(!lock.is_locked());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    #[doc(alias = "locked")]
     pub fn is_locked(&self) -> bool {
         self.raw().is_locked()
     }
@@ -309,7 +330,7 @@ impl<'de> Deserialize<'de> for Lock {
 /// assert!(guard.lock().same_as(&lock));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[must_use = "the lock is released as soon as the guard is dropped"]
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
 }

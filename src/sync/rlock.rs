@@ -163,6 +163,11 @@ impl RLock {
 
     /// Acquires the lock (one more level if this thread holds it).
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = r.acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = r.acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::OwnerDied`] (holding the guard) when the previous holder
     /// died while holding it; [`LockError::WouldBlock`] if this thread
@@ -182,6 +187,11 @@ impl RLock {
 
     /// Acquires the lock if free, held by this thread, or left by a dead
     /// holder.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = r.try_acquire();` drops it at once (`_` binds
+    /// nothing): write `let _guard = r.try_acquire()` or `let g = …` and let it live
+    /// as long as the lock must be held.
     ///
     /// # Errors
     /// [`LockError::WouldBlock`] when another thread or process holds it;
@@ -206,6 +216,11 @@ impl RLock {
 
     /// Acquires the lock, waiting at most `timeout`.
     ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = r.acquire_timeout(t);` drops it at once (`_` binds
+    /// nothing): write `let _guard = r.acquire_timeout(t)` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
     /// # Errors
     /// [`LockError::Timeout`] when the time ran out; otherwise as
     /// [`acquire`](Self::acquire).
@@ -227,7 +242,39 @@ impl RLock {
         }
     }
 
+    /// Acquires the lock, waiting until `deadline` at the latest.
+    ///
+    /// **Keep the guard in a named variable.** The lock is released when the
+    /// guard is dropped, and `let _ = r.acquire_deadline(d);` drops it at once (`_` binds
+    /// nothing): write `let _guard = r.acquire_deadline(d)` or `let g = …` and let it live
+    /// as long as the lock must be held.
+    ///
+    /// # Errors
+    /// As [`acquire_timeout`](Self::acquire_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::LockError;
+    /// let r = multiproc::RLock::new()?;
+    /// let _g = r.acquire().unwrap();
+    /// let other = r.clone();
+    /// let t = std::thread::spawn(move || {
+    ///     let d = Instant::now() + Duration::from_millis(20);
+    ///     matches!(other.acquire_deadline(d), Err(LockError::Timeout))
+    /// });
+    /// assert!(t.join().unwrap());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_deadline(&self, deadline: Instant) -> LockResult<RLockGuard<'_>> {
+        self.outcome(
+            self.state().acquire_until(Some(deadline), true),
+            LockError::Timeout,
+        )
+    }
+
     /// Whether any thread of any process holds the lock.
+    #[doc(alias = "locked")]
     pub fn is_locked(&self) -> bool {
         self.state().raw.is_locked()
     }
@@ -307,7 +354,7 @@ impl<'de> Deserialize<'de> for RLock {
 
 /// Holds one level of an [`RLock`]; releases it when dropped. Stays on the
 /// thread that acquired it.
-#[must_use = "the lock is released as soon as the guard is dropped"]
+#[must_use = "the lock is released when the guard is dropped; `let _ = ...` drops it at once, bind it to a named variable such as `_guard`"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     _not_send: PhantomData<*const ()>,

@@ -118,7 +118,24 @@ macro_rules! semaphore_common {
                 self.shm.get().acquire(sys::deadline_after(timeout))
             }
 
+            /// Takes one unit, waiting until `deadline` at the latest;
+            /// `true` if taken.
+            ///
+            /// # Examples
+            /// ```
+            /// use std::time::{Duration, Instant};
+            /// let s = multiproc::Semaphore::new(1)?;
+            /// let d = Instant::now() + Duration::from_millis(10);
+            /// assert!(s.acquire_deadline(d));
+            /// assert!(!s.acquire_deadline(d));
+            /// # Ok::<(), multiproc::Error>(())
+            /// ```
+            pub fn acquire_deadline(&self, deadline: Instant) -> bool {
+                self.shm.get().acquire(Some(deadline))
+            }
+
             /// The number of units available now (Python's `get_value()`).
+            #[doc(alias = "get_value")]
             pub fn value(&self) -> u32 {
                 self.shm.get().value.load(Ordering::Relaxed)
             }
