@@ -276,3 +276,7 @@ impl RawLock {
 #[cfg(all(test, loom))]
 #[path = "raw_loom.rs"]
 mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+#[path = "raw_tests.rs"]
+mod tests;
