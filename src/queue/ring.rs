@@ -1031,3 +1031,7 @@ impl<M: RingMem> Core<M> {
 #[cfg(all(test, loom))]
 #[path = "ring_loom.rs"]
 mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+#[path = "ring_tests.rs"]
+mod tests;
