@@ -8,7 +8,7 @@
 //! code as if they named those directly: no wrapper, no indirection.
 //!
 //! Under `cfg(all(loom, test))` the atomics are loom's, and the kernel is
-//! replaced by a small model ([`model`]) that loom can explore:
+//! replaced by a small model (`model`) that loom can explore:
 //!
 //! - `futex_wait` / `futex_wake` behave as futex(2) says: checking the word
 //!   and going to sleep is atomic with respect to wakes of that word (a wait
@@ -18,12 +18,12 @@
 //!   waker before the woken thread, as the kernel's hash-bucket lock does in
 //!   practice.)
 //! - A timed wait stands for "a slice expires": it returns `false` once
-//!   after each death of a model process (see [`model::die`]), which is
+//!   after each death of a model process (see `model::die`), which is
 //!   when an expiry can change anything (a waiter then checks whether the
 //!   owner still runs). Expiries while every process lives only repeat a
 //!   check that finds the owner alive, and are not modelled.
-//! - A model process is a loom thread that called [`model::be`]; its
-//!   identity is its number (start time 0), and [`model::die`] marks it dead
+//! - A model process is a loom thread that called `model::be`; its
+//!   identity is its number (start time 0), and `model::die` marks it dead
 //!   for `is_alive`. Nothing else happens at death: the lock word is not
 //!   touched by the kernel (this crate's locks do not use robust futexes;
 //!   owners are found dead by `is_alive`).
