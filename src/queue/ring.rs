@@ -6,12 +6,13 @@
 use crate::error::{Error, Result};
 use crate::shm::segment::{Shared, ShmLayout};
 use crate::sync::raw::{Acquired, RawLock, SLICE};
+use crate::sync::shim::{self, futex_wait, futex_wake_all};
+use crate::sync::shim::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys;
 use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Instant;
 
 /// Size of a record header: chunk length (`u32`), flags and descriptor
@@ -32,12 +33,21 @@ pub(crate) const MAX_ITEM_FDS: usize = 16 * sys::MAX_FDS_PER_MSG;
 /// Capacity reserved up front for a streamed item, whatever its header claims.
 const MAX_RESERVE: u64 = 256 << 20;
 /// Busy-wait rounds (spin, then yield) before sleeping on a futex.
+#[cfg(not(all(loom, test)))]
 const SPIN_ROUNDS: u32 = 40;
+#[cfg(not(all(loom, test)))]
 const YIELD_ROUNDS: u32 = 60;
+// Under the model checker: one yield, then straight to the futex protocol
+// (which is what the models check; more rounds only multiply the states).
+#[cfg(all(loom, test))]
+const SPIN_ROUNDS: u32 = 0;
+#[cfg(all(loom, test))]
+const YIELD_ROUNDS: u32 = 1;
 
 /// The shared state of a queue, one segment per queue. Cache-line groups:
 /// configuration, producers, consumers, data futex, space futex, others.
 #[repr(C)]
+#[cfg_attr(all(loom, test), derive(Default))]
 pub(crate) struct QueueState {
     /// Ring size in bytes (multiple of 8), fixed at creation.
     cap: AtomicU64,
@@ -90,12 +100,15 @@ pub(crate) struct QueueState {
 
 // SAFETY: `#[repr(C)]`, atomics and plain integers only (every bit pattern
 // is valid, all zeros is an empty unlocked queue), align 8; the integer
-// padding is never written after creation.
+// padding is never written after creation. (In loom model builds the
+// atomics are the model checker's and no segment is ever made: the models
+// keep the state in ordinary memory, see `ring_loom.rs`.)
 unsafe impl ShmLayout for QueueState {
     const KIND: u32 = 16;
     const NAME: &'static CStr = c"multiproc-queue";
 }
 
+#[cfg(not(all(loom, test)))]
 const _: () = assert!(std::mem::size_of::<QueueState>() == 6 * 64 - 40);
 
 /// Why a put did not happen.
@@ -160,10 +173,10 @@ fn take(lock: &RawLock, deadline: Option<Instant>) -> Option<Held<'_>> {
 fn backoff(round: u32) {
     if round < SPIN_ROUNDS {
         for _ in 0..16 {
-            std::hint::spin_loop();
+            shim::spin_loop();
         }
     } else {
-        std::thread::yield_now();
+        shim::yield_now();
     }
 }
 
@@ -191,7 +204,7 @@ fn pause(
             Some(d) if d < slice => d,
             _ => slice,
         };
-        sys::futex_wait(word, seq, Some(until));
+        futex_wait(word, seq, Some(until));
     }
     waiters.fetch_sub(1, Ordering::SeqCst);
 }
@@ -204,14 +217,111 @@ fn notify(word: &AtomicU32, waiters: &AtomicU32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) != 0 {
         word.fetch_add(1, Ordering::Release);
-        sys::futex_wake_all(word);
+        futex_wake_all(word);
+    }
+}
+
+/// Where a queue's state and ring bytes live: the queue's shared segment,
+/// or, in loom models, memory the model checker watches (`ring_loom.rs`).
+/// The protocol in [`Core`] is written once against this; for the segment
+/// every method inlines to what a direct use of the mapping would be.
+///
+/// # Safety
+/// `ring_len` is never more than the bytes the implementation can read and
+/// write at ring offsets `0..ring_len`, for as long as the value lives.
+pub(crate) unsafe trait RingMem {
+    /// The queue's shared state.
+    fn state(&self) -> &QueueState;
+    /// How many ring bytes there are (at least the ring size).
+    fn ring_len(&self) -> usize;
+    /// Copies `data` to ring offset `off`.
+    ///
+    /// # Safety
+    /// `off + data.len() <= ring_len()`, and the protocol gives the range
+    /// to the caller alone (nobody reads or writes it meanwhile).
+    unsafe fn write(&self, off: usize, data: &[u8]);
+    /// Copies the ring bytes at `off` into `out`.
+    ///
+    /// # Safety
+    /// `off + out.len() <= ring_len()`, and nobody writes the range
+    /// meanwhile (the protocol).
+    unsafe fn read(&self, off: usize, out: &mut [u8]);
+    /// The ring bytes at `off..off + n`, or `None` when this memory cannot
+    /// lend them (the caller then copies).
+    ///
+    /// # Safety
+    /// `off + n <= ring_len()`, and nobody writes the range while the slice
+    /// lives (the protocol).
+    unsafe fn slice(&self, off: usize, n: usize) -> Option<&[u8]>;
+    /// The ring bytes at `off..off + n` to write in place, or `None` when
+    /// this memory cannot lend them (the caller then copies).
+    ///
+    /// # Safety
+    /// `off + n <= ring_len()`, and nobody else reads or writes the range
+    /// while the slice lives (the protocol).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, off: usize, n: usize) -> Option<&mut [u8]>;
+}
+
+// SAFETY: `tail()` is the mapping's tail, `len` bytes that live as long as
+// the handle (the handle keeps the mapping).
+unsafe impl RingMem for Shared<QueueState> {
+    #[inline]
+    fn state(&self) -> &QueueState {
+        self.get()
+    }
+
+    #[inline]
+    fn ring_len(&self) -> usize {
+        self.tail().1
+    }
+
+    #[inline]
+    unsafe fn write(&self, off: usize, data: &[u8]) {
+        let (base, len) = self.tail();
+        debug_assert!(off + data.len() <= len);
+        // SAFETY: the caller keeps `off + data.len()` within the tail, which
+        // the handle keeps mapped; the source is the caller's buffer, not
+        // the mapping. Concurrency: the caller owns the range (protocol).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(off), data.len()) }
+    }
+
+    #[inline]
+    unsafe fn read(&self, off: usize, out: &mut [u8]) {
+        let (base, len) = self.tail();
+        debug_assert!(off + out.len() <= len);
+        // SAFETY: as in `write`; the destination is the caller's buffer,
+        // and nobody writes the range meanwhile (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(base.add(off), out.as_mut_ptr(), out.len()) }
+    }
+
+    #[inline]
+    unsafe fn slice(&self, off: usize, n: usize) -> Option<&[u8]> {
+        let (base, len) = self.tail();
+        debug_assert!(off + n <= len);
+        // SAFETY: the range is inside the mapping, which outlives `&self`.
+        // Nobody writes it while the slice lives (the caller's contract); a
+        // process breaking the protocol could change the bytes under us,
+        // which makes them wrong but not out of bounds (the decoder checks
+        // everything it reads).
+        Some(unsafe { std::slice::from_raw_parts(base.add(off), n) })
+    }
+
+    #[inline]
+    unsafe fn slice_mut(&self, off: usize, n: usize) -> Option<&mut [u8]> {
+        let (base, len) = self.tail();
+        debug_assert!(off + n <= len);
+        // SAFETY: the range is inside the mapping, which outlives `&self`;
+        // the caller owns it alone while the slice lives (its contract), so
+        // no other reference to these bytes exists.
+        Some(unsafe { std::slice::from_raw_parts_mut(base.add(off), n) })
     }
 }
 
 /// One process's view of a queue: the mapped segment and the descriptors
 /// every holder keeps.
-pub(crate) struct Core {
-    shm: Shared<QueueState>,
+pub(crate) struct Core<M = Shared<QueueState>> {
+    mem: M,
     /// Ring size, read once and checked (never re-read from shared memory).
     cap: u64,
     maxsize: u64,
@@ -264,9 +374,30 @@ impl Core {
         fd_rx: OwnedFd,
         notify: OwnedFd,
     ) -> std::result::Result<Core, String> {
-        let s = shm.get();
+        Core::from_parts(shm, fd_tx, fd_rx, notify)
+    }
+
+    pub(crate) fn shm(&self) -> &Shared<QueueState> {
+        &self.mem
+    }
+
+    pub(crate) fn same(&self, other: &Core) -> bool {
+        self.mem.same(&other.mem)
+    }
+}
+
+impl<M: RingMem> Core<M> {
+    /// Builds a view of the queue in `mem`, checking what it says about
+    /// itself.
+    fn from_parts(
+        mem: M,
+        fd_tx: OwnedFd,
+        fd_rx: OwnedFd,
+        notify: OwnedFd,
+    ) -> std::result::Result<Core<M>, String> {
+        let s = mem.state();
         let cap = s.cap.load(Ordering::Relaxed);
-        let (_, len) = shm.tail();
+        let len = mem.ring_len();
         if !(MIN_RING..=MAX_RING).contains(&cap) || cap % 8 != 0 || cap > len as u64 {
             return Err(format!("queue segment has an invalid ring size {cap}"));
         }
@@ -279,7 +410,7 @@ impl Core {
             joinable: s.joinable.load(Ordering::Relaxed) != 0,
             head_seen: AtomicU64::new(s.head.load(Ordering::Acquire)),
             tail_seen: AtomicU64::new(s.head.load(Ordering::Acquire)),
-            shm,
+            mem,
             fd_tx,
             fd_rx,
             notify,
@@ -288,11 +419,7 @@ impl Core {
 
     #[inline]
     fn st(&self) -> &QueueState {
-        self.shm.get()
-    }
-
-    pub(crate) fn shm(&self) -> &Shared<QueueState> {
-        &self.shm
+        self.mem.state()
     }
 
     pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 3] {
@@ -311,28 +438,22 @@ impl Core {
         self.maxsize
     }
 
-    pub(crate) fn same(&self, other: &Core) -> bool {
-        self.shm.same(&other.shm)
-    }
-
     /// Copies `data` into the ring at stream position `pos`, wrapping.
     ///
     /// Only the holder of the put lock calls this, for bytes between `tail`
     /// and `head + cap`, which no consumer reads until `tail` is published
     /// past them.
     fn write_at(&self, pos: u64, data: &[u8]) {
-        let (base, len) = self.shm.tail();
-        debug_assert!(self.cap as usize <= len && data.len() as u64 <= self.cap);
+        debug_assert!(self.cap as usize <= self.mem.ring_len() && data.len() as u64 <= self.cap);
         let off = (pos % self.cap) as usize;
-        let first = data.len().min(self.cap as usize - off);
-        // SAFETY: `off + first <= cap <= len` and `data.len() - first <= cap`
-        // (callers never write more than the ring holds), so both copies stay
-        // inside the mapping, which `self.shm` keeps alive; the source is a
-        // separate local buffer. Concurrency: the protocol gives this range
-        // to the put-lock holder alone (see above).
+        let (first, second) = data.split_at(data.len().min(self.cap as usize - off));
+        // SAFETY: `off + first.len() <= cap <= ring_len` (checked when the
+        // view was built) and `second.len() <= cap` (callers never write
+        // more than the ring holds). Concurrency: the protocol gives this
+        // range to the put-lock holder alone (see above).
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(off), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, data.len() - first);
+            self.mem.write(off, first);
+            self.mem.write(0, second);
         }
     }
 
@@ -342,16 +463,16 @@ impl Core {
     /// and `tail`, which no producer writes until `head` is published past
     /// them.
     fn read_at(&self, pos: u64, out: &mut [u8]) {
-        let (base, len) = self.shm.tail();
-        debug_assert!(self.cap as usize <= len && out.len() as u64 <= self.cap);
+        debug_assert!(self.cap as usize <= self.mem.ring_len() && out.len() as u64 <= self.cap);
         let off = (pos % self.cap) as usize;
-        let first = out.len().min(self.cap as usize - off);
-        // SAFETY: as in `write_at`, both ranges are inside the mapping; the
-        // destination is a separate local buffer; the protocol keeps
-        // producers off this range until `head` moves past it.
+        let n = out.len().min(self.cap as usize - off);
+        let (first, second) = out.split_at_mut(n);
+        // SAFETY: as in `write_at`, both ranges are inside the ring; the
+        // protocol keeps producers off this range until `head` moves past
+        // it.
         unsafe {
-            std::ptr::copy_nonoverlapping(base.add(off), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+            self.mem.read(off, first);
+            self.mem.read(0, second);
         }
     }
 
@@ -359,18 +480,14 @@ impl Core {
     /// that lives until `head` is published past them (the caller holds the
     /// get lock and publishes `head` only after it stopped using the slice).
     fn slice_at(&self, pos: u64, n: u64) -> Option<&[u8]> {
-        let (base, _) = self.shm.tail();
         let off = pos % self.cap;
         if off + n > self.cap {
             return None;
         }
-        // SAFETY: `off + n <= cap <= mapping tail length`, so the range is
-        // inside the mapping, which outlives `&self`. No producer writes it
+        // SAFETY: `off + n <= cap <= ring_len`. No producer writes the range
         // while the caller holds the get lock and has not advanced `head`
-        // (the protocol); a process breaking the protocol could change the
-        // bytes under us, which makes them wrong but not out of bounds — the
-        // decoder checks everything it reads.
-        Some(unsafe { std::slice::from_raw_parts(base.add(off as usize), n as usize) })
+        // (the protocol).
+        unsafe { self.mem.slice(off as usize, n as usize) }
     }
 
     fn write_header(&self, pos: u64, len: u64, flags: u32, nfds: usize, seq: u64, total: u64) {
@@ -589,15 +706,16 @@ impl Core {
         self.wait_space(rec, deadline)?;
         let t = s.tail.load(Ordering::Relaxed);
         let start = (t + HDR) % self.cap;
-        let fds = if start + len <= self.cap {
-            let (base, _) = self.shm.tail();
-            // SAFETY: `start + len <= cap <=` the mapping's tail length, so
-            // the range is inside the mapping, which outlives this call. It
-            // lies between `tail` and `head + cap` (room was checked above),
-            // which only the put-lock holder (us) touches until `tail` is
-            // published past it; no other reference to it exists.
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(base.add(start as usize), len as usize) };
+        let direct = if start + len <= self.cap {
+            // SAFETY: `start + len <= cap <= ring_len`. The range lies
+            // between `tail` and `head + cap` (room was checked above), which
+            // only the put-lock holder (us) touches until `tail` is published
+            // past it; no other reference to it exists.
+            unsafe { self.mem.slice_mut(start as usize, len as usize) }
+        } else {
+            None
+        };
+        let fds = if let Some(dst) = direct {
             encode(dst).map_err(PutFail::Err)?
         } else {
             scratch.clear();
@@ -909,3 +1027,11 @@ impl Core {
         true
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "ring_loom.rs"]
+mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+#[path = "ring_tests.rs"]
+mod tests;

@@ -27,6 +27,7 @@ mod lock;
 pub(crate) mod raw;
 mod rlock;
 mod semaphore;
+pub(crate) mod shim;
 
 pub use barrier::{Barrier, BrokenBarrierError};
 pub use condition::{Condition, ConditionGuard};

@@ -57,8 +57,8 @@
 //! helper that uses `futex_waitv`, or register an eventfd beside the word;
 //! nothing in the layout has to change.
 
-use crate::sys::{self, Ident};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use super::shim::{self as sys, AtomicU32, AtomicU64, Ordering};
+use crate::sys::Ident;
 use std::time::{Duration, Instant};
 
 const PID_BITS: u32 = 22;
@@ -68,7 +68,13 @@ const START_SHIFT: u32 = PID_BITS + 1;
 const OWNER_MASK: u64 = !WAITERS;
 
 /// How long a sleeper waits before checking whether the owner still runs.
+#[cfg(not(all(loom, test)))]
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
+/// Under the model checker a slice ends when the model says (see
+/// `sync/shim.rs`), and every check that a slice passed succeeds, so that
+/// no decision depends on real time.
+#[cfg(all(loom, test))]
+pub(crate) const SLICE: Duration = Duration::ZERO;
 
 /// How a lock was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,3 +298,11 @@ impl RawLock {
         false
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "raw_loom.rs"]
+mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+#[path = "raw_tests.rs"]
+mod tests;
