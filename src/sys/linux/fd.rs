@@ -104,3 +104,38 @@ pub(crate) fn dup2_stdio(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn dup2_stdio_refuses_other_targets() {
+        let (r, _w) = pipe().unwrap();
+        let e = dup2_stdio(r.as_fd(), 3).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn poll_returns_by_its_deadline_and_sees_data() {
+        let (r, w) = pipe().unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(50);
+        assert_eq!(
+            poll_readable(&[r.as_fd()], Some(deadline)).unwrap(),
+            [false]
+        );
+        assert!(Instant::now() >= deadline);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(wait_readable(r.as_fd(), None).unwrap());
+        let fd = dup_above(r.as_fd(), 100).unwrap();
+        assert!(std::os::fd::AsRawFd::as_raw_fd(&fd) >= 100);
+        assert!(
+            rustix::io::fcntl_getfd(&fd)
+                .unwrap()
+                .contains(rustix::io::FdFlags::CLOEXEC)
+        );
+    }
+}

@@ -171,3 +171,24 @@ impl Drop for Mapping {
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shm_path;
+
+    #[test]
+    fn shm_names_are_checked_as_glibc_checks_them() {
+        assert_eq!(shm_path(c"/abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"//abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        for bad in [c"", c"/", c"/.", c"/..", c"/a/b"] {
+            let e = shm_path(bad).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        }
+        let long = std::ffi::CString::new(format!("/{}", "x".repeat(256))).unwrap();
+        assert_eq!(
+            shm_path(&long).unwrap_err().raw_os_error(),
+            Some(libc::ENAMETOOLONG)
+        );
+    }
+}
