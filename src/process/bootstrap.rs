@@ -306,7 +306,10 @@ static OWN_CHANNEL: AtomicI32 = AtomicI32::new(-1);
 pub(crate) fn forget_parent_channel_after_fork() {
     let fd = OWN_CHANNEL.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
-        sys::close_raw(fd);
+        // SAFETY: the `Connection` owning `fd` lives in a frame of the
+        // parent's code that this process never returns to, so it is never
+        // used or dropped here.
+        unsafe { sys::close_raw(fd) };
     }
 }
 

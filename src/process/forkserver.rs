@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::sys::{self, Fork, SocketKind, WaitStatus};
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::Mutex;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"mpFS");
@@ -279,22 +279,26 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
     let _abort = super::bootstrap::AbortOnUnwind;
     // Lay out the child's descriptors: the caller's stdio on 0..2 and the
     // channel on 3; close everything else the server holds.
-    let raw: Vec<i32> = req.iter().map(|f| f.as_raw_fd()).collect();
-    std::mem::forget(req);
     // Move sources above the targets first so that dup2 never clobbers one.
     let mut moved = [0i32; 4];
-    for (i, &src) in [raw[0], raw[2], raw[3], raw[4]].iter().enumerate() {
-        match sys::dup_above(src, 64) {
-            Ok(fd) => moved[i] = fd,
+    for (i, src) in [&req[0], &req[2], &req[3], &req[4]].into_iter().enumerate() {
+        match sys::dup_above(src.as_fd(), 64) {
+            Ok(fd) => moved[i] = fd.into_raw_fd(),
             Err(_) => sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED),
         }
     }
+    // Everything the server holds, these included, is closed by number below.
+    std::mem::forget(req);
     for (target, src) in [(3, moved[0]), (0, moved[1]), (1, moved[2]), (2, moved[3])] {
-        if sys::dup2(src, target).is_err() {
+        // SAFETY: this fresh child never returns to the server's frames, so
+        // no owner of `target` is used or dropped again.
+        if unsafe { sys::dup2(src, target) }.is_err() {
             sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
         }
     }
-    if sys::close_from(4).is_err() {
+    // SAFETY: as above: the owners of descriptors 4 and up (the server's
+    // channels, `req`, `moved`) are forgotten or in frames never returned to.
+    if unsafe { sys::close_from(4) }.is_err() {
         sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
     }
     sys::set_signal(libc::SIGINT, sys::Disposition::Default);

@@ -144,9 +144,9 @@ pub(crate) fn serve(pipe: OwnedFd) -> ! {
     sys::set_signal(libc::SIGINT, sys::Disposition::Ignore);
     sys::set_signal(libc::SIGTERM, sys::Disposition::Ignore);
     if let Ok(null) = File::open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        let _ = sys::dup2(null.as_raw_fd(), 0);
-        let _ = sys::dup2(null.as_raw_fd(), 1);
+        use std::os::fd::AsFd;
+        let _ = sys::dup2_stdio(null.as_fd(), 0);
+        let _ = sys::dup2_stdio(null.as_fd(), 1);
     }
     let mut names = BTreeSet::new();
     let mut reader = BufReader::new(File::from(pipe));

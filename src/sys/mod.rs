@@ -1,9 +1,9 @@
 //! The one door to the operating system.
 //!
-//! Everything that calls `libc` lives below this module; the rest of the crate
-//! sees safe functions taking `BorrowedFd` and returning `OwnedFd`. Only Linux
-//! is implemented today; another OS adds a sibling of `linux/` and a `cfg` arm
-//! here.
+//! Every system call goes through this module (`rustix`, and `libc` for
+//! what `rustix` lacks); the rest of the crate sees safe functions taking
+//! `BorrowedFd` and returning `OwnedFd`. Only Linux is implemented today;
+//! another OS adds a sibling of `linux/` and a `cfg` arm here.
 
 #[cfg(target_os = "linux")]
 mod linux;

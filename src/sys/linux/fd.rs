@@ -1,26 +1,19 @@
-//! File-descriptor utilities: polling, duplication, closing ranges.
+//! File-descriptor utilities: polling, duplication, pipes.
 #![allow(unsafe_code)]
 
-use super::{cvt, cvt_r};
+use super::{is_open, retry};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// Milliseconds to pass to `poll(2)` for a deadline: -1 for none, rounded up
-/// so that a wait never ends before its deadline.
-fn poll_timeout(deadline: Option<Instant>) -> i32 {
-    match deadline {
-        None => -1,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                0
-            } else {
-                let ms = left.as_nanos().div_ceil(1_000_000);
-                ms.min(i32::MAX as u128) as i32
-            }
-        }
-    }
+/// The time left until `deadline` for `ppoll(2)`: `None` (wait forever)
+/// when there is no deadline or it does not fit a timespec. The kernel
+/// sleeps at least that long, so a wait never ends before its deadline.
+fn poll_timeout(deadline: Option<Instant>) -> Option<Timespec> {
+    let left = deadline?.saturating_duration_since(Instant::now());
+    Timespec::try_from(left).ok()
 }
 
 /// Waits until at least one of `fds` is readable (or hung up), or until
@@ -32,27 +25,20 @@ pub(crate) fn poll_readable(
     fds: &[BorrowedFd<'_>],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
+    let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|&fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
         .collect();
     loop {
         let timeout = poll_timeout(deadline);
-        // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()`
-        // pollfd structs; every fd in it is borrowed for this call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-        match cvt(r) {
-            Ok(0) if timeout != 0 && deadline.is_some_and(|d| Instant::now() < d) => continue,
+        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Ok(0) if deadline.is_some_and(|d| Instant::now() < d) => continue,
             Ok(_) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+    Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
 /// Waits until `fd` is readable or `deadline` passes; `true` if readable.
@@ -65,30 +51,6 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
-/// `dup2(fd, target)` without close-on-exec on the result.
-pub(crate) fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 takes plain integers; an invalid fd is reported as EBADF.
-    cvt_r(|| unsafe { libc::dup2(fd, target) })?;
-    Ok(())
-}
-
-/// Closes every fd numbered `first` or above.
-pub(crate) fn close_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range only closes descriptors; callers use it in a fresh
-    // child where no live Rust object owns an fd at or above `first`.
-    cvt(unsafe { libc::close_range(first, u32::MAX, 0) })?;
-    Ok(())
-}
-
-/// Closes a raw descriptor that no live Rust object will use again.
-pub(crate) fn close_raw(fd: RawFd) {
-    // SAFETY: callers pass a descriptor whose owner is never used or dropped
-    // again in this process (see `forget_parent_channel_after_fork`).
-    unsafe {
-        libc::close(fd);
-    }
-}
-
 /// Takes ownership of a raw fd that the caller owns.
 ///
 /// # Safety
@@ -98,24 +60,41 @@ pub(crate) unsafe fn owned_from_raw(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Checks that `fd` is an open descriptor.
-pub(crate) fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only reads the fd's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-/// Duplicates `fd` to the lowest free number `>= min`, close-on-exec.
-pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
-    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; `fd` is only read.
-    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+/// A close-on-exec duplicate of `fd` numbered `min` or above.
+///
+/// # References
+/// fcntl(2) (`F_DUPFD_CLOEXEC`)
+pub(crate) fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, min)?)
 }
 
 /// Borrows standard stream `fd` (0, 1 or 2) if it is open.
 pub(crate) fn stdio(fd: RawFd) -> Option<BorrowedFd<'static>> {
-    assert!((0..=2).contains(&fd));
-    // SAFETY: 0..=2 are the process's standard streams, which this crate
-    // never closes; the borrow is used only for the duration of a send.
-    is_open(fd).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+    let stream = match fd {
+        0 => rustix::stdio::stdin(),
+        1 => rustix::stdio::stdout(),
+        2 => rustix::stdio::stderr(),
+        _ => panic!("stdio({fd}): not a standard stream"),
+    };
+    is_open(fd).then_some(stream)
+}
+
+/// Makes standard stream `target` (0, 1 or 2) a copy of `fd`, without
+/// close-on-exec. The standard streams belong to the process as a whole (the
+/// standard library assumes them open), so replacing one is safe.
+///
+/// # Errors
+/// `EBADF` when `target` is not 0, 1 or 2.
+///
+/// # References
+/// dup2(2)
+pub(crate) fn dup2_stdio(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    match target {
+        0 => retry(|| rustix::stdio::dup2_stdin(fd)),
+        1 => retry(|| rustix::stdio::dup2_stdout(fd)),
+        2 => retry(|| rustix::stdio::dup2_stderr(fd)),
+        _ => Err(Errno::BADF.into()),
+    }
 }
 
 /// A close-on-exec pipe: `(read end, write end)`.
@@ -123,9 +102,40 @@ pub(crate) fn stdio(fd: RawFd) -> Option<BorrowedFd<'static>> {
 /// # References
 /// pipe2(2)
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two fresh descriptors that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn dup2_stdio_refuses_other_targets() {
+        let (r, _w) = pipe().unwrap();
+        let e = dup2_stdio(r.as_fd(), 3).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn poll_returns_by_its_deadline_and_sees_data() {
+        let (r, w) = pipe().unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(50);
+        assert_eq!(
+            poll_readable(&[r.as_fd()], Some(deadline)).unwrap(),
+            [false]
+        );
+        assert!(Instant::now() >= deadline);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(wait_readable(r.as_fd(), None).unwrap());
+        let fd = dup_above(r.as_fd(), 100).unwrap();
+        assert!(std::os::fd::AsRawFd::as_raw_fd(&fd) >= 100);
+        assert!(
+            rustix::io::fcntl_getfd(&fd)
+                .unwrap()
+                .contains(rustix::io::FdFlags::CLOEXEC)
+        );
+    }
 }

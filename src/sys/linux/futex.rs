@@ -11,33 +11,35 @@
 //! waited on together with other futexes through `futex_waitv(2)` (Linux
 //! 5.16) by a helper thread that then signals an `eventfd` a reactor polls,
 //! or a notifier can write to such an `eventfd` after its `futex_wake`.
-#![allow(unsafe_code)]
 
-use std::io;
-use std::ptr;
+use rustix::io::Errno;
+use rustix::thread::futex::{self, Flags, Timespec};
+use rustix::time::{ClockId, clock_gettime};
+use std::num::NonZeroU32;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
+
+/// Futex flags for words in shared memory: empty, so neither
+/// `FUTEX_PRIVATE_FLAG` nor `FUTEX_CLOCK_REALTIME` (see the module docs).
+const SHARED: Flags = Flags::empty();
+
+/// `FUTEX_BITSET_MATCH_ANY`: a bitset wait that any wake ends.
+const MATCH_ANY: NonZeroU32 = NonZeroU32::MAX;
 
 /// Converts `deadline` to an absolute `CLOCK_MONOTONIC` timespec.
 ///
 /// `Instant` is `CLOCK_MONOTONIC` on Linux, but its representation is
 /// private; the distance from now is added to a fresh clock reading instead.
-fn monotonic_timespec(deadline: Instant) -> libc::timespec {
+fn monotonic_timespec(deadline: Instant) -> Timespec {
     let left = deadline.saturating_duration_since(Instant::now());
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always
-    // exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let mut sec = now.tv_sec.saturating_add(left.as_secs() as libc::time_t);
-    let mut nsec = now.tv_nsec + left.subsec_nanos() as libc::c_long;
+    let now = clock_gettime(ClockId::Monotonic);
+    let mut sec = now.tv_sec.saturating_add(left.as_secs() as i64);
+    let mut nsec = now.tv_nsec + i64::from(left.subsec_nanos());
     if nsec >= 1_000_000_000 {
         nsec -= 1_000_000_000;
         sec = sec.saturating_add(1);
     }
-    libc::timespec {
+    Timespec {
         tv_sec: sec,
         tv_nsec: nsec,
     }
@@ -52,39 +54,20 @@ fn monotonic_timespec(deadline: Instant) -> libc::timespec {
 /// # References
 /// futex(2) (`FUTEX_WAIT_BITSET`)
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
+    // FUTEX_WAIT_BITSET takes an absolute deadline, so a retry after EINTR
+    // waits until the same moment.
     let ts = deadline.map(monotonic_timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(ptr::null(), |t| t as *const libc::timespec);
     loop {
-        // SAFETY: `word` is a live, aligned 32-bit atomic for the whole call
-        // (the kernel only reads it); `ts_ptr` is null or points to `ts`,
-        // which outlives the call. No FUTEX_PRIVATE_FLAG: the word may be in
-        // memory shared with other processes.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT_BITSET,
-                expected,
-                ts_ptr,
-                ptr::null::<u32>(),
-                libc::FUTEX_BITSET_MATCH_ANY,
-            )
-        };
-        if r == 0 {
-            return true;
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => {
+        match futex::wait_bitset(word, SHARED, expected, ts.as_ref(), MATCH_ANY) {
+            Ok(()) => return true,
+            Err(Errno::INTR) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return false;
                 }
-                continue;
             }
-            Some(libc::ETIMEDOUT) => return false,
+            Err(Errno::TIMEDOUT) => return false,
             // EAGAIN: the value was not `expected` any more.
-            _ => return true,
+            Err(_) => return true,
         }
     }
 }
@@ -95,11 +78,8 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Insta
 /// # References
 /// futex(2) (`FUTEX_WAKE`)
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
-    let n = n.min(i32::MAX as u32) as i32;
-    // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE only uses
-    // its address as a key. No FUTEX_PRIVATE_FLAG (see the module docs).
-    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
-    r.max(0) as usize
+    // The kernel reads the count as a signed int.
+    futex::wake(word, SHARED, n.min(i32::MAX as u32)).unwrap_or(0)
 }
 
 /// Wakes every waiter sleeping on `word`.

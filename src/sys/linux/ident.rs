@@ -49,11 +49,9 @@ pub(crate) fn self_ident() -> Ident {
 #[cold]
 fn compute_self_ident() -> Ident {
     ATFORK.call_once(|| {
-        // SAFETY: the handler is a plain function that only stores to an
-        // atomic, which is async-signal-safe as a fork handler must be.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forget_identity_in_child));
-        }
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe as a fork handler must be.
+        unsafe { super::at_fork_child(forget_identity_in_child) };
     });
     let pid = super::getpid();
     let start = start_time(pid).ok().flatten().unwrap_or(0) & ((1 << START_BITS) - 1);
@@ -74,8 +72,7 @@ pub(crate) fn self_tid() -> u32 {
         if p == pid {
             return t;
         }
-        // SAFETY: gettid cannot fail.
-        let t = unsafe { libc::gettid() } as u32;
+        let t = rustix::thread::gettid().as_raw_nonzero().get() as u32;
         c.set((pid, t));
         t
     })

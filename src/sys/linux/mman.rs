@@ -2,10 +2,13 @@
 //! and their `MAP_SHARED` mappings.
 #![allow(unsafe_code)]
 
-use super::{cvt, cvt_r};
-use std::ffi::CStr;
+use super::retry;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mm::{Advice, MapFlags, ProtFlags};
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// Creates an anonymous memory file of `len` bytes (zero-filled),
@@ -15,48 +18,60 @@ use std::ptr::NonNull;
 /// # References
 /// memfd_create(2), ftruncate(2)
 pub(crate) fn memfd_create(name: &CStr, len: usize) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is a NUL-terminated string; flags are plain integers.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: the kernel returned a fresh descriptor that we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
     set_len(std::os::fd::AsFd::as_fd(&fd), len)?;
     Ok(fd)
 }
 
 /// Sets the size of a memory file.
 pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    let len =
-        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: ftruncate on a borrowed descriptor with a non-negative length.
-    cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
-    Ok(())
+    // The kernel takes a signed `off_t`.
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    retry(|| rustix::fs::ftruncate(fd, len as u64))
 }
 
 /// The size in bytes of the file behind `fd`.
 pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    // SAFETY: an all-zero `stat` is valid; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a live, writable stat buffer.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st.st_size.max(0) as usize)
+    Ok(rustix::fs::fstat(fd)?.st_size.max(0) as usize)
+}
+
+/// Where the C library keeps POSIX shared-memory objects.
+const SHM_DIR: &str = "/dev/shm/";
+
+/// The path of shared-memory object `name`, checked as glibc's `shm_open`
+/// checks it: leading slashes dropped, then a non-empty file name other
+/// than `.` and `..`, without `/`, of at most `NAME_MAX` bytes.
+fn shm_path(name: &CStr) -> io::Result<CString> {
+    let bytes = name.to_bytes();
+    let start = bytes.iter().take_while(|&&b| b == b'/').count();
+    let file = &bytes[start..];
+    if file.is_empty() || file == b"." || file == b".." || file.contains(&b'/') {
+        return Err(Errno::INVAL.into());
+    }
+    if file.len() > 255 {
+        return Err(Errno::NAMETOOLONG.into());
+    }
+    let mut path = Vec::with_capacity(SHM_DIR.len() + file.len() + 1);
+    path.extend_from_slice(SHM_DIR.as_bytes());
+    path.extend_from_slice(file);
+    // `file` comes from a `CStr`, so it holds no NUL.
+    CString::new(path).map_err(|_| Errno::INVAL.into())
 }
 
 /// Opens the POSIX shared-memory object `name` (which starts with `/`),
 /// creating it exclusively with mode 0600 when `create` is true.
-/// Close-on-exec.
+/// Close-on-exec, and never through a symbolic link (`O_NOFOLLOW`), as
+/// glibc's `shm_open` opens it.
 ///
 /// # References
 /// shm_open(3)
 pub(crate) fn shm_open(name: &CStr, create: bool) -> io::Result<OwnedFd> {
-    let flags = if create {
-        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC
-    } else {
-        libc::O_RDWR | libc::O_CLOEXEC
-    };
-    // SAFETY: `name` is NUL-terminated; flags and mode are plain integers.
-    let fd = cvt_r(|| unsafe { libc::shm_open(name.as_ptr(), flags, 0o600 as libc::mode_t) })?;
-    // SAFETY: a fresh descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let path = shm_path(name)?;
+    let mut flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if create {
+        flags |= OFlags::CREATE | OFlags::EXCL;
+    }
+    retry(|| rustix::fs::open(path.as_c_str(), flags, Mode::RUSR | Mode::WUSR))
 }
 
 /// Removes the name of a POSIX shared-memory object; mappings stay valid.
@@ -64,9 +79,7 @@ pub(crate) fn shm_open(name: &CStr, create: bool) -> io::Result<OwnedFd> {
 /// # References
 /// shm_unlink(3)
 pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
-    // SAFETY: `name` is NUL-terminated.
-    cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
-    Ok(())
+    Ok(rustix::fs::unlink(shm_path(name)?.as_c_str())?)
 }
 
 /// A `MAP_SHARED`, read-write mapping of a whole memory file, unmapped on
@@ -101,25 +114,22 @@ impl Mapping {
                 "cannot map 0 bytes",
             ));
         }
-        let mut flags = libc::MAP_SHARED;
+        let mut flags = MapFlags::SHARED;
         if populate {
-            flags |= libc::MAP_POPULATE;
+            flags |= MapFlags::POPULATE;
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint), of a
         // descriptor we borrow for the call; it aliases no Rust object.
         let p = unsafe {
-            libc::mmap(
+            rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                ProtFlags::READ | ProtFlags::WRITE,
                 flags,
-                fd.as_raw_fd(),
+                fd,
                 0,
             )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        }?;
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
@@ -133,13 +143,13 @@ impl Mapping {
     pub(crate) fn populate(&self) -> io::Result<()> {
         // SAFETY: the advice only faults in pages of our own live mapping;
         // it does not change their contents.
-        cvt(unsafe {
-            libc::madvise(
+        unsafe {
+            rustix::mm::madvise(
                 self.ptr.as_ptr().cast(),
                 self.len,
-                libc::MADV_POPULATE_WRITE,
+                Advice::LinuxPopulateWrite,
             )
-        })?;
+        }?;
         Ok(())
     }
 
@@ -158,8 +168,27 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` describe a mapping made by `Mapping::new` and
         // unmapped only here; borrows of it cannot outlive `self`.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shm_path;
+
+    #[test]
+    fn shm_names_are_checked_as_glibc_checks_them() {
+        assert_eq!(shm_path(c"/abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"//abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        for bad in [c"", c"/", c"/.", c"/..", c"/a/b"] {
+            let e = shm_path(bad).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
         }
+        let long = std::ffi::CString::new(format!("/{}", "x".repeat(256))).unwrap();
+        assert_eq!(
+            shm_path(&long).unwrap_err().raw_os_error(),
+            Some(libc::ENAMETOOLONG)
+        );
     }
 }

@@ -1,10 +1,16 @@
 //! Linux implementation of the OS layer.
+//!
+//! System calls go through `rustix`, which takes `BorrowedFd` and returns
+//! `OwnedFd`; what it does not offer (fork with the C library's atfork
+//! handlers, posix_spawn, closing descriptor ranges, signal dispositions,
+//! the C environment, dl_iterate_phdr) is in [`libc_only`].
 
 mod eventfd;
 mod fd;
 mod futex;
 mod ident;
 mod init;
+mod libc_only;
 mod mman;
 mod process;
 mod socket;
@@ -14,11 +20,23 @@ pub(crate) use fd::*;
 pub(crate) use futex::*;
 pub(crate) use ident::*;
 pub(crate) use init::*;
+pub(crate) use libc_only::*;
 pub(crate) use mman::*;
 pub(crate) use process::*;
 pub(crate) use socket::*;
 
+use rustix::io::Errno;
 use std::io;
+
+/// Runs a `rustix` call, retrying while it fails with `EINTR`.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
 
 /// Turns a `-1` return into the current `errno` as an [`io::Error`].
 pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
@@ -26,16 +44,6 @@ pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
-    }
-}
-
-/// Like [`cvt`], retrying while the call fails with `EINTR`.
-pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
-    loop {
-        match cvt(f()) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
     }
 }
 

@@ -1,15 +1,26 @@
 //! Unix-domain socket pairs and SCM_RIGHTS descriptor passing.
 #![allow(unsafe_code)]
 
-use super::cvt_r;
+use super::retry;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
+};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::mem::{self, MaybeUninit};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Most descriptors the kernel accepts in one `SCM_RIGHTS` message
 /// (`SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MSG: usize = 253;
+
+/// Bytes of control buffer that hold [`MAX_FDS_PER_MSG`] descriptors,
+/// alignment padding included.
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MSG));
+
+/// Most iovecs one `sendmsg` takes (`UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
 
 /// The kind of a socket pair.
 #[derive(Clone, Copy)]
@@ -26,39 +37,25 @@ pub(crate) enum SocketKind {
 /// socketpair(2), unix(7)
 pub(crate) fn socketpair(kind: SocketKind) -> io::Result<(OwnedFd, OwnedFd)> {
     let ty = match kind {
-        SocketKind::Stream => libc::SOCK_STREAM,
-        SocketKind::SeqPacket => libc::SOCK_SEQPACKET,
+        SocketKind::Stream => SocketType::STREAM,
+        SocketKind::SeqPacket => SocketType::SEQPACKET,
     };
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    cvt_r(|| unsafe {
-        libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
-    })?;
-    // SAFETY: socketpair succeeded, so both are fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    retry(|| rustix::net::socketpair(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None))
 }
 
 /// Shuts down the writing or reading half of a socket.
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
-    let how = if write { libc::SHUT_WR } else { libc::SHUT_RD };
-    // SAFETY: shutdown on a borrowed fd; errors are reported through errno.
-    cvt_r(|| unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
-    Ok(())
-}
-
-/// 64-bit words of control buffer that hold [`MAX_FDS_PER_MSG`] descriptors
-/// (`CMSG_SPACE` of 253 ints is 1032 bytes on Linux; checked at run time).
-const CONTROL_WORDS: usize = 130;
-
-/// Space for a control message carrying `n` descriptors.
-fn cmsg_space(n: usize) -> usize {
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    unsafe { libc::CMSG_SPACE((n * mem::size_of::<RawFd>()) as u32) as usize }
+    let how = if write {
+        Shutdown::Write
+    } else {
+        Shutdown::Read
+    };
+    retry(|| rustix::net::shutdown(fd, how))
 }
 
 /// Sends `bufs` with `fds` attached (at most [`MAX_FDS_PER_MSG`]).
 /// Returns the number of bytes sent, which may be short on a stream socket.
-/// `SIGPIPE` is never raised: a closed peer is `EPIPE`.
+/// `SIGPIPE` is never raised: a closed peer is `EPIPE`. Allocates nothing.
 ///
 /// # References
 /// sendmsg(2), unix(7) (`SCM_RIGHTS`)
@@ -68,114 +65,85 @@ pub(crate) fn send_msg<F: AsFd>(
     fds: &[F],
 ) -> io::Result<usize> {
     assert!(fds.len() <= MAX_FDS_PER_MSG, "too many fds in one message");
-    // u64 storage keeps the control buffer aligned for cmsghdr; it lives on
-    // the stack and is only touched when descriptors are attached.
-    let mut control = [0u64; CONTROL_WORDS];
-    assert!(cmsg_space(MAX_FDS_PER_MSG) <= CONTROL_WORDS * 8);
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-    if !fds.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg_space(fds.len()) as _;
-        // SAFETY: msg_control points at a zeroed, aligned buffer of
-        // msg_controllen bytes, large enough for one cmsghdr carrying
-        // `fds.len()` ints (CMSG_SPACE above), so CMSG_FIRSTHDR is non-null
-        // and CMSG_DATA has room for the copy.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * mem::size_of::<RawFd>()) as u32) as _;
-            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-            for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_fd().as_raw_fd());
-            }
-        }
+    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    if fds.is_empty() {
+        return retry(|| {
+            rustix::net::sendmsg(
+                sock,
+                bufs,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+        });
     }
-    // SAFETY: `msg` points at live iovecs (IoSlice is ABI-compatible with
-    // iovec) and a live control buffer for the duration of the call.
-    let n = cvt_r(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
-    Ok(n as usize)
+    // The descriptors as one slice, on the stack; the unused tail holds
+    // copies of `sock` that are never sent.
+    let mut borrowed = [sock; MAX_FDS_PER_MSG];
+    for (slot, fd) in borrowed.iter_mut().zip(fds) {
+        *slot = fd.as_fd();
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed[..fds.len()]));
+    assert!(pushed, "control buffer too small");
+    retry(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
 }
 
-/// Receives into `buf`; descriptors that arrive are appended to `fds`
-/// (close-on-exec). Returns the number of bytes read; 0 means end of stream.
-///
-/// # References
-/// recvmsg(2), unix(7) (`SCM_RIGHTS`, `MSG_CMSG_CLOEXEC`)
+/// [`recv_msg_into`] into a buffer that may be uninitialised: it is
+/// zero-filled first.
 pub(crate) fn recv_msg(
     sock: BorrowedFd<'_>,
     buf: &mut [MaybeUninit<u8>],
     fds: &mut VecDeque<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<usize> {
-    let space = cmsg_space(MAX_FDS_PER_MSG);
-    // The kernel writes the control data; nothing reads it before that.
-    let mut control = [MaybeUninit::<u64>::uninit(); CONTROL_WORDS];
-    assert!(space <= CONTROL_WORDS * 8);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    let mut flags = libc::MSG_CMSG_CLOEXEC;
-    if nonblocking {
-        flags |= libc::MSG_DONTWAIT;
-    }
-    // SAFETY: `msg` describes `buf` and `control`, both live and writable for
-    // the call; the kernel writes at most their stated lengths and only
-    // writes initialised bytes.
-    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) })?;
-    // SAFETY: after a successful recvmsg the kernel has filled msg_control
-    // with msg_controllen bytes of well-formed cmsghdrs; we walk them with the
-    // CMSG_* macros and read each SCM_RIGHTS payload, whose descriptors were
-    // installed in our table for us to own.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / mem::size_of::<RawFd>() {
-                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other(
-            "descriptors were lost in transit (MSG_CTRUNC)",
-        ));
-    }
-    Ok(n as usize)
+    buf.fill(MaybeUninit::new(0));
+    // SAFETY: every byte of `buf` was initialised just above, and
+    // MaybeUninit<u8> has the layout of u8.
+    let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+    recv_msg_into(sock, buf, fds, nonblocking)
 }
 
-/// [`recv_msg`] into an initialised buffer.
+/// Receives into `buf`; descriptors that arrive are appended to `fds`
+/// (close-on-exec). Returns the number of bytes read; 0 means end of stream.
+///
+/// # Errors
+/// The socket's error, or an error when the kernel dropped descriptors for
+/// lack of control space (`MSG_CTRUNC`); those that did arrive are in `fds`.
+///
+/// # References
+/// recvmsg(2), unix(7) (`SCM_RIGHTS`, `MSG_CMSG_CLOEXEC`)
 pub(crate) fn recv_msg_into(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<usize> {
-    // SAFETY: MaybeUninit<u8> has the layout of u8, and recvmsg only writes
-    // initialised bytes, so the slice stays initialised.
-    let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-    recv_msg(sock, buf, fds, nonblocking)
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = retry(|| {
+        rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut *buf)], &mut control, flags)
+    })?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were lost in transit (MSG_CTRUNC)",
+        ));
+    }
+    Ok(msg.bytes)
 }
 
 /// Whether `fd` is a socket.
 pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: an all-zero stat is valid; fstat fills it for a borrowed fd.
-    unsafe {
-        let mut st: libc::stat = mem::zeroed();
-        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
-    }
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+    })
 }
