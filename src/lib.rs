@@ -187,15 +187,17 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod boot;
 mod codec;
 pub mod connection;
 mod error;
 mod exclusive;
-mod logging;
+mod mem;
 pub mod pickle;
 mod pool;
 mod process;
 pub mod queue;
+mod runtime;
 mod shm;
 mod sync;
 mod sys;
@@ -206,7 +208,6 @@ pub use connection::{
     ToAddress, Waitable,
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
-pub use logging::log_to_stderr;
 #[cfg(feature = "progress")]
 pub use pool::Progress;
 pub use pool::futures;
@@ -218,6 +219,7 @@ pub use process::{
     get_start_method, parent_process, set_start_method,
 };
 pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};
+pub use runtime::logging::log_to_stderr;
 pub use shm::{
     Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
     ValueGuard,

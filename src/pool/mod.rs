@@ -29,7 +29,6 @@ pub use results::AsyncResult;
 use crate::codec;
 use crate::connection::{Connection, Pipe};
 use crate::error::{Error, Result};
-use crate::process::bootstrap::task_entry_offset;
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
 use crate::shm::RawArray;
 use results::{IterSink, MapSink, Sink, Slot};
@@ -42,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use supervisor::{InitFn, Supervisor, WorkerSpec};
-use worker::TaskEntry;
+use worker::{TaskEntry, task_entry_offset};
 
 /// A task waiting for, or held by, a worker.
 pub(crate) struct Job {

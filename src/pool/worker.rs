@@ -13,12 +13,14 @@
 //! Worker to supervisor, one frame per task: `id: u64`, a status byte and
 //! the body — the encoded result (with its handles) for [`OK`], an encoded
 //! [`RemotePanic`] for [`PANIC`], an error message otherwise.
+#![allow(unsafe_code)]
 
 use crate::codec::{self, Handle};
 use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
-use crate::process::Target;
-use crate::process::bootstrap::{self, ExitRequest};
+use crate::process::{Target, zst_target};
+use crate::runtime::entry;
+use crate::runtime::panic::{ExitRequest, remote_panic};
 use crate::shm::RawArray;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,23 @@ pub(crate) type TaskEntry = fn(
     out_fds: &mut Vec<OwnedFd>,
 ) -> Status;
 
+/// The offset of a task entry from the code anchor (`runtime/entry.rs`).
+pub(crate) fn task_entry_offset(entry: TaskEntry) -> u64 {
+    entry::code_offset(entry as usize)
+}
+
+/// Turns a task entry offset received by a pool worker back into the
+/// function, refusing any address outside this crate's executable segment.
+pub(crate) fn resolve_task_entry(offset: u64) -> Result<TaskEntry, String> {
+    // SAFETY: `TaskEntry` is a fn pointer type. A pool worker is a child
+    // that passed `child_main`'s checks (magic, protocol, build identity),
+    // so its parent runs this same build. The parent computed the offset
+    // with `task_entry_offset` of a function of type `TaskEntry` and sent it
+    // over the worker's private socketpair, which no other process can
+    // reach.
+    unsafe { entry::resolve_fn::<TaskEntry>(offset) }
+}
+
 /// The initializer a worker runs once before its first task.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Init {
@@ -79,7 +98,7 @@ fn run_caught<T>(body: impl FnOnce() -> T) -> std::result::Result<T, RemotePanic
                 // `multiproc::exit(n)` in a task ends the worker with code n.
                 panic::resume_unwind(payload);
             }
-            let p = bootstrap::remote_panic(&*payload);
+            let p = remote_panic(&*payload);
             // Dropping a payload can itself panic; leak it instead.
             std::mem::forget(payload);
             Err(p)
@@ -123,7 +142,7 @@ where
             return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
         }
     };
-    let f: F = bootstrap::zst_target();
+    let f: F = zst_target();
     finish(run_caught(move || f.call(args)), out, out_fds)
 }
 
@@ -147,7 +166,7 @@ where
             return Status::Decode(format!("cannot decode the task's arguments: {}", inner(e)));
         }
     };
-    let f: F = bootstrap::zst_target();
+    let f: F = zst_target();
     // The chunk stops at the first panic, which is reported with the
     // position of its item in the chunk (as a result, for the sink to name
     // the input item).
@@ -266,7 +285,7 @@ pub(crate) fn worker_main(
     if let Some(init) = init {
         let mut table: Vec<Option<OwnedFd>> =
             init.fds.into_iter().map(|h| Some(h.into_inner())).collect();
-        let failed = match bootstrap::resolve_task_entry(init.entry) {
+        let failed = match resolve_task_entry(init.entry) {
             Err(why) => Some(why),
             Ok(entry) => match entry(&init.args, &mut table, &mut rep.out, &mut rep.out_fds) {
                 Status::Ok => None,
@@ -314,7 +333,7 @@ pub(crate) fn worker_main(
             fd_at += nfds;
             let entry = match entries.get(&offset) {
                 Some(e) => Ok(*e),
-                None => bootstrap::resolve_task_entry(offset).inspect(|e| {
+                None => resolve_task_entry(offset).inspect(|e| {
                     entries.insert(offset, *e);
                 }),
             };

@@ -19,6 +19,7 @@
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
+use crate::runtime::role;
 use crate::sys::{self, Fork, SocketKind, WaitStatus};
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -89,11 +90,7 @@ fn read_pid_of_pidfd(fd: BorrowedFd<'_>) -> Option<u32> {
 
 fn start_server() -> Result<Client> {
     let (client, server) = sys::socketpair(SocketKind::SeqPacket)?;
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    let argv0 =
-        std::ffi::CString::new(argv0.into_encoded_bytes()).unwrap_or_else(|_| c"multiproc".into());
-    let role = format!("forkserver:{}", sys::getpid());
-    let pid = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], server.as_fd())?;
+    let pid = role::spawn(role::FORKSERVER, None, server.as_fd())?;
     let pidfd = sys::pidfd_open(pid)?;
     static SHUTDOWN_AT_EXIT: std::sync::Once = std::sync::Once::new();
     SHUTDOWN_AT_EXIT.call_once(|| sys::at_exit(shutdown_at_exit));
@@ -284,7 +281,7 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
     for (i, src) in [&req[0], &req[2], &req[3], &req[4]].into_iter().enumerate() {
         match sys::dup_above(src.as_fd(), 64) {
             Ok(fd) => moved[i] = fd.into_raw_fd(),
-            Err(_) => sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED),
+            Err(_) => sys::exit_now(role::EXIT_BOOTSTRAP_FAILED),
         }
     }
     // Everything the server holds, these included, is closed by number below.
@@ -293,13 +290,13 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
         // SAFETY: this fresh child never returns to the server's frames, so
         // no owner of `target` is used or dropped again.
         if unsafe { sys::dup2(src, target) }.is_err() {
-            sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+            sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
         }
     }
     // SAFETY: as above: the owners of descriptors 4 and up (the server's
     // channels, `req`, `moved`) are forgotten or in frames never returned to.
     if unsafe { sys::close_from(4) }.is_err() {
-        sys::exit_now(super::bootstrap::EXIT_BOOTSTRAP_FAILED);
+        sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
     }
     sys::set_signal(libc::SIGINT, sys::Disposition::Default);
     sys::block_signal(libc::SIGINT, false);

@@ -3,61 +3,31 @@
 
 pub(crate) mod bootstrap;
 pub(crate) mod child;
-pub(crate) mod current;
 pub(crate) mod forkserver;
 mod target;
 
-pub use current::{ParentProcess, ProcessInfo, current_process, parent_process};
+pub use crate::runtime::current::{
+    ParentProcess, ProcessInfo, StartMethod, current_process, parent_process,
+};
+pub(crate) use target::zst_target;
 pub use target::{Run, Target};
 
 use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result, signal_name};
 use crate::exclusive::Exclusive;
+use crate::runtime::current;
+use crate::runtime::panic::ExitRequest;
+use crate::runtime::role;
 use crate::sys::{self, SocketKind, WaitStatus};
 use bootstrap::{Entry, ForkBody, Header, WireOutcome};
 use child::{ChildShared, Reaper};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How a child process is created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum StartMethod {
-    /// A single-threaded server process, started once from this binary,
-    /// forks each child. Safe in a multi-threaded parent and fast. The
-    /// default.
-    ForkServer,
-    /// Re-executes this binary for each child (`posix_spawn` of
-    /// `/proc/self/exe`). The cleanest child, the slowest start.
-    Spawn,
-    /// Forks the calling process. Fastest, and the only method that can run
-    /// a capturing closure; refused when the process has several threads.
-    /// The child inherits the parent's memory and *all* of its descriptors,
-    /// as in Python: a pipe end the parent holds stays open in the child, so
-    /// a peer waiting for end of stream also waits for forked children.
-    Fork,
-}
-
-impl StartMethod {
-    /// The method's name as Python spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            StartMethod::ForkServer => "forkserver",
-            StartMethod::Spawn => "spawn",
-            StartMethod::Fork => "fork",
-        }
-    }
-}
-
-impl fmt::Display for StartMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 static DEFAULT_METHOD: Mutex<Option<StartMethod>> = Mutex::new(None);
 
@@ -402,7 +372,7 @@ pub fn exit(code: i32) -> ! {
     if current_process().start_method().is_none() {
         std::process::exit(code);
     }
-    std::panic::resume_unwind(Box::new(bootstrap::ExitRequest(code)))
+    std::panic::resume_unwind(Box::new(ExitRequest(code)))
 }
 
 /// Erased arguments: anything that can be sent on a connection.
@@ -787,7 +757,6 @@ impl<R: DeserializeOwned> Process<R> {
         if matches!(job, Job::Closure(_)) && method != StartMethod::Fork {
             return Err((Some(job), Error::ClosureNeedsFork));
         }
-        sys::ensure_load_hook_linked();
         let (here, there) = match sys::socketpair(SocketKind::Stream) {
             Ok(p) => p,
             Err(e) => return Err((Some(job), e.into())),
@@ -807,11 +776,7 @@ impl<R: DeserializeOwned> Process<R> {
                 Err(e) => return Err((Some(job), e)),
             },
             StartMethod::Spawn => {
-                let argv0 = std::env::args_os().next().unwrap_or_default();
-                let argv0 = std::ffi::CString::new(argv0.into_encoded_bytes())
-                    .unwrap_or_else(|_| c"multiproc-child".into());
-                let role = format!("child:{}", sys::getpid());
-                let spawned = sys::spawn_self(&argv0, &[("MULTIPROC_ROLE", &role)], there.as_fd())
+                let spawned = role::spawn(role::CHILD, None, there.as_fd())
                     .and_then(|pid| Ok((pid, sys::pidfd_open(pid)?)));
                 match spawned {
                     Ok((pid, pidfd)) => (pid, pidfd, Reaper::Direct, Some(job)),

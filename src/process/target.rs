@@ -1,4 +1,5 @@
 //! What a child runs: a function and its arguments, or a `Run` value.
+#![allow(unsafe_code)]
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,6 +68,15 @@ pub(crate) const fn assert_zero_sized<F>() {
              pass what it needs in its arguments"
         )
     }
+}
+
+/// The value of a zero-sized target type, in the process that runs it.
+pub(crate) fn zst_target<F: Copy + 'static>() -> F {
+    assert_zero_sized::<F>();
+    // SAFETY: `F` is zero-sized (asserted at compile time) and, for every
+    // caller, a `Target`: a fn item or a closure without captures, which has
+    // no bytes and no invariant, so the zero-sized value is the function.
+    unsafe { std::mem::zeroed() }
 }
 
 macro_rules! impl_target {

@@ -98,7 +98,7 @@ use crate::Handle;
 use crate::codec;
 use crate::connection::Waitable;
 use crate::error::{Error, Result};
-use crate::shm::segment::Shared;
+use crate::mem::segment::Shared;
 use crate::sys;
 use ring::{Core, GetFail, PutFail};
 use serde::de::DeserializeOwned;

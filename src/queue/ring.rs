@@ -4,10 +4,10 @@
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::shm::segment::{Shared, ShmLayout};
-use crate::sync::raw::{Acquired, RawLock, SLICE};
-use crate::sync::shim::{self, futex_wait, futex_wake_all};
-use crate::sync::shim::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::mem::robust_lock::{Acquired, RawLock, SLICE};
+use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::shim::{self, futex_wait, futex_wake_all};
+use crate::mem::shim::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys;
 use std::collections::VecDeque;
 use std::ffi::CStr;

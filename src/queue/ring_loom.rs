@@ -10,8 +10,8 @@
 #![allow(unsafe_code)]
 
 use super::{Core, QueueState, RingMem};
-use crate::sync::shim::Ordering;
-use crate::sync::shim::model;
+use crate::mem::shim::Ordering;
+use crate::mem::shim::model;
 use crate::sys;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;

@@ -4,9 +4,9 @@
 
 use super::atomic;
 use super::pod::{ShmSafe, locked_tag, type_tag};
-use super::segment::{Shared, ShmLayout};
 use super::value::LockedSegment;
 use crate::error::{Error, Result};
+use crate::mem::segment::{Shared, ShmLayout};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;

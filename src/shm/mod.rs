@@ -18,7 +18,6 @@
 mod array;
 mod atomic;
 mod pod;
-pub(crate) mod segment;
 mod shareable_list;
 mod shared_memory;
 pub(crate) mod tracker;

@@ -17,7 +17,7 @@
 //! told about every name this process still holds.
 #![allow(unsafe_code)]
 
-use crate::process::bootstrap::ROLE_VAR;
+use crate::runtime::role;
 use crate::sys;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -43,9 +43,6 @@ static TRACKER: Mutex<Tracker> = Mutex::new(Tracker {
     names: BTreeSet::new(),
 });
 
-/// The role name in `MULTIPROC_ROLE`.
-pub(crate) const ROLE: &str = "shm-tracker";
-
 fn line(op: u8, name: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(name.len() + 2);
     line.push(op);
@@ -63,9 +60,11 @@ impl Tracker {
         }
         self.pipe = None;
         let (read, write) = sys::pipe()?;
-        let role = format!("{ROLE}:{}", sys::getpid());
-        let var = ROLE_VAR.to_str().map_err(io::Error::other)?;
-        let pid = sys::spawn_self(c"multiproc-shm-tracker", &[(var, &role)], read.as_fd())?;
+        let pid = role::spawn(
+            role::SHM_TRACKER,
+            Some(c"multiproc-shm-tracker"),
+            read.as_fd(),
+        )?;
         drop(read);
         self.child = sys::pidfd_open(pid).ok();
         let mut pipe = File::from(write);

@@ -3,8 +3,8 @@
 
 use super::atomic;
 use super::pod::{ShmSafe, locked_tag, type_tag};
-use super::segment::{Shared, ShmLayout};
 use crate::error::Result;
+use crate::mem::segment::{Shared, ShmLayout};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;

@@ -16,10 +16,11 @@
 //! with leavers of the previous one.
 #![allow(unsafe_code)]
 
-use super::raw::{Acquired, RawLock};
 use crate::error::{Error, Result};
-use crate::process::bootstrap;
-use crate::shm::segment::{Shared, ShmLayout};
+use crate::mem::robust_lock::{Acquired, RawLock};
+use crate::mem::segment::{Shared, ShmLayout};
+use crate::runtime::current::current_process;
+use crate::runtime::entry;
 use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;
@@ -356,13 +357,13 @@ type ActionMac = hmac::Hmac<sha2::Sha256>;
 
 fn action_mac(offset: u64) -> ActionMac {
     use hmac::{KeyInit, Mac};
-    let me = crate::current_process();
+    let me = current_process();
     // HMAC takes keys of any length; the error arm cannot happen.
     let mut m =
         <ActionMac as KeyInit>::new_from_slice(me.authkey()).expect("HMAC accepts any key length");
     m.update(b"multiproc barrier action\0");
     m.update(&offset.to_le_bytes());
-    m.update(&bootstrap::build_identity().to_le_bytes());
+    m.update(&entry::build_identity().to_le_bytes());
     m
 }
 
@@ -383,7 +384,7 @@ fn action_tag_ok(offset: u64, tag: &[u8]) -> bool {
 impl Serialize for Barrier {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let action = self.action.map(|f| {
-            let off = bootstrap::plain_fn_offset(f);
+            let off = entry::code_offset(f as usize);
             (off, action_tag(off))
         });
         (&self.shm, action).serialize(s)
@@ -404,11 +405,8 @@ impl<'de> Deserialize<'de> for Barrier {
                 }
                 // SAFETY: the tag proves that a process holding this family's
                 // secret authkey and running this same build computed `off`
-                // with `plain_fn_offset` from a real `fn()`.
-                Some(
-                    unsafe { bootstrap::resolve_plain_fn(off) }
-                        .map_err(serde::de::Error::custom)?,
-                )
+                // with `code_offset` from a real `fn()`, a fn pointer type.
+                Some(unsafe { entry::resolve_fn::<fn()>(off) }.map_err(serde::de::Error::custom)?)
             }
         };
         Ok(Barrier { shm, action })
@@ -424,11 +422,11 @@ mod tests {
         use hmac::{KeyInit, Mac};
         let off = 0x1234_5678u64;
         let tag = action_tag(off);
-        let me = crate::current_process();
+        let me = current_process();
         let mut m = <ActionMac as KeyInit>::new_from_slice(me.authkey()).expect("any key length");
         m.update(b"multiproc barrier action\0");
         m.update(&off.to_le_bytes());
-        m.update(&bootstrap::build_identity().to_le_bytes());
+        m.update(&entry::build_identity().to_le_bytes());
         assert_eq!(tag[..], m.finalize().into_bytes()[..]);
         assert!(action_tag_ok(off, &tag));
         // A tampered offset, or a tampered or shortened tag, is refused.

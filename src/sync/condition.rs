@@ -20,11 +20,11 @@
 #![allow(unsafe_code)]
 
 use super::lock::Lock;
-use super::raw::Acquired;
 use super::rlock::RLock;
 use super::{LockError, LockResult};
 use crate::error::Result;
-use crate::shm::segment::{Shared, ShmLayout};
+use crate::mem::robust_lock::Acquired;
+use crate::mem::segment::{Shared, ShmLayout};
 use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::ffi::CStr;

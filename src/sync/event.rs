@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use crate::error::Result;
-use crate::shm::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, ShmLayout};
 use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;

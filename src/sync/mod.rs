@@ -24,10 +24,8 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
-pub(crate) mod raw;
 mod rlock;
 mod semaphore;
-pub(crate) mod shim;
 
 pub use barrier::{Barrier, BrokenBarrierError};
 pub use condition::{Condition, ConditionGuard};

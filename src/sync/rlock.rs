@@ -1,10 +1,10 @@
 //! `RLock`: a recursive lock shared between processes.
 #![allow(unsafe_code)]
 
-use super::raw::{Acquired, RawLock};
 use super::{LockError, LockResult};
 use crate::error::{Error, Result};
-use crate::shm::segment::{Shared, ShmLayout};
+use crate::mem::robust_lock::{Acquired, RawLock};
+use crate::mem::segment::{Shared, ShmLayout};
 use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::CStr;

@@ -1,12 +1,48 @@
 //! This process's identity: `current_process()`, `parent_process()`.
 
-use super::StartMethod;
 use crate::error::Result;
 use crate::sys;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How a child process is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StartMethod {
+    /// A single-threaded server process, started once from this binary,
+    /// forks each child. Safe in a multi-threaded parent and fast. The
+    /// default.
+    ForkServer,
+    /// Re-executes this binary for each child (`posix_spawn` of
+    /// `/proc/self/exe`). The cleanest child, the slowest start.
+    Spawn,
+    /// Forks the calling process. Fastest, and the only method that can run
+    /// a capturing closure; refused when the process has several threads.
+    /// The child inherits the parent's memory and *all* of its descriptors,
+    /// as in Python: a pipe end the parent holds stays open in the child, so
+    /// a peer waiting for end of stream also waits for forked children.
+    Fork,
+}
+
+impl StartMethod {
+    /// The method's name as Python spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::ForkServer => "forkserver",
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The identity of a process as this crate knows it (Python's
 /// `current_process()` object).

@@ -14,8 +14,8 @@
 //! runs its target. With another logger, install it in the child's target
 //! (or a pool's initializer).
 
+use super::current::current_process;
 use crate::error::{Error, Result};
-use crate::process::current_process;
 use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

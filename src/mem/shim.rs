@@ -1,4 +1,4 @@
-//! What the lock core (`sync/raw.rs`) and the queue core (`queue/ring.rs`)
+//! What the lock core (`mem/robust_lock.rs`) and the queue core (`queue/ring.rs`)
 //! use for atomics, futex waits and process identities: the real ones in
 //! every build, and models of them when the crate's unit tests are built
 //! with `--cfg loom` for the `loom` model checker.
@@ -28,7 +28,7 @@
 //!   touched by the kernel (this crate's locks do not use robust futexes;
 //!   owners are found dead by `is_alive`).
 //!
-//! This module sits in `sync` (not `sys`) so that `sys` never depends on
+//! This module sits in `mem` (not `sys`) so that `sys` never depends on
 //! the layers above it; `sys` stays the only door to the OS.
 
 #[cfg(not(all(loom, test)))]

@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use super::{Acquired, RawLock};
-use crate::sync::shim::model;
+use crate::mem::shim::model;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;

@@ -300,9 +300,9 @@ impl RawLock {
 }
 
 #[cfg(all(test, loom))]
-#[path = "raw_loom.rs"]
+#[path = "robust_lock_loom.rs"]
 mod loom_tests;
 
 #[cfg(all(test, not(loom)))]
-#[path = "raw_tests.rs"]
+#[path = "robust_lock_tests.rs"]
 mod tests;
