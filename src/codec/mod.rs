@@ -14,6 +14,7 @@
 
 mod catch;
 mod depth;
+pub(crate) mod le;
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;

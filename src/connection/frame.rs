@@ -9,6 +9,7 @@
 //! or without a deadline, goes on from there.
 
 use super::Framing;
+use crate::codec::le;
 use crate::error::{Error, Result};
 use crate::sys;
 use std::collections::VecDeque;
@@ -193,8 +194,8 @@ fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)
             if b.len() < HEADER {
                 return Ok(None);
             }
-            let len = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-            let nfds = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+            let len = le::u64_at(b, 0);
+            let nfds = le::u32_at(b, 8) as usize;
             Ok(Some((HEADER, len, nfds)))
         }
         Framing::Python => {

@@ -15,7 +15,7 @@
 //! [`RemotePanic`] for [`PANIC`], an error message otherwise.
 #![allow(unsafe_code)]
 
-use crate::codec::{self, Handle};
+use crate::codec::{self, Handle, le};
 use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
 use crate::process::{Target, zst_target};
@@ -193,20 +193,12 @@ fn inner(e: Error) -> String {
     }
 }
 
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-fn read_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
 /// Parses a result frame's header: `(task id, status, body)`.
 pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, &[u8])> {
     if b.len() < RESULT_HEADER {
         return Err(Error::BadFrame("short pool result".into()));
     }
-    Ok((read_u64(b, 0), b[8], &b[RESULT_HEADER..]))
+    Ok((le::u64_at(b, 0), b[8], &b[RESULT_HEADER..]))
 }
 
 /// Appends one task to a batch frame.
@@ -316,10 +308,10 @@ pub(crate) fn worker_main(
             if bytes.len() - at < TASK_HEADER {
                 return;
             }
-            let id = read_u64(&bytes, at);
-            let offset = read_u64(&bytes, at + 8);
-            let nfds = read_u32(&bytes, at + 16) as usize;
-            let len = read_u32(&bytes, at + 20) as usize;
+            let id = le::u64_at(&bytes, at);
+            let offset = le::u64_at(&bytes, at + 8);
+            let nfds = le::u32_at(&bytes, at + 16) as usize;
+            let len = le::u32_at(&bytes, at + 20) as usize;
             at += TASK_HEADER;
             if bytes.len() - at < len || table.len() - fd_at < nfds {
                 return;

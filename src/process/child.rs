@@ -6,6 +6,7 @@
 //! of the fork server are reaped by the server, which reports the status on a
 //! per-child channel.
 
+use crate::codec::le;
 use crate::error::Result;
 use crate::sys::{self, WaitStatus};
 use std::collections::VecDeque;
@@ -107,7 +108,7 @@ fn read_server_status(chan: BorrowedFd<'_>) -> WaitStatus {
     let mut fds = VecDeque::new();
     match sys::recv_msg_into(chan, &mut buf, &mut fds, false) {
         Ok(5) => {
-            let v = i32::from_le_bytes(buf[1..5].try_into().unwrap());
+            let v = le::i32_at(&buf, 1);
             if buf[0] == 0 {
                 WaitStatus::Exited(v)
             } else {

@@ -18,6 +18,7 @@
 //! reaches the program, not the server.
 #![allow(unsafe_code)]
 
+use crate::codec::le;
 use crate::error::{Error, Result};
 use crate::runtime::role;
 use crate::sys::{self, Fork, SocketKind, WaitStatus};
@@ -157,7 +158,7 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
             let mut got = VecDeque::new();
             let n = sys::recv_msg_into(status_here.as_fd(), &mut buf, &mut got, false)?;
             match (n, got.pop_front()) {
-                (4, Some(pidfd)) => Ok((u32::from_le_bytes(buf[..4].try_into().unwrap()), pidfd)),
+                (4, Some(pidfd)) => Ok((le::u32_at(&buf, 0), pidfd)),
                 _ => Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
                     "the fork server closed the request",

@@ -15,6 +15,7 @@
 //! go in a slot as long as it fits.
 
 use super::shared_memory::SharedMemory;
+use crate::codec::le;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -198,10 +199,10 @@ impl ShareableList {
         let mut head = [0u8; HEAD];
         shm.read_at(0, &mut head)
             .map_err(|_| bad("shared memory too small for a ShareableList"))?;
-        if u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) != MAGIC {
+        if le::u64_at(&head, 0) != MAGIC {
             return Err(bad(format!("{:?} is not a ShareableList", shm.name())));
         }
-        let len = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
+        let len = le::u64_at(&head, 8);
         let len = usize::try_from(len).map_err(|_| bad("corrupt ShareableList length"))?;
         len.checked_mul(SLOT)
             .and_then(|t| t.checked_add(HEAD))
@@ -249,10 +250,10 @@ impl ShareableList {
     fn slot(&self, i: usize) -> Result<(u32, usize, usize)> {
         let mut e = [0u8; SLOT];
         self.shm.read_at(HEAD + SLOT * i, &mut e)?;
-        let kind = u32::from_le_bytes(e[..4].try_into().expect("4 bytes"));
-        let cap = u32::from_le_bytes(e[4..8].try_into().expect("4 bytes")) as usize;
-        let off = usize::try_from(u64::from_le_bytes(e[8..].try_into().expect("8 bytes")))
-            .map_err(|_| bad("corrupt ShareableList slot"))?;
+        let kind = le::u32_at(&e, 0);
+        let cap = le::u32_at(&e, 4) as usize;
+        let off =
+            usize::try_from(le::u64_at(&e, 8)).map_err(|_| bad("corrupt ShareableList slot"))?;
         Ok((kind, cap, off))
     }
 
