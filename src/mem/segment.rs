@@ -48,7 +48,42 @@ struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= STATE_OFFSET);
 
-/// The state of a primitive, placed in shared memory.
+/// Every kind of segment, in one table: the number its header carries
+/// (checked when a segment is received, so no two kinds may share one) and
+/// its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    Lock = 1,
+    RLock = 2,
+    Semaphore = 3,
+    Condition = 4,
+    Event = 5,
+    Barrier = 6,
+    Value = 7,
+    Array = 8,
+    Queue = 16,
+}
+
+impl Kind {
+    /// A name for error messages and for `/proc/<pid>/fd` (`memfd:<name>`).
+    pub(crate) const fn name(self) -> &'static CStr {
+        match self {
+            Kind::Lock => c"multiproc-lock",
+            Kind::RLock => c"multiproc-rlock",
+            Kind::Semaphore => c"multiproc-semaphore",
+            Kind::Condition => c"multiproc-condition",
+            Kind::Event => c"multiproc-event",
+            Kind::Barrier => c"multiproc-barrier",
+            Kind::Value => c"multiproc-value",
+            Kind::Array => c"multiproc-array",
+            Kind::Queue => c"multiproc-queue",
+        }
+    }
+}
+
+/// The state of a primitive, placed in shared memory. Implemented through
+/// [`shm_layout!`].
 ///
 /// # Safety
 /// Implementors must be `#[repr(C)]`, valid for every bit pattern
@@ -56,10 +91,54 @@ const _: () = assert!(std::mem::size_of::<Header>() <= STATE_OFFSET);
 /// aligned to at most 64 bytes, and mutated only through atomics, so that
 /// `&Self` can be shared between threads and processes.
 pub(crate) unsafe trait ShmLayout: Sync + Send + 'static {
-    /// Which primitive this is (checked when a segment is received).
-    const KIND: u32;
-    /// A name for error messages and for `/proc/<pid>/fd` (`memfd:<name>`).
-    const NAME: &'static CStr;
+    /// Which primitive this is.
+    const KIND: Kind;
+}
+
+/// `shm_layout!(unsafe impl State => Kind)`: declares `State` the shared
+/// state of segments of kind `Kind`. Each invocation carries the `SAFETY:`
+/// argument that `State` meets [`ShmLayout`]'s contract.
+macro_rules! shm_layout {
+    (unsafe impl $state:ty => $kind:ident) => {
+        // SAFETY: argued at the invocation.
+        unsafe impl $crate::mem::segment::ShmLayout for $state {
+            const KIND: $crate::mem::segment::Kind = $crate::mem::segment::Kind::$kind;
+        }
+    };
+}
+pub(crate) use shm_layout;
+
+/// `segment_serde!(Type)`: a primitive whose only field is `shm:
+/// Shared<_>` travels as its segment's descriptor.
+macro_rules! segment_serde {
+    ($($t:ident),+) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.shm.serialize_fd(s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok($t {
+                    shm: $crate::mem::segment::Shared::deserialize_fd(d, 0)?,
+                })
+            }
+        }
+    )+};
+}
+pub(crate) use segment_serde;
+
+/// A tag that tells the types inside segments apart when a segment is
+/// received (the `T` of a `Value<T>`, an `Array<T>`, a `Queue<T>`): size,
+/// alignment and a hash of the type's name.
+pub(crate) fn type_tag<T>() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::any::type_name::<T>().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ ((std::mem::size_of::<T>() as u64) << 48) ^ ((std::mem::align_of::<T>() as u64) << 40)
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -94,7 +173,7 @@ impl<L: ShmLayout> Clone for Shared<L> {
 impl<L: ShmLayout> fmt::Debug for Shared<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
-            .field("kind", &L::NAME)
+            .field("kind", &L::KIND.name())
             .field("len", &self.seg.map.len())
             .finish()
     }
@@ -108,7 +187,7 @@ impl<L: ShmLayout> Shared<L> {
         let len = tail_offset::<L>()
             .checked_add(tail)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-        let fd = sys::memfd_create(L::NAME, len)?;
+        let fd = sys::memfd_create(L::KIND.name(), len)?;
         let map = Mapping::new(fd.as_fd(), len, false)?;
         let shared = Shared {
             seg: Arc::new(Segment { fd, map }),
@@ -116,7 +195,7 @@ impl<L: ShmLayout> Shared<L> {
         };
         let h = shared.header();
         h.version.store(VERSION, Ordering::Relaxed);
-        h.kind.store(L::KIND, Ordering::Relaxed);
+        h.kind.store(L::KIND as u32, Ordering::Relaxed);
         h.state_size
             .store(std::mem::size_of::<L>() as u64, Ordering::Relaxed);
         h.type_tag.store(type_tag, Ordering::Relaxed);
@@ -129,7 +208,7 @@ impl<L: ShmLayout> Shared<L> {
     /// Maps a received segment, checking that it really holds an `L` with
     /// `type_tag`.
     pub(crate) fn from_fd(fd: OwnedFd, type_tag: u64) -> Result<Self, String> {
-        let what = L::NAME.to_string_lossy();
+        let what = L::KIND.name().to_string_lossy();
         let len =
             sys::file_len(fd.as_fd()).map_err(|e| format!("cannot size {what} segment: {e}"))?;
         if len < tail_offset::<L>() {
@@ -144,7 +223,7 @@ impl<L: ShmLayout> Shared<L> {
         let h = shared.header();
         if h.magic.load(Ordering::Acquire) != MAGIC
             || h.version.load(Ordering::Relaxed) != VERSION
-            || h.kind.load(Ordering::Relaxed) != L::KIND
+            || h.kind.load(Ordering::Relaxed) != L::KIND as u32
             || h.state_size.load(Ordering::Relaxed) != std::mem::size_of::<L>() as u64
         {
             return Err(format!(

@@ -98,7 +98,7 @@ use crate::Handle;
 use crate::codec;
 use crate::connection::Waitable;
 use crate::error::{Error, Result};
-use crate::mem::segment::Shared;
+use crate::mem::segment::{self, Shared};
 use crate::sys;
 use ring::{Core, GetFail, PutFail};
 use serde::de::DeserializeOwned;
@@ -132,13 +132,10 @@ const IN_PLACE_MIN: usize = 64 << 10;
 /// A scratch buffer is kept for reuse only up to this capacity.
 const SCRATCH_KEEP: usize = 4 << 20;
 
+/// The tag of a queue segment of `T` items: the item type's tag and which
+/// queue kind it is, so that a `SimpleQueue` is never received as a `Queue`.
 fn type_tag<T>(kind: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::any::type_name::<T>().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^ kind.rotate_left(56)
+    segment::type_tag::<T>() ^ kind.rotate_left(56)
 }
 
 const KIND_QUEUE: u64 = 1;

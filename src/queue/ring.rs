@@ -5,12 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::mem::robust_lock::{Acquired, RawLock, SLICE};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, shm_layout};
 use crate::mem::shim::{self, futex_wait, futex_wake_all};
 use crate::mem::shim::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys;
 use std::collections::VecDeque;
-use std::ffi::CStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
@@ -103,10 +102,7 @@ pub(crate) struct QueueState {
 // padding is never written after creation. (In loom model builds the
 // atomics are the model checker's and no segment is ever made: the models
 // keep the state in ordinary memory, see `ring_loom.rs`.)
-unsafe impl ShmLayout for QueueState {
-    const KIND: u32 = 16;
-    const NAME: &'static CStr = c"multiproc-queue";
-}
+shm_layout!(unsafe impl QueueState => Queue);
 
 #[cfg(not(all(loom, test)))]
 const _: () = assert!(std::mem::size_of::<QueueState>() == 6 * 64 - 40);

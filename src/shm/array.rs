@@ -6,10 +6,9 @@ use super::atomic;
 use super::pod::{ShmSafe, locked_tag, type_tag};
 use super::value::LockedSegment;
 use crate::error::{Error, Result};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, shm_layout};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -22,10 +21,7 @@ pub(crate) struct ArrayState {
 }
 
 // SAFETY: `#[repr(C)]`, one atomic, written before the segment is shared.
-unsafe impl ShmLayout for ArrayState {
-    const KIND: u32 = 8;
-    const NAME: &'static CStr = c"multiproc-array";
-}
+shm_layout!(unsafe impl ArrayState => Array);
 
 fn out_of_range(what: &str, end: usize, len: usize) -> Error {
     Error::InvalidArgument(format!(

@@ -59,16 +59,7 @@ shm_safe!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize f32 f64);
 // inherits all the element's properties.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
-/// A tag that tells element types apart when a segment is received: size,
-/// alignment and a hash of the type's name.
-pub(crate) fn type_tag<T>() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::any::type_name::<T>().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^ ((std::mem::size_of::<T>() as u64) << 48) ^ ((std::mem::align_of::<T>() as u64) << 40)
-}
+pub(crate) use crate::mem::segment::type_tag;
 
 /// The tag of the segment behind a locked `Value` or `Array` of `T`: not
 /// the tag of the `Raw` form, so that a locked one (whose memory is read

@@ -4,10 +4,9 @@
 use super::atomic;
 use super::pod::{ShmSafe, locked_tag, type_tag};
 use crate::error::Result;
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, ShmLayout, shm_layout};
 use crate::sync::{Lock, LockError, LockGuard, LockResult};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -21,10 +20,7 @@ pub(crate) struct DataState {
 }
 
 // SAFETY: `#[repr(C)]`, one integer never written after creation.
-unsafe impl ShmLayout for DataState {
-    const KIND: u32 = 7;
-    const NAME: &'static CStr = c"multiproc-value";
-}
+shm_layout!(unsafe impl DataState => Value);
 
 /// One `T` in shared memory, without a lock (Python's `RawValue`).
 ///

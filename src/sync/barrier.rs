@@ -18,12 +18,11 @@
 
 use crate::error::{Error, Result};
 use crate::mem::robust_lock::{Acquired, RawLock};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, shm_layout};
 use crate::runtime::current::current_process;
 use crate::runtime::entry;
 use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,10 +42,7 @@ pub(crate) struct BarrierState {
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
-unsafe impl ShmLayout for BarrierState {
-    const KIND: u32 = 6;
-    const NAME: &'static CStr = c"multiproc-barrier";
-}
+shm_layout!(unsafe impl BarrierState => Barrier);
 
 /// The barrier was broken (aborted, reset while waiting, timed out, or its
 /// action panicked): Python's `BrokenBarrierError`.

@@ -24,10 +24,9 @@ use super::rlock::RLock;
 use super::{LockError, LockResult};
 use crate::error::Result;
 use crate::mem::robust_lock::Acquired;
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, shm_layout};
 use crate::sys;
 use serde::{Deserialize, Serialize};
-use std::ffi::CStr;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -42,10 +41,7 @@ pub(crate) struct CondState {
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 4.
-unsafe impl ShmLayout for CondState {
-    const KIND: u32 = 4;
-    const NAME: &'static CStr = c"multiproc-condition";
-}
+shm_layout!(unsafe impl CondState => Condition);
 
 /// The lock under a condition.
 #[derive(Clone, Serialize, Deserialize)]

@@ -6,10 +6,8 @@
 #![allow(unsafe_code)]
 
 use crate::error::Result;
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, segment_serde, shm_layout};
 use crate::sys;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -27,10 +25,7 @@ pub(crate) struct EventState {
 }
 
 // SAFETY: `#[repr(C)]`, one atomic (all bit patterns valid), align 4.
-unsafe impl ShmLayout for EventState {
-    const KIND: u32 = 5;
-    const NAME: &'static CStr = c"multiproc-event";
-}
+shm_layout!(unsafe impl EventState => Event);
 
 /// A flag shared between processes that they can wait for (Python's
 /// `multiprocessing.Event`).
@@ -174,16 +169,4 @@ impl fmt::Debug for Event {
     }
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shm.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Event {
-            shm: Shared::deserialize(d)?,
-        })
-    }
-}
+segment_serde!(Event);

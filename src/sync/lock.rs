@@ -4,10 +4,8 @@
 use super::{LockError, LockResult};
 use crate::error::{Error, Result};
 use crate::mem::robust_lock::{Acquired, RawLock};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, segment_serde, shm_layout};
 use crate::sys;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,10 +22,7 @@ pub(crate) struct LockState {
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
-unsafe impl ShmLayout for LockState {
-    const KIND: u32 = 1;
-    const NAME: &'static CStr = c"multiproc-lock";
-}
+shm_layout!(unsafe impl LockState => Lock);
 
 /// A lock shared between processes (Python's `multiprocessing.Lock`).
 ///
@@ -307,19 +302,7 @@ impl fmt::Debug for Lock {
     }
 }
 
-impl Serialize for Lock {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shm.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Lock {
-            shm: Shared::deserialize(d)?,
-        })
-    }
-}
+segment_serde!(Lock);
 
 /// Holds a [`Lock`]; releases it when dropped.
 ///

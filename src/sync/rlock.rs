@@ -4,10 +4,8 @@
 use super::{LockError, LockResult};
 use crate::error::{Error, Result};
 use crate::mem::robust_lock::{Acquired, RawLock};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, segment_serde, shm_layout};
 use crate::sys;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,10 +22,7 @@ pub(crate) struct RLockState {
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 8.
-unsafe impl ShmLayout for RLockState {
-    const KIND: u32 = 2;
-    const NAME: &'static CStr = c"multiproc-rlock";
-}
+shm_layout!(unsafe impl RLockState => RLock);
 
 impl RLockState {
     fn mine(&self) -> bool {
@@ -338,19 +333,7 @@ impl fmt::Debug for RLock {
     }
 }
 
-impl Serialize for RLock {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.shm.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(RLock {
-            shm: Shared::deserialize(d)?,
-        })
-    }
-}
+segment_serde!(RLock);
 
 /// Holds one level of an [`RLock`]; releases it when dropped. Stays on the
 /// thread that acquired it.

@@ -6,10 +6,9 @@
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::mem::segment::{Shared, ShmLayout};
+use crate::mem::segment::{Shared, shm_layout};
 use crate::sys;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -24,10 +23,7 @@ pub(crate) struct SemState {
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 4.
-unsafe impl ShmLayout for SemState {
-    const KIND: u32 = 3;
-    const NAME: &'static CStr = c"multiproc-semaphore";
-}
+shm_layout!(unsafe impl SemState => Semaphore);
 
 impl SemState {
     fn try_acquire(&self) -> bool {
