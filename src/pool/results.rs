@@ -1,7 +1,7 @@
 //! Where task results go: [`AsyncResult`] for one value, and the sinks
 //! that gather the chunks of the map family.
 
-use super::Shared;
+use super::backlog::Shared;
 use crate::codec;
 use crate::error::{Error, RemotePanic, Result};
 use serde::de::DeserializeOwned;

@@ -10,8 +10,8 @@
 //! and the tasks queued behind it on that worker, which never started, go
 //! back to the front of the pool's queue.
 
+use super::backlog::{Job, Shared, State};
 use super::worker::{self, Init};
-use super::{Job, Shared, State};
 use crate::codec::{self, Handle};
 use crate::connection::{Connection, Pipe};
 use crate::error::{Error, RemotePanic, Result};
