@@ -190,6 +190,7 @@
 mod boot;
 mod codec;
 pub mod connection;
+mod context;
 mod error;
 mod exclusive;
 mod mem;
@@ -207,6 +208,7 @@ pub use connection::{
     Address, Client, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, Pipe,
     ToAddress, Waitable,
 };
+pub use context::{Context, get_context};
 pub use error::{Error, RemotePanic, Result, signal_name};
 #[cfg(feature = "progress")]
 pub use pool::Progress;
@@ -214,9 +216,9 @@ pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{
-    ActiveChild, Context, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod,
-    Target, active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,
-    get_start_method, parent_process, set_start_method,
+    ActiveChild, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod, Target,
+    active_children, cpu_count, current_process, exit, get_all_start_methods, get_start_method,
+    parent_process, set_start_method,
 };
 pub use queue::{JoinableQueue, PutError, Queue, SimpleQueue};
 pub use runtime::logging::log_to_stderr;

@@ -1,0 +1,212 @@
+//! Starting a child: the job it is given, the launch by each start method,
+//! and the header and arguments sent to it.
+
+use super::bootstrap::{self, ForkBody, Header};
+use super::child::{self, ChildShared, Reaper};
+use super::{Outcome, Process, Started, State, forkserver, get_start_method};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::exclusive::Exclusive;
+use crate::runtime::current::{self, StartMethod, current_process};
+use crate::runtime::role;
+use crate::sys::{self, SocketKind};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+/// Erased arguments: anything that can be sent on a connection.
+pub(super) trait Payload: Send {
+    fn send_on(&self, chan: &Connection) -> Result<()>;
+}
+
+impl<T: Serialize + Send> Payload for T {
+    fn send_on(&self, chan: &Connection) -> Result<()> {
+        chan.send(self)
+    }
+}
+
+pub(super) enum Job {
+    Entry { offset: u64, args: Box<dyn Payload> },
+    Closure(ForkBody),
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Starts the child.
+    ///
+    /// # Errors
+    /// [`Error::State`] when started twice or after close;
+    /// [`Error::DaemonicChildren`] in a daemonic process;
+    /// [`Error::ClosureNeedsFork`] / [`Error::ForkWithThreads`] for the fork
+    /// method's rules; [`Error::Encode`] when the arguments cannot be
+    /// serialized (no child is left behind); OS errors.
+    pub fn start(&mut self) -> Result<()> {
+        let job = match std::mem::replace(&mut self.state, State::Closed) {
+            State::New(job) => job.into_inner(),
+            other => {
+                let closed = matches!(other, State::Closed);
+                self.state = other;
+                return Err(Error::State(if closed {
+                    "process object is closed"
+                } else {
+                    "cannot start a process twice"
+                }));
+            }
+        };
+        match self.launch(job) {
+            Ok(started) => {
+                log::debug!(
+                    "started {} (pid {}, {})",
+                    self.name,
+                    started.child.pid,
+                    self.method.unwrap_or_else(get_start_method)
+                );
+                self.state = State::Started(Box::new(started));
+                Ok(())
+            }
+            Err((job, e)) => {
+                self.state = match job {
+                    Some(job) => State::New(Exclusive::new(job)),
+                    None => State::Closed,
+                };
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn launch(&mut self, job: Job) -> std::result::Result<Started<R>, (Option<Job>, Error)> {
+        if current_process().is_daemon() {
+            return Err((Some(job), Error::DaemonicChildren));
+        }
+        let method = self.method.unwrap_or_else(get_start_method);
+        let daemon = self.is_daemon();
+        if matches!(job, Job::Closure(_)) && method != StartMethod::Fork {
+            return Err((Some(job), Error::ClosureNeedsFork));
+        }
+        let (here, there) = match sys::socketpair(SocketKind::Stream) {
+            Ok(p) => p,
+            Err(e) => return Err((Some(job), e.into())),
+        };
+        let entry = match &job {
+            Job::Entry { offset, .. } => Some(*offset),
+            Job::Closure(_) => None,
+        };
+        let self_pidfd = match current::self_pidfd() {
+            Ok(fd) => fd,
+            Err(e) => return Err((Some(job), e)),
+        };
+        let chan = Connection::new(here, true, true);
+        let (pid, pidfd, reaper, job) = match method {
+            StartMethod::ForkServer => match forkserver::fork_child(there.as_fd()) {
+                Ok(f) => (f.pid, f.pidfd, Reaper::ForkServer(f.status), Some(job)),
+                Err(e) => return Err((Some(job), e)),
+            },
+            StartMethod::Spawn => {
+                let spawned = role::spawn(role::CHILD, None, there.as_fd())
+                    .and_then(|pid| Ok((pid, sys::pidfd_open(pid)?)));
+                match spawned {
+                    Ok((pid, pidfd)) => (pid, pidfd, Reaper::Direct, Some(job)),
+                    Err(e) => return Err((Some(job), e.into())),
+                }
+            }
+            StartMethod::Fork => match fork_now(there, job) {
+                Ok((pid, pidfd, job)) => (pid, pidfd, Reaper::Direct, job),
+                Err((job, e)) => return Err((job, e)),
+            },
+        };
+        // Built after the launch so that a fork server started by it is
+        // shared with the child too.
+        let header = Header::new(
+            entry,
+            self.name.clone(),
+            daemon,
+            self.identity.clone(),
+            method,
+            self_pidfd,
+            // Children of the fork server share it; spawned and forked
+            // children start their own when they need one.
+            (method == StartMethod::ForkServer)
+                .then(forkserver::client_for_child)
+                .flatten(),
+        );
+        let child = Arc::new(ChildShared::new(
+            pid,
+            self.name.clone(),
+            daemon,
+            pidfd,
+            reaper,
+        ));
+        child::register(child.clone());
+        let mut started = Started {
+            child,
+            chan: Some(chan),
+            outcome: Outcome::Pending,
+        };
+        // Hand the child its header and arguments. If this fails the child
+        // is already running and will fail its bootstrap; join reports it.
+        let chan = started.chan.as_ref().expect("set above");
+        let sent = chan.send(&header).and_then(|_| match &job {
+            Some(Job::Entry { args, .. }) => args.send_on(chan),
+            _ => Ok(()),
+        });
+        drop(header);
+        // The arguments (and any handles in them) are released now.
+        drop(job);
+        if let Err(e) = sent {
+            if let Error::Encode(_) = e {
+                let _ = started.child.signal(libc::SIGKILL);
+                let _ = started.child.wait(None);
+                child::unregister(&started.child);
+                return Err((None, e));
+            }
+            started.outcome = Outcome::Failed(e);
+        }
+        Ok(started)
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn fork_now(
+    there: OwnedFd,
+    job: Job,
+) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
+    // Fail closed: a process that cannot tell its thread count may have
+    // other threads, so it does not fork.
+    match sys::thread_count() {
+        Ok(1) => {}
+        Ok(threads) => return Err((Some(job), Error::ForkWithThreads { threads })),
+        Err(e) => {
+            let why = format!(
+                "refusing to fork: cannot tell whether this process has other threads \
+                 (/proc/self/task: {e}); use the forkserver or spawn start method"
+            );
+            return Err((Some(job), Error::Io(std::io::Error::new(e.kind(), why))));
+        }
+    }
+    // SAFETY: the process has one thread (checked just above, and nothing
+    // in this function starts one), so the child may run arbitrary code.
+    #[allow(unsafe_code)]
+    let forked = unsafe { sys::fork() };
+    match forked {
+        Ok(sys::Fork::Child) => {
+            // A panic from here on must not unwind into the parent's frames
+            // copied into this child: it aborts (`child_main` never returns).
+            let _abort = bootstrap::AbortOnUnwind;
+            bootstrap::forget_parent_channel_after_fork();
+            let body = match job {
+                Job::Closure(body) => Some(body),
+                Job::Entry { .. } => None,
+            };
+            bootstrap::child_main(there, body)
+        }
+        Ok(sys::Fork::Parent(pid)) => match sys::pidfd_open(pid) {
+            Ok(pidfd) => {
+                drop(there);
+                Ok((pid, pidfd, Some(job)))
+            }
+            Err(e) => Err((None, e.into())),
+        },
+        Err(e) => Err((Some(job), e.into())),
+    }
+}
