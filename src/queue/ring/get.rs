@@ -1,0 +1,183 @@
+//! The consumer's side: reading a record (or assembling a streamed item),
+//! freeing its bytes, and telling a dead producer's partial item from one
+//! on its way.
+#![allow(unsafe_code)]
+
+use super::*;
+
+impl<M: RingMem> Core<M> {
+    /// Gets one item and decodes it with `decode` (while holding the get
+    /// lock, straight from the ring when the record does not wrap).
+    pub(crate) fn get<T>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl Fn(&[u8], Vec<OwnedFd>) -> Result<T>,
+    ) -> std::result::Result<T, GetFail> {
+        let s = self.st();
+        let _held = take(&s.get_lock, deadline).ok_or(GetFail::Empty)?;
+        let mut partial: Option<Partial> = None;
+        let mut round = 0;
+        let mut check_at = Instant::now() + SLICE;
+        loop {
+            let h = s.head.load(Ordering::Relaxed);
+            let mut t = self.tail_seen.load(Ordering::Acquire);
+            if t.wrapping_sub(h) == 0 || t.wrapping_sub(h) > self.cap {
+                t = s.tail.load(Ordering::Acquire);
+                // Release: see `free_space`.
+                self.tail_seen.fetch_max(t, Ordering::Release);
+            }
+            if t == h {
+                if partial.is_some() {
+                    // Mid-item: the deadline no longer applies (chunks
+                    // already taken cannot be put back), but a dead
+                    // producer must not keep us here.
+                    if Instant::now() >= check_at {
+                        check_at = Instant::now() + SLICE;
+                        if self.producer_gone(h) {
+                            log::debug!("discarding a partial queue item: its producer died");
+                            partial = None;
+                            round = 0;
+                            continue;
+                        }
+                    }
+                } else if expired(deadline) {
+                    return Err(GetFail::Empty);
+                }
+                let until = if partial.is_some() { None } else { deadline };
+                pause(
+                    &s.data_seq,
+                    &s.get_waiters,
+                    || s.tail.load(Ordering::Acquire) != h,
+                    until,
+                    &mut round,
+                );
+                continue;
+            }
+            round = 0;
+            let avail = t.wrapping_sub(h);
+            let mut hb = [0u8; HDR as usize];
+            if avail > self.cap || avail < HDR {
+                return Err(self.corrupt(t));
+            }
+            self.read_at(h, &mut hb);
+            let clen = u64::from(u32::from_le_bytes(hb[0..4].try_into().expect("4")));
+            let word = u32::from_le_bytes(hb[4..8].try_into().expect("4"));
+            let seq = u64::from_le_bytes(hb[8..16].try_into().expect("8"));
+            let total = u64::from_le_bytes(hb[16..24].try_into().expect("8"));
+            let (flags, nfds) = (word & 0xff, (word >> 8) as usize);
+            let rec = HDR + pad8(clen);
+            if rec > avail || nfds > MAX_ITEM_FDS || clen > total {
+                return Err(self.corrupt(t));
+            }
+            let first = flags & F_FIRST != 0;
+            let last = flags & F_LAST != 0;
+            let fds_of = |n: usize| {
+                if flags & F_FDS != 0 {
+                    self.take_fds(seq, n)
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            if first && last {
+                if partial.take().is_some() {
+                    log::debug!("discarding a partial queue item: its producer died");
+                }
+                let out = fds_of(nfds).and_then(|fds| match self.slice_at(h + HDR, clen) {
+                    Some(bytes) => decode(bytes, fds),
+                    None => {
+                        let mut v = vec![0u8; clen as usize];
+                        self.read_at(h + HDR, &mut v);
+                        decode(&v, fds)
+                    }
+                });
+                self.consumed(h + rec, true);
+                return out.map_err(GetFail::Err);
+            }
+            if first {
+                if partial.is_some() {
+                    log::debug!("discarding a partial queue item: its producer died");
+                }
+                let mut buf = Vec::with_capacity(total.min(MAX_RESERVE) as usize);
+                self.append(&mut buf, h + HDR, clen);
+                partial = Some(Partial {
+                    seq,
+                    total,
+                    buf,
+                    fds: fds_of(nfds),
+                });
+                self.consumed(h + rec, true);
+                continue;
+            }
+            let mine = partial
+                .as_ref()
+                .is_some_and(|p| p.seq == seq && p.total == total);
+            if !mine {
+                // A chunk of an item whose start was taken by a consumer
+                // that died, or whose producer died: skip it.
+                self.consumed(h + rec, false);
+                continue;
+            }
+            let p = partial.as_mut().expect("checked");
+            if p.buf.len() as u64 + clen > p.total || (last && p.buf.len() as u64 + clen != p.total)
+            {
+                partial = None;
+                self.consumed(h + rec, false);
+                continue;
+            }
+            self.append(&mut p.buf, h + HDR, clen);
+            self.consumed(h + rec, false);
+            if last {
+                let p = partial.take().expect("checked");
+                return p
+                    .fds
+                    .and_then(|fds| decode(&p.buf, fds))
+                    .map_err(GetFail::Err);
+            }
+        }
+    }
+
+    pub(super) fn append(&self, buf: &mut Vec<u8>, pos: u64, n: u64) {
+        let old = buf.len();
+        buf.resize(old + n as usize, 0);
+        self.read_at(pos, &mut buf[old..]);
+    }
+
+    /// Publishes `head` (after the bytes before it were copied out).
+    #[inline]
+    pub(super) fn consumed(&self, new_head: u64, item_taken: bool) {
+        let s = self.st();
+        if item_taken {
+            // Before `head`: a consumer dying between the two makes `qsize`
+            // low by one, never high (which could block a bounded queue).
+            s.items_out.fetch_add(1, Ordering::Release);
+        }
+        s.head.store(new_head, Ordering::Release);
+        notify(&s.space_seq, &s.put_waiters);
+    }
+
+    /// A process broke the ring's format: drop everything published and
+    /// report it.
+    #[cold]
+    pub(super) fn corrupt(&self, tail: u64) -> GetFail {
+        let s = self.st();
+        s.items_out
+            .store(s.items_in.load(Ordering::Acquire), Ordering::Release);
+        s.head.store(tail, Ordering::Release);
+        notify(&s.space_seq, &s.put_waiters);
+        GetFail::Err(Error::BadFrame(
+            "queue ring holds a malformed record; queued items were discarded".into(),
+        ))
+    }
+
+    /// Mid-item with nothing published past `h`: whether the item's producer
+    /// is gone (the put lock is free, or its holder is dead, and still no
+    /// data came).
+    pub(super) fn producer_gone(&self, h: u64) -> bool {
+        let s = self.st();
+        if s.put_lock.try_lock().is_none() {
+            return false;
+        }
+        let _held = Held(&s.put_lock);
+        s.tail.load(Ordering::Acquire) == h
+    }
+}
