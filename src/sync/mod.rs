@@ -3,7 +3,7 @@
 //! (Python's `multiprocessing.Lock`, …).
 //!
 //! Each primitive lives in its own anonymous shared segment (a `memfd`, see
-//! `shm/segment.rs`) and sleeps on futexes without `FUTEX_PRIVATE_FLAG`, so
+//! `mem/segment.rs`) and sleeps on futexes without `FUTEX_PRIVATE_FLAG`, so
 //! it works between any processes that hold it: pass it in
 //! [`Process`](crate::Process) arguments or send it on a
 //! [`Connection`](crate::Connection) and the receiver maps the same memory.
@@ -14,7 +14,7 @@
 //! A [`Lock`] or [`RLock`] whose holder dies, even by `SIGKILL`, is handed
 //! to the next acquirer with [`LockError::OwnerDied`], which carries the
 //! guard (the lock is held) so that it can repair the protected state and go
-//! on. See `sync/raw.rs` for the state table and the waiting protocol.
+//! on. See `mem/robust_lock.rs` for the state table and the waiting protocol.
 //!
 //! Waiting is designed so that an async layer can later await the same
 //! futex words (through `futex_waitv` or an eventfd beside them) without
