@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::*;
+use crate::codec::le;
 
 impl<M: RingMem> Core<M> {
     /// Sends an item's descriptors, tagged with its sequence number, in
@@ -39,7 +40,7 @@ impl<M: RingMem> Core<M> {
             let mut q = VecDeque::new();
             match sys::recv_msg_into(self.fd_rx.as_fd(), &mut tag, &mut q, true) {
                 Ok(16) => {
-                    let s = u64::from_le_bytes(tag[..8].try_into().expect("8 bytes"));
+                    let s = le::u64_at(&tag, 0);
                     if s == seq {
                         got.extend(q);
                     } else if seq.wrapping_sub(s) < u64::MAX / 2 {

@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 use super::*;
+use crate::codec::le;
 
 impl<M: RingMem> Core<M> {
     /// Gets one item and decodes it with `decode` (while holding the get
@@ -60,10 +61,10 @@ impl<M: RingMem> Core<M> {
                 return Err(self.corrupt(t));
             }
             self.read_at(h, &mut hb);
-            let clen = u64::from(u32::from_le_bytes(hb[0..4].try_into().expect("4")));
-            let word = u32::from_le_bytes(hb[4..8].try_into().expect("4"));
-            let seq = u64::from_le_bytes(hb[8..16].try_into().expect("8"));
-            let total = u64::from_le_bytes(hb[16..24].try_into().expect("8"));
+            let clen = u64::from(le::u32_at(&hb, 0));
+            let word = le::u32_at(&hb, 4);
+            let seq = le::u64_at(&hb, 8);
+            let total = le::u64_at(&hb, 16);
             let (flags, nfds) = (word & 0xff, (word >> 8) as usize);
             let rec = HDR + pad8(clen);
             if rec > avail || nfds > MAX_ITEM_FDS || clen > total {
