@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 type ChunkSource = Box<dyn FnMut(usize) -> Option<Result<(Vec<u8>, Vec<OwnedFd>)>>>;
 
 /// The iterator of [`Pool::imap`], [`Pool::imap_unordered`] and
-/// [`Executor::map`]: yields each result (or the error of its task, as
+/// [`Executor::map`](crate::Executor::map): yields each result (or the error of its task, as
 /// [`Error::Task`] naming the input item).
 ///
 /// [`timeout`](Self::timeout) / [`deadline`](Self::deadline) bound the

@@ -50,7 +50,7 @@ use worker::{TaskEntry, task_entry_offset};
 ///
 /// Functions given to it are `fn` items or capture-free closures, as for
 /// [`Process::new`](crate::Process::new); arguments are tuples of serde
-/// values and may carry handles ([`Connection`], [`Handle`](crate::Handle)).
+/// values and may carry handles ([`Connection`](crate::Connection), [`Handle`](crate::Handle)).
 ///
 /// Faults stay with their task: a worker killed or crashed while running a
 /// task fails that task with [`Error::WorkerLost`] (the signal or exit code

@@ -49,7 +49,7 @@ pub fn get_start_method() -> StartMethod {
 /// Sets the default start method, once (Python's `set_start_method`).
 ///
 /// # Errors
-/// [`Error::State`] if it was already set; use [`Context`]s to mix methods.
+/// [`Error::State`] if it was already set; use [`Context`](crate::Context)s to mix methods.
 pub fn set_start_method(method: StartMethod) -> Result<()> {
     let mut m = DEFAULT_METHOD.lock().unwrap_or_else(|e| e.into_inner());
     if m.is_some() {

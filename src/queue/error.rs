@@ -25,7 +25,7 @@ pub enum PutError<T> {
     /// No room before the timeout (or at once for `put_nowait`): Python's
     /// `queue.Full`.
     Full(T),
-    /// This handle was closed with [`Queue::close`].
+    /// This handle was closed with [`Queue::close`](crate::Queue::close).
     Closed(T),
     /// The item could not be encoded, or an OS call failed.
     Failed(T, Error),

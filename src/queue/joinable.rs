@@ -106,7 +106,7 @@ impl<T> JoinableQueue<T> {
     /// Marks one task done (one item taken earlier has been processed).
     ///
     /// # Errors
-    /// [`Error::State`] when called more times than items were put (Python's
+    /// [`Error::State`](crate::Error::State) when called more times than items were put (Python's
     /// `ValueError`).
     ///
     /// # Examples
