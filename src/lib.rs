@@ -212,6 +212,7 @@ pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
+pub use process::limits::{Limit, Limits, ResourceUsage};
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod,
     Target, active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,

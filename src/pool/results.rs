@@ -285,6 +285,7 @@ pub(crate) fn at_item(index: usize, e: Error) -> Error {
         Error::Panicked(_)
         | Error::WorkerLost { .. }
         | Error::TaskTimeout(_)
+        | Error::LimitExceeded { .. }
         | Error::Encode(_)
         | Error::Decode(_)
         | Error::Bootstrap(_) => Error::Task {
