@@ -275,19 +275,20 @@ impl PoolBuilder {
     /// ```
     /// use multiproc::{Error, Limit, Limits, Pool};
     ///
-    /// fn hog(mib: usize) -> usize {
-    ///     let v = vec![1u8; mib << 20];
-    ///     std::hint::black_box(v).len()
+    /// /// Holds `blocks` blocks of 64 MiB at once.
+    /// fn hog(blocks: usize) -> usize {
+    ///     let held: Vec<Vec<u8>> = (0..blocks).map(|_| vec![1u8; 64 << 20]).collect();
+    ///     std::hint::black_box(held).len()
     /// }
     ///
     /// let pool = Pool::builder()
     ///     .processes(1)
     ///     .worker_limits(Limits::new().memory(512 << 20))
     ///     .build()?;
-    /// let err = pool.apply(hog, (2048,)).unwrap_err();
+    /// let err = pool.apply(hog, (100,)).unwrap_err();
     /// assert!(matches!(err, Error::LimitExceeded { limit: Limit::Memory(_), .. }));
     /// // The worker was replaced; the next task runs.
-    /// assert_eq!(pool.apply(hog, (1,))?, 1 << 20);
+    /// assert_eq!(pool.apply(hog, (1,))?, 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn worker_limits(mut self, limits: crate::Limits) -> Self {

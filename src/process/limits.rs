@@ -12,7 +12,12 @@
 //!   SIGABRT handler installed with the limit notes, when the abort follows
 //!   an out-of-memory failure (`errno` is `ENOMEM`), that the limit was hit
 //!   and writes that on a pipe to the parent, which then reports
-//!   [`Limit::Memory`] instead of a bare SIGABRT.
+//!   [`Limit::Memory`] instead of a bare SIGABRT. One case escapes it: with
+//!   `RUST_BACKTRACE` set, std prints a backtrace between the failure and
+//!   the abort; when there is memory enough for that (a single huge
+//!   request, far above what is left) and a system call made while printing
+//!   fails, `errno` no longer tells, and the child is reported as killed by
+//!   SIGABRT.
 //! * **CPU time**: `RLIMIT_CPU`, in whole seconds (rounded up). When it is
 //!   used up the kernel sends SIGXCPU, which ends the process; for a
 //!   [`Process`](crate::Process) the hard limit is one second later (SIGKILL
@@ -44,7 +49,13 @@ use std::time::Duration;
 ///
 /// * [`memory`](Self::memory) caps the child's address space (`RLIMIT_AS`),
 ///   so it counts reserved as well as resident memory: leave tens of MiB of
-///   headroom for thread stacks and allocator arenas.
+///   headroom for thread stacks and allocator arenas. An allocation past it
+///   aborts the child; the abort is recognised by the `ENOMEM` left by the
+///   failed allocation. With `RUST_BACKTRACE` set, std prints a backtrace
+///   between the failure and the abort; when that printing finds memory
+///   enough (a single request far larger than what was left) and one of its
+///   system calls fails, the cause can no longer be told and the child is
+///   reported as killed by SIGABRT. cgroup memory limits are not used.
 /// * [`cpu_time`](Self::cpu_time) caps user + system CPU time
 ///   (`RLIMIT_CPU`), in whole seconds, rounded up.
 ///
