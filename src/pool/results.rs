@@ -487,9 +487,12 @@ impl<T> AsyncResult<T> {
     /// chunks added up and the largest peak. `None` before it finished, or
     /// when it never ran (cancelled, pool terminated).
     ///
-    /// The worker's peak-memory mark is reset before each task (Linux
-    /// 4.0 and later), so the peak is the task's own, plus what the worker
-    /// held when it started it. A worker started with
+    /// The worker's peak-memory mark is reset (Linux 4.0 and later) before
+    /// a task whenever the task before it moved the mark, so the peak is
+    /// the largest of what the worker held when the task started, what the
+    /// task reached, and, after a run of tasks with the same peak, that
+    /// peak. The CPU time includes the worker's own few microseconds of
+    /// handling per task. A worker started with
     /// [`StartMethod::Spawn`](crate::StartMethod::Spawn) never reports less
     /// than the peak of the program it was started from, which the kernel
     /// counts for the new program. When the task's worker died (a limit,

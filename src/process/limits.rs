@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Resource limits for a [`Process`](crate::Process) (see
@@ -346,11 +346,32 @@ fn reset_peak_rss() -> bool {
     rustix::io::write(f, b"5").is_ok()
 }
 
-/// In a pool worker, before a task: resets the peak-RSS mark, arms the
-/// per-task CPU limit, and returns the CPU time used so far.
+/// CPU time (ns) this worker had used when its last task ended
+/// (`u64::MAX`: no task yet).
+static LAST_CPU_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The peak RSS reported for the last task (`u64::MAX`: none yet).
+static LAST_PEAK: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Whether the peak-RSS mark is reset before the next task.
+static RESET_PEAK: AtomicBool = AtomicBool::new(true);
+
+/// In a pool worker, before a task: resets the peak-RSS mark when the last
+/// task moved it, arms the per-task CPU limit, and returns the CPU time
+/// used so far.
+///
+/// One system call per task in the steady state (the `getrusage` of
+/// [`task_end`]): the CPU time at the end of one task is the start of the
+/// next (so the worker's own few microseconds between tasks count towards
+/// the next task), and the peak mark is reset only after a task whose peak
+/// differed from the one before it. When it did not, the mark is that
+/// same peak, which the next task's figure then includes.
 pub(crate) fn task_start() -> Duration {
-    reset_peak_rss();
-    let used = self_usage().cpu_time;
+    if RESET_PEAK.load(Ordering::Relaxed) {
+        reset_peak_rss();
+    }
+    let used = match LAST_CPU_NS.load(Ordering::Relaxed) {
+        u64::MAX => self_usage().cpu_time,
+        ns => Duration::from_nanos(ns),
+    };
     let limit = TASK_CPU_NS.load(Ordering::Relaxed);
     if limit != 0 {
         let soft = whole_seconds(used + Duration::from_nanos(limit));
@@ -363,6 +384,10 @@ pub(crate) fn task_start() -> Duration {
 /// returned `cpu_before`: what the task used.
 pub(crate) fn task_end(cpu_before: Duration) -> ResourceUsage {
     let now = self_usage();
+    let ns = u64::try_from(now.cpu_time.as_nanos()).unwrap_or(u64::MAX - 1);
+    LAST_CPU_NS.store(ns, Ordering::Relaxed);
+    let prev = LAST_PEAK.swap(now.peak_rss, Ordering::Relaxed);
+    RESET_PEAK.store(prev != now.peak_rss, Ordering::Relaxed);
     ResourceUsage {
         cpu_time: now.cpu_time.saturating_sub(cpu_before),
         peak_rss: now.peak_rss,
