@@ -25,9 +25,12 @@
 //!   task to the CPU time it has used so far plus the limit, so the limit is
 //!   per task.
 //!
-//! cgroup v2 memory limits are not used: `RLIMIT_AS` caps address space,
-//! not resident memory, so leave headroom for what the runtime reserves
-//! (thread stacks, allocator arenas: tens of MiB).
+//! cgroup v2 memory limits are not used (where this was built, the memory
+//! controller sits on a cgroup v1 hierarchy and the v2 hierarchy has none):
+//! `RLIMIT_AS` caps address space, not resident memory, so leave headroom
+//! for what the runtime reserves (thread stacks, allocator arenas: tens of
+//! MiB). Children the target starts inherit the limits, the handler and
+//! the marker pipe.
 #![allow(unsafe_code)]
 
 use crate::codec::Handle;
