@@ -113,6 +113,24 @@ pub enum Error {
     /// replaced.
     #[error("the task timed out after {0:?}; its worker was killed and replaced")]
     TaskTimeout(std::time::Duration),
+    /// A child process, or the pool worker running this task, ran past one
+    /// of its [`Limits`](crate::Limits) and was stopped (a pool worker is
+    /// replaced).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Limit};
+    /// let e = Error::LimitExceeded { limit: Limit::Memory(256 << 20), usage: None };
+    /// assert!(e.to_string().contains("memory limit of 256 MiB"));
+    /// ```
+    #[error("ran past its {limit} and was stopped")]
+    LimitExceeded {
+        /// Which limit.
+        limit: crate::Limit,
+        /// What the process used until it was stopped (for a pool worker:
+        /// over its whole life), when known.
+        usage: Option<crate::ResourceUsage>,
+    },
     /// An argument is out of its allowed range (Python's `ValueError`), e.g.
     /// a pool of 0 processes or a chunk size of 0.
     #[error("invalid argument: {0}")]
@@ -333,6 +351,10 @@ enum WireError {
         exitcode: i32,
     },
     TaskTimeout(std::time::Duration),
+    LimitExceeded {
+        limit: crate::Limit,
+        usage: Option<crate::ResourceUsage>,
+    },
     InvalidArgument(String),
     PoolTerminated,
     Cancelled,
@@ -413,6 +435,10 @@ impl Serialize for Error {
                 exitcode: *exitcode,
             },
             Error::TaskTimeout(d) => WireError::TaskTimeout(*d),
+            Error::LimitExceeded { limit, usage } => WireError::LimitExceeded {
+                limit: *limit,
+                usage: *usage,
+            },
             Error::InvalidArgument(m) => WireError::InvalidArgument(m.clone()),
             Error::PoolTerminated => WireError::PoolTerminated,
             Error::Cancelled => WireError::Cancelled,
@@ -466,6 +492,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Address(m) => Error::Address(m),
             WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
             WireError::TaskTimeout(d) => Error::TaskTimeout(d),
+            WireError::LimitExceeded { limit, usage } => Error::LimitExceeded { limit, usage },
             WireError::InvalidArgument(m) => Error::InvalidArgument(m),
             WireError::PoolTerminated => Error::PoolTerminated,
             WireError::Cancelled => Error::Cancelled,
@@ -585,6 +612,13 @@ mod tests {
                 exitcode: -9,
             },
             Error::TaskTimeout(std::time::Duration::from_millis(1500)),
+            Error::LimitExceeded {
+                limit: crate::Limit::CpuTime(std::time::Duration::from_secs(2)),
+                usage: Some(crate::ResourceUsage {
+                    cpu_time: std::time::Duration::from_millis(2100),
+                    peak_rss: 1 << 20,
+                }),
+            },
             Error::InvalidArgument("x".into()),
             Error::Closed,
         ];
@@ -653,6 +687,10 @@ pub(crate) fn copy_error(e: &Error) -> Error {
             exitcode: *exitcode,
         },
         E::TaskTimeout(d) => E::TaskTimeout(*d),
+        E::LimitExceeded { limit, usage } => E::LimitExceeded {
+            limit: *limit,
+            usage: *usage,
+        },
         E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
         E::PoolTerminated => E::PoolTerminated,
         E::Cancelled => E::Cancelled,

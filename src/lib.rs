@@ -78,6 +78,7 @@
 //! | `AsyncResult.get(timeout)`, `wait(timeout)`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout) / [`get_deadline`](AsyncResult::get_deadline) / [`try_get`](AsyncResult::try_get), [`wait`](AsyncResult::wait) (`_timeout`, `_deadline`), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
+//! | no resource limits in Python (`resource.setrlimit` by hand in an initializer; a task that hits one kills its worker) | [`Limits`] on [`Process::limits`] and [`PoolBuilder::worker_limits`] (memory per worker, CPU time per task): [`Error::LimitExceeded`] names the [`Limit`]; [`Process::usage`], [`AsyncResult::usage`], [`TaskFuture::usage`] report CPU time and peak RSS ([`ResourceUsage`]) |
 //! | `ProcessPoolExecutor(max_workers)`, `submit`, `map(timeout=)` | [`Executor::new`] / [`Executor::with_default_size`], [`Executor::submit`], [`Executor::map`], [`Executor::map_timeout`] |
 //! | `shutdown(wait=True, cancel_futures=False)` | [`Executor::shutdown`], [`Executor::shutdown_with`]`(`[`Shutdown`]` { wait, cancel_futures })` |
 //! | `terminate_workers()`, `kill_workers()` (3.14) | [`Executor::terminate_workers`], [`Executor::kill_workers`] |
@@ -212,6 +213,7 @@ pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
+pub use process::limits::{Limit, Limits, ResourceUsage};
 pub use process::{
     ActiveChild, Context, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod,
     Target, active_children, cpu_count, current_process, exit, get_all_start_methods, get_context,

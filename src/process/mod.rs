@@ -5,6 +5,7 @@ pub(crate) mod bootstrap;
 pub(crate) mod child;
 pub(crate) mod current;
 pub(crate) mod forkserver;
+pub(crate) mod limits;
 mod target;
 
 pub use current::{ParentProcess, ProcessInfo, current_process, parent_process};
@@ -434,6 +435,11 @@ struct Started<R> {
     child: Arc<ChildShared>,
     chan: Option<Connection>,
     outcome: Outcome<R>,
+    /// The limits the child runs under and the parent's end of its marker
+    /// pipe (see [`limits`]).
+    limits: Option<(limits::Limits, OwnedFd)>,
+    /// The limit the child ran into, decided once it has been reaped.
+    verdict: std::sync::OnceLock<Option<limits::Limit>>,
 }
 
 enum State<R> {
@@ -475,6 +481,7 @@ pub struct Process<R = ()> {
     identity: Vec<u32>,
     daemon: Option<bool>,
     method: Option<StartMethod>,
+    limits: Option<limits::Limits>,
     state: State<R>,
     _result: PhantomData<fn() -> R>,
 }
@@ -561,6 +568,7 @@ where
             identity,
             daemon: None,
             method: None,
+            limits: None,
             state: State::New(Exclusive::new(job)),
             _result: PhantomData,
         }
@@ -587,6 +595,58 @@ impl<R> Process<R> {
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
+    }
+
+    /// Sets resource limits (memory, CPU time) that the child applies to
+    /// itself before its target runs, with any start method. A child that
+    /// runs past one ends, and [`take_result`](Self::take_result) returns
+    /// [`Error::LimitExceeded`] naming the limit. See [`Limits`](crate::Limits).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Limit, Limits, Process};
+    /// use std::time::Duration;
+    ///
+    /// fn spin() -> u64 {
+    ///     let mut x = 0u64;
+    ///     loop {
+    ///         x = std::hint::black_box(x.wrapping_add(1));
+    ///     }
+    /// }
+    ///
+    /// let mut p = Process::new(spin, ()).limits(Limits::new().cpu_time(Duration::from_secs(1)));
+    /// p.start()?;
+    /// p.join()?;
+    /// let err = p.take_result().unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { limit: Limit::CpuTime(_), .. }));
+    /// assert!(p.usage().unwrap().cpu_time >= Duration::from_secs(1));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// What the child used (CPU time, peak resident memory), once it has
+    /// ended and been reaped ([`join`](Self::join), [`exitcode`](Self::exitcode)
+    /// or [`is_alive`](Self::is_alive) seeing it gone); `None` before.
+    ///
+    /// # Examples
+    /// See [`ResourceUsage`](crate::ResourceUsage).
+    pub fn usage(&self) -> Option<limits::ResourceUsage> {
+        let s = self.started().ok()?;
+        s.child.try_status().ok().flatten()?;
+        s.child.usage()
+    }
+
+    /// The limit set with [`limits`](Self::limits) that the child ran into,
+    /// once it has ended; `None` while it runs or when it ended otherwise.
+    pub fn limit_exceeded(&self) -> Option<limits::Limit> {
+        let s = self.started().ok()?;
+        let status = s.child.try_status().ok().flatten()?;
+        let (l, marker) = s.limits.as_ref()?;
+        *s.verdict
+            .get_or_init(|| limits::verdict(l, marker, status, s.child.usage()))
     }
 
     /// Changes the name; allowed at any time, as in Python.
@@ -796,6 +856,11 @@ impl<R: DeserializeOwned> Process<R> {
             Job::Entry { offset, .. } => Some(*offset),
             Job::Closure(_) => None,
         };
+        let (child_limits, marker) = match self.limits.as_ref().map(limits::Limits::arm) {
+            Some(Ok(Some((c, m)))) => (Some(c), Some(m)),
+            Some(Err(e)) => return Err((Some(job), e.into())),
+            _ => (None, None),
+        };
         let self_pidfd = match current::self_pidfd() {
             Ok(fd) => fd,
             Err(e) => return Err((Some(job), e)),
@@ -825,7 +890,7 @@ impl<R: DeserializeOwned> Process<R> {
         };
         // Built after the launch so that a fork server started by it is
         // shared with the child too.
-        let header = Header::new(
+        let mut header = Header::new(
             entry,
             self.name.clone(),
             daemon,
@@ -838,6 +903,7 @@ impl<R: DeserializeOwned> Process<R> {
                 .then(forkserver::client_for_child)
                 .flatten(),
         );
+        header.limits = child_limits;
         let child = Arc::new(ChildShared::new(
             pid,
             self.name.clone(),
@@ -850,6 +916,8 @@ impl<R: DeserializeOwned> Process<R> {
             child,
             chan: Some(chan),
             outcome: Outcome::Pending,
+            limits: self.limits.clone().zip(marker),
+            verdict: std::sync::OnceLock::new(),
         };
         // Hand the child its header and arguments. If this fails the child
         // is already running and will fail its bootstrap; join reports it.
@@ -959,11 +1027,23 @@ impl<R: DeserializeOwned> Process<R> {
     ///
     /// # Errors
     /// [`Error::Panicked`] with the child's panic message and location;
+    /// [`Error::LimitExceeded`] when it ran past one of its
+    /// [`limits`](Self::limits);
     /// [`Error::Killed`] naming the signal when the child was killed;
     /// [`Error::Exited`] when it exited without a result (e.g. through
     /// [`exit`]); [`Error::Bootstrap`] when it could not start;
     /// [`Error::State`] before the child was joined or when already taken.
     pub fn take_result(&mut self) -> Result<R> {
+        if let Some(limit) = self.limit_exceeded() {
+            let s = self.started_mut()?;
+            if s.chan.is_none() && !matches!(s.outcome, Outcome::Taken) {
+                s.outcome = Outcome::Taken;
+                return Err(Error::LimitExceeded {
+                    limit,
+                    usage: s.child.usage(),
+                });
+            }
+        }
         let s = self.started_mut()?;
         let status = match s.child.try_status()? {
             Some(st) if s.chan.is_none() => st,
