@@ -358,6 +358,8 @@ pub(crate) struct Core<M: RingMem = Shared<QueueState>> {
     /// process) for the next get through this view; see [`Core::get`].
     /// Locked only to put an item in or take it out (no waiting inside).
     parked: Mutex<Option<Parked>>,
+    /// Whether `parked` may hold an item (looked at before the mutex).
+    has_parked: std::sync::atomic::AtomicBool,
 }
 
 /// A streamed item waiting in [`Core::parked`].
@@ -443,6 +445,7 @@ impl<M: RingMem> Core<M> {
             fd_rx,
             notify,
             parked: Mutex::new(None),
+            has_parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -890,7 +893,12 @@ impl<M: RingMem> Core<M> {
     /// The item parked by a get through this view, if any; the caller then
     /// holds the consumer lock.
     fn unpark(&self) -> Option<Partial> {
+        if !self.has_parked.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let mut slot = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_parked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let p = slot.take()?;
         if p.owner != raw::me() {
             // A copy inherited through fork: the lock is the parent's.
@@ -908,6 +916,8 @@ impl<M: RingMem> Core<M> {
             item,
             owner: raw::me(),
         });
+        self.has_parked
+            .store(true, std::sync::atomic::Ordering::Release);
         // The lock stays held for the parked item until a get resumes it
         // or this view is dropped.
         std::mem::forget(held);
