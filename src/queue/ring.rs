@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::shm::segment::{Shared, ShmLayout};
-use crate::sync::raw::{Acquired, RawLock, SLICE};
+use crate::sync::raw::{self, Acquired, RawLock, SLICE};
 use crate::sync::shim::{self, futex_wait, futex_wake_all};
 use crate::sync::shim::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sys;
@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Size of a record header: chunk length (`u32`), flags and descriptor
@@ -209,6 +210,20 @@ fn pause(
     waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// The deadline for one wait on the consumer lock while this process holds
+/// it: at most a slice, see [`Core::take_get`]. (Under the model checker no
+/// get has a deadline, so nothing is ever parked: wait as asked.)
+#[cfg(not(all(loom, test)))]
+fn park_slice(deadline: Option<Instant>) -> Option<Instant> {
+    let slice = Instant::now() + SLICE;
+    Some(deadline.map_or(slice, |d| d.min(slice)))
+}
+
+#[cfg(all(loom, test))]
+fn park_slice(deadline: Option<Instant>) -> Option<Instant> {
+    deadline
+}
+
 /// Wakes the sleepers on `word` if there may be any. Called after the
 /// state they wait for was published; the SeqCst fence pairs with the one in
 /// [`pause`] so that either the sleeper sees the new state or we see it.
@@ -320,7 +335,7 @@ unsafe impl RingMem for Shared<QueueState> {
 
 /// One process's view of a queue: the mapped segment and the descriptors
 /// every holder keeps.
-pub(crate) struct Core<M = Shared<QueueState>> {
+pub(crate) struct Core<M: RingMem = Shared<QueueState>> {
     mem: M,
     /// Ring size, read once and checked (never re-read from shared memory).
     cap: u64,
@@ -338,6 +353,21 @@ pub(crate) struct Core<M = Shared<QueueState>> {
     head_seen: AtomicU64,
     /// The last `tail` this process's consumers saw, likewise.
     tail_seen: AtomicU64,
+    /// A streamed item a get through this view had started when its
+    /// deadline passed, kept with the consumer lock (still held by this
+    /// process) for the next get through this view; see [`Core::get`].
+    /// Locked only to put an item in or take it out (no waiting inside).
+    parked: Mutex<Option<Parked>>,
+    /// Whether `parked` may hold an item (looked at before the mutex).
+    has_parked: std::sync::atomic::AtomicBool,
+}
+
+/// A streamed item waiting in [`Core::parked`].
+struct Parked {
+    item: Partial,
+    /// This process as the consumer lock's owner ([`raw::me`]) when the
+    /// item was parked: a forked child's copy of the view is not the owner.
+    owner: u64,
 }
 
 /// A streamed item being assembled by a consumer.
@@ -414,6 +444,8 @@ impl<M: RingMem> Core<M> {
             fd_tx,
             fd_rx,
             notify,
+            parked: Mutex::new(None),
+            has_parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -612,10 +644,23 @@ impl<M: RingMem> Core<M> {
         }
     }
 
+    /// Uncounts the task of an item withdrawn mid-stream (counted by
+    /// [`task_added`](Self::task_added), never to be delivered).
+    #[cold]
+    fn task_withdrawn(&self) {
+        if self.joinable {
+            let s = self.st();
+            if s.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
+                notify(&s.join_seq, &s.join_waiters);
+            }
+        }
+    }
+
     /// Puts one encoded item. `deadline`: `None` waits as long as it takes;
-    /// a past instant does not wait. The deadline applies until the item
-    /// starts to enter the ring; a streamed item is then finished whatever
-    /// the time.
+    /// a past instant does not wait. An item larger than the ring streams;
+    /// when the deadline passes in the middle, the item is withdrawn (see
+    /// the comment there) and the put fails with [`PutFail::Full`]; a
+    /// no-wait put of such an item fails at once.
     pub(crate) fn put(
         &self,
         bytes: &[u8],
@@ -653,9 +698,28 @@ impl<M: RingMem> Core<M> {
         // Stream the item in chunks while consumers drain it. Wait for a
         // quarter of the ring at a time, so that chunks stay large.
         let want = pad8((self.cap / 4).max(HDR + 8));
+        if expired(deadline) {
+            // An item larger than the ring cannot go in without waiting for
+            // a consumer: a no-wait put fails before publishing anything.
+            return Err(PutFail::Full);
+        }
         let mut off = 0u64;
         while off < len || off == 0 {
-            let free = self.wait_space(want, if off == 0 { deadline } else { None })?;
+            let free = match self.wait_space(want, deadline) {
+                Ok(free) => free,
+                Err(PutFail::Full) if off > 0 => {
+                    // The deadline passed mid-item: withdraw the item. The
+                    // put lock is released on return with nothing published
+                    // past the last chunk, which consumers read as an item
+                    // whose producer is gone (as if it had died): they drop
+                    // the part they took, or skip it. The caller gets the
+                    // item back, so its task is not counted either.
+                    self.task_withdrawn();
+                    log::debug!("queue put timed out mid-item: item withdrawn");
+                    return Err(PutFail::Full);
+                }
+                Err(e) => return Err(e),
+            };
             if off == 0 {
                 self.send_fds(seq, fds).map_err(PutFail::Err)?;
                 self.task_added();
@@ -794,16 +858,88 @@ impl<M: RingMem> Core<M> {
         Ok(got)
     }
 
+    /// Takes the consumer lock for a get, or the item a get through this
+    /// view parked with it (see [`get`](Self::get)).
+    fn take_get(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(Held<'_>, Option<Partial>), GetFail> {
+        let s = self.st();
+        // The lock free: nothing is parked (a parked item keeps it held).
+        if s.get_lock.try_lock_fast() {
+            return Ok((Held(&s.get_lock), None));
+        }
+        loop {
+            if let Some(p) = self.unpark() {
+                return Ok((Held(&s.get_lock), Some(p)));
+            }
+            // While this process holds the lock, a get through this view
+            // may park an item, which no unlock announces: wait a slice at
+            // a time and look again.
+            let until = if s.get_lock.held_by_me() {
+                park_slice(deadline)
+            } else {
+                deadline
+            };
+            if let Some(held) = take(&s.get_lock, until) {
+                return Ok((held, None));
+            }
+            if expired(deadline) {
+                return Err(GetFail::Empty);
+            }
+        }
+    }
+
+    /// The item parked by a get through this view, if any; the caller then
+    /// holds the consumer lock.
+    fn unpark(&self) -> Option<Partial> {
+        if !self.has_parked.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_parked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let p = slot.take()?;
+        if p.owner != raw::me() {
+            // A copy inherited through fork: the lock is the parent's.
+            return None;
+        }
+        Some(p.item)
+    }
+
+    /// Parks a streamed item whose get's deadline passed, with the consumer
+    /// lock `held`, for the next get through this view.
+    #[cold]
+    fn park(&self, item: Partial, held: Held<'_>) {
+        let mut slot = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Parked {
+            item,
+            owner: raw::me(),
+        });
+        self.has_parked
+            .store(true, std::sync::atomic::Ordering::Release);
+        // The lock stays held for the parked item until a get resumes it
+        // or this view is dropped.
+        std::mem::forget(held);
+    }
+
     /// Gets one item and decodes it with `decode` (while holding the get
     /// lock, straight from the ring when the record does not wrap).
+    ///
+    /// An item larger than the ring streams. When the deadline passes in
+    /// the middle of one, this returns [`GetFail::Empty`] and parks the part
+    /// taken in this view, which keeps the consumer lock: the next get
+    /// through this view (any thread) resumes the item, other consumers
+    /// wait for the lock (within their deadlines). Dropping the view with an
+    /// item parked drops the item and releases the lock, as a consumer that
+    /// dies mid-item would (the next consumer skips the rest of the item).
     pub(crate) fn get<T>(
         &self,
         deadline: Option<Instant>,
         decode: impl Fn(&[u8], Vec<OwnedFd>) -> Result<T>,
     ) -> std::result::Result<T, GetFail> {
         let s = self.st();
-        let _held = take(&s.get_lock, deadline).ok_or(GetFail::Empty)?;
-        let mut partial: Option<Partial> = None;
+        let (held, mut partial) = self.take_get(deadline)?;
         let mut round = 0;
         let mut check_at = Instant::now() + SLICE;
         loop {
@@ -816,27 +952,32 @@ impl<M: RingMem> Core<M> {
             }
             if t == h {
                 if partial.is_some() {
-                    // Mid-item: the deadline no longer applies (chunks
-                    // already taken cannot be put back), but a dead
-                    // producer must not keep us here.
-                    if Instant::now() >= check_at {
+                    // Mid-item: a producer that died, or withdrew the item
+                    // (its put's deadline passed), must not keep us here.
+                    let late = expired(deadline);
+                    if late || Instant::now() >= check_at {
                         check_at = Instant::now() + SLICE;
                         if self.producer_gone(h) {
-                            log::debug!("discarding a partial queue item: its producer died");
+                            log::debug!("discarding a partial queue item: its producer left");
                             partial = None;
                             round = 0;
                             continue;
                         }
                     }
+                    if late {
+                        // Chunks taken cannot be put back: keep them, and
+                        // the lock, for the next get through this view.
+                        self.park(partial.take().expect("checked"), held);
+                        return Err(GetFail::Empty);
+                    }
                 } else if expired(deadline) {
                     return Err(GetFail::Empty);
                 }
-                let until = if partial.is_some() { None } else { deadline };
                 pause(
                     &s.data_seq,
                     &s.get_waiters,
                     || s.tail.load(Ordering::Acquire) != h,
-                    until,
+                    deadline,
                     &mut round,
                 );
                 continue;
@@ -959,7 +1100,7 @@ impl<M: RingMem> Core<M> {
 
     /// Mid-item with nothing published past `h`: whether the item's producer
     /// is gone (the put lock is free, or its holder is dead, and still no
-    /// data came).
+    /// data came): it died, or its deadline passed and it withdrew the item.
     fn producer_gone(&self, h: u64) -> bool {
         let s = self.st();
         if s.put_lock.try_lock().is_none() {
@@ -1025,6 +1166,21 @@ impl<M: RingMem> Core<M> {
             );
         }
         true
+    }
+}
+
+impl<M: RingMem> Drop for Core<M> {
+    fn drop(&mut self) {
+        let slot = self.parked.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.take() {
+            // Like a consumer that dies mid-item: the item is lost, and the
+            // next consumer skips its rest. (Not the lock of a parent this
+            // process was forked from, though.)
+            log::debug!("queue handle dropped in the middle of an item: item dropped");
+            if p.owner == raw::me() {
+                self.mem.state().get_lock.unlock_if_owner(p.owner);
+            }
+        }
     }
 }
 
