@@ -399,7 +399,7 @@ fn consumer_killed_mid_get() -> Result<()> {
     // a thousand chunks and blocks until a consumer drains it.
     let mut prod = Process::new(put_msgs, (q.clone(), vec![(1, 64 << 20), (2, 0)]));
     prod.start()?;
-    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    assert!(eventually(secs(60.0), || q.qsize() == 1));
     // A consumer that starts taking it; kill it once it has taken the first
     // chunk (the item count drops) and before it could finish.
     let mut c = Process::new(get_one, (q.clone(),));
@@ -449,7 +449,7 @@ fn producer_killed_mid_put() -> Result<()> {
     prod.start()?;
     // The item has started to enter the ring (counted) and cannot be
     // complete: it is 64 times the ring and nobody consumes.
-    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    assert!(eventually(secs(60.0), || q.qsize() == 1));
     std::thread::sleep(Duration::from_millis(50));
     prod.kill()?;
     prod.join()?;
