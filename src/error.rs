@@ -147,6 +147,17 @@ pub enum Error {
     /// Queue ... is closed`).
     #[error("the queue is closed")]
     Closed,
+    /// A manager call failed in the server: the method raised (`kind` is the
+    /// Python exception's name, e.g. `"KeyError"`, or the name a Rust object
+    /// gave its error; a panic is `"Panic"`), or the server refused the
+    /// request (`kind` is `"RemoteError"`, Python's `#TRACEBACK`).
+    #[error("{kind} in the manager: {message}")]
+    Remote {
+        /// The exception's name.
+        kind: String,
+        /// Its message (its arguments, or the server's traceback text).
+        message: String,
+    },
 }
 
 impl Error {
