@@ -122,6 +122,7 @@ pub mod connection;
 mod error;
 mod exclusive;
 mod logging;
+pub mod manager;
 pub mod pickle;
 mod pool;
 mod process;
@@ -137,6 +138,7 @@ pub use connection::{
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
 pub use logging::log_to_stderr;
+pub use manager::Manager;
 pub use pool::{AsyncResult, Executor, Future, IMap, Pool, PoolBuilder};
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::{

@@ -15,7 +15,7 @@
 //! [`wait`] waits on several connections, listeners and process sentinels at
 //! once (Python's `multiprocessing.connection.wait`).
 
-mod auth;
+pub(crate) mod auth;
 mod listener;
 mod wait;
 
