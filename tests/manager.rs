@@ -415,6 +415,12 @@ fn garbage_oversized_frames_and_wrong_keys_lose_only_their_connection() {
         c.recv_bytes()
             .is_ok_and(|r| r.windows(10).any(|w| w == b"#TRACEBACK"))
     );
+    // A whole frame that does not decode is refused, and the connection
+    // goes on: (None, 'dummy', (), {}) in protocol 2.
+    c.send_bytes(b"\x80\x02(NX\x05\x00\x00\x00dummy)}t.")
+        .unwrap();
+    let ok = c.recv_bytes().unwrap();
+    assert!(ok.windows(7).any(|w| w == b"#RETURN"));
     let c2 = multiproc::Client::connect(&addr, Some(b"key")).unwrap();
     c2.send_bytes(&[0u8; 16]).unwrap();
     let _ = c2.recv_bytes();

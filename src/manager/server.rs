@@ -281,7 +281,12 @@ struct Request {
 }
 
 fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
-    let v = pickle::loads_objects(frame).map_err(|e| traceback(format!("bad request: {e}")))?;
+    let v = pickle::loads_objects(frame).map_err(|e| {
+        traceback(format!(
+            "the request holds a value a multiproc manager cannot store (only None, bool, \
+             int within 64 bits, float, str, bytes, list, tuple and dict are): {e}"
+        ))
+    })?;
     let bad = || traceback("bad request: expected (ident, methodname, args, kwds)");
     let Value::Tuple(t) = v else {
         return Err(bad());
@@ -340,8 +345,12 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         let req = match parse_request(&frame) {
             Ok(r) => r,
             Err(f) => {
-                let _ = conn.send_bytes(&wire::reply(Err(f)));
-                return false;
+                // The frame was whole, so the stream is still in step: refuse
+                // this request and go on serving the connection.
+                if conn.send_bytes(&wire::reply(Err(f))).is_err() {
+                    return false;
+                }
+                continue;
             }
         };
         let result = match &req.ident {

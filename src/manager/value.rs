@@ -8,7 +8,7 @@
 //! `{name: data}`. Proxies are Python's `RebuildProxy(...)` form.
 
 use crate::error::{Error, Result};
-use crate::pickle::Value;
+use crate::pickle::{self, Value};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize};
 use std::fmt::Display;
@@ -16,6 +16,38 @@ use std::fmt::Display;
 /// The newtype-struct name a proxy serializes under, so that the value
 /// model can write it as a Python `RebuildProxy` call.
 pub(crate) const PROXY_MARK: &str = "\0multiproc.manager.Proxy";
+/// The newtype-struct name a [`Value`] serializes under: its pickle, so
+/// that it passes through this model unchanged (tuples stay tuples,
+/// objects stay objects) and through other formats as bytes.
+const RAW_MARK: &str = "\0multiproc.pickle.Value";
+
+/// A [`Value`] travels as its pickle: through [`to_value`] unchanged, and
+/// through other serde formats (process arguments) as bytes.
+impl Serialize for Value {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(RAW_MARK, serde_bytes::Bytes::new(&pickle::dumps(self)))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Value {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Raw;
+        impl<'de> Visitor<'de> for Raw {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a pickled plain value")
+            }
+            fn visit_newtype_struct<D: de::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<Value, D::Error> {
+                let b: serde_bytes::ByteBuf = de::Deserialize::deserialize(d)?;
+                pickle::loads_objects(&b).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_newtype_struct(RAW_MARK, Raw)
+    }
+}
 
 /// Converts a Rust value to the plain model.
 ///
@@ -158,10 +190,11 @@ impl ser::Serializer for ValueSer {
         value: &T,
     ) -> Result<Value> {
         let v = value.serialize(self)?;
-        if name == PROXY_MARK {
-            return super::proxy::proxy_to_python(v);
+        match (name, v) {
+            (PROXY_MARK, v) => super::proxy::proxy_to_python(v),
+            (RAW_MARK, Value::Bytes(b)) => pickle::loads_objects(&b),
+            (_, v) => Ok(v),
         }
-        Ok(v)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -442,6 +475,9 @@ impl<'de> de::Deserializer<'de> for ValueDe {
             let v = super::proxy::proxy_from_python(self.0)?;
             return visitor.visit_newtype_struct(ValueDe(v));
         }
+        if name == RAW_MARK {
+            return visitor.visit_newtype_struct(ValueDe(Value::Bytes(pickle::dumps(&self.0))));
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -510,6 +546,18 @@ mod tests {
         let v = to_value(&t).unwrap();
         assert_eq!(from_value::<(u8, String, Vec<(i64, bool)>)>(v).unwrap(), t);
         assert!(to_value(&u64::MAX).is_err());
+        // A Value passes through unchanged, tuples and objects included.
+        let raw = Value::List(vec![
+            Value::Tuple(vec![Value::Int(1), Value::None]),
+            Value::call("builtins", "KeyError", vec![Value::from("k")]),
+        ]);
+        assert_eq!(to_value(&raw).unwrap(), raw);
+        assert_eq!(from_value::<Value>(raw.clone()).unwrap(), raw);
+        let pair = (raw.clone(), 5u8);
+        assert_eq!(
+            from_value::<(Value, u8)>(to_value(&pair).unwrap()).unwrap(),
+            pair
+        );
         assert!(from_value::<u8>(Value::Int(300)).is_err());
         assert!(from_value::<String>(Value::Int(3)).is_err());
     }
