@@ -474,3 +474,165 @@ fn a_remote_server_restarts_on_the_same_address_after_shutdown() {
     stop.stop();
     t.join().unwrap().unwrap();
 }
+
+/// A custom registered type with a failing and a panicking method.
+#[derive(Default)]
+pub struct Account(std::sync::Mutex<i64>);
+
+impl Account {
+    fn deposit(&self, amount: i64) -> Result<i64, String> {
+        if amount <= 0 {
+            return Err(format!("deposit of {amount} refused"));
+        }
+        let mut b = self.0.lock().unwrap();
+        *b += amount;
+        Ok(*b)
+    }
+
+    fn balance(&self) -> Result<i64, manager::Fail> {
+        Ok(*self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn explode(&self, why: String) -> Result<(), String> {
+        panic!("exploded: {why}");
+    }
+
+    #[allow(dead_code)]
+    fn secret(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+multiproc::managed_type! {
+    /// A proxy for an [`Account`].
+    pub AccountProxy for Account as "Account" {
+        fn deposit(amount: i64) -> i64;
+        fn balance() -> i64;
+        fn explode(why: String) -> ();
+    }
+}
+
+struct Bank;
+
+impl manager::Registry for Bank {
+    fn register(server: &mut Server) {
+        server.register("Account", |a| {
+            let start = match a.args.first() {
+                Some(v) => manager::from_value::<i64>(v.clone())?,
+                None => 0,
+            };
+            Ok(std::sync::Arc::new(Account(std::sync::Mutex::new(start))))
+        });
+    }
+}
+
+fn deposit_in_child(a: AccountProxy) -> (i64, String, String) {
+    let ok = a.deposit(10).unwrap();
+    let refused = a.deposit(-1).unwrap_err().to_string();
+    let panicked = a.explode("child".into()).unwrap_err().to_string();
+    (ok, refused, panicked)
+}
+
+fn custom_type_scenario(method: StartMethod) {
+    use manager::Proxy;
+    let m = Manager::start_with_types::<Bank>().unwrap();
+    let a: AccountProxy = m
+        .new_proxy(vec![multiproc::pickle::Value::Int(100)])
+        .unwrap();
+    let mut p = Process::new(deposit_in_child, (a.clone(),)).start_method(method);
+    p.start().unwrap();
+    p.join().unwrap();
+    let (ok, refused, panicked) = p.take_result().unwrap();
+    assert_eq!(ok, 110);
+    assert!(refused.contains("deposit of -1 refused"), "{refused}");
+    assert!(panicked.contains("exploded: child"), "{panicked}");
+    // The server went on, and the account is intact.
+    assert_eq!(a.balance().unwrap(), 110);
+    let e = a.explode("parent".into()).unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { kind, .. } if kind == "RuntimeError"),
+        "{e}"
+    );
+    assert_eq!(a.deposit(1).unwrap(), 111);
+    // Only the listed methods are exposed.
+    let e = a.base().call_method("secret", vec![]).unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { kind, .. } if kind == "RemoteError"),
+        "{e}"
+    );
+    // The SyncManager types are still there.
+    assert_eq!(m.dict::<i32, i32>().unwrap().len().unwrap(), 0);
+}
+
+#[test]
+fn a_custom_registered_type_reports_errors_and_panics_and_the_server_goes_on() {
+    for_each_method(custom_type_scenario);
+}
+
+/// The `manager_server` example binary, built if needed.
+fn manager_server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let bin = dir.join("manager_server");
+    if !bin.exists() {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--example", "manager_server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
+}
+
+#[test]
+fn manager_server_example_serves_two_programs_and_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let path = std::env::temp_dir().join(format!("mp-manager-example-{}.sock", std::process::id()));
+    let mut server = std::process::Command::new(manager_server_binary())
+        .arg(&path)
+        .env("MULTIPROC_AUTHKEY", "example key")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), format!("serving {}", path.display()));
+    assert!(
+        manager::connect(path.as_path(), b"wrong")
+            .unwrap_err()
+            .is_authentication()
+    );
+    let remote = manager::connect(path.as_path(), b"example key").unwrap();
+    let q = remote.get::<QueueProxy<String>>("get_queue").unwrap();
+    let d = remote
+        .get::<DictProxy<String, Vec<i32>>>("get_dict")
+        .unwrap();
+    q.put("one".into()).unwrap();
+    d.set("k".into(), vec![1, 2]).unwrap();
+    // A second program (a child of its own) sees the same objects.
+    let mut p = Process::new(read_remote, (remote.clone(),));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.take_result().unwrap(), ("one".to_string(), vec![1, 2]));
+    drop((q, d));
+    let pid = server.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!path.exists(), "the socket file is left behind");
+}
+
+fn read_remote(remote: manager::RemoteManager) -> (String, Vec<i32>) {
+    let q = remote.get::<QueueProxy<String>>("get_queue").unwrap();
+    let d = remote
+        .get::<DictProxy<String, Vec<i32>>>("get_dict")
+        .unwrap();
+    (q.get().unwrap(), d.get(&"k".into()).unwrap().unwrap())
+}

@@ -4,10 +4,10 @@
 //! and from Python.
 //!
 //! * [`Manager::start`] starts a server process (Python's `Manager()` /
-//!   `SyncManager`) and creates objects in it: [`dict`](Manager::dict),
-//!   [`list`](Manager::list), [`queue`](Manager::queue),
-//!   [`value`](Manager::value), [`namespace`](Manager::namespace),
-//!   [`lock`](Manager::lock), [`event`](Manager::event), … Each returns a
+//!   `SyncManager`) and creates objects in it: [`dict`](RemoteManager::dict),
+//!   [`list`](RemoteManager::list), [`queue`](RemoteManager::queue),
+//!   [`value`](RemoteManager::value), [`namespace`](RemoteManager::namespace),
+//!   [`lock`](RemoteManager::lock), [`event`](RemoteManager::event), … Each returns a
 //!   typed proxy ([`DictProxy`], [`QueueProxy`], …) that can be sent to other
 //!   processes (in `Process` arguments, queue items, pool tasks, or inside
 //!   another managed container).
@@ -63,6 +63,7 @@
 //! Method calls are blocking; the shape of the proxies (one connection,
 //! one request at a time) leaves room for `*_async` twins.
 
+mod custom;
 mod object;
 pub mod objects;
 mod proxies;
@@ -74,9 +75,14 @@ mod sync_proxies;
 mod value;
 mod wire;
 
+pub use custom::Registry;
+#[doc(hidden)]
+pub use custom::outcome;
 pub use object::{Args, Call, Object};
 pub use proxies::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, Proxy, ValueProxy};
 pub use proxy::BaseProxy;
+#[doc(hidden)]
+pub use serde as __serde;
 pub use server::{Factory, Server, Stopper};
 pub use sync_proxies::{
     BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard,
@@ -186,6 +192,16 @@ impl RemoteManager {
             "number_of_objects",
             vec![],
         )?)
+    }
+
+    /// Creates an object of the proxy's type id ([`Proxy::TYPEID`]) with
+    /// plain arguments, e.g. a custom type of
+    /// [`managed_type!`](crate::managed_type).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn new_proxy<P: Proxy>(&self, args: Vec<Value>) -> Result<P> {
+        self.create(P::TYPEID, args).map(P::from_base)
     }
 
     fn make<P: Proxy>(&self, typeid: &str, args: Vec<Value>) -> Result<P> {
@@ -388,7 +404,7 @@ pub struct Manager {
     process: Option<Process<()>>,
 }
 
-fn serve_manager(address: String, authkey: Vec<u8>, ready: Connection) {
+fn serve_manager<R: Registry>(address: String, authkey: Vec<u8>, ready: Connection) {
     let mut server = match Server::bind(address.as_str(), &authkey) {
         Ok(s) => s,
         Err(e) => {
@@ -397,6 +413,7 @@ fn serve_manager(address: String, authkey: Vec<u8>, ready: Connection) {
         }
     };
     server.register_sync_types();
+    R::register(&mut server);
     let _ = ready.send(&Ok::<(), String>(()));
     drop(ready);
     let _ = server.serve_forever();
@@ -411,7 +428,17 @@ impl Manager {
     /// [`Error::Io`] and the errors of [`Process::start`]; [`Error::Timeout`]
     /// when the server is not ready within 30 s.
     pub fn start() -> Result<Manager> {
-        Self::start_inner(None)
+        Self::start_inner::<()>(None)
+    }
+
+    /// Starts a manager process that also serves the types `R` registers
+    /// (Python's `BaseManager.register` before `start()`); see
+    /// [`managed_type!`](crate::managed_type).
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start).
+    pub fn start_with_types<R: Registry>() -> Result<Manager> {
+        Self::start_inner::<R>(None)
     }
 
     /// Starts a manager process with the given start method.
@@ -419,10 +446,10 @@ impl Manager {
     /// # Errors
     /// As for [`start`](Self::start).
     pub fn start_with(method: StartMethod) -> Result<Manager> {
-        Self::start_inner(Some(method))
+        Self::start_inner::<()>(Some(method))
     }
 
-    fn start_inner(method: Option<StartMethod>) -> Result<Manager> {
+    fn start_inner<R: Registry>(method: Option<StartMethod>) -> Result<Manager> {
         let mut key = [0u8; 32];
         crate::sys::random_bytes(&mut key)?;
         let mut tag = [0u8; 8];
@@ -434,7 +461,7 @@ impl Manager {
             tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         let (here, there) = Pipe::one_way()?;
-        let mut p = Process::new(serve_manager, (address.clone(), key.to_vec(), there))
+        let mut p = Process::new(serve_manager::<R>, (address.clone(), key.to_vec(), there))
             .name("SyncManager")
             .daemon(true);
         if let Some(m) = method {

@@ -29,7 +29,7 @@ proxy_type!(
 );
 
 /// A managed `JoinableQueue` is a [`QueueProxy`] made by
-/// [`Manager::joinable_queue`](super::Manager::joinable_queue).
+/// [`Manager::joinable_queue`](super::RemoteManager::joinable_queue).
 pub type JoinableQueueProxy<T = Value> = QueueProxy<T>;
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
@@ -44,7 +44,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.put(item, timeout=t)`.
     ///
     /// # Errors
-    /// [`Error::Full`] when still full after `timeout`.
+    /// [`Error::Full`](crate::Error::Full) when still full after `timeout`.
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
         self.base()
             .call("put", vec![arg(&item)?, Value::Bool(true), secs(timeout)])
@@ -53,7 +53,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.put_nowait(item)`.
     ///
     /// # Errors
-    /// [`Error::Full`] when full.
+    /// [`Error::Full`](crate::Error::Full) when full.
     pub fn put_nowait(&self, item: T) -> Result<()> {
         self.base().call("put_nowait", vec![arg(&item)?])
     }
@@ -62,7 +62,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     ///
     /// # Errors
     /// As for [`BaseProxy::call`] (a manager that dies while this waits
-    /// gives [`Error::Eof`] at once).
+    /// gives [`Error::Eof`](crate::Error::Eof) at once).
     pub fn get(&self) -> Result<T> {
         self.base().call("get", vec![])
     }
@@ -70,7 +70,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.get(timeout=t)`.
     ///
     /// # Errors
-    /// [`Error::Empty`] when nothing came within `timeout`.
+    /// [`Error::Empty`](crate::Error::Empty) when nothing came within `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.base()
             .call("get", vec![Value::Bool(true), secs(timeout)])
@@ -79,7 +79,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.get_nowait()`.
     ///
     /// # Errors
-    /// [`Error::Empty`] when empty.
+    /// [`Error::Empty`](crate::Error::Empty) when empty.
     pub fn get_nowait(&self) -> Result<T> {
         self.base().call("get_nowait", vec![])
     }
@@ -111,7 +111,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.task_done()`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `ValueError` when called more often than items were put.
+    /// [`Error::Remote`](crate::Error::Remote) `ValueError` when called more often than items were put.
     pub fn task_done(&self) -> Result<()> {
         self.base().call("task_done", vec![])
     }
@@ -187,7 +187,7 @@ impl LockProxy {
     /// `release()`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` when not held (or, for an `RLock`,
+    /// [`Error::Remote`](crate::Error::Remote) `RuntimeError` when not held (or, for an `RLock`,
     /// held by another owner); `ValueError` for a `BoundedSemaphore`
     /// released too often.
     pub fn release(&self) -> Result<()> {
@@ -290,7 +290,7 @@ impl ConditionProxy {
     /// `c.release()`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` when not held by this proxy.
+    /// [`Error::Remote`](crate::Error::Remote) `RuntimeError` when not held by this proxy.
     pub fn release(&self) -> Result<()> {
         self.base().call("release", vec![])
     }
@@ -298,7 +298,7 @@ impl ConditionProxy {
     /// `c.wait()`: releases, waits for a notify, re-acquires.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` when not held by this proxy.
+    /// [`Error::Remote`](crate::Error::Remote) `RuntimeError` when not held by this proxy.
     pub fn wait(&self) -> Result<()> {
         self.base().call::<bool>("wait", vec![]).map(drop)
     }
@@ -339,7 +339,7 @@ impl ConditionProxy {
     /// `c.notify(n)`.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` when not held by this proxy.
+    /// [`Error::Remote`](crate::Error::Remote) `RuntimeError` when not held by this proxy.
     pub fn notify(&self, n: usize) -> Result<()> {
         self.base().call("notify", vec![Value::Int(n as i64)])
     }
@@ -372,7 +372,7 @@ impl BarrierProxy {
     /// `parties - 1` for the first).
     ///
     /// # Errors
-    /// [`Error::Remote`] with kind `BrokenBarrierError` when the barrier is
+    /// [`Error::Remote`](crate::Error::Remote) with kind `BrokenBarrierError` when the barrier is
     /// or becomes broken.
     pub fn wait(&self) -> Result<usize> {
         self.base().call("wait", vec![])
