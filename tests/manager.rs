@@ -7,6 +7,7 @@
 mod common;
 
 use common::{eventually, for_each_method, pid_alive};
+use multiproc::manager::Proxy;
 use multiproc::manager::{
     self, BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy,
     NamespaceProxy, QueueProxy, Server, ValueProxy,
@@ -26,6 +27,41 @@ fn produce(q: QueueProxy<(u32, String)>, n: u32) {
     for i in 0..n {
         q.put((i, format!("item {i}"))).unwrap();
     }
+}
+
+fn produce_many(q: QueueProxy<u64>, n: u64) {
+    q.put_many(0..n).unwrap();
+}
+
+#[test]
+fn pipelined_puts_and_gets_across_processes() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u64>().unwrap();
+    let mut p = Process::new(produce_many, (q.clone(), 1000));
+    p.start().unwrap();
+    let got = q.get_many(1000).unwrap();
+    p.join().unwrap();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    // A failing call in a pipeline fails alone.
+    let results = q
+        .base()
+        .call_pipelined([
+            ("put", vec![multiproc::pickle::Value::Int(1)]),
+            ("get_nowait", vec![]),
+            ("get_nowait", vec![]),
+            ("qsize", vec![]),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1].as_ref().unwrap(),
+        &multiproc::pickle::Value::Int(1)
+    );
+    assert!(matches!(results[2], Err(Error::Empty)));
+    assert_eq!(
+        results[3].as_ref().unwrap(),
+        &multiproc::pickle::Value::Int(0)
+    );
 }
 
 fn consume(q: QueueProxy<(u32, String)>, n: u32) -> Vec<u32> {
@@ -79,6 +115,10 @@ fn dict_methods_follow_python() {
     assert_eq!(d.setdefault(k("z"), 9).unwrap(), 9);
     assert_eq!(d.setdefault(k("z"), 10).unwrap(), 9);
     assert_eq!(d.copy().unwrap(), [(k("c"), 3), (k("z"), 9)]);
+    assert_eq!(
+        d.get_many([&k("c"), &k("nope"), &k("z")]).unwrap(),
+        [Some(3), None, Some(9)]
+    );
     assert_eq!(d.popitem().unwrap(), Some((k("z"), 9)));
     d.clear().unwrap();
     assert_eq!(d.popitem().unwrap(), None);
@@ -534,7 +574,6 @@ fn deposit_in_child(a: AccountProxy) -> (i64, String, String) {
 }
 
 fn custom_type_scenario(method: StartMethod) {
-    use manager::Proxy;
     let m = Manager::start_with_types::<Bank>().unwrap();
     let a: AccountProxy = m
         .new_proxy(vec![multiproc::pickle::Value::Int(100)])

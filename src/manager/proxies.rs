@@ -120,6 +120,30 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         }
     }
 
+    /// `d[key]` for many keys, with the requests in flight together
+    /// ([`BaseProxy::call_pipelined`]).
+    ///
+    /// # Errors
+    /// As for [`BaseProxy::call`].
+    pub fn get_many<'k>(&self, keys: impl IntoIterator<Item = &'k K>) -> Result<Vec<Option<V>>>
+    where
+        K: 'k,
+    {
+        let calls = keys
+            .into_iter()
+            .map(|k| Ok(("__getitem__", vec![arg(k)?])))
+            .collect::<Result<Vec<_>>>()?;
+        self.base
+            .call_pipelined(calls)?
+            .into_iter()
+            .map(|r| match r {
+                Ok(v) => super::from_value(v).map(Some),
+                Err(e) if is_key_error(&e) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
     /// `d[key] = value`.
     ///
     /// # Errors

@@ -321,7 +321,7 @@ fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
 /// Serves one connection; true when it asked the server to shut down.
 fn handle(state: &Arc<State>, conn: Connection) -> bool {
     conn.set_max_message_size(wire::MAX_FRAME);
-    sockopt::quickack(conn.as_fd());
+    let tcp = sockopt::quickack(conn.as_fd());
     if let Some(key) = &state.authkey {
         let deadline = sys::deadline_after(HANDSHAKE_TIMEOUT);
         if auth::deliver_challenge(&conn, key, deadline).is_err() {
@@ -330,7 +330,9 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             ))));
             return false;
         }
-        sockopt::quickack(conn.as_fd());
+        if tcp {
+            sockopt::quickack(conn.as_fd());
+        }
         if auth::answer_challenge(&conn, key, deadline).is_err() {
             return false;
         }
@@ -338,7 +340,9 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
     let pid = sockopt::peer_pid(conn.as_fd()).unwrap_or(0);
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
     loop {
-        sockopt::quickack(conn.as_fd());
+        if tcp {
+            sockopt::quickack(conn.as_fd());
+        }
         let Ok(frame) = conn.recv_bytes() else {
             return false;
         };
@@ -363,7 +367,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                 m => special(state, m, req.args, pid),
             },
             Some(ident) => {
-                let gone = || conn.poll(Some(Duration::ZERO)).unwrap_or(true);
+                let gone = || sockopt::peer_closed(conn.as_fd());
                 let call = Call {
                     conn_id,
                     gone: &gone,

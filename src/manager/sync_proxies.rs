@@ -58,6 +58,36 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.base().call("put_nowait", vec![arg(&item)?])
     }
 
+    /// Puts many items with the requests in flight together
+    /// ([`BaseProxy::call_pipelined`]): one round trip per batch of calls.
+    ///
+    /// # Errors
+    /// The first error of any put (the others still happened).
+    pub fn put_many(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
+        let calls = items
+            .into_iter()
+            .map(|i| Ok(("put", vec![arg(&i)?])))
+            .collect::<Result<Vec<_>>>()?;
+        for r in self.base().call_pipelined(calls)? {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Gets `n` items (waiting for each) with the requests in flight
+    /// together.
+    ///
+    /// # Errors
+    /// The first error of any get; the items got are then lost to this
+    /// caller, so use it where an error ends the work anyway.
+    pub fn get_many(&self, n: usize) -> Result<Vec<T>> {
+        self.base()
+            .call_pipelined((0..n).map(|_| ("get", vec![])))?
+            .into_iter()
+            .map(|r| r.and_then(super::from_value))
+            .collect()
+    }
+
     /// `q.get()`: waits for an item.
     ///
     /// # Errors
