@@ -297,6 +297,89 @@ fn a_queue_proxy_stored_in_a_dict_works_in_another_process() {
     assert_eq!(p.take_result().unwrap(), 41);
 }
 
+fn mutate_inner(outer: ListProxy<ListProxy<i32>>) {
+    outer.get(0).unwrap().append(3).unwrap();
+    outer.get(1).unwrap().extend([5, 6]).unwrap();
+}
+
+#[test]
+fn list_proxies_inside_a_list_proxy_see_mutations_m02() {
+    let m = Manager::start().unwrap();
+    let outer = m.list::<ListProxy<i32>>().unwrap();
+    let a = m.list::<i32>().unwrap();
+    let b = m.list::<i32>().unwrap();
+    a.extend([1, 2]).unwrap();
+    outer.append(a.clone()).unwrap();
+    outer.append(b.clone()).unwrap();
+    let mut p = Process::new(mutate_inner, (outer.clone(),));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(a.to_vec().unwrap(), [1, 2, 3]);
+    assert_eq!(b.to_vec().unwrap(), [5, 6]);
+    assert_eq!(outer.get(0).unwrap().len().unwrap(), 3);
+}
+
+fn get_from_nested(l: ListProxy<QueueProxy<String>>) -> String {
+    l.get(0).unwrap().get().unwrap()
+}
+
+#[test]
+fn queue_proxies_inside_a_list_q12() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<QueueProxy<String>>().unwrap();
+    let q = m.queue::<String>().unwrap();
+    q.put("nested".into()).unwrap();
+    l.append(q).unwrap();
+    let mut p = Process::new(get_from_nested, (l.clone(),));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.take_result().unwrap(), "nested");
+}
+
+#[test]
+fn every_proxy_type_from_a_pool_worker() {
+    let m = Manager::start().unwrap();
+    let v = m.value(1.5f64).unwrap();
+    let ns = m.namespace().unwrap();
+    let lock = m.lock().unwrap();
+    let rlock = m.rlock().unwrap();
+    let sem = m.bounded_semaphore(1).unwrap();
+    let ev = m.event().unwrap();
+    let cond = m.condition().unwrap();
+    let barrier = m.barrier(2).unwrap();
+    cond.acquire().unwrap();
+    let pool = Pool::new(1).unwrap();
+    let r = pool
+        .apply_async(
+            use_everything,
+            (
+                v.clone(),
+                ns.clone(),
+                lock.clone(),
+                rlock.clone(),
+                sem.clone(),
+                ev.clone(),
+                cond.clone(),
+                barrier.clone(),
+            ),
+        )
+        .unwrap();
+    ev.set().unwrap();
+    assert!(
+        cond.wait_for(
+            || ns.get::<i32>("ready").unwrap() == Some(1),
+            Some(Duration::from_secs(30))
+        )
+        .unwrap()
+    );
+    cond.release().unwrap();
+    barrier.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(r.get().unwrap(), "done");
+    assert_eq!(v.get().unwrap(), 2.5);
+    assert!(!sem.try_acquire().unwrap());
+}
+
 #[test]
 fn shutdown_makes_proxies_fail_and_drop_stops_the_server() {
     let mut m = Manager::start().unwrap();
