@@ -388,6 +388,12 @@ impl Connection {
         })
     }
 
+    /// True when a whole message is already buffered in this process, so
+    /// that the next receive needs no system call (or reports an error).
+    pub(crate) fn message_buffered(&self) -> bool {
+        self.has_buffered_message().unwrap_or(true)
+    }
+
     /// Receives one raw message of at most `max` bytes; every read, not only
     /// the first, gives up at `deadline`. Used by the authentication
     /// handshake, where the peer is not trusted yet.

@@ -339,6 +339,13 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
     }
     let pid = sockopt::peer_pid(conn.as_fd()).unwrap_or(0);
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let Ok(raw) = conn.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let mut replies = Replies {
+        raw: std::fs::File::from(raw),
+        out: Vec::new(),
+    };
     loop {
         if tcp {
             sockopt::quickack(conn.as_fd());
@@ -346,38 +353,76 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         let Ok(frame) = conn.recv_bytes() else {
             return false;
         };
-        let req = match parse_request(&frame) {
-            Ok(r) => r,
-            Err(f) => {
-                // The frame was whole, so the stream is still in step: refuse
-                // this request and go on serving the connection.
-                if conn.send_bytes(&wire::reply(Err(f))).is_err() {
-                    return false;
+        let result = match parse_request(&frame) {
+            // The frame was whole, so the stream is still in step: refuse
+            // this request and go on serving the connection.
+            Err(f) => Err(f),
+            Ok(req) => match &req.ident {
+                None => match req.method.as_str() {
+                    "shutdown" => {
+                        replies.push(&wire::reply(Ok(Value::None)));
+                        let _ = replies.flush();
+                        return true;
+                    }
+                    "accept_connection" => Ok(Value::None),
+                    m => special(state, m, req.args, pid),
+                },
+                Some(ident) => {
+                    // Replies held back for pipelined requests go out before
+                    // a call that may block.
+                    if replies.flush().is_err() {
+                        return false;
+                    }
+                    let gone = || sockopt::peer_closed(conn.as_fd());
+                    let call = Call {
+                        conn_id,
+                        gone: &gone,
+                    };
+                    dispatch(state, ident, &req.method, req.args, &call)
                 }
-                continue;
-            }
-        };
-        let result = match &req.ident {
-            None => match req.method.as_str() {
-                "shutdown" => {
-                    let _ = conn.send_bytes(&wire::reply(Ok(Value::None)));
-                    return true;
-                }
-                "accept_connection" => Ok(Value::None),
-                m => special(state, m, req.args, pid),
             },
-            Some(ident) => {
-                let gone = || sockopt::peer_closed(conn.as_fd());
-                let call = Call {
-                    conn_id,
-                    gone: &gone,
-                };
-                dispatch(state, ident, &req.method, req.args, &call)
-            }
         };
-        if conn.send_bytes(&wire::reply(result)).is_err() {
+        replies.push(&wire::reply(result));
+        // While more requests are already buffered (a pipelining client),
+        // replies are gathered and written together.
+        if (!conn.message_buffered() || replies.out.len() >= REPLY_BATCH) && replies.flush().is_err() {
             return false;
         }
+    }
+}
+
+/// Replies not yet written, for pipelined requests.
+struct Replies {
+    raw: std::fs::File,
+    out: Vec<u8>,
+}
+
+/// Gathered replies are written once they reach this many bytes.
+const REPLY_BATCH: usize = 64 << 10;
+
+impl Replies {
+    fn push(&mut self, payload: &[u8]) {
+        match i32::try_from(payload.len()) {
+            Ok(n) => self.out.extend_from_slice(&n.to_be_bytes()),
+            Err(_) => {
+                self.out.extend_from_slice(&(-1i32).to_be_bytes());
+                self.out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+            }
+        }
+        self.out.extend_from_slice(payload);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = (&self.raw).write_all(&self.out);
+        self.out.clear();
+        if self.out.capacity() > 4 * REPLY_BATCH {
+            self.out = Vec::new();
+        }
+        r
     }
 }
 
