@@ -43,6 +43,7 @@ pub struct Call<'a> {
     /// (what a recursive lock's owner is).
     pub conn_id: u64,
     pub(crate) gone: &'a dyn Fn() -> bool,
+    pub(crate) flush: &'a dyn Fn(),
 }
 
 impl Call<'_> {
@@ -50,6 +51,13 @@ impl Call<'_> {
     /// method should give up rather than hand a result to nobody.
     pub fn caller_gone(&self) -> bool {
         (self.gone)()
+    }
+
+    /// Sends the replies held back for this connection's earlier
+    /// (pipelined) requests. A method that blocks other than through
+    /// [`wait_while`](Self::wait_while) calls it first.
+    pub fn will_block(&self) {
+        (self.flush)()
     }
 
     /// Waits on `cond` until `ready` holds, `timeout` passes (`None`: no
@@ -63,9 +71,14 @@ impl Call<'_> {
         mut ready: impl FnMut(&mut T) -> bool,
     ) -> (MutexGuard<'g, T>, bool) {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut flushed = false;
         loop {
             if ready(&mut guard) {
                 return (guard, true);
+            }
+            if !flushed {
+                flushed = true;
+                self.will_block();
             }
             let mut slice = Duration::from_millis(200);
             if let Some(d) = deadline {

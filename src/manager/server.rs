@@ -342,14 +342,20 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
     let Ok(raw) = conn.as_fd().try_clone_to_owned() else {
         return false;
     };
-    let mut replies = Replies {
+    let replies = std::cell::RefCell::new(Replies {
         raw: std::fs::File::from(raw),
         out: Vec::new(),
-    };
+    });
+    let mut served = 0u64;
     loop {
-        if tcp {
+        // Quick ACKs matter for the handshake and the first requests, which
+        // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
+        // §9); later replies carry the ACK themselves, so they are not
+        // forced (an extra packet per call).
+        if tcp && served < 2 {
             sockopt::quickack(conn.as_fd());
         }
+        served += 1;
         let Ok(frame) = conn.recv_bytes() else {
             return false;
         };
@@ -360,32 +366,35 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             Ok(req) => match &req.ident {
                 None => match req.method.as_str() {
                     "shutdown" => {
-                        replies.push(&wire::reply(Ok(Value::None)));
-                        let _ = replies.flush();
+                        let mut r = replies.borrow_mut();
+                        r.push(&wire::reply(Ok(Value::None)));
+                        let _ = r.flush();
                         return true;
                     }
                     "accept_connection" => Ok(Value::None),
                     m => special(state, m, req.args, pid),
                 },
                 Some(ident) => {
-                    // Replies held back for pipelined requests go out before
-                    // a call that may block.
-                    if replies.flush().is_err() {
-                        return false;
-                    }
                     let gone = || sockopt::peer_closed(conn.as_fd());
+                    // Replies held back for pipelined requests go out before
+                    // a call blocks.
+                    let flush = || {
+                        let _ = replies.borrow_mut().flush();
+                    };
                     let call = Call {
                         conn_id,
                         gone: &gone,
+                        flush: &flush,
                     };
                     dispatch(state, ident, &req.method, req.args, &call)
                 }
             },
         };
-        replies.push(&wire::reply(result));
+        let mut r = replies.borrow_mut();
+        r.push(&wire::reply(result));
         // While more requests are already buffered (a pipelining client),
         // replies are gathered and written together.
-        if (!conn.message_buffered() || replies.out.len() >= REPLY_BATCH) && replies.flush().is_err() {
+        if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
             return false;
         }
     }
