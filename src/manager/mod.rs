@@ -64,6 +64,7 @@
 //! one request at a time) leaves room for `*_async` twins.
 
 mod custom;
+mod dict;
 mod object;
 pub mod objects;
 mod proxies;

@@ -415,7 +415,8 @@ impl Replies {
             Ok(n) => self.out.extend_from_slice(&n.to_be_bytes()),
             Err(_) => {
                 self.out.extend_from_slice(&(-1i32).to_be_bytes());
-                self.out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+                self.out
+                    .extend_from_slice(&(payload.len() as u64).to_be_bytes());
             }
         }
         self.out.extend_from_slice(payload);
