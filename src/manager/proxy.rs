@@ -56,7 +56,7 @@ impl BaseProxy {
         BaseProxy {
             token,
             authkey,
-            owner: std::process::id(),
+            owner: crate::sys::self_ident().pid,
             conn: Mutex::new(None),
         }
     }
@@ -120,7 +120,7 @@ impl BaseProxy {
     /// The connection of this process, opened (with `accept_connection`)
     /// at the first call in each process.
     fn link(&self) -> Result<MutexGuard<'_, Option<Link>>> {
-        let pid = std::process::id();
+        let pid = crate::sys::self_ident().pid;
         let mut slot = lock(&self.conn);
         if slot.as_ref().is_none_or(|l| l.pid != pid) {
             *slot = None;
@@ -245,7 +245,7 @@ impl Drop for BaseProxy {
     fn drop(&mut self) {
         // Only the process that took the reference gives it back (a copy
         // in a forked child did not take one).
-        if self.owner != std::process::id() {
+        if self.owner != crate::sys::self_ident().pid {
             return;
         }
         *lock(&self.conn) = None;
