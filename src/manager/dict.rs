@@ -11,19 +11,102 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The hash key of a value under Python's equality (`1 == 1.0 == True`);
-/// `None` for unhashable values (lists, dicts).
-fn key_of(v: &Value) -> Option<Vec<u8>> {
-    fn canon(v: &Value) -> Option<Value> {
-        Some(match v {
-            Value::Bool(b) => Value::Int(i64::from(*b)),
-            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Value::Int(*f as i64),
-            Value::Tuple(t) => Value::Tuple(t.iter().map(canon).collect::<Option<_>>()?),
-            Value::List(_) | Value::Dict(_) => return None,
-            other => other.clone(),
-        })
+/// Writes the canonical bytes of a value under Python's equality
+/// (`1 == 1.0 == True`) to `out`; false for unhashable values (lists,
+/// dicts).
+fn key_into(v: &Value, out: &mut Vec<u8>) -> bool {
+    let int = |out: &mut Vec<u8>, n: i64| {
+        out.push(1);
+        out.extend_from_slice(&n.to_le_bytes());
+    };
+    let sized = |out: &mut Vec<u8>, tag: u8, b: &[u8]| {
+        out.push(tag);
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    };
+    match v {
+        Value::None => out.push(0),
+        Value::Bool(b) => int(out, i64::from(*b)),
+        Value::Int(n) => int(out, *n),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => int(out, *f as i64),
+        Value::Float(f) => {
+            out.push(2);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::Str(s) => sized(out, 3, s.as_bytes()),
+        Value::Bytes(b) => sized(out, 4, b),
+        Value::Tuple(t) => {
+            out.push(5);
+            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            return t.iter().all(|x| key_into(x, out));
+        }
+        Value::List(_) | Value::Dict(_) => return false,
+        other => sized(out, 6, &pickle::dumps(other)),
     }
-    canon(v).map(|c| pickle::dumps(&c))
+    true
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the canonical key bytes of `v` (no allocation once the
+/// thread's scratch buffer has grown); `None` for unhashable values.
+fn with_key<R>(v: &Value, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    SCRATCH.with(|s| {
+        let mut buf = s.borrow_mut();
+        buf.clear();
+        let ok = key_into(v, &mut buf);
+        let r = ok.then(|| f(&buf));
+        if buf.capacity() > 1 << 16 {
+            *buf = Vec::new();
+        }
+        r
+    })
+}
+
+fn key_of(v: &Value) -> Option<Vec<u8>> {
+    with_key(v, <[u8]>::to_vec)
+}
+
+/// A multiply-rotate hasher (as rustc's FxHash) with a per-dict random
+/// seed: the keys are canonical bytes from authenticated clients.
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        Seeded(std::collections::hash_map::RandomState::new().hash_one(0u8) | 1)
+    }
+}
+
+struct Fx(u64);
+
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(self.0)
+    }
 }
 
 /// Python's `==` between plain values.
@@ -52,30 +135,37 @@ fn unhashable(v: &Value) -> Fail {
 #[derive(Default)]
 pub(crate) struct PyDict {
     entries: Vec<(Value, Value)>,
-    index: HashMap<Vec<u8>, usize>,
+    index: HashMap<Box<[u8]>, usize, Seeded>,
 }
 
 impl PyDict {
     pub(crate) fn get(&self, k: &Value) -> Result<Option<&Value>, Fail> {
-        let key = key_of(k).ok_or_else(|| unhashable(k))?;
-        Ok(self.index.get(&key).map(|&i| &self.entries[i].1))
+        let found = with_key(k, |key| self.index.get(key).copied()).ok_or_else(|| unhashable(k))?;
+        Ok(found.map(|i| &self.entries[i].1))
     }
 
     pub(crate) fn set(&mut self, k: Value, v: Value) -> Result<(), Fail> {
-        let key = key_of(&k).ok_or_else(|| unhashable(&k))?;
-        match self.index.get(&key) {
-            Some(&i) => self.entries[i].1 = v,
+        let next = self.entries.len();
+        let index = &mut self.index;
+        let slot = with_key(&k, |key| match index.get(key) {
+            Some(&i) => i,
             None => {
-                self.index.insert(key, self.entries.len());
-                self.entries.push((k, v));
+                index.insert(key.into(), next);
+                next
             }
+        })
+        .ok_or_else(|| unhashable(&k))?;
+        if slot == next {
+            self.entries.push((k, v));
+        } else {
+            self.entries[slot].1 = v;
         }
         Ok(())
     }
 
     pub(crate) fn remove(&mut self, k: &Value) -> Result<Option<Value>, Fail> {
-        let key = key_of(k).ok_or_else(|| unhashable(k))?;
-        let Some(i) = self.index.remove(&key) else {
+        let index = &mut self.index;
+        let Some(i) = with_key(k, |key| index.remove(key)).ok_or_else(|| unhashable(k))? else {
             return Ok(None);
         };
         let (_, v) = self.entries.remove(i);
@@ -237,5 +327,35 @@ impl Object for Dict {
 
     fn repr(&self) -> String {
         format!("{:?}", lock(&self.0).to_value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_python_equality() {
+        let mut d = PyDict::default();
+        d.set(Value::Int(1), Value::from("int")).unwrap();
+        d.set(Value::Float(1.0), Value::from("float")).unwrap();
+        d.set(Value::Bool(true), Value::from("bool")).unwrap();
+        assert_eq!(d.entries.len(), 1, "1, 1.0 and True are one key");
+        assert_eq!(d.get(&Value::Int(1)).unwrap(), Some(&Value::from("bool")));
+        let t = Value::Tuple(vec![Value::from("a"), Value::Int(2)]);
+        d.set(t.clone(), Value::None).unwrap();
+        d.set(Value::from("x"), Value::Int(0)).unwrap();
+        assert!(
+            d.get(&Value::Tuple(vec![Value::from("a"), Value::Float(2.0)]))
+                .unwrap()
+                .is_some()
+        );
+        assert!(d.set(Value::List(vec![]), Value::None).is_err());
+        assert_eq!(d.remove(&t).unwrap(), Some(Value::None));
+        // Indices after the removed entry moved down.
+        assert_eq!(d.get(&Value::from("x")).unwrap(), Some(&Value::Int(0)));
+        assert_eq!(d.remove(&t).unwrap(), None);
+        assert!(py_eq(&Value::Int(3), &Value::Float(3.0)));
+        assert!(!py_eq(&Value::from("3"), &Value::Int(3)));
     }
 }
