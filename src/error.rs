@@ -178,6 +178,18 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A manager call failed in the server: the method raised (`kind` is the
+    /// Python exception's name, e.g. `"KeyError"`, or the name a Rust object
+    /// gave its error; a panic in a method arrives as `"RuntimeError"` with the
+    /// panic's message), or the server refused the
+    /// request (`kind` is `"RemoteError"`, Python's `#TRACEBACK`).
+    #[error("{kind} in the manager: {message}")]
+    Remote {
+        /// The exception's name.
+        kind: String,
+        /// Its message (its arguments, or the server's traceback text).
+        message: String,
+    },
 }
 
 impl Error {
@@ -368,6 +380,10 @@ enum WireError {
         index: usize,
         source: Box<Error>,
     },
+    Remote {
+        kind: String,
+        message: String,
+    },
 }
 
 /// Sends an error to another process (a child's `multiproc::Result<T>`,
@@ -452,6 +468,10 @@ impl Serialize for Error {
                 index: *index,
                 source: Box::new(copy_error(source)),
             },
+            Error::Remote { kind, message } => WireError::Remote {
+                kind: kind.clone(),
+                message: message.clone(),
+            },
         };
         wire.serialize(s)
     }
@@ -503,6 +523,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Full => Error::Full,
             WireError::Closed => Error::Closed,
             WireError::Task { index, source } => Error::Task { index, source },
+            WireError::Remote { kind, message } => Error::Remote { kind, message },
         })
     }
 }
@@ -703,6 +724,10 @@ pub(crate) fn copy_error(e: &Error) -> Error {
         E::Task { index, source } => E::Task {
             index: *index,
             source: Box::new(copy_error(source)),
+        },
+        E::Remote { kind, message } => E::Remote {
+            kind: kind.clone(),
+            message: message.clone(),
         },
     }
 }

@@ -96,6 +96,13 @@
 //! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
+//! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`Manager::start`], `Drop`, [`Manager::shutdown`] |
+//! | `m.dict()`, `m.list()`, `m.Queue()`, `m.JoinableQueue()`, `m.Value(t, v)`, `m.Array(t, seq)`, `m.Namespace()` | [`dict`](manager::RemoteManager::dict), [`list`](manager::RemoteManager::list), [`queue`](manager::RemoteManager::queue), [`joinable_queue`](manager::RemoteManager::joinable_queue), [`value`](manager::RemoteManager::value), [`array`](manager::RemoteManager::array), [`namespace`](manager::RemoteManager::namespace): typed proxies ([`DictProxy<K, V>`](manager::DictProxy), [`ListProxy<T>`](manager::ListProxy), [`QueueProxy<T>`](manager::QueueProxy), …) |
+//! | `m.Lock()`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`, `Barrier` | [`lock`](manager::RemoteManager::lock), [`rlock`](manager::RemoteManager::rlock), [`semaphore`](manager::RemoteManager::semaphore), [`bounded_semaphore`](manager::RemoteManager::bounded_semaphore), [`condition`](manager::RemoteManager::condition), [`event`](manager::RemoteManager::event), [`barrier`](manager::RemoteManager::barrier) |
+//! | `BaseManager.register('Foo', Foo, exposed=...)` | [`managed_type!`], [`manager::Registry`], [`Manager::start_with_types`] |
+//! | `BaseManager(address, authkey).get_server().serve_forever()`, `register('get_queue', callable=...)` | [`manager::Server::bind`], [`register_shared`](manager::Server::register_shared), [`serve_forever`](manager::Server::serve_forever) |
+//! | `BaseManager(address, authkey).connect()`, `m.get_queue()` | [`manager::connect`], [`RemoteManager::get`](manager::RemoteManager::get) (also against a Python manager) |
+//! | `RemoteError`, a method's exception | [`Error::Remote`] ([`Error::Empty`]/[`Error::Full`] for the queue's) |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log_to_stderr`]`(log::LevelFilter::Info)`; the crate's records go through the [`log`] facade under targets starting with `multiproc` |
 //!
 //! ## Not available, and what to use instead
@@ -193,6 +200,7 @@ pub mod connection;
 mod error;
 mod exclusive;
 mod logging;
+pub mod manager;
 pub mod pickle;
 mod pool;
 mod process;
@@ -212,6 +220,7 @@ pub use logging::log_to_stderr;
 pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
+pub use manager::Manager;
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::limits::{Limit, Limits, ResourceUsage};
 pub use process::{
