@@ -55,8 +55,12 @@
 #![allow(clippy::module_name_repetitions)]
 
 mod queue;
+mod state;
+mod sync;
 
 pub use queue::{RedisJoinableQueue, RedisQueue};
+pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
+pub use sync::{RedisBarrier, RedisEvent, RedisLock, RedisLockGuard, RedisSemaphore};
 
 use crate::error::{Error, Result};
 use std::io;
