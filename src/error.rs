@@ -160,6 +160,17 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// A task of a distributed pool killed its worker too many times and
+    /// was moved to the pool's dead-letter list instead of being delivered
+    /// again.
+    #[error("task {task} killed its worker {attempts} times and was moved to the dead-letter list")]
+    DeadLetter {
+        /// The task: its id and the entry point it names.
+        task: String,
+        /// How many times it was started.
+        attempts: u32,
+    },
 }
 
 impl Error {
@@ -346,6 +357,10 @@ enum WireError {
         index: usize,
         source: Box<Error>,
     },
+    DeadLetter {
+        task: String,
+        attempts: u32,
+    },
 }
 
 /// Sends an error to another process (a child's `multiproc::Result<T>`,
@@ -426,6 +441,10 @@ impl Serialize for Error {
                 index: *index,
                 source: Box::new(copy_error(source)),
             },
+            Error::DeadLetter { task, attempts } => WireError::DeadLetter {
+                task: task.clone(),
+                attempts: *attempts,
+            },
         };
         wire.serialize(s)
     }
@@ -476,6 +495,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Full => Error::Full,
             WireError::Closed => Error::Closed,
             WireError::Task { index, source } => Error::Task { index, source },
+            WireError::DeadLetter { task, attempts } => Error::DeadLetter { task, attempts },
         })
     }
 }
@@ -665,6 +685,10 @@ pub(crate) fn copy_error(e: &Error) -> Error {
         E::Task { index, source } => E::Task {
             index: *index,
             source: Box::new(copy_error(source)),
+        },
+        E::DeadLetter { task, attempts } => E::DeadLetter {
+            task: task.clone(),
+            attempts: *attempts,
         },
     }
 }

@@ -54,10 +54,14 @@
 //! taken) and the next `get` goes on with the next item.
 #![allow(clippy::module_name_repetitions)]
 
+mod pool;
 mod queue;
 mod state;
 mod sync;
 
+pub use pool::{
+    EntryPoint, LEASE_ENV, POOL_ENV, RedisAsyncResult, RedisPool, Registry, WORKER_ENV, WORKER_FLAG,
+};
 pub use queue::{RedisJoinableQueue, RedisQueue};
 pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
 pub use sync::{RedisBarrier, RedisEvent, RedisLock, RedisLockGuard, RedisSemaphore};

@@ -102,13 +102,13 @@ fn pause(p: &mut Duration, deadline: Option<Instant>) {
 }
 
 /// A thread that runs `renew` every `every` until dropped.
-struct Renewer {
+pub(crate) struct Renewer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Renewer {
-    fn start(every: Duration, mut renew: impl FnMut() + Send + 'static) -> Renewer {
+    pub(crate) fn start(every: Duration, mut renew: impl FnMut() + Send + 'static) -> Renewer {
         let (tx, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("multiproc-redis-lease".into())
