@@ -571,6 +571,7 @@ fn io_kind_from_name(name: &str) -> io::ErrorKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::items_after_test_module)]
 mod tests {
     use super::*;
 

@@ -21,7 +21,7 @@
 //! `XREADGROUP … BLOCK` on the object's own connection, with no runtime to
 //! start inside a library call and no runtime to share with a caller that
 //! may run its own. Each object reconnects by itself: a call that meets a
-//! dropped connection returns an [`Error::Io`](crate::Error::Io) naming the
+//! dropped connection returns an [`Error::Io`] naming the
 //! server (and the cause), drops the connection, and the next call connects
 //! again.
 //!
@@ -50,7 +50,7 @@
 //! Items are serde data in the crate's binary codec; nothing read from
 //! Redis names code to run, so a message planted in Redis can at worst be
 //! an item that fails to decode: that `get` returns
-//! [`Error::Decode`](crate::Error::Decode) for that item (which counts as
+//! [`Error::Decode`] for that item (which counts as
 //! taken) and the next `get` goes on with the next item.
 #![allow(clippy::module_name_repetitions)]
 

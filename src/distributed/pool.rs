@@ -91,6 +91,8 @@ return redis.call('ZCARD', KEYS[1])
 ";
 
 type Handler = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>> + Send + Sync>;
+/// Results of a batch: (input index, encoded outcome).
+type Batch = mpsc::Receiver<(usize, Result<Vec<u8>>)>;
 
 /// A function workers can run, by name: `fn(A) -> R` with serde `A` and
 /// `R` (use a tuple for several arguments). Made with
@@ -845,7 +847,7 @@ impl RedisPool {
         &self,
         entry: &str,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<(usize, mpsc::Receiver<(usize, Result<Vec<u8>>)>)> {
+    ) -> Result<(usize, Batch)> {
         let (tx, rx) = mpsc::channel();
         let mut tasks = Vec::new();
         for (i, a) in items.into_iter().enumerate() {
@@ -859,16 +861,15 @@ impl RedisPool {
 
     fn wait_many(
         &self,
-        rx: &mpsc::Receiver<(usize, Result<Vec<u8>>)>,
+        rx: &Batch,
         deadline: Option<Instant>,
     ) -> Result<(usize, Result<Vec<u8>>)> {
-        let r = match deadline {
+        match deadline {
             Some(d) => rx
                 .recv_timeout(d.saturating_duration_since(Instant::now()))
                 .map_err(|_| Error::TaskTimeout(self.task_timeout.unwrap_or_default())),
             None => rx.recv().map_err(|_| Error::PoolTerminated),
-        };
-        r
+        }
     }
 
     /// Runs `entry` on every item and returns the results in order.

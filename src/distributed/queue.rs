@@ -324,7 +324,7 @@ impl Core {
 
     fn ensure_group(&self, st: &mut State) -> Result<()> {
         let stream = &self.stream;
-        let res = st.conn.run(|c| {
+        st.conn.run(|c| {
             match redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(stream)
@@ -338,8 +338,7 @@ impl Core {
                 }
                 other => other,
             }
-        });
-        res
+        })
     }
 
     fn put_bytes(&self, items: &[Vec<u8>], deadline: Option<Instant>, wait: bool) -> Result<bool> {

@@ -34,6 +34,9 @@ fn run<R>(
     conn.lock().unwrap_or_else(|p| p.into_inner()).run(f)
 }
 
+/// Marks the key and value types without owning either.
+type Pair<K, V> = fn(K, V) -> (K, V);
+
 /// A dict shared through Redis (a hash), with the method names of Python's
 /// `dict`.
 ///
@@ -48,7 +51,7 @@ fn run<R>(
 pub struct RedisDict<K, V> {
     key: String,
     conn: Mutex<Conn>,
-    _t: PhantomData<fn(K, V) -> (K, V)>,
+    _t: PhantomData<Pair<K, V>>,
 }
 
 /// A list shared through Redis, with the method names of Python's `list`.
