@@ -8,6 +8,26 @@
 //! `task_done`/`join` and the batched `put_many`/`get_many`. Processes on any
 //! machine that open the same name on the same Redis share the object.
 //!
+//! Also here: [`RedisLock`] (a lease renewed while the holder lives;
+//! [`LockError::OwnerDied`](crate::LockError::OwnerDied) for the next
+//! acquirer when the holder died), [`RedisSemaphore`], [`RedisEvent`],
+//! [`RedisBarrier`]; Manager-style [`RedisDict`], [`RedisList`],
+//! [`RedisValue`] and [`RedisNamespace`]; and [`RedisPool`], a pool whose
+//! workers are the same program on other machines, running registered
+//! [`EntryPoint`]s (see [`RedisPool`] and [`Registry`] for the worker line
+//! in `main`, the at-least-once delivery of tasks, exactly-once results,
+//! the dead-letter list and timeouts).
+//!
+//! # Running workers on other machines
+//! Build the program once, copy it to each machine, and start it there as
+//! `myapp --multiproc-worker redis://user:password@redis-host:6379/0` (or
+//! with `MULTIPROC_WORKER=` that URL); the program must call
+//! [`Registry::serve_if_worker`] first thing in `main`. Workers and callers
+//! must be the same build (the registry schema is checked on every task),
+//! and their clocks should be in sync when tasks have timeouts. Redis must
+//! be reachable from every machine; use a password (ACL user) and, across
+//! untrusted networks, a TLS tunnel (this build's client has no TLS).
+//!
 //! # URLs
 //! `redis://[user:password@]host:port/db`, `unix:///path/to/socket` (with
 //! `?pass=…` for a password). The password never appears in an error or a
