@@ -316,3 +316,45 @@ fn redis_restart_errors_then_reconnects_and_keeps_acknowledged_items() {
     q.task_done().unwrap(); // item 1
     assert!(q.join_timeout(Duration::from_secs(5)));
 }
+
+/// Prints the cost of one put → get against raw PINGs, and the batched
+/// rate (numbers for BENCHMARKS.md; debug build, shared machine).
+#[test]
+fn put_get_cost_against_ping() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue::<u64>("cost").unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    q.put(0).unwrap();
+    assert_eq!(q.get().unwrap(), 0);
+    let n = 2000u64;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        redis::cmd("PING").query::<String>(&mut c).unwrap();
+    }
+    let ping = t0.elapsed() / n as u32;
+    let t0 = Instant::now();
+    for i in 0..n {
+        q.put(i).unwrap();
+        assert_eq!(q.get().unwrap(), i);
+    }
+    let rt = t0.elapsed() / n as u32;
+    let items: Vec<u64> = (0..100_000).collect();
+    let t0 = Instant::now();
+    for chunk in items.chunks(1000) {
+        q.put_many(chunk).unwrap();
+    }
+    let mut got = 0usize;
+    while got < items.len() {
+        got += q.get_many(1000, Duration::from_secs(10)).unwrap().len();
+    }
+    let batched = items.len() as f64 / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "PING {ping:?}; put+get {rt:?} ({:.1} PINGs); batched put_many/get_many: {batched:.0} items/s",
+        rt.as_secs_f64() / ping.as_secs_f64()
+    );
+    assert_eq!(got, items.len());
+}

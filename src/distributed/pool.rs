@@ -572,8 +572,56 @@ struct Shared {
 /// The caller's side of a distributed pool, with the local [`crate::Pool`]
 /// shape: [`apply`](Self::apply), [`apply_async`](Self::apply_async),
 /// [`submit`](Self::submit), [`map`](Self::map), [`imap`](Self::imap),
-/// [`imap_unordered`](Self::imap_unordered). See the
-/// [module docs](crate::distributed) for the guarantees.
+/// [`imap_unordered`](Self::imap_unordered).
+///
+/// # Entry points, not code addresses
+/// A task names an [`EntryPoint`] by its *name* (made with
+/// [`entry_point!`](crate::entry_point)); its argument and result are serde
+/// data in the crate's codec. A worker looks the name up in its
+/// [`Registry`] and refuses a task whose registry *schema* (a hash of every
+/// entry's name, argument type and result type, the crate version and an
+/// optional application version) differs from its own: the caller gets an
+/// [`Error::InvalidArgument`] naming both. Nothing read from Redis is ever
+/// run as code, so a message planted in Redis can only be a task that
+/// fails (unlike pickle-based brokers).
+///
+/// # Workers: one line in `main`
+/// ```no_run
+/// use multiproc::distributed::Registry;
+/// fn square(x: u64) -> u64 { x * x }
+/// fn main() {
+///     let square = multiproc::entry_point!(square);
+///     let registry = Registry::new().with(&square);
+///     registry.serve_if_worker(); // the one line: `myapp --multiproc-worker redis://…`
+///     // … the program's own work, e.g. a RedisPool submitting `square`.
+/// }
+/// ```
+/// [`Registry::serve_if_worker`] returns at once in a normal run; started
+/// as `myapp --multiproc-worker URL` (or with `MULTIPROC_WORKER=URL` in the
+/// environment) the program serves tasks from that Redis until it is
+/// killed, and never returns. Workers are registered in `main` (not by the
+/// crate's load-time hook) because the entry points exist only once `main`
+/// has built the registry.
+///
+/// # Guarantees and failure model
+/// * Tasks are delivered **at least once**: a worker takes a task from a
+///   Redis stream and acknowledges it only after its result is sent; a
+///   worker that dies (SIGKILL, machine lost) stops renewing its lease, and
+///   after the lease ([`Backend::with_lease`], default 10 s) the task is
+///   delivered to another worker.
+/// * Results are **exactly once** at the caller: every task has an id, and
+///   the caller keeps the first result for an id and drops the others.
+/// * A task started `max_attempts` times (default 3) without a result — it
+///   kills its worker each time — goes to the dead-letter list
+///   `<prefix>:pool:<name>:dead` and the caller gets
+///   [`Error::DeadLetter`] naming it.
+/// * A per-task timeout ([`RedisPool::with_task_timeout`]) bounds the
+///   caller's wait ([`Error::TaskTimeout`]); a worker does not start a task
+///   whose deadline passed (deadlines are wall-clock times: keep the
+///   machines' clocks in sync). A task already running is not interrupted.
+/// * A panic in a task is [`Error::Panicked`] for that task; the worker
+///   goes on.
+/// * [`RedisPool::size`] counts the workers whose heartbeat is fresh.
 ///
 /// # Examples
 /// ```no_run
@@ -859,11 +907,7 @@ impl RedisPool {
         Ok((n, rx))
     }
 
-    fn wait_many(
-        &self,
-        rx: &Batch,
-        deadline: Option<Instant>,
-    ) -> Result<(usize, Result<Vec<u8>>)> {
+    fn wait_many(&self, rx: &Batch, deadline: Option<Instant>) -> Result<(usize, Result<Vec<u8>>)> {
         match deadline {
             Some(d) => rx
                 .recv_timeout(d.saturating_duration_since(Instant::now()))
