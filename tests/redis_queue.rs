@@ -358,3 +358,42 @@ fn put_get_cost_against_ping() {
     );
     assert_eq!(got, items.len());
 }
+
+fn take_three_and_hang(url: String, lease_ms: u64) {
+    let b = Backend::connect(&url)
+        .unwrap()
+        .with_lease(Duration::from_millis(lease_ms));
+    let q = b.queue::<u32>("three").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(q.get_many(3 - got.len(), Duration::from_secs(30)).unwrap());
+    }
+    b.queue::<u32>("took3").unwrap().put(3).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Several items of a dead consumer: each `get` claims and hands out one,
+/// none is acknowledged unseen.
+#[test]
+fn every_item_of_a_dead_consumer_comes_back_once() {
+    let s = RedisServer::start();
+    let lease = Duration::from_millis(1000);
+    let b = backend(&s).with_lease(lease);
+    let q = b.queue::<u32>("three").unwrap();
+    q.put_many(&[1, 2, 3]).unwrap();
+    let mut p = Process::new(take_three_and_hang, (s.url(), lease.as_millis() as u64));
+    p.start().unwrap();
+    assert_eq!(
+        b.queue::<u32>("took3")
+            .unwrap()
+            .get_timeout(Duration::from_secs(30))
+            .unwrap(),
+        3
+    );
+    p.kill().unwrap();
+    p.join().unwrap();
+    let mut got: Vec<u32> = (0..3).map(|_| q.get_timeout(lease * 10).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [1, 2, 3]);
+    assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
+}

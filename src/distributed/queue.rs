@@ -508,7 +508,7 @@ impl Core {
                 .arg(lease_ms)
                 .arg(&cursor)
                 .arg("COUNT")
-                .arg(max.max(10))
+                .arg(max.max(1))
                 .query::<Value>(c)
             {
                 Err(e) if is_nogroup(&e) => Ok(Value::Nil),
@@ -524,6 +524,8 @@ impl Core {
             entries(list, &mut got);
         }
         if !got.is_empty() {
+            // There may be more: look again on the next call.
+            st.last_claim = None;
             log::info!(
                 "queue {}: {} item(s) of a consumer that stopped are delivered again",
                 self.stream,
@@ -545,8 +547,11 @@ impl Core {
     }
 
     fn get_one<T: DeserializeOwned>(&self, deadline: Option<Instant>, nowait: bool) -> Result<T> {
-        let mut got = self.take(1, deadline, nowait)?;
-        let (id, bytes) = got.pop().ok_or(Error::Empty)?;
+        // `take(1, …)` yields at most one entry: a second one would be held
+        // (and later acknowledged) without ever being handed out.
+        let got = self.take(1, deadline, nowait)?;
+        debug_assert!(got.len() <= 1);
+        let (id, bytes) = got.into_iter().next().ok_or(Error::Empty)?;
         match bytes {
             Some(b) => decode(&b),
             None => Err(Error::Decode(format!("queue entry {id} has no item field"))),
@@ -621,6 +626,12 @@ impl Core {
             held.pop_front();
         }
         Ok(())
+    }
+
+    /// Stops renewing the oldest held item without acknowledging it: it
+    /// is delivered again (to any handle) once its lease runs out.
+    fn abandon(&self) {
+        self.held().pop_front();
     }
 
     fn unfinished(&self) -> Result<usize> {
@@ -994,6 +1005,12 @@ impl<T: Serialize + DeserializeOwned> RedisJoinableQueue<T> {
     /// ```
     pub fn task_done(&self) -> Result<()> {
         self.core.task_done()
+    }
+
+    /// Gives up the oldest item this handle took, without marking it done:
+    /// it is delivered again after the lease.
+    pub(crate) fn abandon(&self) {
+        self.core.abandon();
     }
 
     /// Waits until every item put has been marked done (by any handle).
