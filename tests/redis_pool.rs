@@ -68,6 +68,9 @@ fn registry() -> Registry {
 /// unless this binary was started as a worker.
 #[test]
 fn worker_entry() {
+    if std::env::var_os("TEST_WORKER_LOG").is_some() {
+        let _ = multiproc::log_to_stderr(log::LevelFilter::Info);
+    }
     registry().serve_if_worker();
 }
 
@@ -286,4 +289,34 @@ fn hostile_task_timeout_and_no_workers() {
         Err(Error::TaskTimeout(_))
     ));
     assert!(t0.elapsed() < Duration::from_millis(300) + Duration::from_secs(2));
+}
+
+#[test]
+fn redis_restart_mid_run_every_task_answered_once() {
+    let mut s = RedisServer::start_persistent();
+    let _w = Workers::start(&s.url(), 2, None);
+    // Bounded: a task stuck with a worker would show as a timeout.
+    let p = pool(&s).with_task_timeout(Duration::from_secs(90));
+    let e = entries();
+    wait_size(&p, 2);
+    let n = 30u64;
+    let mut got = Vec::new();
+    for (i, r) in p
+        .imap_unordered(&e.slow_square, (0..n).map(|x| (x, 150)))
+        .unwrap()
+        .enumerate()
+    {
+        if i == 4 {
+            // Killed while both workers are in the middle of a task.
+            s.restart();
+        }
+        match r {
+            Ok(v) => got.push(v),
+            Err(e) => panic!("after {} results: {e}", got.len()),
+        }
+    }
+    let unique: HashSet<u64> = got.iter().copied().collect();
+    assert_eq!(got.len(), n as usize);
+    assert_eq!(unique.len(), n as usize);
+    assert!((0..n).all(|x| unique.contains(&(x * x))));
 }

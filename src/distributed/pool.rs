@@ -425,6 +425,7 @@ impl<'a> Worker<'a> {
                 log::warn!("worker heartbeat: {e}");
             }
         });
+        log::info!("worker {id} serves pool '{pool}' at {}", backend.url());
         Ok(Worker {
             registry,
             backend: backend.clone(),
@@ -466,7 +467,13 @@ impl<'a> Worker<'a> {
             };
             failing_since = None;
             if let Err(e) = self.handle(task) {
-                log::warn!("worker {}: {e}", self.id);
+                // Redis failed somewhere between taking the task and
+                // acknowledging it: let it go (not done), so that it is
+                // delivered again after the lease, to this worker or
+                // another; a result already sent makes a duplicate that the
+                // caller drops.
+                log::warn!("worker {}: {e}; the task will be delivered again", self.id);
+                self.tasks.abandon();
             }
         }
     }
