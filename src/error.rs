@@ -190,6 +190,17 @@ pub enum Error {
         /// Its message (its arguments, or the server's traceback text).
         message: String,
     },
+
+    /// A task of a distributed pool killed its worker too many times and
+    /// was moved to the pool's dead-letter list instead of being delivered
+    /// again.
+    #[error("task {task} killed its worker {attempts} times and was moved to the dead-letter list")]
+    DeadLetter {
+        /// The task: its id and the entry point it names.
+        task: String,
+        /// How many times it was started.
+        attempts: u32,
+    },
 }
 
 impl Error {
@@ -384,6 +395,10 @@ enum WireError {
         kind: String,
         message: String,
     },
+    DeadLetter {
+        task: String,
+        attempts: u32,
+    },
 }
 
 /// Sends an error to another process (a child's `multiproc::Result<T>`,
@@ -472,6 +487,10 @@ impl Serialize for Error {
                 kind: kind.clone(),
                 message: message.clone(),
             },
+            Error::DeadLetter { task, attempts } => WireError::DeadLetter {
+                task: task.clone(),
+                attempts: *attempts,
+            },
         };
         wire.serialize(s)
     }
@@ -524,6 +543,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Closed => Error::Closed,
             WireError::Task { index, source } => Error::Task { index, source },
             WireError::Remote { kind, message } => Error::Remote { kind, message },
+            WireError::DeadLetter { task, attempts } => Error::DeadLetter { task, attempts },
         })
     }
 }
@@ -599,6 +619,7 @@ fn io_kind_from_name(name: &str) -> io::ErrorKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::items_after_test_module)]
 mod tests {
     use super::*;
 
@@ -728,6 +749,10 @@ pub(crate) fn copy_error(e: &Error) -> Error {
         E::Remote { kind, message } => E::Remote {
             kind: kind.clone(),
             message: message.clone(),
+        },
+        E::DeadLetter { task, attempts } => E::DeadLetter {
+            task: task.clone(),
+            attempts: *attempts,
         },
     }
 }

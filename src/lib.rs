@@ -197,6 +197,8 @@
 
 mod codec;
 pub mod connection;
+#[cfg(feature = "redis")]
+pub mod distributed;
 mod error;
 mod exclusive;
 mod logging;
