@@ -184,6 +184,9 @@
 //!
 //! * `progress` — progress bars for the pool's map family
 //!   (`IMap::progress`, `Pool::map_progress`) through `indicatif`.
+//! * `tokio` — coroutines: the gevent-shaped `green` module and the
+//!   awaitable twins of the blocking operations (`Queue::get_async`, …),
+//!   on tokio. Enable with `multiproc = { version = "…", features = ["tokio"] }`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -191,6 +194,8 @@ mod codec;
 pub mod connection;
 mod error;
 mod exclusive;
+#[cfg(feature = "tokio")]
+pub mod green;
 mod logging;
 pub mod pickle;
 mod pool;
