@@ -78,6 +78,7 @@
 //! | `AsyncResult.get(timeout)`, `wait(timeout)`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout) / [`get_deadline`](AsyncResult::get_deadline) / [`try_get`](AsyncResult::try_get), [`wait`](AsyncResult::wait) (`_timeout`, `_deadline`), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
+//! | `multiprocessing.pool.ThreadPool(n)`: `apply`, `apply_async`, `map`, `imap`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`ThreadPool::new`]: [`apply`](ThreadPool::apply), [`apply_async`](ThreadPool::apply_async), [`map`](ThreadPool::map), [`imap`](ThreadPool::imap), [`imap_unordered`](ThreadPool::imap_unordered), [`starmap`](ThreadPool::starmap), [`close`](ThreadPool::close), [`join`](ThreadPool::join), [`terminate`](ThreadPool::terminate) (closures may capture) |
 //! | `ProcessPoolExecutor(max_workers)`, `submit`, `map(timeout=)` | [`Executor::new`] / [`Executor::with_default_size`], [`Executor::submit`], [`Executor::map`], [`Executor::map_timeout`] |
 //! | `shutdown(wait=True, cancel_futures=False)` | [`Executor::shutdown`], [`Executor::shutdown_with`]`(`[`Shutdown`]` { wait, cancel_futures })` |
 //! | `terminate_workers()`, `kill_workers()` (3.14) | [`Executor::terminate_workers`], [`Executor::kill_workers`] |
@@ -110,7 +111,7 @@
 //! | `Queue.join_thread()`, `Queue.cancel_join_thread()` | not needed: a queue has no feeder thread (a `put` that returned `Ok` is in shared memory), so there is nothing to join or cancel |
 //! | `heap` (`BufferWrapper`, the arena allocator) | not needed: each [`Value`], [`Array`] or [`SharedMemory`] maps its own segment |
 //! | `sharedctypes.synchronized(obj, lock)`, `copy(obj)` | [`Value::with_lock`], [`Array::with_lock`]; copy with [`RawValue::get`] / [`RawArray::to_vec`] into a new one |
-//! | `multiprocessing.dummy` (the API over threads) | not available: use [`std::thread`] and [`std::sync`] |
+//! | `multiprocessing.dummy` (the API over threads) | [`ThreadPool`] for the pool; otherwise [`std::thread`] and [`std::sync`] |
 //! | `util.Finalize`, `util.register_after_fork` | not available: use `Drop`; a child runs only its target, so there is no state to fix up after fork |
 //!
 //! # Blocking calls, timeouts and names
@@ -204,6 +205,7 @@ pub mod queue;
 mod shm;
 mod sync;
 mod sys;
+mod thread_pool;
 
 pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
@@ -231,3 +233,4 @@ pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };
+pub use thread_pool::{StarFn, ThreadIMap, ThreadPool, ThreadResult};
