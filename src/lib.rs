@@ -191,6 +191,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod codec;
 pub mod connection;
 mod error;
