@@ -13,6 +13,9 @@
 mod daemons;
 #[path = "seeds/echo_server.rs"]
 mod echo_server;
+#[cfg(feature = "tokio")]
+#[path = "seeds/green_demo.rs"]
+mod green_demo;
 #[path = "seeds/heartbeat.rs"]
 mod heartbeat;
 #[path = "seeds/ktv.rs"]
@@ -63,6 +66,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     shared_counter::run(true)?;
     queue_urls::run(true)?;
     queue_pipe::run(true)?;
+    // Coroutines (with `--features tokio`).
+    #[cfg(feature = "tokio")]
+    green_demo::run(true)?;
 
     println!();
     println!(
