@@ -300,3 +300,83 @@ fn ten_thousand_tasks_wait_on_one_queue() {
         })
     });
 }
+
+fn echo_upper(conn: multiproc::Connection) {
+    while let Ok(s) = conn.recv::<String>() {
+        std::thread::sleep(Duration::from_millis(20));
+        conn.send(&s.to_uppercase()).unwrap();
+    }
+}
+
+fn bytes_later(conn: multiproc::Connection) {
+    std::thread::sleep(Duration::from_millis(200));
+    conn.send_bytes(&[1, 2, 3]).unwrap();
+    // A message larger than the socket buffer.
+    conn.send_bytes(&vec![7u8; 4 << 20]).unwrap();
+}
+
+#[test]
+fn connection_send_and_recv_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let (here, there) = multiproc::Pipe::new().unwrap();
+            let mut p = Process::new(echo_upper, (there,));
+            p.start().unwrap();
+            // The runtime stays free while a reply is awaited.
+            let ticker = tokio::spawn(async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            for word in ["a", "bc", "def"] {
+                here.send_async(word).await.unwrap();
+                assert_eq!(
+                    here.recv_async::<String>().await.unwrap(),
+                    word.to_uppercase()
+                );
+            }
+            ticker.await.unwrap();
+            drop(here);
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+
+            let (here, there) = multiproc::Pipe::new().unwrap();
+            let mut p = Process::new(bytes_later, (there,));
+            p.start().unwrap();
+            // A receive that times out (is cancelled) loses nothing.
+            let e = here
+                .recv_async_timeout::<u8>(Duration::from_millis(20))
+                .await
+                .unwrap_err();
+            assert!(e.is_timeout());
+            assert_eq!(here.recv_bytes_async().await.unwrap(), [1, 2, 3]);
+            assert_eq!(here.recv_bytes_async().await.unwrap().len(), 4 << 20);
+            p.join_async().await.unwrap();
+            assert!(matches!(
+                here.recv_bytes_async().await,
+                Err(multiproc::Error::Eof)
+            ));
+        })
+    });
+}
+
+fn square(n: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(50));
+    n * n
+}
+
+#[test]
+fn pool_results_are_futures() {
+    both(|| {
+        Box::pin(async {
+            let pool = multiproc::Pool::new(2).unwrap();
+            let r = pool.apply_async(square, (7,)).unwrap();
+            assert_eq!(r.await.unwrap(), 49);
+            let m = pool.map_async(square, 0..4u64).unwrap();
+            assert_eq!(m.await.unwrap(), vec![0, 1, 4, 9]);
+            let ex = multiproc::Executor::new(1).unwrap();
+            let f = ex.submit(square, (3,)).unwrap();
+            assert_eq!(f.await.unwrap(), 9);
+        })
+    });
+}

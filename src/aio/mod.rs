@@ -16,6 +16,7 @@
 //! |---|---|---|
 //! | `Queue`/`SimpleQueue`/`JoinableQueue` `get_async` | the queue's `eventfd` | the next producer to publish, after the waiter *armed* the queue (the mechanism of [`connection::wait`](crate::connection::wait)) |
 //! | `Process::join_async` | the child's pidfd | the kernel, when the child exits |
+//! | `Connection::recv_async` / `send_async` (and the bytes forms) | the connection's socket | the kernel, when data (or room) is there |
 //!
 //! An idle waiter therefore costs nothing: it is a registration in the
 //! reactor's epoll set. The protocol for a queue is: try `get_nowait`; arm
@@ -30,7 +31,7 @@
 //! task per process, not all of them).
 //!
 //! Operations without such a descriptor — a `put` into a full ring,
-//! `JoinableQueue::join` — wait in tokio's blocking pool
+//! `JoinableQueue::join`, a pool's `AsyncResult` and `TaskFuture` — wait in tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]) with 100 ms slices and a cancellation
 //! flag, so a dropped future releases its thread within 100 ms.
 //!
@@ -41,8 +42,10 @@
 
 #![allow(unsafe_code)]
 
+mod connection;
 mod process;
 mod queue;
+mod results;
 
 use crate::error::Result;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -60,12 +63,17 @@ impl Readable {
     ///
     /// Panics outside a tokio runtime (as every tokio I/O type does).
     pub(crate) fn new(fd: BorrowedFd<'_>) -> Result<Readable> {
+        Readable::with_interest(fd, Interest::READABLE)
+    }
+
+    /// Registers a duplicate of `fd` for `interest`.
+    pub(crate) fn with_interest(fd: BorrowedFd<'_>, interest: Interest) -> Result<Readable> {
         let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(std::io::Error::from)?;
         // SAFETY: the `AsyncFd` owns `dup` (an `OwnedFd` it alone holds), so
         // the descriptor stays open, refers to the same file description
         // and `as_raw_fd` returns the same number until the `AsyncFd` drops
         // it — the contract of `register_with_interest`.
-        let afd = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+        let afd = unsafe { AsyncFd::register_with_interest(dup, interest) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Readable(afd))
     }
@@ -75,6 +83,13 @@ impl Readable {
     /// call waits for a new event.
     pub(crate) async fn wait(&self) -> Result<()> {
         let mut g = self.0.readable().await?;
+        g.clear_ready();
+        Ok(())
+    }
+
+    /// [`wait`](Self::wait) for writability.
+    pub(crate) async fn wait_writable(&self) -> Result<()> {
+        let mut g = self.0.writable().await?;
         g.clear_ready();
         Ok(())
     }
