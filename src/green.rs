@@ -38,7 +38,7 @@
 //! | `gevent.Timeout(seconds)`, `with Timeout(s):` | [`Timeout::start_new`]`(d)`, [`Timeout::run`]`(future).await` |
 //! | `gevent.with_timeout(seconds, f)` | [`with_timeout`]`(d, future).await` |
 //! | `gevent.pool.Pool(size)`, `gevent.pool.Group()` | [`Pool::new`]`(size)`, [`Group::new`]`()` |
-//! | `pool.spawn`, `map`, `imap_unordered`, `join`, `kill`, `free_count` | [`Pool::spawn`], [`Pool::map`], [`Pool::imap_unordered`], [`Pool::join`], [`Pool::kill`], [`Pool::free_count`] (and the same on [`Group`]) |
+//! | `pool.spawn`, `map`, `imap_unordered`, `join`, `kill`, `free_count` | [`Group::spawn`], [`Group::map`], [`Group::imap_unordered`], [`Group::join`], [`Group::kill`], [`Group::free_count`] (a [`Pool`] derefs to its [`Group`]) |
 //! | `gevent.queue.Queue`, `gevent.lock`, `gevent.event` (within one thread) | [`tokio::sync`] (`mpsc`, `Mutex`, `Notify`, `Semaphore`) |
 //! | a `multiprocessing.Queue` read from greenlets | [`Queue::get_async`](crate::Queue::get_async) and the other awaitable twins |
 //!
