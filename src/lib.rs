@@ -97,7 +97,7 @@
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
 //! | gevent: `spawn`, `joinall`, `killall`, `sleep`, `Timeout`, `pool.Pool`, `pool.Group` | `green` (feature `tokio`): `green::spawn`, `green::joinall`, `green::killall`, `green::sleep`, `green::Timeout`, `green::Pool`, `green::Group` |
-//! | a blocking call inside a greenlet (`q.get()`, `conn.recv()`, `p.join()`, `r.get()`) | its awaitable twin (feature `tokio`): `Queue::get_async` / `put_async` (`_timeout`), `SimpleQueue::get_async`, `JoinableQueue::join_async`, `Connection::recv_async` / `send_async` (bytes forms), `Process::join_async`, `AsyncResult` and `TaskFuture` are `IntoFuture` (see the `aio` module) |
+//! | a blocking call inside a greenlet (`q.get()`, `conn.recv()`, `p.join()`, `r.get()`) | its awaitable twin (feature `tokio`): `Queue::get_async` / `put_async` (`_timeout`), `SimpleQueue::get_async`, `JoinableQueue::join_async`, `Connection::recv_async` / `send_async` (bytes forms), `Listener::accept_async`, `Client::connect_async`, `Process::join_async`, `Event::wait_async`, `Semaphore::acquire_async`, `AsyncResult` and `TaskFuture` are `IntoFuture` (see the `aio` module) |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log_to_stderr`]`(log::LevelFilter::Info)`; the crate's records go through the [`log`] facade under targets starting with `multiproc` |
 //!
 //! ## Not available, and what to use instead

@@ -380,3 +380,82 @@ fn pool_results_are_futures() {
         })
     });
 }
+
+fn set_later(e: multiproc::Event) {
+    std::thread::sleep(Duration::from_millis(100));
+    e.set();
+}
+
+fn release_later(s: multiproc::Semaphore) {
+    std::thread::sleep(Duration::from_millis(100));
+    s.release().unwrap();
+}
+
+#[test]
+fn event_and_semaphore_twins_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let e = multiproc::Event::new().unwrap();
+            assert!(!e.wait_async_timeout(Duration::from_millis(30)).await);
+            let mut p = Process::new(set_later, (e.clone(),));
+            p.start().unwrap();
+            e.wait_async().await;
+            assert!(e.is_set());
+            p.join_async().await.unwrap();
+
+            let s = multiproc::Semaphore::new(0).unwrap();
+            let mut p = Process::new(release_later, (s.clone(),));
+            p.start().unwrap();
+            s.acquire_async().await;
+            assert_eq!(s.value(), 0);
+            p.join_async().await.unwrap();
+
+            // A cancelled acquire never keeps a unit: the release that comes
+            // after the timeout stays available.
+            assert!(!s.acquire_async_timeout(Duration::from_millis(30)).await);
+            s.release().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(s.value(), 1);
+            let b = multiproc::BoundedSemaphore::new(1).unwrap();
+            b.acquire_async().await;
+            assert!(!b.acquire_async_timeout(Duration::from_millis(30)).await);
+            b.release().unwrap();
+        })
+    });
+}
+
+fn client_says(addr: std::net::SocketAddr) {
+    let c = multiproc::Client::connect(addr, Some(b"key")).unwrap();
+    c.send("hello from the child").unwrap();
+}
+
+#[test]
+fn listener_and_client_twins() {
+    both(|| {
+        Box::pin(async {
+            let l = multiproc::Listener::bind("127.0.0.1:0", Some(b"key")).unwrap();
+            let multiproc::Address::Tcp(sa) = l.address().clone() else {
+                unreachable!()
+            };
+            let mut p = Process::new(client_says, (sa,));
+            p.start().unwrap();
+            let c = l.accept_async().await.unwrap();
+            assert_eq!(
+                c.recv_async::<String>().await.unwrap(),
+                "hello from the child"
+            );
+            p.join_async().await.unwrap();
+
+            let addr = l.address().clone();
+            let client = tokio::spawn(async move {
+                let c = multiproc::Client::connect_async(addr, Some(b"key"))
+                    .await
+                    .unwrap();
+                c.send_async(&5u8).await.unwrap();
+            });
+            let c = l.accept_async().await.unwrap();
+            assert_eq!(c.recv_async::<u8>().await.unwrap(), 5);
+            client.await.unwrap();
+        })
+    });
+}

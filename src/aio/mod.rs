@@ -31,21 +31,34 @@
 //! task per process, not all of them).
 //!
 //! Operations without such a descriptor — a `put` into a full ring,
-//! `JoinableQueue::join`, a pool's `AsyncResult` and `TaskFuture` — wait in tokio's blocking pool
+//! `JoinableQueue::join`, a pool's `AsyncResult` and `TaskFuture`,
+//! `Event::wait_async`, `Semaphore::acquire_async` (futexes in shared
+//! memory, which no reactor can watch) — wait in tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]) with 100 ms slices and a cancellation
 //! flag, so a dropped future releases its thread within 100 ms.
 //!
 //! # Cancel safety
 //!
 //! Stated per method, as tokio does: dropping a pending `get_async` never
-//! loses an item (an item is taken only in the poll that returns it).
+//! loses an item (an item is taken only in the poll that returns it), and
+//! dropping a pending `acquire_async` never keeps a semaphore unit (a unit
+//! its waiting thread takes after the drop is released).
+//!
+//! # Not yet
+//!
+//! `Lock`/`RLock` acquire (a robust futex records its owner *thread*, so
+//! it cannot be taken in a helper thread for a task; it needs a
+//! reactor-visible wake path such as an eventfd per waiting process in the
+//! lock's segment), `Condition`, `Barrier`, `connection::wait`.
 
 #![allow(unsafe_code)]
 
 mod connection;
+mod listener;
 mod process;
 mod queue;
 mod results;
+mod sync;
 
 use crate::error::Result;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
