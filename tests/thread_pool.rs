@@ -121,12 +121,16 @@ fn terminate_fails_the_tasks_not_started() {
     let pool = ThreadPool::new(1).unwrap();
     let gate = Arc::new(Barrier::new(2));
     let g = gate.clone();
+    let (started_tx, started) = std::sync::mpsc::channel();
     let running = pool
         .apply_async(move || {
+            started_tx.send(()).unwrap();
             g.wait();
             1
         })
         .unwrap();
+    // The task must be running (not queued) when the pool is terminated.
+    started.recv_timeout(Duration::from_secs(30)).unwrap();
     let queued = pool.apply_async(|| 2).unwrap();
     let mapped = pool.imap(|n: u8| n, 0..3).unwrap();
     pool.terminate();
