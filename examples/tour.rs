@@ -13,6 +13,9 @@
 mod daemons;
 #[path = "seeds/echo_server.rs"]
 mod echo_server;
+#[cfg(feature = "tokio")]
+#[path = "seeds/green_demo.rs"]
+mod green_demo;
 #[path = "seeds/heartbeat.rs"]
 mod heartbeat;
 #[path = "seeds/ktv.rs"]
@@ -69,6 +72,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     queue_pipe::run(true)?;
     manager_dict_list::run(true)?;
     manager_queue_pool::run(true)?;
+    // Coroutines (with `--features tokio`).
+    #[cfg(feature = "tokio")]
+    green_demo::run(true)?;
 
     println!();
     println!(

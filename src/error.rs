@@ -618,8 +618,75 @@ fn io_kind_from_name(name: &str) -> io::ErrorKind {
         .unwrap_or(K::Other)
 }
 
+
+/// A copy of `e`: the same variant with the same contents; an
+/// [`Error::Io`] keeps its kind, OS error code and message.
+pub(crate) fn copy_error(e: &Error) -> Error {
+    use Error as E;
+    match e {
+        E::Io(io) => E::Io(match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(io.kind(), io.to_string()),
+        }),
+        E::Eof => E::Eof,
+        E::Truncated => E::Truncated,
+        E::Timeout => E::Timeout,
+        E::MessageTooLarge { size, max } => E::MessageTooLarge {
+            size: *size,
+            max: *max,
+        },
+        E::BadFrame(s) => E::BadFrame(s.clone()),
+        E::Encode(s) => E::Encode(s.clone()),
+        E::Decode(s) => E::Decode(s.clone()),
+        E::BufferTooShort { message, capacity } => E::BufferTooShort {
+            message: message.clone(),
+            capacity: *capacity,
+        },
+        E::WrongDirection(s) => E::WrongDirection(s),
+        E::State(s) => E::State(s),
+        E::DaemonicChildren => E::DaemonicChildren,
+        E::ForkWithThreads { threads } => E::ForkWithThreads { threads: *threads },
+        E::ClosureNeedsFork => E::ClosureNeedsFork,
+        E::Panicked(p) => E::Panicked(p.clone()),
+        E::Exited(c) => E::Exited(*c),
+        E::Killed(s) => E::Killed(*s),
+        E::Bootstrap(s) => E::Bootstrap(s.clone()),
+        E::Authentication(s) => E::Authentication(s.clone()),
+        E::Address(s) => E::Address(s.clone()),
+        E::WorkerLost { pid, exitcode } => E::WorkerLost {
+            pid: *pid,
+            exitcode: *exitcode,
+        },
+        E::TaskTimeout(d) => E::TaskTimeout(*d),
+        E::LimitExceeded { limit, usage } => E::LimitExceeded {
+            limit: *limit,
+            usage: *usage,
+        },
+        E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
+        E::PoolTerminated => E::PoolTerminated,
+        E::Cancelled => E::Cancelled,
+        E::PoolBroken(s) => E::PoolBroken(s.clone()),
+        E::OwnerDied => E::OwnerDied,
+        E::WouldBlock => E::WouldBlock,
+        E::Empty => E::Empty,
+        E::Full => E::Full,
+        E::Closed => E::Closed,
+        E::Task { index, source } => E::Task {
+            index: *index,
+            source: Box::new(copy_error(source)),
+        },
+        E::Remote { kind, message } => E::Remote {
+            kind: kind.clone(),
+            message: message.clone(),
+        },
+        E::DeadLetter { task, attempts } => E::DeadLetter {
+            task: task.clone(),
+            attempts: *attempts,
+        },
+    }
+}
+
 #[cfg(test)]
-#[allow(clippy::items_after_test_module)]
 mod tests {
     use super::*;
 
@@ -687,72 +754,5 @@ mod tests {
         let kept = intern(&long);
         assert!(kept.len() <= 256 && long.starts_with(kept));
         assert!(std::ptr::eq(intern("same text"), intern("same text")));
-    }
-}
-
-/// A copy of `e`: the same variant with the same contents; an
-/// [`Error::Io`] keeps its kind, OS error code and message.
-pub(crate) fn copy_error(e: &Error) -> Error {
-    use Error as E;
-    match e {
-        E::Io(io) => E::Io(match io.raw_os_error() {
-            Some(code) => std::io::Error::from_raw_os_error(code),
-            None => std::io::Error::new(io.kind(), io.to_string()),
-        }),
-        E::Eof => E::Eof,
-        E::Truncated => E::Truncated,
-        E::Timeout => E::Timeout,
-        E::MessageTooLarge { size, max } => E::MessageTooLarge {
-            size: *size,
-            max: *max,
-        },
-        E::BadFrame(s) => E::BadFrame(s.clone()),
-        E::Encode(s) => E::Encode(s.clone()),
-        E::Decode(s) => E::Decode(s.clone()),
-        E::BufferTooShort { message, capacity } => E::BufferTooShort {
-            message: message.clone(),
-            capacity: *capacity,
-        },
-        E::WrongDirection(s) => E::WrongDirection(s),
-        E::State(s) => E::State(s),
-        E::DaemonicChildren => E::DaemonicChildren,
-        E::ForkWithThreads { threads } => E::ForkWithThreads { threads: *threads },
-        E::ClosureNeedsFork => E::ClosureNeedsFork,
-        E::Panicked(p) => E::Panicked(p.clone()),
-        E::Exited(c) => E::Exited(*c),
-        E::Killed(s) => E::Killed(*s),
-        E::Bootstrap(s) => E::Bootstrap(s.clone()),
-        E::Authentication(s) => E::Authentication(s.clone()),
-        E::Address(s) => E::Address(s.clone()),
-        E::WorkerLost { pid, exitcode } => E::WorkerLost {
-            pid: *pid,
-            exitcode: *exitcode,
-        },
-        E::TaskTimeout(d) => E::TaskTimeout(*d),
-        E::LimitExceeded { limit, usage } => E::LimitExceeded {
-            limit: *limit,
-            usage: *usage,
-        },
-        E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
-        E::PoolTerminated => E::PoolTerminated,
-        E::Cancelled => E::Cancelled,
-        E::PoolBroken(s) => E::PoolBroken(s.clone()),
-        E::OwnerDied => E::OwnerDied,
-        E::WouldBlock => E::WouldBlock,
-        E::Empty => E::Empty,
-        E::Full => E::Full,
-        E::Closed => E::Closed,
-        E::Task { index, source } => E::Task {
-            index: *index,
-            source: Box::new(copy_error(source)),
-        },
-        E::Remote { kind, message } => E::Remote {
-            kind: kind.clone(),
-            message: message.clone(),
-        },
-        E::DeadLetter { task, attempts } => E::DeadLetter {
-            task: task.clone(),
-            attempts: *attempts,
-        },
     }
 }

@@ -811,6 +811,23 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     }
 }
 
+impl<T> Queue<T> {
+    /// This handle's shared core, as an address (clones share it): keys the
+    /// per-process waiter turn of `get_async`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.core) as usize
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    /// See [`Queue::identity`].
+    #[cfg(feature = "tokio")]
+    pub(crate) fn identity(&self) -> usize {
+        self.0.identity()
+    }
+}
+
 impl<T> AsFd for Queue<T> {
     /// The queue's readiness `eventfd` (see [`Waitable`]); not for reading
     /// items.
