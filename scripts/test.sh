@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,8 +23,18 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     echo "scripts/test.sh: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # Keep the package from starting its service while it installs (as a
+    # container image's policy does); the tests start their own servers.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+        "${sudo_cmd[@]}" chmod +x "$policy"
+        added_policy=1
+    fi
     "${sudo_cmd[@]}" apt-get update -qq
     "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+    if [ -n "$added_policy" ]; then "${sudo_cmd[@]}" rm -f "$policy"; fi
     # Debian's package starts its service; the tests use their own servers.
     if command -v systemctl >/dev/null 2>&1; then
         "${sudo_cmd[@]}" systemctl stop redis-server >/dev/null 2>&1 || true
