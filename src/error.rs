@@ -618,7 +618,6 @@ fn io_kind_from_name(name: &str) -> io::ErrorKind {
         .unwrap_or(K::Other)
 }
 
-
 /// A copy of `e`: the same variant with the same contents; an
 /// [`Error::Io`] keeps its kind, OS error code and message.
 pub(crate) fn copy_error(e: &Error) -> Error {

@@ -229,11 +229,11 @@ pub use connection::{
 };
 pub use error::{Error, RemotePanic, Result, signal_name};
 pub use logging::log_to_stderr;
+pub use manager::Manager;
 #[cfg(feature = "progress")]
 pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
-pub use manager::Manager;
 pub use process::forkserver::server_pid as forkserver_pid;
 pub use process::limits::{Limit, Limits, ResourceUsage};
 pub use process::{
