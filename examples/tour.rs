@@ -13,10 +13,17 @@
 mod daemons;
 #[path = "seeds/echo_server.rs"]
 mod echo_server;
+#[cfg(feature = "tokio")]
+#[path = "seeds/green_demo.rs"]
+mod green_demo;
 #[path = "seeds/heartbeat.rs"]
 mod heartbeat;
 #[path = "seeds/ktv.rs"]
 mod ktv;
+#[path = "seeds/manager_dict_list.rs"]
+mod manager_dict_list;
+#[path = "seeds/manager_queue_pool.rs"]
+mod manager_queue_pool;
 #[path = "seeds/pool_apply.rs"]
 mod pool_apply;
 #[path = "seeds/pool_tasks.rs"]
@@ -63,6 +70,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     shared_counter::run(true)?;
     queue_urls::run(true)?;
     queue_pipe::run(true)?;
+    manager_dict_list::run(true)?;
+    manager_queue_pool::run(true)?;
+    // Coroutines (with `--features tokio`).
+    #[cfg(feature = "tokio")]
+    green_demo::run(true)?;
 
     println!();
     println!(

@@ -113,6 +113,24 @@ pub enum Error {
     /// replaced.
     #[error("the task timed out after {0:?}; its worker was killed and replaced")]
     TaskTimeout(std::time::Duration),
+    /// A child process, or the pool worker running this task, ran past one
+    /// of its [`Limits`](crate::Limits) and was stopped (a pool worker is
+    /// replaced).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Limit};
+    /// let e = Error::LimitExceeded { limit: Limit::Memory(256 << 20), usage: None };
+    /// assert!(e.to_string().contains("memory limit of 256 MiB"));
+    /// ```
+    #[error("ran past its {limit} and was stopped")]
+    LimitExceeded {
+        /// Which limit.
+        limit: crate::Limit,
+        /// What the process used until it was stopped (for a pool worker:
+        /// over its whole life), when known.
+        usage: Option<crate::ResourceUsage>,
+    },
     /// An argument is out of its allowed range (Python's `ValueError`), e.g.
     /// a pool of 0 processes or a chunk size of 0.
     #[error("invalid argument: {0}")]
@@ -159,6 +177,29 @@ pub enum Error {
         /// What happened to the task.
         #[source]
         source: Box<Error>,
+    },
+    /// A manager call failed in the server: the method raised (`kind` is the
+    /// Python exception's name, e.g. `"KeyError"`, or the name a Rust object
+    /// gave its error; a panic in a method arrives as `"RuntimeError"` with the
+    /// panic's message), or the server refused the
+    /// request (`kind` is `"RemoteError"`, Python's `#TRACEBACK`).
+    #[error("{kind} in the manager: {message}")]
+    Remote {
+        /// The exception's name.
+        kind: String,
+        /// Its message (its arguments, or the server's traceback text).
+        message: String,
+    },
+
+    /// A task of a distributed pool killed its worker too many times and
+    /// was moved to the pool's dead-letter list instead of being delivered
+    /// again.
+    #[error("task {task} killed its worker {attempts} times and was moved to the dead-letter list")]
+    DeadLetter {
+        /// The task: its id and the entry point it names.
+        task: String,
+        /// How many times it was started.
+        attempts: u32,
     },
 }
 
@@ -333,6 +374,10 @@ enum WireError {
         exitcode: i32,
     },
     TaskTimeout(std::time::Duration),
+    LimitExceeded {
+        limit: crate::Limit,
+        usage: Option<crate::ResourceUsage>,
+    },
     InvalidArgument(String),
     PoolTerminated,
     Cancelled,
@@ -345,6 +390,14 @@ enum WireError {
     Task {
         index: usize,
         source: Box<Error>,
+    },
+    Remote {
+        kind: String,
+        message: String,
+    },
+    DeadLetter {
+        task: String,
+        attempts: u32,
     },
 }
 
@@ -413,6 +466,10 @@ impl Serialize for Error {
                 exitcode: *exitcode,
             },
             Error::TaskTimeout(d) => WireError::TaskTimeout(*d),
+            Error::LimitExceeded { limit, usage } => WireError::LimitExceeded {
+                limit: *limit,
+                usage: *usage,
+            },
             Error::InvalidArgument(m) => WireError::InvalidArgument(m.clone()),
             Error::PoolTerminated => WireError::PoolTerminated,
             Error::Cancelled => WireError::Cancelled,
@@ -425,6 +482,14 @@ impl Serialize for Error {
             Error::Task { index, source } => WireError::Task {
                 index: *index,
                 source: Box::new(copy_error(source)),
+            },
+            Error::Remote { kind, message } => WireError::Remote {
+                kind: kind.clone(),
+                message: message.clone(),
+            },
+            Error::DeadLetter { task, attempts } => WireError::DeadLetter {
+                task: task.clone(),
+                attempts: *attempts,
             },
         };
         wire.serialize(s)
@@ -466,6 +531,7 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Address(m) => Error::Address(m),
             WireError::WorkerLost { pid, exitcode } => Error::WorkerLost { pid, exitcode },
             WireError::TaskTimeout(d) => Error::TaskTimeout(d),
+            WireError::LimitExceeded { limit, usage } => Error::LimitExceeded { limit, usage },
             WireError::InvalidArgument(m) => Error::InvalidArgument(m),
             WireError::PoolTerminated => Error::PoolTerminated,
             WireError::Cancelled => Error::Cancelled,
@@ -476,6 +542,8 @@ impl<'de> Deserialize<'de> for Error {
             WireError::Full => Error::Full,
             WireError::Closed => Error::Closed,
             WireError::Task { index, source } => Error::Task { index, source },
+            WireError::Remote { kind, message } => Error::Remote { kind, message },
+            WireError::DeadLetter { task, attempts } => Error::DeadLetter { task, attempts },
         })
     }
 }
@@ -589,6 +657,10 @@ pub(crate) fn copy_error(e: &Error) -> Error {
             exitcode: *exitcode,
         },
         E::TaskTimeout(d) => E::TaskTimeout(*d),
+        E::LimitExceeded { limit, usage } => E::LimitExceeded {
+            limit: *limit,
+            usage: *usage,
+        },
         E::InvalidArgument(s) => E::InvalidArgument(s.clone()),
         E::PoolTerminated => E::PoolTerminated,
         E::Cancelled => E::Cancelled,
@@ -601,6 +673,14 @@ pub(crate) fn copy_error(e: &Error) -> Error {
         E::Task { index, source } => E::Task {
             index: *index,
             source: Box::new(copy_error(source)),
+        },
+        E::Remote { kind, message } => E::Remote {
+            kind: kind.clone(),
+            message: message.clone(),
+        },
+        E::DeadLetter { task, attempts } => E::DeadLetter {
+            task: task.clone(),
+            attempts: *attempts,
         },
     }
 }
@@ -640,6 +720,13 @@ mod tests {
                 exitcode: -9,
             },
             Error::TaskTimeout(std::time::Duration::from_millis(1500)),
+            Error::LimitExceeded {
+                limit: crate::Limit::CpuTime(std::time::Duration::from_secs(2)),
+                usage: Some(crate::ResourceUsage {
+                    cpu_time: std::time::Duration::from_millis(2100),
+                    peak_rss: 1 << 20,
+                }),
+            },
             Error::InvalidArgument("x".into()),
             Error::Closed,
         ];

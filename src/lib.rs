@@ -78,6 +78,8 @@
 //! | `AsyncResult.get(timeout)`, `wait(timeout)`, `ready`, `successful` | [`AsyncResult::get`], [`get_timeout`](AsyncResult::get_timeout) / [`get_deadline`](AsyncResult::get_deadline) / [`try_get`](AsyncResult::try_get), [`wait`](AsyncResult::wait) (`_timeout`, `_deadline`), [`ready`](AsyncResult::ready), [`successful`](AsyncResult::successful) |
 //! | `close`, `terminate`, `join`, `with Pool() as p` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | a killed worker: hangs forever / `BrokenProcessPool` | [`Error::WorkerLost`] for that task only; the worker is replaced |
+//! | no resource limits in Python (`resource.setrlimit` by hand in an initializer; a task that hits one kills its worker) | [`Limits`] on [`Process::limits`] and [`PoolBuilder::worker_limits`] (memory per worker, CPU time per task): [`Error::LimitExceeded`] names the [`Limit`]; [`Process::usage`], [`AsyncResult::usage`], [`TaskFuture::usage`] report CPU time and peak RSS ([`ResourceUsage`]) |
+//! | `multiprocessing.pool.ThreadPool(n)`: `apply`, `apply_async`, `map`, `imap`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`ThreadPool::new`]: [`apply`](ThreadPool::apply), [`apply_async`](ThreadPool::apply_async), [`map`](ThreadPool::map), [`imap`](ThreadPool::imap), [`imap_unordered`](ThreadPool::imap_unordered), [`starmap`](ThreadPool::starmap), [`close`](ThreadPool::close), [`join`](ThreadPool::join), [`terminate`](ThreadPool::terminate) (closures may capture) |
 //! | `ProcessPoolExecutor(max_workers)`, `submit`, `map(timeout=)` | [`Executor::new`] / [`Executor::with_default_size`], [`Executor::submit`], [`Executor::map`], [`Executor::map_timeout`] |
 //! | `shutdown(wait=True, cancel_futures=False)` | [`Executor::shutdown`], [`Executor::shutdown_with`]`(`[`Shutdown`]` { wait, cancel_futures })` |
 //! | `terminate_workers()`, `kill_workers()` (3.14) | [`Executor::terminate_workers`], [`Executor::kill_workers`] |
@@ -95,6 +97,15 @@
 //! | `RawValue`, `RawArray` | [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shared_memory.ShareableList(seq, name=...)` | [`ShareableList`] of [`Item`]s |
+//! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`Manager::start`], `Drop`, [`Manager::shutdown`] |
+//! | `m.dict()`, `m.list()`, `m.Queue()`, `m.JoinableQueue()`, `m.Value(t, v)`, `m.Array(t, seq)`, `m.Namespace()` | [`dict`](manager::RemoteManager::dict), [`list`](manager::RemoteManager::list), [`queue`](manager::RemoteManager::queue), [`joinable_queue`](manager::RemoteManager::joinable_queue), [`value`](manager::RemoteManager::value), [`array`](manager::RemoteManager::array), [`namespace`](manager::RemoteManager::namespace): typed proxies ([`DictProxy<K, V>`](manager::DictProxy), [`ListProxy<T>`](manager::ListProxy), [`QueueProxy<T>`](manager::QueueProxy), …) |
+//! | `m.Lock()`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`, `Barrier` | [`lock`](manager::RemoteManager::lock), [`rlock`](manager::RemoteManager::rlock), [`semaphore`](manager::RemoteManager::semaphore), [`bounded_semaphore`](manager::RemoteManager::bounded_semaphore), [`condition`](manager::RemoteManager::condition), [`event`](manager::RemoteManager::event), [`barrier`](manager::RemoteManager::barrier) |
+//! | `BaseManager.register('Foo', Foo, exposed=...)` | [`managed_type!`], [`manager::Registry`], [`Manager::start_with_types`] |
+//! | `BaseManager(address, authkey).get_server().serve_forever()`, `register('get_queue', callable=...)` | [`manager::Server::bind`], [`register_shared`](manager::Server::register_shared), [`serve_forever`](manager::Server::serve_forever) |
+//! | `BaseManager(address, authkey).connect()`, `m.get_queue()` | [`manager::connect`], [`RemoteManager::get`](manager::RemoteManager::get) (also against a Python manager) |
+//! | `RemoteError`, a method's exception | [`Error::Remote`] ([`Error::Empty`]/[`Error::Full`] for the queue's) |
+//! | gevent: `spawn`, `joinall`, `killall`, `sleep`, `Timeout`, `pool.Pool`, `pool.Group` | `green` (feature `tokio`): `green::spawn`, `green::joinall`, `green::killall`, `green::sleep`, `green::Timeout`, `green::Pool`, `green::Group` |
+//! | a blocking call inside a greenlet (`q.get()`, `conn.recv()`, `p.join()`, `r.get()`) | its awaitable twin (feature `tokio`): `Queue::get_async` / `put_async` (`_timeout`), `SimpleQueue::get_async`, `JoinableQueue::join_async`, `Connection::recv_async` / `send_async` (bytes forms), `Listener::accept_async`, `Client::connect_async`, `Process::join_async`, `Event::wait_async`, `Semaphore::acquire_async`, `AsyncResult` and `TaskFuture` are `IntoFuture` (see the `aio` module) |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log_to_stderr`]`(log::LevelFilter::Info)`; the crate's records go through the [`log`] facade under targets starting with `multiproc` |
 //!
 //! ## Not available, and what to use instead
@@ -110,7 +121,7 @@
 //! | `Queue.join_thread()`, `Queue.cancel_join_thread()` | not needed: a queue has no feeder thread (a `put` that returned `Ok` is in shared memory), so there is nothing to join or cancel |
 //! | `heap` (`BufferWrapper`, the arena allocator) | not needed: each [`Value`], [`Array`] or [`SharedMemory`] maps its own segment |
 //! | `sharedctypes.synchronized(obj, lock)`, `copy(obj)` | [`Value::with_lock`], [`Array::with_lock`]; copy with [`RawValue::get`] / [`RawArray::to_vec`] into a new one |
-//! | `multiprocessing.dummy` (the API over threads) | not available: use [`std::thread`] and [`std::sync`] |
+//! | `multiprocessing.dummy` (the API over threads) | [`ThreadPool`] for the pool; otherwise [`std::thread`] and [`std::sync`] |
 //! | `util.Finalize`, `util.register_after_fork` | not available: use `Drop`; a child runs only its target, so there is no state to fix up after fork |
 //!
 //! # Blocking calls, timeouts and names
@@ -184,15 +195,25 @@
 //!
 //! * `progress` — progress bars for the pool's map family
 //!   (`IMap::progress`, `Pool::map_progress`) through `indicatif`.
+//! * `tokio` — coroutines: the gevent-shaped `green` module and the
+//!   awaitable twins of the blocking operations (`Queue::get_async`, …),
+//!   on tokio. Enable with `multiproc = { version = "…", features = ["tokio"] }`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod boot;
 mod codec;
 pub mod connection;
 mod context;
+#[cfg(feature = "redis")]
+pub mod distributed;
 mod error;
 mod exclusive;
+#[cfg(feature = "tokio")]
+pub mod green;
+pub mod manager;
 mod mem;
 pub mod pickle;
 mod pool;
@@ -202,6 +223,7 @@ mod runtime;
 mod shm;
 mod sync;
 mod sys;
+mod thread_pool;
 
 pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
@@ -210,11 +232,13 @@ pub use connection::{
 };
 pub use context::{Context, get_context};
 pub use error::{Error, RemotePanic, Result, signal_name};
+pub use manager::Manager;
 #[cfg(feature = "progress")]
 pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
+pub use process::limits::{Limit, Limits, ResourceUsage};
 pub use process::{
     ActiveChild, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_start_method,
@@ -230,3 +254,4 @@ pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };
+pub use thread_pool::{StarFn, ThreadIMap, ThreadPool, ThreadResult};

@@ -45,6 +45,68 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// A `dict`, in insertion order.
     Dict(Vec<(Value, Value)>),
+    /// A reference to a Python global (a class or function) by name, as the
+    /// `GLOBAL`/`STACK_GLOBAL` opcodes write it. Only [`loads_objects`]
+    /// produces it; it is data, never looked up or called.
+    Global(Box<Global>),
+    /// An object a pickle rebuilds by calling `callable(*args)` (`REDUCE`,
+    /// or `NEWOBJ` for `cls.__new__(cls, *args)`), then applying `state`
+    /// (`BUILD`) when present. Only [`loads_objects`] produces it; nothing is
+    /// called — it is kept as data, e.g. Python's exceptions and the tokens
+    /// and proxies of `multiprocessing.managers`.
+    Object(Box<Object>),
+}
+
+/// A reference to a Python global by name ([`Value::Global`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    /// The module, e.g. `"builtins"`.
+    pub module: String,
+    /// The qualified name, e.g. `"KeyError"`.
+    pub name: String,
+}
+
+/// An object rebuilt by a call ([`Value::Object`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    /// What is called: usually a [`Value::Global`].
+    pub callable: Value,
+    /// The positional arguments.
+    pub args: Vec<Value>,
+    /// True for `NEWOBJ` (`cls.__new__(cls, *args)`), false for `REDUCE`.
+    pub new: bool,
+    /// The `BUILD` state, if any.
+    pub state: Option<Value>,
+}
+
+impl Value {
+    /// A [`Value::Global`] naming `module.name`.
+    pub fn global(module: &str, name: &str) -> Value {
+        Value::Global(Box::new(Global {
+            module: module.to_string(),
+            name: name.to_string(),
+        }))
+    }
+
+    /// The global's `(module, name)` when this is a [`Value::Global`].
+    pub fn as_global(&self) -> Option<(&str, &str)> {
+        match self {
+            Value::Global(g) => Some((&g.module, &g.name)),
+            _ => None,
+        }
+    }
+
+    /// A call of the global `module.name` with `args` (`REDUCE`), the form of
+    /// Python's exceptions, e.g. `Value::call("builtins", "KeyError",
+    /// vec![Value::from("k")])`.
+    pub fn call(module: &str, name: &str, args: Vec<Value>) -> Value {
+        Value::Object(Box::new(Object {
+            callable: Value::global(module, name),
+            args,
+            new: false,
+            state: None,
+        }))
+    }
 }
 
 impl From<&str> for Value {
@@ -124,6 +186,22 @@ fn write(v: &Value, out: &mut Vec<u8>) {
                 out.push(b'u');
             }
         }
+        Value::Global(g) => {
+            out.push(b'c');
+            out.extend_from_slice(g.module.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(g.name.as_bytes());
+            out.push(b'\n');
+        }
+        Value::Object(o) => {
+            write(&o.callable, out);
+            write(&Value::Tuple(o.args.clone()), out);
+            out.push(if o.new { 0x81 } else { b'R' });
+            if let Some(st) = &o.state {
+                write(st, out);
+                out.push(b'b');
+            }
+        }
     }
 }
 
@@ -158,6 +236,12 @@ fn write_int(n: i64, out: &mut Vec<u8>) {
 /// memo references keep seeing later appends, as in Python.
 enum Node {
     Leaf(Value),
+    Object {
+        callable: usize,
+        args: usize,
+        new: bool,
+        state: Option<usize>,
+    },
     List(Vec<usize>),
     Tuple(Vec<usize>),
     Dict(Vec<(usize, usize)>),
@@ -214,6 +298,33 @@ fn bad(why: impl Into<String>) -> Error {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn loads(data: &[u8]) -> Result<Value> {
+    loads_inner(data, false)
+}
+
+/// Like [`loads`], but also accepts references to globals and the objects
+/// rebuilt from them (`GLOBAL`, `STACK_GLOBAL`, `REDUCE`, `NEWOBJ`, `BUILD`),
+/// as [`Value::Global`] and [`Value::Object`]. Nothing is imported or
+/// called, so this is as safe as [`loads`]; the caller decides what such
+/// values mean (Python's manager protocol carries exceptions and tokens this
+/// way).
+///
+/// # Errors
+/// As for [`loads`].
+///
+/// # Examples
+/// ```
+/// use multiproc::pickle::{dumps, loads_objects, Value};
+///
+/// let e = Value::call("builtins", "KeyError", vec![Value::from("k")]);
+/// assert_eq!(loads_objects(&dumps(&e))?, e);
+/// assert!(multiproc::pickle::loads(&dumps(&e)).is_err());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn loads_objects(data: &[u8]) -> Result<Value> {
+    loads_inner(data, true)
+}
+
+fn loads_inner(data: &[u8], objects: bool) -> Result<Value> {
     let mut r = Reader { data, pos: 0 };
     let mut nodes: Vec<Node> = Vec::new();
     let mut stack: Vec<usize> = Vec::new();
@@ -350,6 +461,70 @@ pub fn loads(data: &[u8]) -> Result<Value> {
                     .ok_or_else(|| bad(format!("memo {key} missing")))?;
                 stack.push(node);
             }
+            b'c' if objects => {
+                let mut line = || -> Result<String> {
+                    let rest = &r.data[r.pos..];
+                    let n = rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .ok_or_else(|| bad("GLOBAL without a newline"))?;
+                    let s = std::str::from_utf8(&rest[..n])
+                        .map_err(|e| bad(format!("bad global name: {e}")))?
+                        .to_string();
+                    r.pos += n + 1;
+                    Ok(s)
+                };
+                let module = line()?;
+                let name = line()?;
+                push_leaf(
+                    &mut nodes,
+                    &mut stack,
+                    Value::Global(Box::new(Global { module, name })),
+                )
+            }
+            0x93 if objects => {
+                if stack.len() < 2 {
+                    return Err(bad("pickle stack underflow"));
+                }
+                let parts = stack.split_off(stack.len() - 2);
+                let text = |i: usize| match &nodes[i] {
+                    Node::Leaf(Value::Str(s)) => Ok(s.clone()),
+                    _ => Err(bad("STACK_GLOBAL needs two strings")),
+                };
+                let (module, name) = (text(parts[0])?, text(parts[1])?);
+                push_leaf(
+                    &mut nodes,
+                    &mut stack,
+                    Value::Global(Box::new(Global { module, name })),
+                )
+            }
+            b'R' | 0x81 if objects => {
+                if stack.len() < 2 {
+                    return Err(bad("pickle stack underflow"));
+                }
+                let parts = stack.split_off(stack.len() - 2);
+                if !matches!(nodes[parts[1]], Node::Tuple(_)) {
+                    return Err(bad("REDUCE/NEWOBJ arguments are not a tuple"));
+                }
+                nodes.push(Node::Object {
+                    callable: parts[0],
+                    args: parts[1],
+                    new: op == 0x81,
+                    state: None,
+                });
+                stack.push(nodes.len() - 1);
+            }
+            b'b' if objects => {
+                if stack.len() < 2 {
+                    return Err(bad("pickle stack underflow"));
+                }
+                let st = stack.pop().expect("checked");
+                let target = *stack.last().expect("checked");
+                match &mut nodes[target] {
+                    Node::Object { state, .. } if state.is_none() => *state = Some(st),
+                    _ => return Err(bad("BUILD on something that is not an object")),
+                }
+            }
             other => {
                 return Err(bad(format!(
                     "pickle opcode {other:#04x} is not part of plain data (None, bool, int, \
@@ -400,13 +575,23 @@ fn build(nodes: &[Node], i: usize, depth: usize, budget: &mut usize) -> Result<V
         return Err(bad("pickle expands to too many values"));
     }
     *budget -= 1;
+    // Plain loops rather than iterator adaptors: each level of nesting costs
+    // one small frame, even in debug builds.
     let all = |ids: &[usize], budget: &mut usize| -> Result<Vec<Value>> {
-        ids.iter()
-            .map(|&j| build(nodes, j, depth + 1, budget))
-            .collect()
+        let mut out = Vec::with_capacity(ids.len());
+        for &j in ids {
+            out.push(build(nodes, j, depth + 1, budget)?);
+        }
+        Ok(out)
     };
     Ok(match &nodes[i] {
         Node::Leaf(v) => v.clone(),
+        Node::Object {
+            callable,
+            args,
+            new,
+            state,
+        } => build_object(nodes, [*callable, *args], *new, *state, depth, budget)?,
         Node::List(ids) => Value::List(all(ids, budget)?),
         Node::Tuple(ids) => Value::Tuple(all(ids, budget)?),
         Node::Dict(kvs) => {
@@ -420,6 +605,32 @@ fn build(nodes: &[Node], i: usize, depth: usize, budget: &mut usize) -> Result<V
             Value::Dict(out)
         }
     })
+}
+
+/// The `Node::Object` arm of [`build`], kept out of it so that the
+/// recursion's stack frames stay small.
+#[inline(never)]
+fn build_object(
+    nodes: &[Node],
+    [callable, args]: [usize; 2],
+    new: bool,
+    state: Option<usize>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Value> {
+    let args = match build(nodes, args, depth + 1, budget)? {
+        Value::Tuple(a) => a,
+        _ => return Err(bad("REDUCE/NEWOBJ arguments are not a tuple")),
+    };
+    Ok(Value::Object(Box::new(Object {
+        callable: build(nodes, callable, depth + 1, budget)?,
+        args,
+        new,
+        state: match state {
+            Some(s) => Some(build(nodes, s, depth + 1, budget)?),
+            None => None,
+        },
+    })))
 }
 
 #[cfg(test)]

@@ -399,7 +399,7 @@ fn consumer_killed_mid_get() -> Result<()> {
     // a thousand chunks and blocks until a consumer drains it.
     let mut prod = Process::new(put_msgs, (q.clone(), vec![(1, 64 << 20), (2, 0)]));
     prod.start()?;
-    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    assert!(eventually(secs(60.0), || q.qsize() == 1));
     // A consumer that starts taking it; kill it once it has taken the first
     // chunk (the item count drops) and before it could finish.
     let mut c = Process::new(get_one, (q.clone(),));
@@ -449,7 +449,7 @@ fn producer_killed_mid_put() -> Result<()> {
     prod.start()?;
     // The item has started to enter the ring (counted) and cannot be
     // complete: it is 64 times the ring and nobody consumes.
-    assert!(eventually(secs(10.0), || q.qsize() == 1));
+    assert!(eventually(secs(60.0), || q.qsize() == 1));
     std::thread::sleep(Duration::from_millis(50));
     prod.kill()?;
     prod.join()?;
@@ -753,4 +753,247 @@ fn deep_items_are_decode_errors() {
     );
     p.join().unwrap();
     p.take_result().unwrap();
+}
+
+// ------------------------------------------------- timeouts in mid-item
+
+/// Whether `pid` is stopped (state `T` in `/proc/PID/stat`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            == Some("T")
+    })
+}
+
+/// Sends SIGCONT to `pid` after `after` unless told not to first: a stuck
+/// test then fails on its assertions instead of hanging.
+fn guard(pid: u32, after: Duration) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(after) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            common::signal(pid, libc::SIGCONT);
+        }
+    });
+    tx
+}
+
+/// A get with a timeout: (whether it ended in `Empty`, milliseconds taken,
+/// the small item it got if any).
+fn get_within(q: Queue<Msg>, ms: u64) -> (bool, u64, Option<u64>) {
+    let t = Instant::now();
+    let r = q.get_timeout(Duration::from_millis(ms));
+    let took = t.elapsed().as_millis() as u64;
+    match r {
+        Err(Error::Empty) => (true, took, None),
+        Ok(Msg::Small(n)) => (false, took, Some(n)),
+        _ => (false, took, None),
+    }
+}
+
+/// A consumer whose timed get started a streamed item and whose producer
+/// stalls (SIGSTOP) in the middle of it returns `Empty` by its deadline;
+/// another consumer process is not blocked past its own deadline; after
+/// SIGCONT the next get on the same handle returns the whole item, and the
+/// other consumer gets the item after it.
+#[test]
+fn get_timeout_mid_item_with_stalled_producer() -> Result<()> {
+    // 1 MiB through a 64 KiB ring: sixteen rings' worth, streamed.
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(5, 1 << 20), (6, 0)]));
+    prod.start()?;
+    let pid = prod.pid().expect("started");
+    // The first chunk is published (counted) and the ring is full: the
+    // producer waits for room in the middle of the item. Stop it there.
+    assert!(eventually(secs(10.0), || q.qsize() == 1 && q.is_full()));
+    common::signal(pid, libc::SIGSTOP);
+    assert!(eventually(secs(10.0), || is_stopped(pid)));
+    let cont = guard(pid, secs(10.0));
+
+    // This get takes what is in the ring, then would wait for the stopped
+    // producer: it returns Empty at its deadline instead.
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = q.get_timeout(secs(0.3));
+        assert!(matches!(r, Err(Error::Empty)), "not Empty: {:?}", r.err());
+        assert!(t.elapsed() < secs(3.0), "took {:?}", t.elapsed());
+    }
+    // Another consumer process keeps to its deadline as well.
+    let mut other = Process::new(get_within, (q.clone(), 300u64));
+    other.start()?;
+    other.join()?;
+    let (empty, ms, _) = other.take_result()?;
+    assert!(empty && ms < 3000, "other consumer: empty {empty}, {ms} ms");
+    // One more consumer waits for the next item meanwhile.
+    let mut next = Process::new(get_within, (q.clone(), 30_000u64));
+    next.start()?;
+
+    let _ = cont.send(());
+    common::signal(pid, libc::SIGCONT);
+    let m = q.get_timeout(secs(30.0))?;
+    assert!(
+        matches!(&m, Msg::Big(b) if b.len() == 1 << 20),
+        "wrong item"
+    );
+    assert!(verify(&m), "torn item received");
+    next.join()?;
+    assert_eq!(next.take_result()?.2, Some(6));
+    prod.join()?;
+    assert_eq!(prod.exitcode(), Some(0));
+    assert!(q.is_empty());
+    assert_eq!(q.qsize(), 0);
+    Ok(())
+}
+
+/// A consumer that gave up mid-item and then ends (drops its queue, or is
+/// killed) does not block the other consumers: the item it had started is
+/// lost, as when a consumer dies mid-item, and the next one arrives.
+#[test]
+fn consumer_that_gave_up_mid_item_then_exits() -> Result<()> {
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(5, 1 << 20), (6, 0)]));
+    prod.start()?;
+    let pid = prod.pid().expect("started");
+    assert!(eventually(secs(10.0), || q.qsize() == 1 && q.is_full()));
+    common::signal(pid, libc::SIGSTOP);
+    assert!(eventually(secs(10.0), || is_stopped(pid)));
+    let cont = guard(pid, secs(10.0));
+    // A child gives up on the item and returns (its handle is dropped).
+    let mut quitter = Process::new(get_within, (q.clone(), 300u64));
+    quitter.start()?;
+    quitter.join()?;
+    let (empty, ms, _) = quitter.take_result()?;
+    assert!(empty && ms < 3000, "quitter: empty {empty}, {ms} ms");
+    let _ = cont.send(());
+    common::signal(pid, libc::SIGCONT);
+    // The rest of the started item is skipped; the next item arrives.
+    let r = get_within(q.clone(), 30_000);
+    assert_eq!(r.2, Some(6), "{r:?}");
+    prod.join()?;
+    assert!(q.is_empty());
+    Ok(())
+}
+
+fn get_verified(q: Queue<Msg>) -> Option<(usize, bool)> {
+    match q.get_timeout(secs(30.0)) {
+        Ok(m @ Msg::Big(_)) => Some((
+            match &m {
+                Msg::Big(b) => b.len(),
+                Msg::Small(_) => 0,
+            },
+            verify(&m),
+        )),
+        _ => None,
+    }
+}
+
+/// A producer streaming an item larger than the ring while the consumers
+/// stall (SIGSTOP) returns `Full` with its item by its deadline; the part
+/// already in the ring is withdrawn (the consumer drops it), nothing torn
+/// or duplicated arrives, and the same item put again arrives whole, once.
+#[test]
+fn put_timeout_mid_item_with_stalled_consumer() -> Result<()> {
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    // A consumer asleep in get on the empty queue, then stopped.
+    let mut cons = Process::new(get_verified, (q.clone(),));
+    cons.start()?;
+    let pid = cons.pid().expect("started");
+    std::thread::sleep(Duration::from_millis(300));
+    common::signal(pid, libc::SIGSTOP);
+    assert!(eventually(secs(10.0), || is_stopped(pid)));
+    let cont = guard(pid, secs(10.0));
+
+    let item = big_item(9, 1 << 20);
+    let t = Instant::now();
+    let r = q.put_timeout(item, secs(0.3));
+    assert!(t.elapsed() < secs(3.0), "took {:?}", t.elapsed());
+    let item = match r {
+        Err(PutError::Full(item)) => item,
+        other => panic!("expected Full, got {other:?}"),
+    };
+    assert!(verify(&item));
+    // The withdrawn part fills the ring until a consumer drops it; puts
+    // keep to their deadlines meanwhile.
+    let t = Instant::now();
+    assert!(
+        q.put_timeout(Msg::Small(1), secs(0.3))
+            .unwrap_err()
+            .is_full()
+    );
+    assert!(t.elapsed() < secs(3.0));
+
+    let _ = cont.send(());
+    common::signal(pid, libc::SIGCONT);
+    // The consumer drops the withdrawn part and gets the item put again,
+    // whole.
+    q.put(item)?;
+    cons.join()?;
+    assert_eq!(cons.take_result()?, Some((1 << 20, true)));
+    assert!(matches!(q.get_timeout(secs(1.0)), Err(Error::Empty)));
+    assert!(q.is_empty());
+    Ok(())
+}
+
+/// A withdrawn item of a `JoinableQueue` does not count as a task.
+#[test]
+fn joinable_put_timeout_mid_item_counts_no_task() -> Result<()> {
+    let q: JoinableQueue<ByteBuf> = JoinableQueue::new()?;
+    // Twice the 4 MiB ring, and no consumer.
+    let big = ByteBuf::from(pattern(3, 8 << 20));
+    // Should the put not return, a consumer comes after 10 s and the test
+    // fails instead of hanging.
+    let (stop, rx) = std::sync::mpsc::channel::<()>();
+    let drain = q.clone();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(secs(10.0)).is_err() {
+            let _ = drain.get_timeout(secs(30.0));
+        }
+    });
+    let t = Instant::now();
+    let r = q.put_timeout(big.clone(), secs(0.3));
+    let _ = stop.send(());
+    assert!(t.elapsed() < secs(3.0), "took {:?}", t.elapsed());
+    assert!(
+        matches!(&r, Err(PutError::Full(b)) if *b == big),
+        "not Full with the item: {:?}",
+        r.as_ref().err().map(PutError::is_full)
+    );
+    assert_eq!(q.unfinished_tasks(), 0);
+    assert!(q.join_timeout(secs(1.0)));
+    // The withdrawn part fills the ring until a get drops it (and finds
+    // nothing else).
+    assert!(q.is_full());
+    assert!(matches!(q.get_timeout(secs(1.0)), Err(Error::Empty)));
+    assert!(q.is_empty());
+    q.put(ByteBuf::from(vec![1, 2, 3]))?;
+    assert_eq!(q.get_timeout(secs(5.0))?.as_slice(), [1, 2, 3]);
+    q.task_done()?;
+    assert!(q.join_timeout(secs(1.0)));
+    Ok(())
+}
+
+/// The item a timed get parked is resumed by a get on another thread of
+/// the same process (here an untimed one, which must not wait for the
+/// consumer lock its own process keeps for the parked item).
+#[test]
+fn parked_item_resumed_by_another_thread() -> Result<()> {
+    let q: Queue<Msg> = Queue::with_config(0, 64 << 10)?;
+    let mut prod = Process::new(put_msgs, (q.clone(), vec![(5, 1 << 20)]));
+    prod.start()?;
+    let pid = prod.pid().expect("started");
+    assert!(eventually(secs(10.0), || q.qsize() == 1 && q.is_full()));
+    common::signal(pid, libc::SIGSTOP);
+    assert!(eventually(secs(10.0), || is_stopped(pid)));
+    let cont = guard(pid, secs(10.0));
+    assert!(matches!(q.get_timeout(secs(0.2)), Err(Error::Empty)));
+    let other = q.clone();
+    let t = std::thread::spawn(move || other.get().map(|m| verify(&m)));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = cont.send(());
+    common::signal(pid, libc::SIGCONT);
+    assert!(t.join().unwrap()?, "torn item received");
+    prod.join()?;
+    assert!(q.is_empty());
+    Ok(())
 }

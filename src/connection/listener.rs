@@ -400,6 +400,16 @@ impl Listener {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(self) {}
+
+    /// The listening socket, for a reactor to watch (`accept_async`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match &self.socket {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l) => l.as_fd(),
+        }
+    }
 }
 
 impl Drop for Listener {

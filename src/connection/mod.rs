@@ -27,7 +27,7 @@
 //! [`wait`] waits on several connections, listeners and process sentinels at
 //! once (Python's `multiprocessing.connection.wait`).
 
-mod auth;
+pub(crate) mod auth;
 mod frame;
 mod listener;
 mod wait;
@@ -515,6 +515,15 @@ impl Connection {
             Err(TryLockError::WouldBlock) => return Ok(None),
         };
         Ok(Some(r.broken.is_some() || r.has_whole_frame(self.framing)))
+    }
+
+    /// True when a whole message is already buffered in this process, so
+    /// that the next receive needs no system call (or reports an error);
+    /// false while another thread is receiving.
+    pub(crate) fn message_buffered(&self) -> bool {
+        self.has_buffered_message()
+            .map(|whole| whole.unwrap_or(false))
+            .unwrap_or(true)
     }
 
     /// Receives one raw message of at most `max` bytes, giving up at

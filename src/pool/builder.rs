@@ -47,6 +47,7 @@ pub struct PoolBuilder {
     init: Option<InitFn>,
     max_tasks: Option<usize>,
     timeout: Option<Duration>,
+    limits: Option<crate::Limits>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -57,6 +58,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("initializer", &self.init.is_some())
             .field("max_tasks", &self.max_tasks)
             .field("timeout", &self.timeout)
+            .field("worker_limits", &self.limits)
             .finish()
     }
 }
@@ -114,6 +116,41 @@ impl PoolBuilder {
         self
     }
 
+    /// Resource limits for each worker (see [`Limits`](crate::Limits)).
+    ///
+    /// The memory limit applies to each worker process as a whole (its
+    /// address space, over its life); the CPU time limit applies to each
+    /// task (or map chunk): before a task the worker sets its CPU limit to
+    /// what it has used so far plus the limit. A task that runs past either
+    /// fails with [`Error::LimitExceeded`] naming the limit (wrapped in
+    /// [`Error::Task`] for the map family), its worker is replaced, and the
+    /// pool goes on.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Limit, Limits, Pool};
+    ///
+    /// /// Holds `blocks` blocks of 64 MiB at once.
+    /// fn hog(blocks: usize) -> usize {
+    ///     let held: Vec<Vec<u8>> = (0..blocks).map(|_| vec![1u8; 64 << 20]).collect();
+    ///     std::hint::black_box(held).len()
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(1)
+    ///     .worker_limits(Limits::new().memory(512 << 20))
+    ///     .build()?;
+    /// let err = pool.apply(hog, (100,)).unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { limit: Limit::Memory(_), .. }));
+    /// // The worker was replaced; the next task runs.
+    /// assert_eq!(pool.apply(hog, (1,))?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn worker_limits(mut self, limits: crate::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     /// Starts the workers and the pool's supervisor thread.
     ///
     /// # Errors
@@ -143,6 +180,10 @@ impl PoolBuilder {
             init: self.init,
             max_tasks: self.max_tasks,
             timeout: self.timeout,
+            limits: self.limits.map(|mut l| {
+                l.per_task = true;
+                l
+            }),
             started: RawArray::from_slice(&vec![supervisor::NOT_STARTED; n])?,
         };
         let mut workers = Vec::with_capacity(n);

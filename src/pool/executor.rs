@@ -98,6 +98,23 @@ pub struct TaskFuture<R> {
 }
 
 impl<R> TaskFuture<R> {
+    /// What the task used, once it has finished: see
+    /// [`AsyncResult::usage`].
+    ///
+    /// # Examples
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let ex = multiproc::Executor::new(1)?;
+    /// let f = ex.submit(square, (9,))?;
+    /// f.wait();
+    /// assert!(f.usage().is_some());
+    /// assert_eq!(f.result()?, 81);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn usage(&self) -> Option<crate::ResourceUsage> {
+        self.inner.usage()
+    }
+
     /// Waits for the result and takes it.
     ///
     /// # Errors

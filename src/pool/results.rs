@@ -4,6 +4,7 @@
 use super::backlog::Shared;
 use crate::codec;
 use crate::error::{Error, RemotePanic, Result};
+use crate::process::limits::ResourceUsage;
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -17,6 +18,11 @@ pub(crate) type Outcome<'a> = Result<(&'a [u8], Vec<OwnedFd>)>;
 /// Receives the outcome of tasks; `index` says which task of the sink.
 pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, index: usize, outcome: Outcome<'_>);
+
+    /// What task `index` used; called before its [`deliver`](Self::deliver).
+    fn record_usage(&self, index: usize, usage: ResourceUsage) {
+        let _ = (index, usage);
+    }
 }
 
 pub(crate) type OnOk<T> = Box<dyn FnOnce(&T) + Send>;
@@ -88,6 +94,8 @@ struct SlotState<T> {
     on_err: Option<OnErr>,
     on_done: Vec<OnDone<T>>,
     watchers: Vec<(Weak<Watch>, usize)>,
+    /// What the task (or, for a map, its tasks together) used.
+    usage: Option<ResourceUsage>,
 }
 
 /// One value that will arrive, with optional callbacks.
@@ -117,6 +125,7 @@ impl<T> Slot<T> {
                 on_err,
                 on_done: Vec::new(),
                 watchers: Vec::new(),
+                usage: None,
             }),
             cv: Condvar::new(),
         }
@@ -124,6 +133,20 @@ impl<T> Slot<T> {
 
     fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds what one of its tasks used (CPU times add up, the peak is the
+    /// largest).
+    pub(crate) fn add_usage(&self, usage: ResourceUsage) {
+        let mut st = self.lock();
+        match &mut st.usage {
+            Some(u) => u.merge(usage),
+            None => st.usage = Some(usage),
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Option<ResourceUsage> {
+        self.lock().usage
     }
 
     /// Sets the value once (later calls are ignored): runs the callbacks
@@ -285,6 +308,7 @@ pub(crate) fn at_item(index: usize, e: Error) -> Error {
         Error::Panicked(_)
         | Error::WorkerLost { .. }
         | Error::TaskTimeout(_)
+        | Error::LimitExceeded { .. }
         | Error::Encode(_)
         | Error::Decode(_)
         | Error::Bootstrap(_) => Error::Task {
@@ -298,6 +322,10 @@ pub(crate) fn at_item(index: usize, e: Error) -> Error {
 impl<R: DeserializeOwned + Send> Sink for Slot<R> {
     fn deliver(&self, _index: usize, outcome: Outcome<'_>) {
         self.set(outcome.and_then(|(bytes, fds)| decode_result(bytes, fds)))
+    }
+
+    fn record_usage(&self, _index: usize, usage: ResourceUsage) {
+        self.add_usage(usage);
     }
 }
 
@@ -453,6 +481,45 @@ impl<T> AsyncResult<T> {
         self.slot.done()
     }
 
+    /// What the task used, once it has finished (also when it failed):
+    /// its CPU time (user + system) and the peak resident memory of its
+    /// worker while it ran. For a whole `map_async`, the CPU times of its
+    /// chunks added up and the largest peak. `None` before it finished, or
+    /// when it never ran (cancelled, pool terminated).
+    ///
+    /// The worker's peak-memory mark is reset (Linux 4.0 and later) before
+    /// a task whenever the task before it moved the mark, so the peak is
+    /// the largest of what the worker held when the task started, what the
+    /// task reached, and, after a run of tasks with the same peak, that
+    /// peak. The CPU time includes the worker's own few microseconds of
+    /// handling per task. A worker started with
+    /// [`StartMethod::Spawn`](crate::StartMethod::Spawn) never reports less
+    /// than the peak of the program it was started from, which the kernel
+    /// counts for the new program. When the task's worker died (a limit,
+    /// a signal), the figures are those of the worker's whole life.
+    ///
+    /// # Examples
+    /// ```
+    /// fn fill(mib: usize) -> usize {
+    ///     let v = vec![1u8; mib << 20];
+    ///     std::hint::black_box(v).len()
+    /// }
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(fill, (64,))?;
+    /// r.wait();
+    /// let used = r.usage().expect("finished");
+    /// assert!(used.peak_rss >= 64 << 20);
+    /// assert_eq!(r.get()?, 64 << 20);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn usage(&self) -> Option<ResourceUsage> {
+        if !self.slot.done() {
+            return None;
+        }
+        self.slot.usage()
+    }
+
     /// Whether the task finished without error (still answered after the
     /// value was taken).
     ///
@@ -522,6 +589,10 @@ impl<R> MapSink<R> {
 }
 
 impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
+    fn record_usage(&self, _index: usize, usage: ResourceUsage) {
+        self.slot.add_usage(usage);
+    }
+
     fn deliver(&self, index: usize, outcome: Outcome<'_>) {
         let value = decode_chunk::<R>(index, self.chunksize, outcome);
         let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());

@@ -35,6 +35,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) init: Option<InitFn>,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) timeout: Option<Duration>,
+    /// Resource limits of each worker (CPU time per task).
+    pub(crate) limits: Option<crate::Limits>,
     /// One word per worker slot: the id of the task the worker in that slot
     /// started last ([`NOT_STARTED`] before its first), written by the
     /// worker before it decodes each task. It tells a task that was running
@@ -111,6 +113,9 @@ pub(crate) fn start_worker(
     let mut proc = Process::new(worker::worker_main, (there, init, max, started))
         .daemon(true)
         .start_method(method);
+    if let Some(limits) = &spec.limits {
+        proc = proc.limits(limits.clone());
+    }
     let name = proc.get_name().replace("Process", "PoolWorker");
     proc.set_name(name);
     proc.start()?;
@@ -362,7 +367,7 @@ impl Supervisor {
             } = w;
             let mut init_failed = None;
             let res = conn.recv_with(|bytes, fds| {
-                let (id, status, body) = worker::parse_result(bytes)?;
+                let (id, status, usage, body) = worker::parse_result(bytes)?;
                 if status == worker::INIT_FAILED {
                     init_failed = Some(String::from_utf8_lossy(body).into_owned());
                     return Ok(());
@@ -399,6 +404,7 @@ impl Supervisor {
                     worker::DECODE => Err(Error::Decode(text(body))),
                     _ => Err(Error::Bootstrap(text(body))),
                 };
+                job.sink.record_usage(job.index, usage);
                 job.sink.deliver(job.index, outcome);
                 let job = outstanding.pop_front().expect("front exists");
                 *inflight_bytes -= job.payload.len();
@@ -463,13 +469,18 @@ impl Supervisor {
                 );
                 jobs.push_front(head);
             } else {
-                let err = match self.spec.timeout {
-                    Some(t) if timed_out => Error::TaskTimeout(t),
+                let usage = w.proc.usage();
+                let err = match (self.spec.timeout, w.proc.limit_exceeded()) {
+                    (Some(t), _) if timed_out => Error::TaskTimeout(t),
+                    (_, Some(limit)) => Error::LimitExceeded { limit, usage },
                     _ => Error::WorkerLost {
                         pid: w.pid,
                         exitcode,
                     },
                 };
+                if let Some(usage) = usage {
+                    head.sink.record_usage(head.index, usage);
+                }
                 log::info!("task {} failed: {err}", head.id);
                 head.sink.deliver(head.index, Err(err));
             }

@@ -10,14 +10,16 @@
 //! (all little-endian) and `len` argument bytes. The frame's descriptors are
 //! the tasks' handles, in task order. [`STOP`] ends the worker.
 //!
-//! Worker to supervisor, one frame per task: `id: u64`, a status byte and
-//! the body — the encoded result (with its handles) for [`OK`], an encoded
-//! [`RemotePanic`] for [`PANIC`], an error message otherwise.
+//! Worker to supervisor, one frame per task: `id: u64`, a status byte, the
+//! task's resource use (`cpu_ns: u64`, `peak_rss: u64`) and the body — the
+//! encoded result (with its handles) for [`OK`], an encoded [`RemotePanic`]
+//! for [`PANIC`], an error message otherwise.
 #![allow(unsafe_code)]
 
 use crate::codec::{self, Handle, le};
 use crate::connection::Connection;
 use crate::error::{Error, RemotePanic, Result};
+use crate::process::limits::{self, ResourceUsage};
 use crate::process::{Target, zst_target};
 use crate::runtime::entry;
 use crate::runtime::panic::{ExitRequest, remote_panic};
@@ -44,7 +46,7 @@ pub(crate) const INIT_FAILED: u8 = 5;
 /// Size of a task's header in a batch frame.
 pub(crate) const TASK_HEADER: usize = 24;
 /// Size of a result's header.
-pub(crate) const RESULT_HEADER: usize = 9;
+pub(crate) const RESULT_HEADER: usize = 25;
 
 /// What a task function reports.
 pub(crate) enum Status {
@@ -193,12 +195,13 @@ fn inner(e: Error) -> String {
     }
 }
 
-/// Parses a result frame's header: `(task id, status, body)`.
-pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, &[u8])> {
+/// Parses a result frame's header: `(task id, status, usage, body)`.
+pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, ResourceUsage, &[u8])> {
     if b.len() < RESULT_HEADER {
         return Err(Error::BadFrame("short pool result".into()));
     }
-    Ok((le::u64_at(b, 0), b[8], &b[RESULT_HEADER..]))
+    let usage = ResourceUsage::from_bytes(b[9..RESULT_HEADER].try_into().expect("16 bytes"));
+    Ok((le::u64_at(b, 0), b[8], usage, &b[RESULT_HEADER..]))
 }
 
 /// Appends one task to a batch frame.
@@ -214,6 +217,8 @@ struct Reporter<'a> {
     conn: &'a Connection,
     out: Vec<u8>,
     out_fds: Vec<OwnedFd>,
+    /// What the task being reported used.
+    usage: ResourceUsage,
 }
 
 impl Reporter<'_> {
@@ -236,6 +241,7 @@ impl Reporter<'_> {
         let mut meta = [0u8; RESULT_HEADER];
         meta[..8].copy_from_slice(&id.to_le_bytes());
         meta[8] = code;
+        meta[9..].copy_from_slice(&std::mem::take(&mut self.usage).to_bytes());
         let fds: Vec<_> = self.out_fds.iter().map(|f| f.as_fd()).collect();
         let body = text.map_or(&self.out[..], str::as_bytes);
         let sent = self.conn.send_parts(&[&meta, body], &fds);
@@ -273,6 +279,7 @@ pub(crate) fn worker_main(
         conn: &conn,
         out: Vec::new(),
         out_fds: Vec::new(),
+        usage: ResourceUsage::default(),
     };
     if let Some(init) = init {
         let mut table: Vec<Option<OwnedFd>> =
@@ -334,8 +341,10 @@ pub(crate) fn worker_main(
                     // Out of range only for a malformed array, which the
                     // supervisor never sends; the task runs regardless.
                     let _ = started.set(slot, id);
+                    let cpu_before = limits::task_start();
                     let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
                     drop(own);
+                    rep.usage = limits::task_end(cpu_before);
                     rep.send(id, status)
                 }
                 Err(why) => rep.report(id, BAD_ENTRY, Some(&why)),

@@ -69,6 +69,8 @@ pub(crate) struct Header {
     pub(crate) forkserver: Option<Handle<OwnedFd>>,
     /// The level of the parent's `log_to_stderr` logger (0: none).
     pub(crate) log_level: u8,
+    /// Resource limits the child applies to itself before its target.
+    pub(crate) limits: Option<super::limits::ChildLimits>,
 }
 
 impl Header {
@@ -97,6 +99,7 @@ impl Header {
             parent_pidfd: Handle(parent_pidfd),
             forkserver: forkserver.map(Handle),
             log_level: crate::runtime::logging::child_level(),
+            limits: None,
         }
     }
 }
@@ -161,6 +164,11 @@ pub(crate) fn child_main(chan: OwnedFd, fork_body: Option<ForkBody>) -> ! {
     ));
     install_panic_hook();
     crate::runtime::logging::install_in_child(header.log_level);
+    if let Some(limits) = header.limits {
+        if let Err(why) = super::limits::apply_in_child(limits) {
+            fail(&chan, why);
+        }
+    }
     log::info!("child process calling its target");
     let code = match (entry, fork_body) {
         (Some(entry), _) => entry(&chan),

@@ -6,6 +6,7 @@
 //! of the fork server are reaped by the server, which reports the status on a
 //! per-child channel.
 
+use super::limits::{ResourceUsage, waitid_pidfd_usage};
 use crate::codec::le;
 use crate::error::Result;
 use crate::sys::{self, WaitStatus};
@@ -30,6 +31,7 @@ pub(crate) struct ChildShared {
     pub(crate) pidfd: OwnedFd,
     reaper: Reaper,
     status: Mutex<Option<WaitStatus>>,
+    usage: Mutex<Option<ResourceUsage>>,
 }
 
 impl ChildShared {
@@ -47,6 +49,7 @@ impl ChildShared {
             pidfd,
             reaper,
             status: Mutex::new(None),
+            usage: Mutex::new(None),
         }
     }
 
@@ -64,13 +67,25 @@ impl ChildShared {
         if !sys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))? {
             return Ok(None);
         }
-        *status = match &self.reaper {
-            Reaper::Direct => sys::waitid_pidfd(self.pidfd.as_fd(), false)?,
+        let reaped = match &self.reaper {
+            Reaper::Direct => {
+                waitid_pidfd_usage(self.pidfd.as_fd(), false)?.map(|(s, u)| (s, Some(u)))
+            }
             // The process is gone; the server sends its status right after
             // reaping it, so this read is short.
             Reaper::ForkServer(chan) => Some(read_server_status(chan.as_fd())),
         };
+        if let Some((st, usage)) = reaped {
+            *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = usage;
+            *status = Some(st);
+        }
         Ok(*status)
+    }
+
+    /// What the child used, once it has been reaped (`None` before, or when
+    /// a fork server went away without saying).
+    pub(crate) fn usage(&self) -> Option<ResourceUsage> {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for the child to end, until `deadline`.
@@ -101,23 +116,26 @@ impl ChildShared {
     }
 }
 
-/// Reads the fork server's status message: `[kind u8][value i32 LE]`.
+/// Reads the fork server's status message: `[kind u8][value i32 LE]`,
+/// then the child's usage (`[cpu ns u64][peak rss u64]`).
 /// If the server died first, the status is lost: reported as exit code 255.
-fn read_server_status(chan: BorrowedFd<'_>) -> WaitStatus {
-    let mut buf = [0u8; 5];
+fn read_server_status(chan: BorrowedFd<'_>) -> (WaitStatus, Option<ResourceUsage>) {
+    let mut buf = [0u8; 21];
     let mut fds = VecDeque::new();
     match sys::recv_msg_into(chan, &mut buf, &mut fds, false) {
-        Ok(5) => {
+        Ok(n @ (5 | 21)) => {
             let v = le::i32_at(&buf, 1);
-            if buf[0] == 0 {
+            let st = if buf[0] == 0 {
                 WaitStatus::Exited(v)
             } else {
                 WaitStatus::Signaled(v)
-            }
+            };
+            let usage = (n == 21).then(|| ResourceUsage::from_bytes(buf[5..].try_into().unwrap()));
+            (st, usage)
         }
         _ => {
             log::warn!("the fork server went away before reporting a child's exit status");
-            WaitStatus::Exited(255)
+            (WaitStatus::Exited(255), None)
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   `[child channel, status channel, stdin, stdout, stderr]`;
 //! * on the status channel the server answers `[pid u32]` + the child's pidfd
 //!   right after forking, and later `[kind u8][value i32]` (0 = exited with
-//!   code, 1 = killed by signal) once it has reaped the child.
+//!   code, 1 = killed by signal) followed by the child's resource usage
+//!   `[cpu ns u64][peak rss u64]` once it has reaped the child.
 //!
 //! The server exits when every client end is closed, so it never outlives
 //! the processes that use it. It ignores SIGINT, so Ctrl-C in a terminal
@@ -222,13 +223,17 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             .collect();
         for &i in exited.iter().rev() {
             let l = live.swap_remove(i);
-            if let Ok(Some(st)) = sys::waitid_pidfd(l.pidfd.as_fd(), false) {
+            if let Ok(Some((st, usage))) = super::limits::waitid_pidfd_usage(l.pidfd.as_fd(), false)
+            {
                 let (kind, value) = match st {
                     WaitStatus::Exited(c) => (0u8, c),
                     WaitStatus::Signaled(s) => (1u8, s),
                 };
-                let mut msg = [kind, 0, 0, 0, 0];
-                msg[1..].copy_from_slice(&value.to_le_bytes());
+                // `[kind u8][value i32][cpu ns u64][peak rss u64]`
+                let mut msg = [0u8; 21];
+                msg[0] = kind;
+                msg[1..5].copy_from_slice(&value.to_le_bytes());
+                msg[5..].copy_from_slice(&usage.to_bytes());
                 let _ = sys::send_msg::<OwnedFd>(l.status.as_fd(), &[IoSlice::new(&msg)], &[]);
             } else {
                 live.push(l);

@@ -3,7 +3,7 @@
 
 use super::bootstrap::{self, ForkBody, Header};
 use super::child::{self, ChildShared, Reaper};
-use super::{Outcome, Process, Started, State, forkserver, get_start_method};
+use super::{Outcome, Process, Started, State, forkserver, get_start_method, limits};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::exclusive::Exclusive;
@@ -92,6 +92,11 @@ impl<R: DeserializeOwned> Process<R> {
             Job::Entry { offset, .. } => Some(*offset),
             Job::Closure(_) => None,
         };
+        let (child_limits, marker) = match self.limits.as_ref().map(limits::Limits::arm) {
+            Some(Ok(Some((c, m)))) => (Some(c), Some(m)),
+            Some(Err(e)) => return Err((Some(job), e.into())),
+            _ => (None, None),
+        };
         let self_pidfd = match current::self_pidfd() {
             Ok(fd) => fd,
             Err(e) => return Err((Some(job), e)),
@@ -117,7 +122,7 @@ impl<R: DeserializeOwned> Process<R> {
         };
         // Built after the launch so that a fork server started by it is
         // shared with the child too.
-        let header = Header::new(
+        let mut header = Header::new(
             entry,
             self.name.clone(),
             daemon,
@@ -130,6 +135,7 @@ impl<R: DeserializeOwned> Process<R> {
                 .then(forkserver::client_for_child)
                 .flatten(),
         );
+        header.limits = child_limits;
         let child = Arc::new(ChildShared::new(
             pid,
             self.name.clone(),
@@ -142,6 +148,8 @@ impl<R: DeserializeOwned> Process<R> {
             child,
             chan: Some(chan),
             outcome: Outcome::Pending,
+            limits: self.limits.clone().zip(marker),
+            verdict: std::sync::OnceLock::new(),
         };
         // Hand the child its header and arguments. If this fails the child
         // is already running and will fail its bootstrap; join reports it.

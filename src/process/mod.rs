@@ -5,6 +5,7 @@ pub(crate) mod child;
 pub(crate) mod forkserver;
 mod handle;
 mod launch;
+pub(crate) mod limits;
 mod target;
 
 pub use crate::runtime::current::{
@@ -156,6 +157,11 @@ struct Started<R> {
     child: Arc<ChildShared>,
     chan: Option<Connection>,
     outcome: Outcome<R>,
+    /// The limits the child runs under and the parent's end of its marker
+    /// pipe (see [`limits`]).
+    limits: Option<(limits::Limits, std::os::fd::OwnedFd)>,
+    /// The limit the child ran into, decided once it has been reaped.
+    verdict: std::sync::OnceLock<Option<limits::Limit>>,
 }
 
 enum State<R> {
@@ -197,6 +203,7 @@ pub struct Process<R = ()> {
     identity: Vec<u32>,
     daemon: Option<bool>,
     method: Option<StartMethod>,
+    limits: Option<limits::Limits>,
     state: State<R>,
     _result: PhantomData<fn() -> R>,
 }
@@ -283,6 +290,7 @@ where
             identity,
             daemon: None,
             method: None,
+            limits: None,
             state: State::New(Exclusive::new(job)),
             _result: PhantomData,
         }
@@ -309,6 +317,58 @@ impl<R> Process<R> {
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
+    }
+
+    /// Sets resource limits (memory, CPU time) that the child applies to
+    /// itself before its target runs, with any start method. A child that
+    /// runs past one ends, and [`take_result`](Self::take_result) returns
+    /// [`Error::LimitExceeded`] naming the limit. See [`Limits`](crate::Limits).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, Limit, Limits, Process};
+    /// use std::time::Duration;
+    ///
+    /// fn spin() -> u64 {
+    ///     let mut x = 0u64;
+    ///     loop {
+    ///         x = std::hint::black_box(x.wrapping_add(1));
+    ///     }
+    /// }
+    ///
+    /// let mut p = Process::new(spin, ()).limits(Limits::new().cpu_time(Duration::from_secs(1)));
+    /// p.start()?;
+    /// p.join()?;
+    /// let err = p.take_result().unwrap_err();
+    /// assert!(matches!(err, Error::LimitExceeded { limit: Limit::CpuTime(_), .. }));
+    /// assert!(p.usage().unwrap().cpu_time >= Duration::from_secs(1));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// What the child used (CPU time, peak resident memory), once it has
+    /// ended and been reaped ([`join`](Self::join), [`exitcode`](Self::exitcode)
+    /// or [`is_alive`](Self::is_alive) seeing it gone); `None` before.
+    ///
+    /// # Examples
+    /// See [`ResourceUsage`](crate::ResourceUsage).
+    pub fn usage(&self) -> Option<limits::ResourceUsage> {
+        let s = self.started().ok()?;
+        s.child.try_status().ok().flatten()?;
+        s.child.usage()
+    }
+
+    /// The limit set with [`limits`](Self::limits) that the child ran into,
+    /// once it has ended; `None` while it runs or when it ended otherwise.
+    pub fn limit_exceeded(&self) -> Option<limits::Limit> {
+        let s = self.started().ok()?;
+        let status = s.child.try_status().ok().flatten()?;
+        let (l, marker) = s.limits.as_ref()?;
+        *s.verdict
+            .get_or_init(|| limits::verdict(l, marker, status, s.child.usage()))
     }
 
     /// Changes the name; allowed at any time, as in Python.
@@ -543,11 +603,23 @@ impl<R: DeserializeOwned> Process<R> {
     ///
     /// # Errors
     /// [`Error::Panicked`] with the child's panic message and location;
+    /// [`Error::LimitExceeded`] when it ran past one of its
+    /// [`limits`](Self::limits);
     /// [`Error::Killed`] naming the signal when the child was killed;
     /// [`Error::Exited`] when it exited without a result (e.g. through
     /// [`exit`]); [`Error::Bootstrap`] when it could not start;
     /// [`Error::State`] before the child was joined or when already taken.
     pub fn take_result(&mut self) -> Result<R> {
+        if let Some(limit) = self.limit_exceeded() {
+            let s = self.started_mut()?;
+            if s.chan.is_none() && !matches!(s.outcome, Outcome::Taken) {
+                s.outcome = Outcome::Taken;
+                return Err(Error::LimitExceeded {
+                    limit,
+                    usage: s.child.usage(),
+                });
+            }
+        }
         let s = self.started_mut()?;
         let status = match s.child.try_status()? {
             Some(st) if s.chan.is_none() => st,

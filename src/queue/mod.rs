@@ -44,10 +44,35 @@
 //!   process's memory instead, through its feeder thread). There is no
 //!   feeder thread and no per-process buffer: `put` returns once the item is
 //!   in shared memory.
-//! * Timeouts and `put_nowait` apply until an item starts to enter the ring.
-//!   An item larger than the ring that has started to stream is finished
-//!   whatever the time (its consumer needs the rest). Likewise a `get` that
-//!   has taken the first chunk of a streamed item waits for the rest.
+//! * Every `_timeout`, `_deadline` and `_nowait` form returns by its
+//!   deadline, whatever the other processes do, also in the middle of an
+//!   item larger than the ring (see [Timeouts](#timeouts)).
+//!
+//! # Timeouts
+//!
+//! An item that fits the ring goes in or out whole, so a timed `put` or
+//! `get` either happens or fails with nothing changed. An item larger than
+//! the ring streams, and its other side may stall halfway (stopped,
+//! swapped out, busy). A timed call still returns at its deadline:
+//!
+//! * **`get`**: it fails with [`Error::Empty`] and *keeps* the part of the
+//!   item it took, in this process's queue object shared by all its clones
+//!   (not in handles received separately), together with the consumer
+//!   lock. The next `get` of any form on it, from any thread, resumes the
+//!   item where it stopped; nothing is lost or duplicated. Meanwhile other
+//!   consumers wait for the consumer lock (timed ones fail at their
+//!   deadline). If this process drops its last handle first, or dies, the
+//!   item is lost as with a consumer killed mid-item, and the other
+//!   consumers go on with the next item.
+//! * **`put`**: it fails with [`PutError::Full`] and gives the item back:
+//!   the item is *withdrawn*. The part already in the ring is dropped by
+//!   the consumer that reads it (the same path as a producer killed
+//!   mid-item), so the item is never delivered, torn or twice — putting it
+//!   again is safe. For a [`JoinableQueue`] it does not count as a task.
+//!   `put_nowait` of an item larger than the ring fails at once (it could
+//!   only go in while a consumer drains it).
+//!
+//! Untimed `put` and `get` wait as long as it takes, as before.
 //!
 //! Naming: Python's `put`/`put_nowait`/`get`/`get_nowait`, plus
 //! `_timeout(Duration)` and `_deadline(Instant)` forms, as for the crate's
@@ -77,7 +102,10 @@
 //!   an error for that item ([`Error::Decode`]); the queue goes on.
 //! * A waiting `get` or `put` never waits forever on a dead peer: the locks
 //!   detect dead holders, and a consumer in the middle of a streamed item
-//!   checks the producer every 100 ms.
+//!   checks the producer every 100 ms (and drops the item if the producer
+//!   died or withdrew it).
+//! * A timed `get` or `put` returns by its deadline, also mid-item; see
+//!   [Timeouts](#timeouts) for what happens to the item.
 //!
 //! # Waiting with `connection::wait`, and async later
 //!
@@ -297,6 +325,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts `item` if there is room now (Python's `put_nowait`, or
     /// `put(item, block=False)`).
     ///
+    /// An item larger than the ring is always refused: it could only go in
+    /// while a consumer drains it.
+    ///
     /// # Errors
     /// [`PutError::Full`] when there is no room; otherwise as
     /// [`put`](Self::put).
@@ -313,6 +344,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting at most `timeout` for room.
+    ///
+    /// # Timeouts
+    /// Returns by the deadline whatever the consumers do. An item larger
+    /// than the ring that had started to stream when the time ran out is
+    /// withdrawn: consumers drop the part in the ring, and the item comes
+    /// back in [`PutError::Full`], never delivered (see the [module
+    /// docs](crate::queue#timeouts)).
     ///
     /// # Errors
     /// [`PutError::Full`] when the timeout passed; otherwise as
@@ -331,6 +369,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting until `deadline` at the latest for room.
+    ///
+    /// # Timeouts
+    /// As for [`put_timeout`](Self::put_timeout).
     ///
     /// # Errors
     /// As [`put_timeout`](Self::put_timeout).
@@ -403,6 +444,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the next item if there is one now (Python's `get_nowait`).
     ///
+    /// # Timeouts
+    /// As for [`get_timeout`](Self::get_timeout): the part of a large item
+    /// taken so far is kept for the next get.
+    ///
     /// # Errors
     /// [`Error::Empty`] when there is none; otherwise as [`get`](Self::get).
     ///
@@ -417,6 +462,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the next item, waiting at most `timeout`.
+    ///
+    /// # Timeouts
+    /// Returns by the deadline whatever the producers do. In the middle of
+    /// an item larger than the ring, [`Error::Empty`] keeps the part taken
+    /// so far (and the consumer lock) in this queue object, shared with its
+    /// clones: the next get on it, from any thread, resumes the item, and
+    /// other consumers wait until then. Dropping the last handle first
+    /// loses the item, as a consumer killed mid-item does (see the [module
+    /// docs](crate::queue#timeouts)).
     ///
     /// # Errors
     /// [`Error::Empty`] when the timeout passed; otherwise as
@@ -434,6 +488,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the next item, waiting until `deadline` at the latest.
+    ///
+    /// # Timeouts
+    /// As for [`get_timeout`](Self::get_timeout).
     ///
     /// # Errors
     /// As [`get_timeout`](Self::get_timeout).
@@ -611,6 +668,15 @@ impl<T> Serialize for Queue<T> {
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Queue::deserialize_wire(d, KIND_QUEUE)
+    }
+}
+
+impl<T> Queue<T> {
+    /// This handle's shared core, as an address (clones share it): keys the
+    /// per-process waiter turn of `get_async`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.core) as usize
     }
 }
 

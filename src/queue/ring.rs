@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::mem::robust_lock::{Acquired, RawLock, SLICE};
+use crate::mem::robust_lock::{self as raw, Acquired, RawLock, SLICE};
 use crate::mem::segment::{Shared, shm_layout};
 use crate::mem::shim::{self, futex_wait, futex_wake_all};
 use crate::mem::shim::{AtomicU32, AtomicU64, Ordering, fence};
@@ -12,6 +12,7 @@ use crate::sys;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::Instant;
 
 mod fds;
@@ -132,6 +133,20 @@ fn pause(
     waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// The deadline for one wait on the consumer lock while this process holds
+/// it: at most a slice, see [`Core::take_get`]. (Under the model checker no
+/// get has a deadline, so nothing is ever parked: wait as asked.)
+#[cfg(not(all(loom, test)))]
+fn park_slice(deadline: Option<Instant>) -> Option<Instant> {
+    let slice = Instant::now() + SLICE;
+    Some(deadline.map_or(slice, |d| d.min(slice)))
+}
+
+#[cfg(all(loom, test))]
+fn park_slice(deadline: Option<Instant>) -> Option<Instant> {
+    deadline
+}
+
 /// Wakes the sleepers on `word` if there may be any. Called after the
 /// state they wait for was published; the SeqCst fence pairs with the one in
 /// [`pause`] so that either the sleeper sees the new state or we see it.
@@ -146,7 +161,7 @@ fn notify(word: &AtomicU32, waiters: &AtomicU32) {
 
 /// One process's view of a queue: the mapped segment and the descriptors
 /// every holder keeps.
-pub(crate) struct Core<M = Shared<QueueState>> {
+pub(crate) struct Core<M: RingMem = Shared<QueueState>> {
     mem: M,
     /// Ring size, read once and checked (never re-read from shared memory).
     cap: u64,
@@ -164,6 +179,21 @@ pub(crate) struct Core<M = Shared<QueueState>> {
     head_seen: AtomicU64,
     /// The last `tail` this process's consumers saw, likewise.
     tail_seen: AtomicU64,
+    /// A streamed item a get through this view had started when its
+    /// deadline passed, kept with the consumer lock (still held by this
+    /// process) for the next get through this view; see [`Core::get`].
+    /// Locked only to put an item in or take it out (no waiting inside).
+    parked: Mutex<Option<Parked>>,
+    /// Whether `parked` may hold an item (looked at before the mutex).
+    has_parked: std::sync::atomic::AtomicBool,
+}
+
+/// A streamed item waiting in [`Core::parked`].
+struct Parked {
+    item: Partial,
+    /// This process as the consumer lock's owner ([`raw::me`]) when the
+    /// item was parked: a forked child's copy of the view is not the owner.
+    owner: u64,
 }
 
 /// A streamed item being assembled by a consumer.
@@ -240,6 +270,8 @@ impl<M: RingMem> Core<M> {
             fd_tx,
             fd_rx,
             notify,
+            parked: Mutex::new(None),
+            has_parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -350,6 +382,21 @@ impl<M: RingMem> Core<M> {
             );
         }
         true
+    }
+}
+
+impl<M: RingMem> Drop for Core<M> {
+    fn drop(&mut self) {
+        let slot = self.parked.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.take() {
+            // Like a consumer that dies mid-item: the item is lost, and the
+            // next consumer skips its rest. (Not the lock of a parent this
+            // process was forked from, though.)
+            log::debug!("queue handle dropped in the middle of an item: item dropped");
+            if p.owner == raw::me() {
+                self.mem.state().get_lock.unlock_if_owner(p.owner);
+            }
+        }
     }
 }
 

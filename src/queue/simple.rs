@@ -103,6 +103,10 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// Takes the next item, waiting at most `timeout` (not in Python's
     /// `SimpleQueue`, but a program that must not hang needs it).
     ///
+    /// # Timeouts
+    /// As for [`Queue::get_timeout`]: returns by the deadline, and keeps a
+    /// large item it had started for the next get.
+    ///
     /// # Errors
     /// As [`Queue::get_timeout`].
     ///
@@ -163,6 +167,14 @@ impl<T> Serialize for SimpleQueue<T> {
 impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Queue::deserialize_wire(d, KIND_SIMPLE).map(SimpleQueue)
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    /// See [`Queue::identity`].
+    #[cfg(feature = "tokio")]
+    pub(crate) fn identity(&self) -> usize {
+        self.0.identity()
     }
 }
 

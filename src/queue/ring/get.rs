@@ -7,16 +7,88 @@ use super::*;
 use crate::codec::le;
 
 impl<M: RingMem> Core<M> {
+    /// Takes the consumer lock for a get, or the item a get through this
+    /// view parked with it (see [`get`](Self::get)).
+    fn take_get(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(Held<'_>, Option<Partial>), GetFail> {
+        let s = self.st();
+        // The lock free: nothing is parked (a parked item keeps it held).
+        if s.get_lock.try_lock_fast() {
+            return Ok((Held(&s.get_lock), None));
+        }
+        loop {
+            if let Some(p) = self.unpark() {
+                return Ok((Held(&s.get_lock), Some(p)));
+            }
+            // While this process holds the lock, a get through this view
+            // may park an item, which no unlock announces: wait a slice at
+            // a time and look again.
+            let until = if s.get_lock.held_by_me() {
+                park_slice(deadline)
+            } else {
+                deadline
+            };
+            if let Some(held) = take(&s.get_lock, until) {
+                return Ok((held, None));
+            }
+            if expired(deadline) {
+                return Err(GetFail::Empty);
+            }
+        }
+    }
+
+    /// The item parked by a get through this view, if any; the caller then
+    /// holds the consumer lock.
+    fn unpark(&self) -> Option<Partial> {
+        if !self.has_parked.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_parked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let p = slot.take()?;
+        if p.owner != raw::me() {
+            // A copy inherited through fork: the lock is the parent's.
+            return None;
+        }
+        Some(p.item)
+    }
+
+    /// Parks a streamed item whose get's deadline passed, with the consumer
+    /// lock `held`, for the next get through this view.
+    #[cold]
+    fn park(&self, item: Partial, held: Held<'_>) {
+        let mut slot = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Parked {
+            item,
+            owner: raw::me(),
+        });
+        self.has_parked
+            .store(true, std::sync::atomic::Ordering::Release);
+        // The lock stays held for the parked item until a get resumes it
+        // or this view is dropped.
+        std::mem::forget(held);
+    }
+
     /// Gets one item and decodes it with `decode` (while holding the get
     /// lock, straight from the ring when the record does not wrap).
+    ///
+    /// An item larger than the ring streams. When the deadline passes in
+    /// the middle of one, this returns [`GetFail::Empty`] and parks the part
+    /// taken in this view, which keeps the consumer lock: the next get
+    /// through this view (any thread) resumes the item, other consumers
+    /// wait for the lock (within their deadlines). Dropping the view with an
+    /// item parked drops the item and releases the lock, as a consumer that
+    /// dies mid-item would (the next consumer skips the rest of the item).
     pub(crate) fn get<T>(
         &self,
         deadline: Option<Instant>,
         decode: impl Fn(&[u8], Vec<OwnedFd>) -> Result<T>,
     ) -> std::result::Result<T, GetFail> {
         let s = self.st();
-        let _held = take(&s.get_lock, deadline).ok_or(GetFail::Empty)?;
-        let mut partial: Option<Partial> = None;
+        let (held, mut partial) = self.take_get(deadline)?;
         let mut round = 0;
         let mut check_at = Instant::now() + SLICE;
         loop {
@@ -29,27 +101,32 @@ impl<M: RingMem> Core<M> {
             }
             if t == h {
                 if partial.is_some() {
-                    // Mid-item: the deadline no longer applies (chunks
-                    // already taken cannot be put back), but a dead
-                    // producer must not keep us here.
-                    if Instant::now() >= check_at {
+                    // Mid-item: a producer that died, or withdrew the item
+                    // (its put's deadline passed), must not keep us here.
+                    let late = expired(deadline);
+                    if late || Instant::now() >= check_at {
                         check_at = Instant::now() + SLICE;
                         if self.producer_gone(h) {
-                            log::debug!("discarding a partial queue item: its producer died");
+                            log::debug!("discarding a partial queue item: its producer left");
                             partial = None;
                             round = 0;
                             continue;
                         }
                     }
+                    if late {
+                        // Chunks taken cannot be put back: keep them, and
+                        // the lock, for the next get through this view.
+                        self.park(partial.take().expect("checked"), held);
+                        return Err(GetFail::Empty);
+                    }
                 } else if expired(deadline) {
                     return Err(GetFail::Empty);
                 }
-                let until = if partial.is_some() { None } else { deadline };
                 pause(
                     &s.data_seq,
                     &s.get_waiters,
                     || s.tail.load(Ordering::Acquire) != h,
-                    until,
+                    deadline,
                     &mut round,
                 );
                 continue;
@@ -172,7 +249,7 @@ impl<M: RingMem> Core<M> {
 
     /// Mid-item with nothing published past `h`: whether the item's producer
     /// is gone (the put lock is free, or its holder is dead, and still no
-    /// data came).
+    /// data came): it died, or its deadline passed and it withdrew the item.
     pub(super) fn producer_gone(&self, h: u64) -> bool {
         let s = self.st();
         if s.put_lock.try_lock().is_none() {

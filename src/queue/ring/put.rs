@@ -88,10 +88,23 @@ impl<M: RingMem> Core<M> {
         }
     }
 
+    /// Uncounts the task of an item withdrawn mid-stream (counted by
+    /// [`task_added`](Self::task_added), never to be delivered).
+    #[cold]
+    fn task_withdrawn(&self) {
+        if self.joinable {
+            let s = self.st();
+            if s.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
+                notify(&s.join_seq, &s.join_waiters);
+            }
+        }
+    }
+
     /// Puts one encoded item. `deadline`: `None` waits as long as it takes;
-    /// a past instant does not wait. The deadline applies until the item
-    /// starts to enter the ring; a streamed item is then finished whatever
-    /// the time.
+    /// a past instant does not wait. An item larger than the ring streams;
+    /// when the deadline passes in the middle, the item is withdrawn (see
+    /// the comment there) and the put fails with [`PutFail::Full`]; a
+    /// no-wait put of such an item fails at once.
     pub(crate) fn put(
         &self,
         bytes: &[u8],
@@ -129,9 +142,28 @@ impl<M: RingMem> Core<M> {
         // Stream the item in chunks while consumers drain it. Wait for a
         // quarter of the ring at a time, so that chunks stay large.
         let want = pad8((self.cap / 4).max(HDR + 8));
+        if expired(deadline) {
+            // An item larger than the ring cannot go in without waiting for
+            // a consumer: a no-wait put fails before publishing anything.
+            return Err(PutFail::Full);
+        }
         let mut off = 0u64;
         while off < len || off == 0 {
-            let free = self.wait_space(want, if off == 0 { deadline } else { None })?;
+            let free = match self.wait_space(want, deadline) {
+                Ok(free) => free,
+                Err(PutFail::Full) if off > 0 => {
+                    // The deadline passed mid-item: withdraw the item. The
+                    // put lock is released on return with nothing published
+                    // past the last chunk, which consumers read as an item
+                    // whose producer is gone (as if it had died): they drop
+                    // the part they took, or skip it. The caller gets the
+                    // item back, so its task is not counted either.
+                    self.task_withdrawn();
+                    log::debug!("queue put timed out mid-item: item withdrawn");
+                    return Err(PutFail::Full);
+                }
+                Err(e) => return Err(e),
+            };
             if off == 0 {
                 self.send_fds(seq, fds).map_err(PutFail::Err)?;
                 self.task_added();

@@ -1,0 +1,121 @@
+//! Awaitable twins of `Event::wait` and the semaphores' `acquire`.
+//!
+//! These primitives wake through a futex in shared memory, which a reactor
+//! cannot watch. The twins wait on the futex in a thread of tokio's
+//! blocking pool, in 100 ms slices between which they check whether the
+//! future was dropped: no polling of the state, a waiter thread asleep in
+//! the kernel, and a dropped future frees its thread within 100 ms.
+
+use super::{SLICE, blocking_slices};
+use crate::sync::{BoundedSemaphore, Event, Semaphore};
+use std::time::Duration;
+
+impl Event {
+    /// Awaitable [`wait`](Event::wait): until the event is set.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let e = multiproc::Event::new()?;
+    /// e.set();
+    /// e.wait_async().await;
+    /// # Ok::<(), multiproc::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn wait_async(&self) {
+        if self.is_set() {
+            return;
+        }
+        let e = self.clone();
+        blocking_slices(move || e.wait_timeout(SLICE).then_some(())).await;
+    }
+
+    /// [`wait_async`](Self::wait_async) for at most `timeout`; true when the
+    /// event was set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_async_timeout(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.wait_async())
+            .await
+            .is_ok()
+    }
+}
+
+/// A unit taken in a blocking thread, given back unless the awaiting future
+/// receives it (so a dropped `acquire_async` never leaks a unit).
+struct Unit<F: FnMut()>(Option<F>);
+
+impl<F: FnMut()> Unit<F> {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnMut()> Drop for Unit<F> {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.as_mut() {
+            release();
+        }
+    }
+}
+
+macro_rules! sem_async {
+    ($t:ty) => {
+        impl $t {
+            /// Awaitable [`acquire`](Self::acquire): takes one unit.
+            ///
+            /// # Panics
+            ///
+            /// Outside a tokio runtime.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe: a dropped `acquire_async` never keeps a unit (one
+            /// taken by its waiting thread after the drop is released).
+            pub async fn acquire_async(&self) {
+                if self.try_acquire() {
+                    return;
+                }
+                let s = self.clone();
+                let unit = blocking_slices(move || {
+                    if s.acquire_timeout(SLICE) {
+                        let s = s.clone();
+                        Some(Unit(Some(move || {
+                            let _ = s.release();
+                        })))
+                    } else {
+                        None
+                    }
+                })
+                .await;
+                unit.keep();
+            }
+
+            /// [`acquire_async`](Self::acquire_async) for at most `timeout`;
+            /// true when a unit was taken.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe, as [`acquire_async`](Self::acquire_async).
+            pub async fn acquire_async_timeout(&self, timeout: Duration) -> bool {
+                tokio::time::timeout(timeout, self.acquire_async())
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+}
+
+sem_async!(Semaphore);
+sem_async!(BoundedSemaphore);

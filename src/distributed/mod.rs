@@ -1,0 +1,453 @@
+//! The same queues and locks across machines, kept in Redis (feature
+//! `redis`).
+//!
+//! A [`Backend`] is opened from a URL and hands out objects with the local
+//! API: [`Backend::queue`] and [`Backend::joinable_queue`] give a
+//! [`RedisQueue`] and a [`RedisJoinableQueue`] with `put`/`get` (blocking,
+//! `_timeout`, `_nowait`), `qsize`/`is_empty`/`is_full`, `close`,
+//! `task_done`/`join` and the batched `put_many`/`get_many`. Processes on any
+//! machine that open the same name on the same Redis share the object.
+//!
+//! Also here: [`RedisLock`] (a lease renewed while the holder lives;
+//! [`LockError::OwnerDied`](crate::LockError::OwnerDied) for the next
+//! acquirer when the holder died), [`RedisSemaphore`], [`RedisEvent`],
+//! [`RedisBarrier`]; Manager-style [`RedisDict`], [`RedisList`],
+//! [`RedisValue`] and [`RedisNamespace`]; and [`RedisPool`], a pool whose
+//! workers are the same program on other machines, running registered
+//! [`EntryPoint`]s (see [`RedisPool`] and [`Registry`] for the worker line
+//! in `main`, the at-least-once delivery of tasks, exactly-once results,
+//! the dead-letter list and timeouts).
+//!
+//! # Running workers on other machines
+//! Build the program once, copy it to each machine, and start it there as
+//! `myapp --multiproc-worker redis://user:password@redis-host:6379/0` (or
+//! with `MULTIPROC_WORKER=` that URL); the program must call
+//! [`Registry::serve_if_worker`] first thing in `main`. Workers and callers
+//! must be the same build (the registry schema is checked on every task),
+//! and their clocks should be in sync when tasks have timeouts. Redis must
+//! be reachable from every machine; use a password (ACL user) and, across
+//! untrusted networks, a TLS tunnel (this build's client has no TLS).
+//!
+//! # URLs
+//! `redis://[user:password@]host:port/db`, `unix:///path/to/socket` (with
+//! `?pass=…` for a password). The password never appears in an error or a
+//! log line: errors name the server as `redis://user:***@host:port/db`.
+//!
+//! # Client
+//! This module uses the `redis` crate's **blocking** connections
+//! (`redis::Connection`), one per object, not its tokio connection manager.
+//! The local API is blocking (a `get` parks the calling thread), so a
+//! blocking client maps onto it one to one: a blocking `get` is one
+//! `XREADGROUP … BLOCK` on the object's own connection, with no runtime to
+//! start inside a library call and no runtime to share with a caller that
+//! may run its own. Each object reconnects by itself: a call that meets a
+//! dropped connection returns an [`Error::Io`] naming the
+//! server (and the cause), drops the connection, and the next call connects
+//! again.
+//!
+//! # Delivery guarantee
+//! Queues are Redis streams read through one consumer group. An item is
+//! **delivered at least once**: a `get` takes the item into this handle's
+//! pending list, and it leaves Redis only when it is acknowledged
+//! (`task_done` for a [`RedisJoinableQueue`]; for a [`RedisQueue`] the
+//! next `get`, `get_many` or dropping the handle acknowledges what the
+//! handle took before). While a handle holds unacknowledged items a
+//! heartbeat thread renews their lease; an item whose consumer died (no
+//! heartbeat for the backend's lease, [`Backend::with_lease`]) is claimed
+//! and delivered again to the next `get` of any handle. A consumer that
+//! stops for longer than the lease without dying may therefore see its item
+//! delivered a second time elsewhere.
+//!
+//! # Persistence
+//! "No acknowledged item is lost" across a restart of Redis itself needs
+//! the server to persist every write before it answers:
+//! `appendonly yes` and `appendfsync always`. With the default
+//! `appendfsync everysec` up to one second of writes may be lost when the
+//! machine (not only the server process) fails. With no persistence a
+//! restart empties every queue.
+//!
+//! # Security
+//! Items are serde data in the crate's binary codec; nothing read from
+//! Redis names code to run, so a message planted in Redis can at worst be
+//! an item that fails to decode: that `get` returns
+//! [`Error::Decode`] for that item (which counts as
+//! taken) and the next `get` goes on with the next item.
+#![allow(clippy::module_name_repetitions)]
+
+mod pool;
+mod queue;
+mod state;
+mod sync;
+
+pub use pool::{
+    EntryPoint, LEASE_ENV, POOL_ENV, RedisAsyncResult, RedisPool, Registry, WORKER_ENV, WORKER_FLAG,
+};
+pub use queue::{RedisJoinableQueue, RedisQueue};
+pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
+pub use sync::{RedisBarrier, RedisEvent, RedisLock, RedisLockGuard, RedisSemaphore};
+
+use crate::error::{Error, Result};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default lease of an item taken from a queue (see
+/// [`Backend::with_lease`]).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// How long connecting to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest single blocking read; longer waits are done in slices so a
+/// dead server is noticed.
+pub(crate) const BLOCK_SLICE: Duration = Duration::from_millis(1000);
+
+/// A Redis server and a key prefix, from which queues and locks are opened.
+///
+/// Cloning is cheap; clones share the configuration (each object opened
+/// from it has its own connection).
+///
+/// # Examples
+/// ```no_run
+/// let backend = multiproc::distributed::Backend::connect("redis://:secret@127.0.0.1:6379/0")?;
+/// let q = backend.queue::<String>("jobs")?;
+/// q.put("hello".to_string())?;
+/// assert_eq!(q.get()?, "hello");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    /// The URL with its password replaced by `***`.
+    shown: String,
+    /// The password, to scrub from server and client messages.
+    secret: Option<String>,
+    prefix: String,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("url", &self.inner.shown)
+            .field("prefix", &self.inner.prefix)
+            .field("lease", &self.inner.lease)
+            .finish()
+    }
+}
+
+impl Backend {
+    /// Opens the server at `url` and checks that it answers (and accepts
+    /// the credentials) with a `PING`.
+    ///
+    /// # Errors
+    /// [`Error::Address`] for a URL the client cannot parse,
+    /// [`Error::Authentication`] when the server refuses the credentials,
+    /// [`Error::Io`] when it cannot be reached. No message contains the
+    /// password.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let backend = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn connect(url: &str) -> Result<Backend> {
+        let backend = Backend::open(url)?;
+        let mut conn = backend.conn();
+        conn.run(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(backend)
+    }
+
+    /// [`connect`](Self::connect) without the `PING`: the first use of an
+    /// object connects.
+    ///
+    /// # Errors
+    /// [`Error::Address`] for a URL the client cannot parse.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::distributed::Backend::open("redis://user:pw@127.0.0.1:1/0")?;
+    /// assert!(!format!("{b:?}").contains("pw"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn open(url: &str) -> Result<Backend> {
+        let (shown, secret) = redact(url);
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::Address(format!(
+                "{shown}: {}",
+                scrub(&e.to_string(), secret.as_deref())
+            ))
+        })?;
+        Ok(Backend {
+            inner: Arc::new(Inner {
+                client,
+                shown,
+                secret,
+                prefix: "multiproc".to_string(),
+                lease: DEFAULT_LEASE,
+            }),
+        })
+    }
+
+    /// The same server with every key under `prefix` (default
+    /// `"multiproc"`), so that separate applications or test runs on one
+    /// server do not meet.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::distributed::Backend::open("redis://127.0.0.1:1")?.with_prefix("app1");
+    /// assert_eq!(b.prefix(), "app1");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_prefix(&self, prefix: &str) -> Backend {
+        self.with(|i| i.prefix = prefix.to_string())
+    }
+
+    /// The same server with another lease for taken queue items (default
+    /// [`DEFAULT_LEASE`]): an item whose consumer sent no heartbeat for this
+    /// long is delivered again. Every handle of one queue should use the
+    /// same lease.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::distributed::Backend::open("redis://127.0.0.1:1")?
+    ///     .with_lease(Duration::from_secs(2));
+    /// assert_eq!(b.lease(), Duration::from_secs(2));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_lease(&self, lease: Duration) -> Backend {
+        self.with(|i| i.lease = lease.max(Duration::from_millis(100)))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Inner)) -> Backend {
+        let mut inner = Inner {
+            client: self.inner.client.clone(),
+            shown: self.inner.shown.clone(),
+            secret: self.inner.secret.clone(),
+            prefix: self.inner.prefix.clone(),
+            lease: self.inner.lease,
+        };
+        f(&mut inner);
+        Backend {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The key prefix.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::distributed::Backend::open("redis://127.0.0.1:1")?;
+    /// assert_eq!(b.prefix(), "multiproc");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The lease of taken queue items.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::distributed::Backend::open("redis://127.0.0.1:1")?;
+    /// assert_eq!(b.lease(), multiproc::distributed::DEFAULT_LEASE);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// The URL with the password replaced by `***`.
+    ///
+    /// # Examples
+    /// ```
+    /// let b = multiproc::distributed::Backend::open("redis://u:hunter2@127.0.0.1:6379/0")?;
+    /// assert_eq!(b.url(), "redis://u:***@127.0.0.1:6379/0");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.inner.shown
+    }
+
+    /// A Redis key under the prefix.
+    pub(crate) fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.inner.prefix)
+    }
+
+    /// A new, not yet connected, connection.
+    pub(crate) fn conn(&self) -> Conn {
+        Conn {
+            backend: self.clone(),
+            con: None,
+        }
+    }
+
+    /// Turns a client error into this crate's, without the password.
+    pub(crate) fn error(&self, e: &redis::RedisError) -> Error {
+        let msg = scrub(&e.to_string(), self.inner.secret.as_deref());
+        let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || msg.contains("WRONGPASS")
+            || msg.contains("NOAUTH")
+            || msg.contains("invalid password")
+            || msg.contains("invalid username-password");
+        if auth {
+            return Error::Authentication(format!("redis at {}: {msg}", self.inner.shown));
+        }
+        let kind = if e.is_connection_refusal() {
+            io::ErrorKind::ConnectionRefused
+        } else if e.is_timeout() {
+            io::ErrorKind::TimedOut
+        } else if e.is_connection_dropped() {
+            io::ErrorKind::ConnectionReset
+        } else {
+            io::ErrorKind::Other
+        };
+        Error::Io(io::Error::new(
+            kind,
+            format!("redis at {}: {msg}", self.inner.shown),
+        ))
+    }
+}
+
+/// One connection that reconnects on the next call after a failure.
+pub(crate) struct Conn {
+    backend: Backend,
+    con: Option<redis::Connection>,
+}
+
+impl Conn {
+    /// Runs `f` on the connection (connecting first when needed). A
+    /// failure of the connection itself drops it, so the next call
+    /// connects again.
+    pub(crate) fn run<R>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R> {
+        let b = &self.backend;
+        if self.con.is_none() {
+            let con = b
+                .inner
+                .client
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .map_err(|e| b.error(&e))?;
+            // A blocking read waits at most BLOCK_SLICE on the server; the
+            // socket timeout only catches a server that stopped answering.
+            con.set_read_timeout(Some(BLOCK_SLICE + Duration::from_secs(10)))
+                .map_err(|e| b.error(&e))?;
+            self.con = Some(con);
+        }
+        let con = self.con.as_mut().expect("connected above");
+        match f(con) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                {
+                    self.con = None;
+                }
+                Err(b.error(&e))
+            }
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+/// The URL as shown in messages (password replaced by `***`) and the
+/// password itself.
+fn redact(url: &str) -> (String, Option<String>) {
+    let mut secret = None;
+    let mut shown = url.to_string();
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let auth_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@') {
+            let userinfo = &rest[..at];
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if let Some(p) = pass.filter(|p| !p.is_empty()) {
+                secret = Some(p.to_string());
+                shown = format!("{}{user}:***@{}", &url[..scheme_end + 3], &rest[at + 1..]);
+            }
+        }
+    }
+    // unix:///path?pass=secret (and `password=` in some spellings).
+    for key in ["pass=", "password="] {
+        if let Some(pos) = shown.find(key) {
+            let start = pos + key.len();
+            let end = shown[start..]
+                .find('&')
+                .map(|e| start + e)
+                .unwrap_or(shown.len());
+            if end > start {
+                secret.get_or_insert_with(|| shown[start..end].to_string());
+                shown.replace_range(start..end, "***");
+            }
+        }
+    }
+    (shown, secret)
+}
+
+/// `msg` with every occurrence of the password replaced.
+fn scrub(msg: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => msg.replace(s, "***"),
+        _ => msg.to_string(),
+    }
+}
+
+/// A unique name for one consumer or lock holder: host, pid and random bits.
+pub(crate) fn unique_id() -> String {
+    let mut bytes = [0u8; 8];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = (t.as_nanos() as u64).to_ne_bytes();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    format!(
+        "{host}-{}-{:016x}",
+        std::process::id(),
+        u64::from_ne_bytes(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            redact("redis://u:pw@h:1/2"),
+            ("redis://u:***@h:1/2".to_string(), Some("pw".to_string()))
+        );
+        assert_eq!(
+            redact("redis://:pw@h:1"),
+            ("redis://:***@h:1".to_string(), Some("pw".to_string()))
+        );
+        assert_eq!(redact("redis://h:1/0"), ("redis://h:1/0".to_string(), None));
+        assert_eq!(
+            redact("unix:///tmp/r.sock?db=1&pass=xyz"),
+            (
+                "unix:///tmp/r.sock?db=1&pass=***".to_string(),
+                Some("xyz".to_string())
+            )
+        );
+        assert_eq!(scrub("bad xyz here", Some("xyz")), "bad *** here");
+    }
+}

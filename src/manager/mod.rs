@@ -1,0 +1,542 @@
+//! Managers (Python's `multiprocessing.managers`): shared containers and
+//! synchronization objects living in a server process, used from any
+//! process through proxies — locally, remotely over TCP or Unix sockets,
+//! and from Python.
+//!
+//! * [`Manager::start`] starts a server process (Python's `Manager()` /
+//!   `SyncManager`) and creates objects in it: [`dict`](RemoteManager::dict),
+//!   [`list`](RemoteManager::list), [`queue`](RemoteManager::queue),
+//!   [`value`](RemoteManager::value), [`namespace`](RemoteManager::namespace),
+//!   [`lock`](RemoteManager::lock), [`event`](RemoteManager::event), … Each returns a
+//!   typed proxy ([`DictProxy`], [`QueueProxy`], …) that can be sent to other
+//!   processes (in `Process` arguments, queue items, pool tasks, or inside
+//!   another managed container).
+//! * [`Server`] serves objects under registered names on any address with
+//!   an authkey; [`connect`] reaches it (or a Python manager) from another
+//!   program (Python's `BaseManager(address, authkey)`, `register`,
+//!   `connect`).
+//!
+//! # Wire compatibility with Python
+//!
+//! The server speaks CPython's manager protocol (pickled
+//! `(ident, method, args, kwds)` requests over `multiprocessing.connection`
+//! frames with the authkey handshake), and values are stored as plain Python
+//! values ([`Value`]: `None`, `bool`, `int`, `float`, `str`, `bytes`, `list`,
+//! `tuple`, `dict`). So an unmodified Python program can use the same queue
+//! or dict:
+//!
+//! ```python
+//! from multiprocessing.managers import BaseManager
+//! BaseManager.register('get_queue'); BaseManager.register('get_dict')
+//! m = BaseManager(address=('127.0.0.1', 50000), authkey=b'secret'); m.connect()
+//! q = m.get_queue(); q.put([1, 'two']); d = m.get_dict(); d['a'] = 1
+//! ```
+//!
+//! and [`connect`] reaches a Python `SyncManager` or `BaseManager` server.
+//! Rust values become plain values through serde ([`to_value`]): structs
+//! become dicts of their fields, enums a variant name or `{name: data}`.
+//! A Python value with no plain form (a set, a class instance) is refused
+//! with an error on the Rust side, never a crash.
+//!
+//! # References and cleanup
+//!
+//! As in Python, each proxy holds one reference to its object; the server
+//! drops an object when the last reference is released (`decref` when a
+//! proxy is dropped). Unlike Python, references taken by a local client
+//! (over a Unix socket) are recorded with the client's process id, and the
+//! server drops all references of a process that has died (checked every
+//! half second), so a proxy in a killed process does not keep its object
+//! alive forever. References over TCP cannot be tied to a process and last
+//! until released. A proxy stored inside a managed container pins its
+//! object for the life of the server.
+//!
+//! # Faults
+//!
+//! The server serves each connection on its own thread. A client that
+//! fails the handshake, sends garbage or a frame over 256 MiB, or dies in
+//! the middle of a call loses only its own connection; a blocking call
+//! (`get`, `acquire`, `wait`) of a client that died is abandoned (a queue
+//! item is not handed to a dead client). When the manager dies, calls in
+//! progress and later calls fail at once with [`Error::Eof`] or
+//! [`Error::Io`] (the socket is gone) instead of hanging.
+//!
+//! Method calls are blocking; the shape of the proxies (one connection,
+//! one request at a time) leaves room for `*_async` twins.
+
+mod custom;
+mod dict;
+mod object;
+pub mod objects;
+mod proxies;
+mod proxy;
+mod server;
+mod sockopt;
+mod sync_objects;
+mod sync_proxies;
+mod value;
+mod wire;
+
+pub use custom::Registry;
+#[doc(hidden)]
+pub use custom::outcome;
+pub use object::{Args, Call, Object};
+pub use proxies::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, Proxy, ValueProxy};
+pub use proxy::BaseProxy;
+#[doc(hidden)]
+pub use serde as __serde;
+pub use server::{Factory, Server, Stopper};
+pub use sync_proxies::{
+    BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard,
+    QueueProxy,
+};
+pub use value::{from_value, to_value};
+pub use wire::{Fail, Token};
+
+use crate::connection::{Address, Connection, Pipe, ToAddress};
+use crate::error::{Error, Result};
+use crate::pickle::Value;
+use crate::process::{Process, StartMethod};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a new manager process may take to be ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to a manager server: creates objects in it and hands out
+/// proxies (Python's `BaseManager` after `connect()`). [`connect`] makes
+/// one; a [`Manager`] is one too (it derefs to it). It can be sent to other
+/// processes (it carries the authkey).
+#[derive(Clone)]
+pub struct RemoteManager {
+    address: Address,
+    authkey: Vec<u8>,
+}
+
+/// Connects to the manager at `address` (TCP `host:port`, a Unix socket
+/// path, or `@name`) with `authkey` — a server of this crate or a Python
+/// `BaseManager`/`SyncManager` — and checks that it answers (Python's
+/// `BaseManager(address, authkey).connect()`).
+///
+/// # Errors
+/// [`Error::Address`], [`Error::Io`] when nothing listens there,
+/// [`Error::Authentication`] for a wrong authkey, [`Error::Timeout`] when
+/// connecting takes over 30 s.
+///
+/// # Examples
+/// See [`Server`].
+pub fn connect(address: impl ToAddress, authkey: &[u8]) -> Result<RemoteManager> {
+    let m = RemoteManager {
+        address: address.to_address()?,
+        authkey: authkey.to_vec(),
+    };
+    m.ping()?;
+    Ok(m)
+}
+
+impl RemoteManager {
+    /// The manager's address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Asks the server to answer (`dummy`).
+    ///
+    /// # Errors
+    /// As for [`connect`].
+    pub fn ping(&self) -> Result<()> {
+        wire::special(&self.address, &self.authkey, "dummy", vec![]).map(drop)
+    }
+
+    /// Creates an object of a registered type id with plain arguments and
+    /// returns an untyped proxy (Python's generated `manager.typeid(*args)`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the type id is unknown or its constructor
+    /// fails; as for [`connect`].
+    pub fn create(&self, typeid: &str, args: Vec<Value>) -> Result<BaseProxy> {
+        let mut all = vec![Value::from(typeid)];
+        all.extend(args);
+        let reply = wire::special(&self.address, &self.authkey, "create", all)?;
+        let Value::Tuple(t) = reply else {
+            return Err(Error::Decode("bad create reply".into()));
+        };
+        let Some(Value::Str(id)) = t.into_iter().next() else {
+            return Err(Error::Decode("bad create reply".into()));
+        };
+        let token = Token {
+            typeid: typeid.to_string(),
+            address: self.address.clone(),
+            id,
+        };
+        Ok(BaseProxy::owned(token, self.authkey.clone()))
+    }
+
+    /// Like [`create`](Self::create), with no arguments and a typed proxy:
+    /// the registered names of a remote manager, e.g.
+    /// `get::<QueueProxy<String>>("get_queue")`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn get<P: Proxy>(&self, typeid: &str) -> Result<P> {
+        self.create(typeid, vec![]).map(P::from_base)
+    }
+
+    /// How many objects the server holds (`number_of_objects`).
+    ///
+    /// # Errors
+    /// As for [`connect`].
+    pub fn number_of_objects(&self) -> Result<usize> {
+        value::from_value(wire::special(
+            &self.address,
+            &self.authkey,
+            "number_of_objects",
+            vec![],
+        )?)
+    }
+
+    /// Creates an object of the proxy's type id ([`Proxy::TYPEID`]) with
+    /// plain arguments, e.g. a custom type of
+    /// [`managed_type!`](crate::managed_type).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn new_proxy<P: Proxy>(&self, args: Vec<Value>) -> Result<P> {
+        self.create(P::TYPEID, args).map(P::from_base)
+    }
+
+    fn make<P: Proxy>(&self, typeid: &str, args: Vec<Value>) -> Result<P> {
+        self.create(typeid, args).map(P::from_base)
+    }
+
+    /// A new empty `dict` in the manager.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
+        self.make("dict", vec![])
+    }
+
+    /// A new empty `list`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn list<T>(&self) -> Result<ListProxy<T>> {
+        self.make("list", vec![])
+    }
+
+    /// A new unbounded `Queue`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
+        self.make("Queue", vec![])
+    }
+
+    /// A new `Queue(maxsize)`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn queue_with_maxsize<T>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        self.make("Queue", vec![Value::Int(maxsize as i64)])
+    }
+
+    /// A new `JoinableQueue`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>> {
+        self.make("JoinableQueue", vec![])
+    }
+
+    /// A new `Value` holding `initial` (the typecode is `"object"`).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create), plus [`Error::Encode`].
+    pub fn value<T: Serialize>(&self, initial: T) -> Result<ValueProxy<T>> {
+        self.make("Value", vec![Value::from("object"), to_value(&initial)?])
+    }
+
+    /// A new `Array(typecode, items)`.
+    ///
+    /// # Errors
+    /// As for [`value`](Self::value).
+    pub fn array<T: Serialize>(&self, typecode: &str, items: Vec<T>) -> Result<ArrayProxy<T>> {
+        self.make("Array", vec![Value::from(typecode), to_value(&items)?])
+    }
+
+    /// A new empty `Namespace`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn namespace(&self) -> Result<NamespaceProxy> {
+        self.make("Namespace", vec![])
+    }
+
+    /// A new `Lock`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn lock(&self) -> Result<LockProxy> {
+        self.make("Lock", vec![])
+    }
+
+    /// A new `RLock`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn rlock(&self) -> Result<LockProxy> {
+        self.make("RLock", vec![])
+    }
+
+    /// A new `Semaphore(value)`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn semaphore(&self, value: usize) -> Result<LockProxy> {
+        self.make("Semaphore", vec![Value::Int(value as i64)])
+    }
+
+    /// A new `BoundedSemaphore(value)`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn bounded_semaphore(&self, value: usize) -> Result<LockProxy> {
+        self.make("BoundedSemaphore", vec![Value::Int(value as i64)])
+    }
+
+    /// A new `Condition` (with its own `RLock`).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        self.make("Condition", vec![])
+    }
+
+    /// A new `Event`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn event(&self) -> Result<EventProxy> {
+        self.make("Event", vec![])
+    }
+
+    /// A new `Barrier(parties)`.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
+        self.make("Barrier", vec![Value::Int(parties as i64)])
+    }
+
+    /// Asks the server to shut down (Python's `shutdown` special method).
+    ///
+    /// # Errors
+    /// As for [`connect`].
+    pub fn shutdown_server(&self) -> Result<()> {
+        match wire::special(&self.address, &self.authkey, "shutdown", vec![]) {
+            Ok(_) | Err(Error::Eof) | Err(Error::Truncated) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Serialize for RemoteManager {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (
+            self.address.to_string(),
+            serde_bytes::Bytes::new(&self.authkey),
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RemoteManager {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (address, authkey): (String, serde_bytes::ByteBuf) =
+            serde::Deserialize::deserialize(d)?;
+        Ok(RemoteManager {
+            address: address.parse().map_err(serde::de::Error::custom)?,
+            authkey: authkey.into_vec(),
+        })
+    }
+}
+
+impl std::fmt::Debug for RemoteManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteManager")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A manager server process of this program (Python's `Manager()`, a
+/// started `SyncManager`), serving every `SyncManager` type.
+///
+/// It is a daemonic child started with the library's start methods (it
+/// never runs `main`), so it dies with its owner even when the owner is
+/// killed with SIGKILL. [`shutdown`](Self::shutdown) stops it; dropping
+/// the `Manager` does the same. It listens on an abstract Unix socket with
+/// a random authkey; its proxies carry both, so they work in any process
+/// they are sent to.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Manager, Process};
+/// use multiproc::manager::{DictProxy, ListProxy};
+///
+/// fn fill(d: DictProxy<String, i32>, l: ListProxy<i32>) {
+///     d.set("answer".into(), 42).unwrap();
+///     l.extend([1, 2, 3]).unwrap();
+/// }
+///
+/// let manager = Manager::start()?;
+/// let d = manager.dict()?;
+/// let l = manager.list()?;
+/// let mut p = Process::new(fill, (d.clone(), l.clone()));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(d.get(&"answer".to_string())?, Some(42));
+/// assert_eq!(l.to_vec()?, [1, 2, 3]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Manager {
+    remote: RemoteManager,
+    process: Option<Process<()>>,
+}
+
+fn serve_manager<R: Registry>(address: String, authkey: Vec<u8>, ready: Connection) {
+    let mut server = match Server::bind(address.as_str(), &authkey) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(&Err::<(), String>(e.to_string()));
+            return;
+        }
+    };
+    server.register_sync_types();
+    R::register(&mut server);
+    let _ = ready.send(&Ok::<(), String>(()));
+    drop(ready);
+    let _ = server.serve_forever();
+}
+
+static MANAGERS: AtomicU64 = AtomicU64::new(0);
+
+impl Manager {
+    /// Starts a manager process with the default start method.
+    ///
+    /// # Errors
+    /// [`Error::Io`] and the errors of [`Process::start`]; [`Error::Timeout`]
+    /// when the server is not ready within 30 s.
+    pub fn start() -> Result<Manager> {
+        Self::start_inner::<()>(None)
+    }
+
+    /// Starts a manager process that also serves the types `R` registers
+    /// (Python's `BaseManager.register` before `start()`); see
+    /// [`managed_type!`](crate::managed_type).
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start).
+    pub fn start_with_types<R: Registry>() -> Result<Manager> {
+        Self::start_inner::<R>(None)
+    }
+
+    /// Starts a manager process with the given start method.
+    ///
+    /// # Errors
+    /// As for [`start`](Self::start).
+    pub fn start_with(method: StartMethod) -> Result<Manager> {
+        Self::start_inner::<()>(Some(method))
+    }
+
+    fn start_inner<R: Registry>(method: Option<StartMethod>) -> Result<Manager> {
+        let mut key = [0u8; 32];
+        crate::sys::random_bytes(&mut key)?;
+        let mut tag = [0u8; 8];
+        crate::sys::random_bytes(&mut tag)?;
+        let address = format!(
+            "@multiproc-manager-{}-{}-{}",
+            std::process::id(),
+            MANAGERS.fetch_add(1, Ordering::Relaxed),
+            tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let (here, there) = Pipe::one_way()?;
+        let mut p = Process::new(serve_manager::<R>, (address.clone(), key.to_vec(), there))
+            .name("SyncManager")
+            .daemon(true);
+        if let Some(m) = method {
+            p = p.start_method(m);
+        }
+        p.start()?;
+        let ready = here.recv_timeout::<std::result::Result<(), String>>(START_TIMEOUT);
+        let mut fail = |e: Error| {
+            let _ = p.kill();
+            let _ = p.join_timeout(Duration::from_secs(5));
+            e
+        };
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(fail(Error::Bootstrap(format!("manager server: {why}")))),
+            Err(e) => return Err(fail(e)),
+        }
+        Ok(Manager {
+            remote: RemoteManager {
+                address: address.parse()?,
+                authkey: key.to_vec(),
+            },
+            process: Some(p),
+        })
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
+    }
+
+    /// Stops the server and waits for its process (killing it if it does
+    /// not exit within 5 s). Proxies fail afterwards. Calling it again does
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the process cannot be waited for.
+    pub fn shutdown(&mut self) -> Result<()> {
+        let Some(mut p) = self.process.take() else {
+            return Ok(());
+        };
+        let _ = wire::special_timeout(
+            &self.remote.address,
+            &self.remote.authkey,
+            "shutdown",
+            vec![],
+            Duration::from_secs(5),
+        );
+        if !p.join_timeout(Duration::from_secs(5))? {
+            let _ = p.kill();
+            p.join()?;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Manager {
+    type Target = RemoteManager;
+    fn deref(&self) -> &RemoteManager {
+        &self.remote
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.remote.address)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}

@@ -1,0 +1,636 @@
+//! The manager server: accepts connections, runs the handshake, and serves
+//! CPython's special methods and method calls, one thread per connection.
+
+use super::object::{Args, Call, Object};
+use super::sockopt;
+use super::wire::{self, Fail};
+use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
+use crate::error::{Error, Result};
+use crate::pickle::{self, Value};
+use crate::sys;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Makes a new object for `create(typeid, *args, **kwds)`.
+pub type Factory = dyn Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + Send + Sync;
+
+/// How long a peer may take over the authkey handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often references of dead local clients are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(500);
+
+struct Entry {
+    obj: Arc<dyn Object>,
+    typeid: String,
+    exposed: Vec<String>,
+    /// References per client process id (0: unknown, e.g. over TCP, or
+    /// held by the server itself).
+    refs: HashMap<u32, usize>,
+}
+
+impl Entry {
+    fn total(&self) -> usize {
+        self.refs.values().sum()
+    }
+}
+
+pub(crate) struct State {
+    objects: Mutex<HashMap<String, Entry>>,
+    types: HashMap<String, Arc<Factory>>,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    stop: AtomicBool,
+    next_conn: AtomicU64,
+    /// Local client processes holding references, watched through pidfds.
+    watched: Mutex<HashMap<u32, OwnedFd>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A manager server that is bound but not yet serving (Python's
+/// `BaseManager(...).get_server()`).
+///
+/// Register the type ids it serves, then call
+/// [`serve_forever`](Self::serve_forever). [`Manager::start`](super::Manager::start)
+/// runs one of these with all of Python's `SyncManager` types in a child
+/// process; a remote manager runs one in any program.
+///
+/// # Examples
+/// ```
+/// use multiproc::manager::{self, Server};
+///
+/// let mut server = Server::bind("127.0.0.1:0", b"secret")?;
+/// let queue = manager::objects::queue(0);
+/// server.register_shared("get_queue", queue);
+/// let address = server.address().clone();
+/// let stop = server.stopper();
+/// let t = std::thread::spawn(move || server.serve_forever());
+///
+/// let remote = manager::connect(&address, b"secret")?;
+/// let q = remote.get::<manager::QueueProxy<String>>("get_queue")?;
+/// q.put("hello".to_string())?;
+/// assert_eq!(q.get()?, "hello");
+/// stop.stop();
+/// t.join().unwrap()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Server {
+    listener: Listener,
+    types: HashMap<String, Arc<Factory>>,
+    authkey: Vec<u8>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Stops a [`Server`] from another thread (or a signal-handling thread).
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    address: Address,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stopper {
+    /// Makes [`Server::serve_forever`] return. Connections being served
+    /// are left to finish by themselves.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = Client::connect_timeout(&self.address, None, Duration::from_secs(1));
+    }
+}
+
+impl Server {
+    /// Binds a server to `address` (TCP `host:port`, a Unix socket path, or
+    /// `@name` for an abstract socket). Every connection must pass the
+    /// authkey handshake with `authkey`. The socket is bound with
+    /// `SO_REUSEADDR` (as std does), so a server can be started again on the
+    /// same address right after the previous one shut down.
+    ///
+    /// # Errors
+    /// [`Error::Address`] or [`Error::Io`] when the address cannot be bound.
+    pub fn bind(address: impl ToAddress, authkey: &[u8]) -> Result<Server> {
+        let listener = Listener::bind(address, None)?;
+        Ok(Server {
+            listener,
+            types: HashMap::new(),
+            authkey: authkey.to_vec(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The bound address (with the real port for port `0`).
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Registers `typeid`: each `create(typeid, ...)` calls `factory`
+    /// (Python's `register(typeid, callable)`).
+    pub fn register<F>(&mut self, typeid: &str, factory: F) -> &mut Self
+    where
+        F: Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + Send + Sync + 'static,
+    {
+        self.types.insert(typeid.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Registers `typeid` as one shared object: every `create(typeid)`
+    /// returns the same object (Python's `register('get_queue', callable=lambda: q)`).
+    pub fn register_shared(&mut self, typeid: &str, object: Arc<dyn Object>) -> &mut Self {
+        self.register(typeid, move |_| Ok(object.clone()))
+    }
+
+    /// Registers every type id of Python's `SyncManager` (`dict`, `list`,
+    /// `Queue`, `JoinableQueue`, `Value`, `Array`, `Namespace`, `Lock`,
+    /// `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`,
+    /// `Barrier`).
+    pub fn register_sync_types(&mut self) -> &mut Self {
+        for (typeid, f) in super::objects::sync_types() {
+            self.types.insert(typeid.to_string(), f);
+        }
+        self
+    }
+
+    /// A handle that stops [`serve_forever`](Self::serve_forever).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            address: self.address().clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Serves until a client calls `shutdown` or a [`Stopper`] stops it.
+    /// Each connection is served by its own thread; a client that fails
+    /// the handshake, sends garbage or an oversized frame, or dies mid-call
+    /// loses only its own connection.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when accepting fails for a reason other than a bad
+    /// peer (e.g. out of descriptors for a long time).
+    pub fn serve_forever(self) -> Result<()> {
+        let state = Arc::new(State {
+            objects: Mutex::new(HashMap::new()),
+            types: self.types,
+            address: self.listener.address().clone(),
+            authkey: Some(self.authkey),
+            stop: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+            watched: Mutex::new(HashMap::new()),
+        });
+        let stop = self.stop;
+        {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("manager-reaper".into())
+                .spawn(move || reaper(&state, &stop))?;
+        }
+        let mut failures = 0u32;
+        loop {
+            if stop.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let conn = match self.listener.accept() {
+                Ok(c) => c,
+                Err(Error::Io(e)) => {
+                    failures += 1;
+                    if failures > 1000 {
+                        return Err(Error::Io(e));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            failures = 0;
+            if stop.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let st = state.clone();
+            let stop2 = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("manager-conn".into())
+                .spawn(move || {
+                    if handle(&st, conn) {
+                        st.stop.store(true, Ordering::SeqCst);
+                        stop2.store(true, Ordering::SeqCst);
+                        let _ = Client::connect_timeout(&st.address, None, Duration::from_secs(1));
+                    }
+                });
+            if spawned.is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Drops references held by local client processes that have died.
+fn reaper(state: &State, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(REAP_EVERY);
+        let dead: Vec<u32> = {
+            let watched = lock(&state.watched);
+            watched
+                .iter()
+                .filter(|(_, fd)| {
+                    sys::wait_readable(fd.as_fd(), Some(Instant::now())).unwrap_or(true)
+                })
+                .map(|(pid, _)| *pid)
+                .collect()
+        };
+        if dead.is_empty() {
+            continue;
+        }
+        let mut dropped = Vec::new();
+        {
+            let mut objects = lock(&state.objects);
+            for e in objects.values_mut() {
+                for pid in &dead {
+                    e.refs.remove(pid);
+                }
+            }
+            objects.retain(|_, e| {
+                let keep = e.total() > 0;
+                if !keep {
+                    dropped.push(e.obj.clone());
+                }
+                keep
+            });
+            let mut watched = lock(&state.watched);
+            for pid in &dead {
+                watched.remove(pid);
+            }
+        }
+        // Objects are dropped outside the lock: one may hold proxies.
+        drop(dropped);
+    }
+}
+
+fn traceback(msg: impl Into<String>) -> Fail {
+    Fail::Traceback(msg.into())
+}
+
+/// A request: `(ident, method, args, kwds)`.
+struct Request {
+    ident: Option<String>,
+    method: String,
+    args: Args,
+}
+
+fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
+    let v = pickle::loads_objects(frame).map_err(|e| {
+        traceback(format!(
+            "the request holds a value a multiproc manager cannot store (only None, bool, \
+             int within 64 bits, float, str, bytes, list, tuple and dict are): {e}"
+        ))
+    })?;
+    let bad = || traceback("bad request: expected (ident, methodname, args, kwds)");
+    let Value::Tuple(t) = v else {
+        return Err(bad());
+    };
+    let mut it = t.into_iter();
+    let (Some(ident), Some(Value::Str(method)), Some(args), Some(kwds), None) =
+        (it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad());
+    };
+    let ident = match ident {
+        Value::None => None,
+        Value::Str(s) => Some(s),
+        _ => return Err(bad()),
+    };
+    let (Value::Tuple(args), Value::Dict(kwds)) = (args, kwds) else {
+        return Err(bad());
+    };
+    Ok(Request {
+        ident,
+        method,
+        args: Args {
+            args: args.into_iter().map(wire::normalize).collect(),
+            kwds: kwds
+                .into_iter()
+                .map(|(k, v)| (k, wire::normalize(v)))
+                .collect(),
+        },
+    })
+}
+
+/// Serves one connection; true when it asked the server to shut down.
+fn handle(state: &Arc<State>, conn: Connection) -> bool {
+    conn.set_max_message_size(wire::MAX_FRAME);
+    let tcp = sockopt::quickack(conn.as_fd());
+    if let Some(key) = &state.authkey {
+        let deadline = sys::deadline_after(HANDSHAKE_TIMEOUT);
+        if auth::deliver_challenge_impl(&conn, key, deadline).is_err() {
+            let _ = conn.send_bytes(&wire::reply(Err(traceback(
+                "AuthenticationError: digest received was wrong",
+            ))));
+            return false;
+        }
+        if tcp {
+            sockopt::quickack(conn.as_fd());
+        }
+        if auth::answer_challenge_impl(&conn, key, deadline).is_err() {
+            return false;
+        }
+    }
+    let pid = sockopt::peer_pid(conn.as_fd()).unwrap_or(0);
+    let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let Ok(raw) = conn.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let replies = std::cell::RefCell::new(Replies {
+        raw: std::fs::File::from(raw),
+        out: Vec::new(),
+    });
+    let mut served = 0u64;
+    loop {
+        // Quick ACKs matter for the handshake and the first requests, which
+        // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
+        // §9); later replies carry the ACK themselves, so they are not
+        // forced (an extra packet per call).
+        if tcp && served < 2 {
+            sockopt::quickack(conn.as_fd());
+        }
+        served += 1;
+        let Ok(frame) = conn.recv_bytes() else {
+            return false;
+        };
+        let result = match parse_request(&frame) {
+            // The frame was whole, so the stream is still in step: refuse
+            // this request and go on serving the connection.
+            Err(f) => Err(f),
+            Ok(req) => match &req.ident {
+                None => match req.method.as_str() {
+                    "shutdown" => {
+                        let mut r = replies.borrow_mut();
+                        r.push(&wire::reply(Ok(Value::None)));
+                        let _ = r.flush();
+                        return true;
+                    }
+                    "accept_connection" => Ok(Value::None),
+                    m => special(state, m, req.args, pid),
+                },
+                Some(ident) => {
+                    let gone = || sockopt::peer_closed(conn.as_fd());
+                    // Replies held back for pipelined requests go out before
+                    // a call blocks.
+                    let flush = || {
+                        let _ = replies.borrow_mut().flush();
+                    };
+                    let call = Call {
+                        conn_id,
+                        gone: &gone,
+                        flush: &flush,
+                    };
+                    dispatch(state, ident, &req.method, req.args, &call)
+                }
+            },
+        };
+        let mut r = replies.borrow_mut();
+        r.push(&wire::reply(result));
+        // While more requests are already buffered (a pipelining client),
+        // replies are gathered and written together.
+        if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
+            return false;
+        }
+    }
+}
+
+/// Replies not yet written, for pipelined requests.
+struct Replies {
+    raw: std::fs::File,
+    out: Vec<u8>,
+}
+
+/// Gathered replies are written once they reach this many bytes.
+const REPLY_BATCH: usize = 64 << 10;
+
+impl Replies {
+    fn push(&mut self, payload: &[u8]) {
+        match i32::try_from(payload.len()) {
+            Ok(n) => self.out.extend_from_slice(&n.to_be_bytes()),
+            Err(_) => {
+                self.out.extend_from_slice(&(-1i32).to_be_bytes());
+                self.out
+                    .extend_from_slice(&(payload.len() as u64).to_be_bytes());
+            }
+        }
+        self.out.extend_from_slice(payload);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = (&self.raw).write_all(&self.out);
+        self.out.clear();
+        if self.out.capacity() > 4 * REPLY_BATCH {
+            self.out = Vec::new();
+        }
+        r
+    }
+}
+
+fn ident_arg(args: &Args) -> std::result::Result<String, Fail> {
+    match args.args.first() {
+        Some(Value::Str(s)) => Ok(s.clone()),
+        _ => Err(traceback("expected an object id")),
+    }
+}
+
+fn watch(state: &State, pid: u32) {
+    if pid == 0 || pid == std::process::id() {
+        return;
+    }
+    let mut watched = lock(&state.watched);
+    if let std::collections::hash_map::Entry::Vacant(slot) = watched.entry(pid) {
+        if let Ok(fd) = sys::pidfd_open(pid) {
+            slot.insert(fd);
+        }
+    }
+}
+
+fn incref(state: &State, ident: &str, pid: u32) -> std::result::Result<(), Fail> {
+    let mut objects = lock(&state.objects);
+    let e = objects
+        .get_mut(ident)
+        .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
+    *e.refs.entry(pid).or_insert(0) += 1;
+    drop(objects);
+    watch(state, pid);
+    Ok(())
+}
+
+fn special(
+    state: &Arc<State>,
+    method: &str,
+    mut args: Args,
+    pid: u32,
+) -> std::result::Result<Value, Fail> {
+    match method {
+        "dummy" => Ok(Value::None),
+        "create" => {
+            if args.args.is_empty() {
+                return Err(traceback("create needs a type id"));
+            }
+            let Value::Str(typeid) = args.args.remove(0) else {
+                return Err(traceback("the type id is not a str"));
+            };
+            let factory = state.types.get(&typeid).cloned().ok_or_else(|| {
+                traceback(format!("KeyError: type id {typeid:?} is not registered"))
+            })?;
+            let obj =
+                catch_unwind(AssertUnwindSafe(|| factory(args))).map_err(|p| panic_fail(&p))??;
+            let ident = format!("{:x}", Arc::as_ptr(&obj) as *const () as usize);
+            let exposed: Vec<String> = obj.exposed().iter().map(|s| s.to_string()).collect();
+            let reply = Value::Tuple(vec![
+                Value::Str(ident.clone()),
+                Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect()),
+            ]);
+            let mut objects = lock(&state.objects);
+            let e = objects.entry(ident).or_insert_with(|| Entry {
+                obj,
+                typeid,
+                exposed,
+                refs: HashMap::new(),
+            });
+            *e.refs.entry(pid).or_insert(0) += 1;
+            drop(objects);
+            watch(state, pid);
+            Ok(reply)
+        }
+        "incref" => incref(state, &ident_arg(&args)?, pid).map(|()| Value::None),
+        "decref" => {
+            let ident = ident_arg(&args)?;
+            let mut objects = lock(&state.objects);
+            let e = objects
+                .get_mut(&ident)
+                .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
+            let from = if e.refs.get(&pid).is_some_and(|n| *n > 0) {
+                pid
+            } else {
+                // A reference taken elsewhere (e.g. over TCP, or by a
+                // process that handed it over): release any.
+                *e.refs
+                    .iter()
+                    .find(|(_, n)| **n > 0)
+                    .map(|(p, _)| p)
+                    .ok_or_else(|| traceback("AssertionError: refcount is already 0"))?
+            };
+            let n = e.refs.get_mut(&from).expect("found above");
+            *n -= 1;
+            if *n == 0 {
+                e.refs.remove(&from);
+            }
+            let dead = (e.total() == 0).then(|| objects.remove(&ident));
+            drop(objects);
+            drop(dead);
+            Ok(Value::None)
+        }
+        "number_of_objects" => Ok(Value::Int(lock(&state.objects).len() as i64)),
+        "debug_info" => {
+            let objects = lock(&state.objects);
+            let mut s = String::new();
+            for (id, e) in objects.iter() {
+                let mut r = e.obj.repr();
+                r.truncate(75);
+                s.push_str(&format!(
+                    "  {id}:       refcount={} ({})\n    {r}\n",
+                    e.total(),
+                    e.typeid
+                ));
+            }
+            Ok(Value::Str(s))
+        }
+        "get_methods" => {
+            let token = args
+                .args
+                .first()
+                .ok_or_else(|| traceback("get_methods needs a token"))?;
+            let id = wire::Token::from_python(token)
+                .map_err(|e| traceback(e.to_string()))?
+                .id;
+            let objects = lock(&state.objects);
+            let e = objects
+                .get(&id)
+                .ok_or_else(|| traceback(format!("KeyError: {id:?}")))?;
+            Ok(Value::Tuple(
+                e.exposed.iter().map(|s| Value::Str(s.clone())).collect(),
+            ))
+        }
+        other => Err(traceback(format!("AssertionError: {other:?} unrecognized"))),
+    }
+}
+
+fn panic_fail(p: &Box<dyn std::any::Any + Send>) -> Fail {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    Fail::builtin("RuntimeError", format!("panicked: {msg}"))
+}
+
+/// Proxies in the arguments that name objects of this server keep those
+/// objects alive as long as the server runs (they may be stored in a
+/// container and read back later by any process).
+fn pin_nested(state: &State, v: &Value) {
+    match v {
+        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|i| pin_nested(state, i)),
+        Value::Dict(items) => items.iter().for_each(|(k, v)| {
+            pin_nested(state, k);
+            pin_nested(state, v)
+        }),
+        Value::Object(o) => {
+            let args = &o.args;
+            if let Some(token) = args.iter().find_map(|a| wire::Token::from_python(a).ok()) {
+                let _ = incref(state, &token.id, 0);
+            }
+            args.iter().for_each(|a| pin_nested(state, a));
+        }
+        _ => {}
+    }
+}
+
+fn dispatch(
+    state: &State,
+    ident: &str,
+    method: &str,
+    args: Args,
+    call: &Call<'_>,
+) -> std::result::Result<Value, Fail> {
+    let (obj, exposed) = {
+        let objects = lock(&state.objects);
+        let e = objects
+            .get(ident)
+            .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
+        (e.obj.clone(), e.exposed.iter().any(|m| m == method))
+    };
+    if !exposed {
+        return match method {
+            "#GETVALUE" => Ok(obj.value()),
+            "__repr__" | "__str__" => Ok(Value::Str(obj.repr())),
+            _ => Err(traceback(format!(
+                "AttributeError: method {method:?} of {ident:?} is not exposed"
+            ))),
+        };
+    }
+    args.args.iter().for_each(|a| pin_nested(state, a));
+    args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
+    catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
+        .unwrap_or_else(|p| Err(panic_fail(&p)))
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", self.address())
+            .field("types", &self.types.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

@@ -1,0 +1,461 @@
+//! Awaitable twins across real processes, on both runtime flavours: queue
+//! get/put/join, Process::join; idle waiters cost no CPU; a cancelled get
+//! loses nothing; 10,000 tasks waiting on one queue.
+#![cfg(feature = "tokio")]
+
+use multiproc::{JoinableQueue, Process, Queue, SimpleQueue};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+type Test = fn() -> Pin<Box<dyn Future<Output = ()>>>;
+
+fn both(test: Test) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+}
+
+fn put_later(q: Queue<u64>, n: u64, delay_ms: u64) {
+    for i in 0..n {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        q.put(i).unwrap();
+    }
+}
+
+fn drain_slowly(q: Queue<u64>, n: u64) -> Vec<u64> {
+    std::thread::sleep(Duration::from_millis(200));
+    (0..n)
+        .map(|_| q.get_timeout(Duration::from_secs(30)).unwrap())
+        .collect()
+}
+
+fn done_later(q: JoinableQueue<u8>, n: usize) {
+    for _ in 0..n {
+        q.get_timeout(Duration::from_secs(30)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        q.task_done().unwrap();
+    }
+}
+
+fn simple_put(q: SimpleQueue<String>) {
+    std::thread::sleep(Duration::from_millis(50));
+    q.put("from the child".to_string()).unwrap();
+}
+
+fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn get_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let q = Queue::new().unwrap();
+            let mut p = Process::new(put_later, (q.clone(), 20, 5));
+            p.start().unwrap();
+            let mut got = Vec::new();
+            for _ in 0..20 {
+                got.push(q.get_async().await.unwrap());
+            }
+            assert_eq!(got, (0..20).collect::<Vec<_>>());
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            let t0 = Instant::now();
+            let e = q
+                .get_async_timeout(Duration::from_millis(100))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, multiproc::Error::Empty));
+            assert!(t0.elapsed() < Duration::from_secs(5));
+
+            let s = SimpleQueue::new().unwrap();
+            let mut p = Process::new(simple_put, (s.clone(),));
+            p.start().unwrap();
+            assert_eq!(s.get_async().await.unwrap(), "from the child");
+            p.join_async().await.unwrap();
+        })
+    });
+}
+
+#[test]
+fn many_tasks_share_one_queue() {
+    both(|| {
+        Box::pin(async {
+            let q = Queue::<u64>::new().unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..4 {
+                let q = q.clone();
+                tasks.spawn(async move {
+                    let mut n = Vec::new();
+                    while let Ok(v) = q.get_async_timeout(Duration::from_secs(2)).await {
+                        n.push(v);
+                    }
+                    n
+                });
+            }
+            let mut p = Process::new(put_later, (q.clone(), 200, 0));
+            p.start().unwrap();
+            let mut all = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                all.extend(r.unwrap());
+            }
+            all.sort();
+            assert_eq!(all, (0..200).collect::<Vec<_>>());
+            p.join_async().await.unwrap();
+        })
+    });
+}
+
+#[test]
+fn put_async_waits_for_room_made_by_another_process() {
+    both(|| {
+        Box::pin(async {
+            let q = Queue::with_maxsize(2).unwrap();
+            let mut p = Process::new(drain_slowly, (q.clone(), 6));
+            p.start().unwrap();
+            for i in 0..6 {
+                q.put_async(i).await.unwrap();
+            }
+            p.join_async().await.unwrap();
+            assert_eq!(p.take_result().unwrap(), (0..6).collect::<Vec<_>>());
+            q.put_async(1).await.unwrap();
+            q.put_async(2).await.unwrap();
+            let e = q
+                .put_async_timeout(3, Duration::from_millis(150))
+                .await
+                .unwrap_err();
+            assert!(e.is_full());
+            assert_eq!(e.into_inner(), 3);
+        })
+    });
+}
+
+#[test]
+fn join_async_waits_for_task_done_in_another_process() {
+    both(|| {
+        Box::pin(async {
+            let q = JoinableQueue::new().unwrap();
+            for i in 0..3u8 {
+                q.put(i).unwrap();
+            }
+            assert!(
+                !q.join_async_timeout(Duration::from_millis(50))
+                    .await
+                    .unwrap()
+            );
+            let mut p = Process::new(done_later, (q.clone(), 3));
+            p.start().unwrap();
+            q.join_async().await.unwrap();
+            assert_eq!(q.unfinished_tasks(), 0);
+            p.join_async().await.unwrap();
+        })
+    });
+}
+
+#[test]
+fn join_async_of_a_running_child() {
+    both(|| {
+        Box::pin(async {
+            let mut p = Process::new(nap, (150,));
+            p.start().unwrap();
+            let t0 = Instant::now();
+            // The runtime stays free while the child runs.
+            let ticker = tokio::spawn(async {
+                let mut n = 0;
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    n += 1;
+                }
+                n
+            });
+            p.join_async().await.unwrap();
+            assert!(t0.elapsed() >= Duration::from_millis(150));
+            assert_eq!(ticker.await.unwrap(), 5);
+            assert_eq!(p.exitcode(), Some(0));
+            let mut never = Process::new(nap, (1,));
+            assert!(never.join_async().await.is_err());
+        })
+    });
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: `getrusage` writes only into the `rusage` we pass it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid pointer to a `rusage`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[test]
+fn an_idle_waiter_costs_no_cpu() {
+    // A current-thread runtime runs every task on this thread, so the
+    // thread's CPU time is the waiters' (plus the reactor's).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let q = Queue::<u64>::new().unwrap();
+            let s = SimpleQueue::<u64>::new().unwrap();
+            let mut p = Process::new(nap, (3000,));
+            p.start().unwrap();
+            // Registration costs are paid before the measurement.
+            let (q1, s1) = (q.clone(), s.clone());
+            let waiters = tokio::spawn(async move {
+                let _ = tokio::join!(
+                    q1.get_async_timeout(Duration::from_secs(60)),
+                    s1.get_async()
+                );
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let cpu0 = thread_cpu();
+            let t0 = Instant::now();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let cpu = thread_cpu() - cpu0;
+            let wall = t0.elapsed();
+            assert!(
+                cpu < Duration::from_millis(10),
+                "idle waiters used {cpu:?} in {wall:?}"
+            );
+            assert!(!waiters.is_finished());
+            waiters.abort();
+            p.kill().unwrap();
+            p.join_async().await.unwrap();
+        });
+}
+
+#[test]
+fn a_cancelled_get_loses_nothing() {
+    both(|| {
+        Box::pin(async {
+            let q = Queue::<u64>::new().unwrap();
+            // Many gets cancelled while pending, some racing the puts.
+            let mut tasks = Vec::new();
+            for _ in 0..50 {
+                let q = q.clone();
+                tasks.push(tokio::spawn(async move { q.get_async().await }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut p = Process::new(put_later, (q.clone(), 100, 0));
+            p.start().unwrap();
+            for t in &tasks {
+                t.abort();
+            }
+            let mut got = Vec::new();
+            for t in tasks {
+                if let Ok(v) = t.await {
+                    got.push(v.unwrap());
+                }
+            }
+            p.join_async().await.unwrap();
+            while let Ok(v) = q.get_nowait() {
+                got.push(v);
+            }
+            got.sort();
+            assert_eq!(got, (0..100).collect::<Vec<_>>());
+            // Timeouts cancel too.
+            assert!(
+                q.get_async_timeout(Duration::from_millis(20))
+                    .await
+                    .is_err()
+            );
+            q.put(7).unwrap();
+            assert_eq!(q.get_nowait().unwrap(), 7);
+        })
+    });
+}
+
+#[test]
+fn ten_thousand_tasks_wait_on_one_queue() {
+    both(|| {
+        Box::pin(async {
+            const N: u64 = 10_000;
+            let q = Queue::<u64>::new().unwrap();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..N {
+                let q = q.clone();
+                set.spawn(async move { q.get_async().await.unwrap() });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut p = Process::new(put_later, (q.clone(), N, 0));
+            p.start().unwrap();
+            let mut sum = 0;
+            while let Some(r) = set.join_next().await {
+                sum += r.unwrap();
+            }
+            assert_eq!(sum, N * (N - 1) / 2);
+            p.join_async().await.unwrap();
+        })
+    });
+}
+
+fn echo_upper(conn: multiproc::Connection) {
+    while let Ok(s) = conn.recv::<String>() {
+        std::thread::sleep(Duration::from_millis(20));
+        conn.send(&s.to_uppercase()).unwrap();
+    }
+}
+
+fn bytes_later(conn: multiproc::Connection) {
+    std::thread::sleep(Duration::from_millis(200));
+    conn.send_bytes(&[1, 2, 3]).unwrap();
+    // A message larger than the socket buffer.
+    conn.send_bytes(&vec![7u8; 4 << 20]).unwrap();
+}
+
+#[test]
+fn connection_send_and_recv_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let (here, there) = multiproc::Pipe::new().unwrap();
+            let mut p = Process::new(echo_upper, (there,));
+            p.start().unwrap();
+            // The runtime stays free while a reply is awaited.
+            let ticker = tokio::spawn(async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            for word in ["a", "bc", "def"] {
+                here.send_async(word).await.unwrap();
+                assert_eq!(
+                    here.recv_async::<String>().await.unwrap(),
+                    word.to_uppercase()
+                );
+            }
+            ticker.await.unwrap();
+            drop(here);
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+
+            let (here, there) = multiproc::Pipe::new().unwrap();
+            let mut p = Process::new(bytes_later, (there,));
+            p.start().unwrap();
+            // A receive that times out (is cancelled) loses nothing.
+            let e = here
+                .recv_async_timeout::<u8>(Duration::from_millis(20))
+                .await
+                .unwrap_err();
+            assert!(e.is_timeout());
+            assert_eq!(here.recv_bytes_async().await.unwrap(), [1, 2, 3]);
+            assert_eq!(here.recv_bytes_async().await.unwrap().len(), 4 << 20);
+            p.join_async().await.unwrap();
+            assert!(matches!(
+                here.recv_bytes_async().await,
+                Err(multiproc::Error::Eof)
+            ));
+        })
+    });
+}
+
+fn square(n: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(50));
+    n * n
+}
+
+#[test]
+fn pool_results_are_futures() {
+    both(|| {
+        Box::pin(async {
+            let pool = multiproc::Pool::new(2).unwrap();
+            let r = pool.apply_async(square, (7,)).unwrap();
+            assert_eq!(r.await.unwrap(), 49);
+            let m = pool.map_async(square, 0..4u64).unwrap();
+            assert_eq!(m.await.unwrap(), vec![0, 1, 4, 9]);
+            let ex = multiproc::Executor::new(1).unwrap();
+            let f = ex.submit(square, (3,)).unwrap();
+            assert_eq!(f.await.unwrap(), 9);
+        })
+    });
+}
+
+fn set_later(e: multiproc::Event) {
+    std::thread::sleep(Duration::from_millis(100));
+    e.set();
+}
+
+fn release_later(s: multiproc::Semaphore) {
+    std::thread::sleep(Duration::from_millis(100));
+    s.release().unwrap();
+}
+
+#[test]
+fn event_and_semaphore_twins_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let e = multiproc::Event::new().unwrap();
+            assert!(!e.wait_async_timeout(Duration::from_millis(30)).await);
+            let mut p = Process::new(set_later, (e.clone(),));
+            p.start().unwrap();
+            e.wait_async().await;
+            assert!(e.is_set());
+            p.join_async().await.unwrap();
+
+            let s = multiproc::Semaphore::new(0).unwrap();
+            let mut p = Process::new(release_later, (s.clone(),));
+            p.start().unwrap();
+            s.acquire_async().await;
+            assert_eq!(s.value(), 0);
+            p.join_async().await.unwrap();
+
+            // A cancelled acquire never keeps a unit: the release that comes
+            // after the timeout stays available.
+            assert!(!s.acquire_async_timeout(Duration::from_millis(30)).await);
+            s.release().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(s.value(), 1);
+            let b = multiproc::BoundedSemaphore::new(1).unwrap();
+            b.acquire_async().await;
+            assert!(!b.acquire_async_timeout(Duration::from_millis(30)).await);
+            b.release().unwrap();
+        })
+    });
+}
+
+fn client_says(addr: std::net::SocketAddr) {
+    let c = multiproc::Client::connect(addr, Some(b"key")).unwrap();
+    c.send("hello from the child").unwrap();
+}
+
+#[test]
+fn listener_and_client_twins() {
+    both(|| {
+        Box::pin(async {
+            let l = multiproc::Listener::bind("127.0.0.1:0", Some(b"key")).unwrap();
+            let multiproc::Address::Tcp(sa) = l.address().clone() else {
+                unreachable!()
+            };
+            let mut p = Process::new(client_says, (sa,));
+            p.start().unwrap();
+            let c = l.accept_async().await.unwrap();
+            assert_eq!(
+                c.recv_async::<String>().await.unwrap(),
+                "hello from the child"
+            );
+            p.join_async().await.unwrap();
+
+            let addr = l.address().clone();
+            let client = tokio::spawn(async move {
+                let c = multiproc::Client::connect_async(addr, Some(b"key"))
+                    .await
+                    .unwrap();
+                c.send_async(&5u8).await.unwrap();
+            });
+            let c = l.accept_async().await.unwrap();
+            assert_eq!(c.recv_async::<u8>().await.unwrap(), 5);
+            client.await.unwrap();
+        })
+    });
+}

@@ -1,0 +1,399 @@
+//! Queues on a real `redis-server` (feature `redis`).
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use multiproc::distributed::Backend;
+use multiproc::{Error, Process};
+use redis_support::{PASSWORD, RedisServer};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+fn backend(s: &RedisServer) -> Backend {
+    Backend::connect(&s.url()).expect("connect to the test server")
+}
+
+#[test]
+fn put_get_forms_and_sizes() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue_with_maxsize::<String>("q", 2).unwrap();
+    assert_eq!(q.maxsize(), 2);
+    assert!(q.is_empty());
+    q.put("a".into()).unwrap();
+    q.put_nowait("b".into()).unwrap();
+    assert!(q.is_full());
+    assert_eq!(q.qsize(), 2);
+    let t0 = Instant::now();
+    let full = q.put_timeout("c".into(), Duration::from_millis(200));
+    assert!(full.unwrap_err().is_full());
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(q.put_nowait("c".into()).unwrap_err().is_full());
+    // Another handle sees the same queue and its bound.
+    let q2 = b.queue::<String>("q").unwrap();
+    assert_eq!(q2.maxsize(), 2);
+    assert_eq!(q2.get().unwrap(), "a");
+    assert_eq!(q2.get_nowait().unwrap(), "b");
+    assert!(matches!(q2.get_nowait(), Err(Error::Empty)));
+    let t0 = Instant::now();
+    assert!(matches!(
+        q2.get_timeout(Duration::from_millis(300)),
+        Err(Error::Empty)
+    ));
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3));
+    q.close();
+    assert!(q.is_closed());
+    assert!(matches!(
+        q.put("x".into()),
+        Err(multiproc::PutError::Closed(_))
+    ));
+    assert!(matches!(q.put_many(&["y".into()]), Err(Error::Closed)));
+    // Batches.
+    q2.put_many(&["1".into(), "2".into()]).unwrap();
+    assert_eq!(
+        q2.get_many(10, Duration::from_secs(1)).unwrap(),
+        ["1".to_string(), "2".to_string()]
+    );
+    assert!(matches!(
+        q2.put_many(&["1".into(), "2".into(), "3".into()]),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn blocked_get_wakes_on_put_from_another_handle() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue::<u32>("wake").unwrap();
+    let b2 = b.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        b2.queue::<u32>("wake").unwrap().put(9).unwrap();
+    });
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), 9);
+    t.join().unwrap();
+}
+
+#[test]
+fn wrong_password_is_refused_and_never_shown() {
+    let s = RedisServer::start();
+    let bad = format!("redis://:wrong-pw-123@127.0.0.1:{}/0", s.port);
+    let err = Backend::connect(&bad).unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(matches!(err, Error::Authentication(_)), "{msg}");
+    assert!(!msg.contains("wrong-pw-123"), "{msg}");
+    let none = format!("redis://127.0.0.1:{}/0", s.port);
+    let err = Backend::connect(&none).unwrap_err();
+    assert!(matches!(err, Error::Authentication(_)), "{err}");
+    // A server that is not there: an I/O error naming it, without the password.
+    let port = s.port;
+    drop(s);
+    let gone = format!("redis://:{PASSWORD}@127.0.0.1:{port}/0");
+    let err = Backend::connect(&gone).unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(matches!(err, Error::Io(_)), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(!msg.contains(PASSWORD), "{msg}");
+    assert!(msg.contains("***"), "{msg}");
+}
+
+#[test]
+fn joinable_task_done_and_join() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.joinable_queue::<u8>("j").unwrap();
+    assert!(q.task_done().is_err());
+    q.put_many(&[1, 2]).unwrap();
+    assert_eq!(q.unfinished_tasks().unwrap(), 2);
+    assert!(!q.join_timeout(Duration::from_millis(50)));
+    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 2);
+    q.task_done().unwrap();
+    assert!(!q.join_timeout(Duration::from_millis(50)));
+    q.task_done().unwrap();
+    assert!(q.join_timeout(Duration::from_secs(5)));
+    assert!(q.task_done().is_err());
+}
+
+#[test]
+fn hostile_entry_is_an_error_for_that_item_only() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue::<Vec<String>>("hostile").unwrap();
+    // Entries planted by hand: garbage bytes, and no item field at all.
+    let client = redis::Client::open(s.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let key = format!("{}:q:hostile", b.prefix());
+    redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("d")
+        .arg(&[0xff_u8, 0xff, 0xff, 0xff, 0x0f][..])
+        .query::<String>(&mut c)
+        .unwrap();
+    redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("cmd")
+        .arg("rm -rf /")
+        .query::<String>(&mut c)
+        .unwrap();
+    q.put(vec!["fine".into()]).unwrap();
+    assert!(matches!(q.get(), Err(Error::Decode(_))));
+    assert!(matches!(q.get(), Err(Error::Decode(_))));
+    assert_eq!(q.get().unwrap(), ["fine"]);
+}
+
+fn producer(url: String, from: u64, count: u64) -> u64 {
+    let q = Backend::connect(&url)
+        .unwrap()
+        .queue::<Option<u64>>("mpmc")
+        .unwrap();
+    let items: Vec<Option<u64>> = (from..from + count).map(Some).collect();
+    for chunk in items.chunks(500) {
+        q.put_many(chunk).unwrap();
+    }
+    count
+}
+
+fn consumer(url: String) -> Vec<u64> {
+    let q = Backend::connect(&url)
+        .unwrap()
+        .queue::<Option<u64>>("mpmc")
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let batch = match q.get_many(500, Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(e) => panic!("consumer: {e}"),
+        };
+        let stops = batch.iter().filter(|x| x.is_none()).count();
+        got.extend(batch.into_iter().flatten());
+        if stops > 0 {
+            // Leave the other stop markers for the other consumers.
+            let back: Vec<Option<u64>> = vec![None; stops - 1];
+            q.put_many(&back).unwrap();
+            return got;
+        }
+    }
+}
+
+#[test]
+fn many_producers_and_consumers_100k_items_no_loss_no_duplicate() {
+    let s = RedisServer::start();
+    let url = s.url();
+    const N: u64 = 100_000;
+    let t0 = Instant::now();
+    let mut producers: Vec<_> = (0..2)
+        .map(|i| {
+            let mut p = Process::new(producer, (url.clone(), i * N / 2, N / 2));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut p = Process::new(consumer, (url.clone(),));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    for p in &mut producers {
+        assert_eq!(
+            {
+                p.join().unwrap();
+                p.take_result().unwrap()
+            },
+            N / 2
+        );
+    }
+    let q = backend(&s).queue::<Option<u64>>("mpmc").unwrap();
+    q.put_many(&[None, None]).unwrap();
+    let mut seen = HashSet::new();
+    let mut total = 0usize;
+    for p in &mut consumers {
+        let got = {
+            p.join().unwrap();
+            p.take_result().unwrap()
+        };
+        total += got.len();
+        seen.extend(got);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "100k items through redis, 2 producers + 2 consumer processes: {secs:.2}s ({:.0} items/s)",
+        N as f64 / secs
+    );
+    assert_eq!(total, N as usize, "duplicates or losses");
+    assert_eq!(seen.len(), N as usize);
+    assert!((0..N).all(|i| seen.contains(&i)));
+    // Nothing but stop markers can be left.
+    match q.get_many(10, Duration::from_millis(100)) {
+        Ok(rest) => assert!(rest.iter().all(|x| x.is_none()), "{rest:?}"),
+        Err(e) => assert!(matches!(e, Error::Empty), "{e}"),
+    }
+}
+
+fn take_one_and_hang(url: String, lease_ms: u64) {
+    let b = Backend::connect(&url)
+        .unwrap()
+        .with_lease(Duration::from_millis(lease_ms));
+    let q = b.queue::<String>("work").unwrap();
+    let item = q.get().unwrap();
+    b.queue::<String>("took").unwrap().put(item).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn item_of_a_killed_consumer_is_delivered_again() {
+    let s = RedisServer::start();
+    let lease = Duration::from_millis(1000);
+    let b = backend(&s).with_lease(lease);
+    let q = b.queue::<String>("work").unwrap();
+    q.put("job-1".into()).unwrap();
+    let mut p = Process::new(take_one_and_hang, (s.url(), lease.as_millis() as u64));
+    p.start().unwrap();
+    let took = b.queue::<String>("took").unwrap();
+    assert_eq!(took.get_timeout(Duration::from_secs(30)).unwrap(), "job-1");
+    // While the consumer lives, its heartbeat keeps the item: nobody else
+    // gets it, even after several leases.
+    assert!(matches!(q.get_timeout(lease * 3), Err(Error::Empty)));
+    p.kill().unwrap();
+    p.join().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(q.get_timeout(lease * 10).unwrap(), "job-1");
+    assert!(
+        t0.elapsed() >= lease / 2,
+        "delivered again before the lease ran out"
+    );
+    // Acknowledged by the next get: nothing is left.
+    assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
+    drop(q);
+    let q = b.queue::<String>("work").unwrap();
+    assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
+}
+
+#[test]
+fn redis_restart_errors_then_reconnects_and_keeps_acknowledged_items() {
+    let mut s = RedisServer::start_persistent();
+    let b = backend(&s);
+    let q = b.joinable_queue::<u32>("durable").unwrap();
+    for i in 0..100 {
+        q.put(i).unwrap();
+    }
+    assert_eq!(q.get().unwrap(), 0);
+    q.task_done().unwrap();
+    assert_eq!(q.get().unwrap(), 1); // taken, not done
+    // The server dies (SIGKILL): calls fail with a clear error, in time.
+    s.stop();
+    let t0 = Instant::now();
+    match q.put(1000) {
+        Err(multiproc::PutError::Failed(_, Error::Io(e))) => {
+            let msg = e.to_string();
+            assert!(msg.contains("redis at redis://:***@127.0.0.1"), "{msg}");
+            assert!(!msg.contains(PASSWORD), "{msg}");
+        }
+        other => panic!("put during the outage: {other:?}"),
+    }
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)),
+        Err(Error::Io(_))
+    ));
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    // Back: the same handles reconnect by themselves; every item the
+    // server acknowledged is still there (appendonly, appendfsync always).
+    s.restart();
+    q.put(100).unwrap();
+    let mut got = vec![];
+    while let Ok(v) = q.get_timeout(Duration::from_millis(300)) {
+        got.push(v);
+        q.task_done().unwrap();
+    }
+    // Item 1 was taken before the outage and not done: it is still held by
+    // this handle (its lease renewed), so it is not in `got`.
+    assert_eq!(got, (2..=100).collect::<Vec<_>>());
+    q.task_done().unwrap(); // item 1
+    assert!(q.join_timeout(Duration::from_secs(5)));
+}
+
+/// Prints the cost of one put → get against raw PINGs, and the batched
+/// rate (numbers for BENCHMARKS.md; debug build, shared machine).
+#[test]
+fn put_get_cost_against_ping() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue::<u64>("cost").unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    q.put(0).unwrap();
+    assert_eq!(q.get().unwrap(), 0);
+    let n = 2000u64;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        redis::cmd("PING").query::<String>(&mut c).unwrap();
+    }
+    let ping = t0.elapsed() / n as u32;
+    let t0 = Instant::now();
+    for i in 0..n {
+        q.put(i).unwrap();
+        assert_eq!(q.get().unwrap(), i);
+    }
+    let rt = t0.elapsed() / n as u32;
+    let items: Vec<u64> = (0..100_000).collect();
+    let t0 = Instant::now();
+    for chunk in items.chunks(1000) {
+        q.put_many(chunk).unwrap();
+    }
+    let mut got = 0usize;
+    while got < items.len() {
+        got += q.get_many(1000, Duration::from_secs(10)).unwrap().len();
+    }
+    let batched = items.len() as f64 / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "PING {ping:?}; put+get {rt:?} ({:.1} PINGs); batched put_many/get_many: {batched:.0} items/s",
+        rt.as_secs_f64() / ping.as_secs_f64()
+    );
+    assert_eq!(got, items.len());
+}
+
+fn take_three_and_hang(url: String, lease_ms: u64) {
+    let b = Backend::connect(&url)
+        .unwrap()
+        .with_lease(Duration::from_millis(lease_ms));
+    let q = b.queue::<u32>("three").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(q.get_many(3 - got.len(), Duration::from_secs(30)).unwrap());
+    }
+    b.queue::<u32>("took3").unwrap().put(3).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Several items of a dead consumer: each `get` claims and hands out one,
+/// none is acknowledged unseen.
+#[test]
+fn every_item_of_a_dead_consumer_comes_back_once() {
+    let s = RedisServer::start();
+    let lease = Duration::from_millis(1000);
+    let b = backend(&s).with_lease(lease);
+    let q = b.queue::<u32>("three").unwrap();
+    q.put_many(&[1, 2, 3]).unwrap();
+    let mut p = Process::new(take_three_and_hang, (s.url(), lease.as_millis() as u64));
+    p.start().unwrap();
+    assert_eq!(
+        b.queue::<u32>("took3")
+            .unwrap()
+            .get_timeout(Duration::from_secs(30))
+            .unwrap(),
+        3
+    );
+    p.kill().unwrap();
+    p.join().unwrap();
+    let mut got: Vec<u32> = (0..3).map(|_| q.get_timeout(lease * 10).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [1, 2, 3]);
+    assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
+}
