@@ -114,7 +114,7 @@ pub enum Error {
     #[error("the task timed out after {0:?}; its worker was killed and replaced")]
     TaskTimeout(std::time::Duration),
     /// A child process, or the pool worker running this task, ran past one
-    /// of its [`Limits`](crate::Limits) and was stopped (a pool worker is
+    /// of its [`Limits`](crate::usage::Limits) and was stopped (a pool worker is
     /// replaced).
     ///
     /// # Examples
@@ -126,10 +126,10 @@ pub enum Error {
     #[error("ran past its {limit} and was stopped")]
     LimitExceeded {
         /// Which limit.
-        limit: crate::Limit,
+        limit: crate::usage::Limit,
         /// What the process used until it was stopped (for a pool worker:
         /// over its whole life), when known.
-        usage: Option<crate::ResourceUsage>,
+        usage: Option<crate::usage::ResourceUsage>,
     },
     /// An argument is out of its allowed range (Python's `ValueError`), e.g.
     /// a pool of 0 processes or a chunk size of 0.
@@ -375,8 +375,8 @@ enum WireError {
     },
     TaskTimeout(std::time::Duration),
     LimitExceeded {
-        limit: crate::Limit,
-        usage: Option<crate::ResourceUsage>,
+        limit: crate::usage::Limit,
+        usage: Option<crate::usage::ResourceUsage>,
     },
     InvalidArgument(String),
     PoolTerminated,
@@ -721,8 +721,8 @@ mod tests {
             },
             Error::TaskTimeout(std::time::Duration::from_millis(1500)),
             Error::LimitExceeded {
-                limit: crate::Limit::CpuTime(std::time::Duration::from_secs(2)),
-                usage: Some(crate::ResourceUsage {
+                limit: crate::usage::Limit::CpuTime(std::time::Duration::from_secs(2)),
+                usage: Some(crate::usage::ResourceUsage {
                     cpu_time: std::time::Duration::from_millis(2100),
                     peak_rss: 1 << 20,
                 }),

@@ -224,6 +224,7 @@ mod shm;
 mod sync;
 mod sys;
 mod thread_pool;
+mod usage;
 
 pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
@@ -238,7 +239,7 @@ pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
-pub use process::limits::{Limit, Limits, ResourceUsage};
+pub use process::limits::Limits;
 pub use process::{
     ActiveChild, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, exit, get_all_start_methods, get_start_method,
@@ -255,3 +256,4 @@ pub use sync::{
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
 };
 pub use thread_pool::{StarFn, ThreadIMap, ThreadPool, ThreadResult};
+pub use usage::{Limit, ResourceUsage};
