@@ -114,7 +114,7 @@ pub enum Error {
     #[error("the task timed out after {0:?}; its worker was killed and replaced")]
     TaskTimeout(std::time::Duration),
     /// A child process, or the pool worker running this task, ran past one
-    /// of its [`Limits`](crate::usage::Limits) and was stopped (a pool worker is
+    /// of its [`Limits`](crate::Limits) and was stopped (a pool worker is
     /// replaced).
     ///
     /// # Examples
