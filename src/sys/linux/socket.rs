@@ -89,21 +89,6 @@ pub(crate) fn send_msg<F: AsFd>(
     retry(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
 }
 
-/// [`recv_msg_into`] into a buffer that may be uninitialised: it is
-/// zero-filled first.
-pub(crate) fn recv_msg(
-    sock: BorrowedFd<'_>,
-    buf: &mut [MaybeUninit<u8>],
-    fds: &mut VecDeque<OwnedFd>,
-    nonblocking: bool,
-) -> io::Result<usize> {
-    buf.fill(MaybeUninit::new(0));
-    // SAFETY: every byte of `buf` was initialised just above, and
-    // MaybeUninit<u8> has the layout of u8.
-    let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
-    recv_msg_into(sock, buf, fds, nonblocking)
-}
-
 /// Receives into `buf`; descriptors that arrive are appended to `fds`
 /// (close-on-exec). Returns the number of bytes read; 0 means end of stream.
 ///
