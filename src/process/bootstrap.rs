@@ -291,3 +291,51 @@ pub(crate) fn run_entry<T: Run>(chan: &Connection) -> i32 {
     };
     run_reporting(chan, move || value.run())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AbortOnUnwind;
+    use std::os::unix::process::ExitStatusExt;
+
+    const PROBE: &str = "MULTIPROC_ABORT_ON_UNWIND_PROBE";
+
+    /// In a copy of this test binary run by the test below: a panic that
+    /// unwinds past the guard must abort the process, not return.
+    #[test]
+    fn abort_on_unwind_probe() {
+        if std::env::var_os(PROBE).is_none() {
+            return;
+        }
+        let guard = AbortOnUnwind;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _inner = AbortOnUnwind;
+            panic!("a panic in a forked child before the target's catch_unwind");
+        }));
+        // Only reached if unwinding went past the guard.
+        std::mem::forget(guard);
+        println!("UNWOUND PAST THE GUARD: {}", caught.is_err());
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_panic_past_the_fork_guard_aborts_the_child() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::bootstrap::tests::abort_on_unwind_probe",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(PROBE, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("UNWOUND PAST THE GUARD"), "{stdout}");
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "expected SIGABRT, got {:?}; stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

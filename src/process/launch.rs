@@ -174,23 +174,30 @@ impl<R: DeserializeOwned> Process<R> {
     }
 }
 
-#[allow(clippy::type_complexity)]
-fn fork_now(
-    there: OwnedFd,
-    job: Job,
-) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
-    // Fail closed: a process that cannot tell its thread count may have
-    // other threads, so it does not fork.
-    match sys::thread_count() {
-        Ok(1) => {}
-        Ok(threads) => return Err((Some(job), Error::ForkWithThreads { threads })),
+/// Whether a process with `threads` threads may fork a child that runs
+/// arbitrary code. Fails closed: a process that cannot tell its thread
+/// count may have other threads, so it does not fork.
+fn fork_permitted(threads: std::io::Result<usize>) -> Result<()> {
+    match threads {
+        Ok(1) => Ok(()),
+        Ok(threads) => Err(Error::ForkWithThreads { threads }),
         Err(e) => {
             let why = format!(
                 "refusing to fork: cannot tell whether this process has other threads \
                  (/proc/self/task: {e}); use the forkserver or spawn start method"
             );
-            return Err((Some(job), Error::Io(std::io::Error::new(e.kind(), why))));
+            Err(Error::Io(std::io::Error::new(e.kind(), why)))
         }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn fork_now(
+    there: OwnedFd,
+    job: Job,
+) -> std::result::Result<(u32, OwnedFd, Option<Job>), (Option<Job>, Error)> {
+    if let Err(e) = fork_permitted(sys::thread_count()) {
+        return Err((Some(job), e));
     }
     // SAFETY: the process has one thread (checked just above, and nothing
     // in this function starts one), so the child may run arbitrary code.
@@ -216,5 +223,31 @@ fn fork_now(
             Err(e) => Err((None, e.into())),
         },
         Err(e) => Err((Some(job), e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_when_the_thread_count_cannot_be_read() {
+        let unreadable = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        match fork_permitted(Err(unreadable)) {
+            Err(Error::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+                assert!(e.to_string().contains("refusing to fork"), "{e}");
+            }
+            other => panic!("forked without knowing the thread count: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fork_is_refused_with_other_threads_and_allowed_alone() {
+        assert!(matches!(
+            fork_permitted(Ok(3)),
+            Err(Error::ForkWithThreads { threads: 3 })
+        ));
+        assert!(fork_permitted(Ok(1)).is_ok());
     }
 }
