@@ -689,3 +689,39 @@ fn the_workers_take_over_where_the_kernel_copy_stops() {
     );
     fs::remove_dir_all(&base).unwrap();
 }
+
+/// What the kernel put in place (a clone, or its copy) is read back and
+/// compared like any copy: a part whose copy differs from the source in
+/// one byte fails, naming the bytes, and an equal one passes.
+#[test]
+fn what_the_kernel_placed_is_verified() {
+    let base = scratch("verify-placed");
+    let size = 3 * tool::CHUNK + 5;
+    let mut body = vec![0u8; size as usize];
+    random_fill(&mut body, 6);
+    let (src, dst) = (base.join("src.bin"), base.join("dst.bin"));
+    fs::write(&src, &body).unwrap();
+    // Not a clone of the source but the same bytes: passes as one.
+    fs::write(&dst, &body).unwrap();
+    let copied = tool::copy_part(&src, &dst, 0, size, size, tool::Offload::Auto, true).unwrap();
+    assert_eq!(copied.cloned, size);
+    let (offset, len) = (tool::CHUNK, 2 * tool::CHUNK + 5);
+    let copied = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap();
+    assert_eq!(copied.cloned, len);
+    // One byte changed in the copy.
+    let bad = 2 * tool::CHUNK + 300_000;
+    body[bad as usize] ^= 1;
+    fs::write(&dst, &body).unwrap();
+    let err =
+        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap_err();
+    assert!(err.contains("verification failed"), "{err}");
+    let piece = 256 << 10;
+    let from = bad / piece * piece;
+    assert!(
+        err.contains(&format!("bytes {from}..{}", from + piece)),
+        "{err}"
+    );
+    // A range before the changed byte still passes.
+    tool::copy_part(&src, &dst, 0, tool::CHUNK, size, tool::Offload::Auto, true).unwrap();
+    fs::remove_dir_all(&base).unwrap();
+}

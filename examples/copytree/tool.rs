@@ -443,13 +443,15 @@ fn read_full(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(at)
 }
 
-/// Maps `len` bytes of `file` at `offset`, read-only, with the pages
-/// mapped up front rather than one fault at a time.
+/// Maps `len` bytes of `file` (a source, or a copy to verify) at `offset`,
+/// read-only, with the pages mapped up front rather than one fault at a
+/// time.
 fn map(file: &File, offset: u64, len: u64) -> io::Result<Mmap> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
     // SAFETY: a read-only shared mapping of a regular file. Another process
-    // may still write or truncate the file while it is mapped. A write only
-    // changes bytes that we pass to `write` and compare (every bit pattern
+    // may still write or truncate the file while it is mapped (and the
+    // kernel writes other parts of a copy). A write only changes bytes
+    // that we pass to `write` or compare (every bit pattern
     // is a valid `u8`, and a change shows up as a failed comparison, which
     // is reported). A truncation makes the pages beyond the new end raise
     // SIGBUS, which ends this worker process only: the pool fails this
@@ -680,6 +682,27 @@ fn copy_range_with(
                 };
                 if placed > 0 {
                     let placed_end = at + placed;
+                    // Compared in place where both can be mapped: no bytes
+                    // copied into a buffer to read the copy back.
+                    let copy = source.as_ref().and_then(|_| map(to, at, placed).ok());
+                    if let (Some(source), Some(copy)) = (&source, &copy) {
+                        let i = (at - start) as usize;
+                        let theirs = &source[i..i + placed as usize];
+                        if theirs != &copy[..] {
+                            let (p, _) = theirs
+                                .chunks(PIECE)
+                                .zip(copy.chunks(PIECE))
+                                .enumerate()
+                                .find(|(_, (a, b))| a != b)
+                                .unwrap_or((0, (&[], &[])));
+                            let from = at + (p * PIECE) as u64;
+                            return Err(format!(
+                                "verification failed: bytes {from}..{} of the copy differ",
+                                (from + PIECE as u64).min(placed_end)
+                            ));
+                        }
+                        at = placed_end;
+                    }
                     while at < placed_end {
                         let k = PIECE.min((placed_end - at) as usize);
                         let piece = source_piece(source.as_ref(), start, from, data, at, k)
