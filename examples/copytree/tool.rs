@@ -52,7 +52,7 @@ const PIECE: usize = 256 << 10;
 pub const PART: u64 = 64 << 20;
 /// Bytes handed to one `copy_file_range` call and then read back and
 /// compared, while the source is still in the CPU's cache.
-pub const CHUNK: u64 = 4 << 20;
+pub const CHUNK: u64 = 1 << 20;
 
 /// Whether the kernel may clone or copy the bytes of large files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
