@@ -668,7 +668,9 @@ fn copy_range_with(
                 // Bytes the kernel has put in place at `at`: a chunk of the
                 // clone, or what it copied now.
                 let placed = match way {
-                    Way::Cloned => CHUNK.min(stop - at),
+                    // The clone's pages come from the disk, not the CPU's
+                    // cache: compared a window at a time, for long reads.
+                    Way::Cloned => stop - at,
                     Way::Copy(_) if kernel_left > 0 => {
                         let want = CHUNK.min(stop - at).min(kernel_left);
                         let n = kernel_copy(from, to, at, want)
