@@ -33,6 +33,7 @@ fn run(src: &Path, dst: &Path) -> (i32, tool::Report) {
         progress: false,
         // Small parts, so that the 20 MiB files are copied in parts.
         part_size: 4 << 20,
+        offload: tool::Offload::Auto,
     };
     let report = tool::copy_tree(&opts);
     let code = tool::main_with_args(
@@ -266,7 +267,8 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
     // A part planned for a file of another size (as when the file grew or
     // shrank after the walk) is refused before any byte is copied.
     fs::write(&dst, vec![0u8; 4 << 20]).unwrap();
-    let err = tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20).unwrap_err();
+    let err =
+        tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20, tool::Offload::Auto, false).unwrap_err();
     assert!(err.contains("changed size"), "{err}");
     // The buffered path (for filesystems that cannot map files) copies and
     // verifies a range, and refuses a source of another size.
@@ -287,12 +289,14 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
         let err = tool::copy_range_buffered(&from, &to, 0, 1, 5).unwrap_err();
         assert!(err.contains("changed size"), "{err}");
     }
-    // A whole file is copied through the mapping path and verified.
-    assert_eq!(tool::copy_file(&src, &dst), Ok(3 << 20));
+    // A whole file is copied (by the kernel where it can, else through the
+    // mapping path) and verified.
+    let copied = tool::copy_file(&src, &dst, tool::Offload::Auto).unwrap();
+    assert_eq!(copied.total(), 3 << 20);
     assert!(fs::read(&src).unwrap() == fs::read(&dst).unwrap());
     // A source that is not a regular file is refused; no copy is made.
     fs::remove_file(&dst).unwrap();
-    let err = tool::copy_file(&base, &dst).unwrap_err();
+    let err = tool::copy_file(&base, &dst, tool::Offload::Auto).unwrap_err();
     assert!(err.contains("not a regular file"), "{err}");
     assert!(!dst.exists());
     fs::remove_dir_all(&base).unwrap();
@@ -317,6 +321,7 @@ fn a_source_truncated_during_the_copy_leaves_no_partial_copy() {
         jobs: 2,
         progress: false,
         part_size: 2 << 20,
+        offload: tool::Offload::Auto,
     };
     let cutter = {
         let big = big.clone();
@@ -473,5 +478,250 @@ fn bad_command_lines_are_refused() {
         base.join("out").into_os_string(),
     ]);
     assert_eq!(code, 1);
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// A scratch directory on tmpfs (`/dev/shm`), if there is one and it is
+/// another filesystem than the temporary directory.
+fn shm_scratch(tag: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = Path::new("/dev/shm");
+    let tmp = fs::metadata(std::env::temp_dir()).ok()?;
+    if fs::metadata(shm).ok()?.dev() == tmp.dev() {
+        return None;
+    }
+    let p = shm.join(format!("mp-copytree-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&p);
+    fs::create_dir_all(&p).ok()?;
+    Some(p)
+}
+
+/// Whether `copy_file_range` copies between two files of `dir` (it does
+/// within every local filesystem of a current kernel, unless a sandbox
+/// refuses the call).
+fn kernel_copies_in(dir: &Path) -> bool {
+    let (a, b) = (dir.join(".probe-a"), dir.join(".probe-b"));
+    fs::write(&a, b"probe").unwrap();
+    let from = fs::File::open(&a).unwrap();
+    let to = fs::File::create(&b).unwrap();
+    let ok = rustix::fs::copy_file_range(&from, None, &to, None, 5).is_ok_and(|n| n == 5);
+    fs::remove_file(&a).unwrap();
+    fs::remove_file(&b).unwrap();
+    ok
+}
+
+/// Copies `src` to `dst` with 2 workers, parts of 4 MiB and `offload`;
+/// the copy must succeed.
+fn copy_ok(src: &Path, dst: &Path, offload: tool::Offload) -> tool::Report {
+    let report = tool::copy_tree(&tool::Options {
+        source: src.to_path_buf(),
+        dest: dst.to_path_buf(),
+        jobs: 2,
+        progress: false,
+        part_size: 4 << 20,
+        offload,
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.copied.total(), report.bytes);
+    report
+}
+
+/// Writes a small file, a large file copied whole and one copied in parts
+/// (sizes not multiples of the page size) into `src`; returns the bytes of
+/// the two large ones.
+fn write_mixed_tree(src: &Path, seed: u64) -> u64 {
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/small.txt"), "small").unwrap();
+    let (whole, parts) = ((3 << 20) + 7, (9 << 20) + 4321);
+    for (name, n) in [("whole.bin", whole), ("sub/parts.bin", parts)] {
+        let mut body = vec![0u8; n];
+        random_fill(&mut body, seed + n as u64);
+        fs::write(src.join(name), body).unwrap();
+    }
+    (whole + parts) as u64
+}
+
+/// Between tmpfs and ext4 (or whatever holds the temporary directory) the
+/// kernel cannot clone or copy (`EXDEV`): the tool falls back to copying
+/// through the workers, and the copy is exact and verified both ways. On
+/// one filesystem the kernel copies the large files.
+#[test]
+fn copies_across_and_within_filesystems_exactly() {
+    let Some(shm) = shm_scratch("across") else {
+        eprintln!("skipping: no /dev/shm apart from the temporary directory");
+        return;
+    };
+    let disk = scratch("across");
+    let large = write_mixed_tree(&shm.join("src"), 1);
+    assert_eq!(write_mixed_tree(&disk.join("src"), 2), large);
+    let pairs = [
+        (shm.join("src"), disk.join("from-shm")),
+        (disk.join("src"), shm.join("from-disk")),
+        (shm.join("src"), shm.join("within-shm")),
+        (disk.join("src"), disk.join("within-disk")),
+    ];
+    for (i, (src, dst)) in pairs.iter().enumerate() {
+        let report = copy_ok(src, dst, tool::Offload::Auto);
+        assert_eq!(report.files, 3);
+        assert_same_tree(src, dst, 3);
+        let offloaded = report.copied.kernel + report.copied.cloned;
+        eprintln!(
+            "{} -> {}: {:?}",
+            src.display(),
+            dst.display(),
+            report.copied
+        );
+        if i >= 2 && kernel_copies_in(dst) {
+            // Only the small file went through a worker's buffer.
+            assert_eq!(offloaded, large, "{:?}", report.copied);
+            assert_eq!(report.copied.user, 5);
+        }
+    }
+    fs::remove_dir_all(&shm).unwrap();
+    fs::remove_dir_all(&disk).unwrap();
+}
+
+/// A file larger than one `copy_file_range` call (the tool asks for
+/// `CHUNK` bytes at a time) is copied in several calls, each verified;
+/// whole and as a part at an offset.
+#[test]
+fn a_file_larger_than_one_kernel_copy_is_copied_exactly() {
+    let base = scratch("chunks");
+    let kernel = kernel_copies_in(&base);
+    let size = 3 * tool::CHUNK + 12_345;
+    let mut body = vec![0u8; size as usize];
+    random_fill(&mut body, 3);
+    let (src, dst) = (base.join("src.bin"), base.join("dst.bin"));
+    fs::write(&src, &body).unwrap();
+    let copied = tool::copy_file(&src, &dst, tool::Offload::Auto).unwrap();
+    assert_eq!(copied.total(), size);
+    if kernel {
+        assert_eq!(copied.kernel + copied.cloned, size, "{copied:?}");
+    }
+    assert!(fs::read(&dst).unwrap() == body);
+    // A part that starts at a page boundary and runs over several calls.
+    fs::write(&dst, vec![0u8; size as usize]).unwrap();
+    let (offset, len) = (tool::CHUNK / 2, 2 * tool::CHUNK + 99);
+    let copied =
+        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, false).unwrap();
+    assert_eq!(copied.total(), len);
+    if kernel {
+        assert_eq!(copied.kernel, len, "{copied:?}");
+    }
+    let copy = fs::read(&dst).unwrap();
+    let (a, b) = (offset as usize, (offset + len) as usize);
+    assert!(copy[a..b] == body[a..b]);
+    assert!(copy[..a].iter().chain(&copy[b..]).all(|&x| x == 0));
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// Empty files, a sparse file and a file that is one hole are copied
+/// exactly, through the kernel and through the workers.
+#[test]
+fn sparse_and_empty_files_are_copied_exactly() {
+    let (base, src) = scratch_with_source("sparse");
+    fs::write(src.join("empty"), "").unwrap();
+    let sparse = fs::File::create(src.join("sparse.bin")).unwrap();
+    sparse.set_len(24 << 20).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let mut data = vec![0u8; 1 << 20];
+        random_fill(&mut data, 4);
+        sparse.write_all_at(&data, 8 << 20).unwrap();
+        sparse.write_all_at(b"end", (24 << 20) - 3).unwrap();
+    }
+    drop(sparse);
+    fs::File::create(src.join("hole.bin"))
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    for (name, offload) in [("auto", tool::Offload::Auto), ("off", tool::Offload::Off)] {
+        let dst = base.join(name);
+        let report = copy_ok(&src, &dst, offload);
+        assert_eq!(report.files, 3);
+        assert_same_tree(&src, &dst, 3);
+        assert_eq!(fs::metadata(dst.join("empty")).unwrap().len(), 0);
+        if offload == tool::Offload::Off {
+            assert_eq!(report.copied.user, report.bytes);
+        }
+    }
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// The fallback path, forced: with `Offload::StopAfter` the kernel's copy
+/// of each range stops early as a short copy would, and the workers copy
+/// the rest; with `Offload::Off` (`--no-offload`) they copy every byte.
+/// Either way the copy is exact and verified.
+#[test]
+fn the_workers_take_over_where_the_kernel_copy_stops() {
+    let base = scratch("fallback");
+    let kernel = kernel_copies_in(&base);
+    let src = base.join("src");
+    let large = write_mixed_tree(&src, 5);
+    // Not a multiple of the page size: the workers go on from the middle
+    // of a page.
+    let stop = (1 << 20) + 3;
+    let report = copy_ok(&src, &base.join("short"), tool::Offload::StopAfter(stop));
+    assert_same_tree(&src, &base.join("short"), 3);
+    assert_eq!(report.copied.cloned, 0);
+    if kernel {
+        // One range for the file copied whole, three parts for the other.
+        assert_eq!(report.copied.kernel, 4 * stop, "{:?}", report.copied);
+        assert_eq!(report.copied.user, large + 5 - 4 * stop);
+    }
+    let report = copy_ok(&src, &base.join("off"), tool::Offload::Off);
+    assert_same_tree(&src, &base.join("off"), 3);
+    assert_eq!(report.copied.user, large + 5);
+    // The command line's switch.
+    let code = tool::main_with_args(
+        ["--no-progress", "--no-offload"]
+            .iter()
+            .map(Into::into)
+            .chain([src.into_os_string(), base.join("cli").into_os_string()]),
+    );
+    assert_eq!(code, 0);
+    assert_same_tree(&base.join("src"), &base.join("cli"), 3);
+    assert_eq!(
+        tool::parse_args(["--no-offload".into(), "a".into(), "b".into()])
+            .unwrap()
+            .offload,
+        tool::Offload::Off
+    );
+    fs::remove_dir_all(&base).unwrap();
+}
+
+/// What the kernel put in place (a clone, or its copy) is read back and
+/// compared like any copy: a part whose copy differs from the source in
+/// one byte fails, naming the bytes, and an equal one passes.
+#[test]
+fn what_the_kernel_placed_is_verified() {
+    let base = scratch("verify-placed");
+    let size = 3 * tool::CHUNK + 5;
+    let mut body = vec![0u8; size as usize];
+    random_fill(&mut body, 6);
+    let (src, dst) = (base.join("src.bin"), base.join("dst.bin"));
+    fs::write(&src, &body).unwrap();
+    // Not a clone of the source but the same bytes: passes as one.
+    fs::write(&dst, &body).unwrap();
+    let copied = tool::copy_part(&src, &dst, 0, size, size, tool::Offload::Auto, true).unwrap();
+    assert_eq!(copied.cloned, size);
+    let (offset, len) = (tool::CHUNK, 2 * tool::CHUNK + 5);
+    let copied = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap();
+    assert_eq!(copied.cloned, len);
+    // One byte changed in the copy.
+    let bad = 2 * tool::CHUNK + 300_000;
+    body[bad as usize] ^= 1;
+    fs::write(&dst, &body).unwrap();
+    let err =
+        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap_err();
+    assert!(err.contains("verification failed"), "{err}");
+    let piece = 256 << 10;
+    let from = bad / piece * piece;
+    assert!(
+        err.contains(&format!("bytes {from}..{}", from + piece)),
+        "{err}"
+    );
+    // A range before the changed byte still passes.
+    tool::copy_part(&src, &dst, 0, tool::CHUNK, size, tool::Offload::Auto, true).unwrap();
     fs::remove_dir_all(&base).unwrap();
 }
