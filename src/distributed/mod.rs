@@ -93,15 +93,18 @@
 
 mod pool;
 mod queue;
+mod signal;
 mod state;
 mod sync;
+mod wake;
 
 pub use pool::{
     EntryPoint, LEASE_ENV, POOL_ENV, RedisAsyncResult, RedisPool, Registry, WORKER_ENV, WORKER_FLAG,
 };
 pub use queue::{RedisJoinableQueue, RedisQueue};
+pub use signal::{RedisBarrier, RedisEvent};
 pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
-pub use sync::{RedisBarrier, RedisEvent, RedisLock, RedisLockGuard, RedisSemaphore};
+pub use sync::{RedisLock, RedisLockGuard, RedisSemaphore};
 
 use crate::error::{Error, Result};
 use std::io;
