@@ -93,15 +93,17 @@
 
 mod pool;
 mod queue;
+mod registry;
 mod signal;
 mod state;
+mod stream;
 mod sync;
 mod wake;
+mod worker;
 
-pub use pool::{
-    EntryPoint, LEASE_ENV, POOL_ENV, RedisAsyncResult, RedisPool, Registry, WORKER_ENV, WORKER_FLAG,
-};
+pub use pool::{RedisAsyncResult, RedisPool};
 pub use queue::{RedisJoinableQueue, RedisQueue};
+pub use registry::{EntryPoint, LEASE_ENV, POOL_ENV, Registry, WORKER_ENV, WORKER_FLAG};
 pub use signal::{RedisBarrier, RedisEvent};
 pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
 pub use sync::{RedisLock, RedisLockGuard, RedisSemaphore};
