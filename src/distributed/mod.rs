@@ -68,7 +68,10 @@
 //! pending list, and it leaves Redis only when it is acknowledged
 //! (`task_done` for a [`RedisJoinableQueue`]; for a [`RedisQueue`] the
 //! next `get`, `get_many` or dropping the handle acknowledges what the
-//! handle took before). While a handle holds unacknowledged items a
+//! handle took before; acknowledged entries are then trimmed from the
+//! head of the stream, and the counts — `qsize`, `is_full`, `join` — come
+//! from the consumer group, not the stream's length). While a handle holds
+//! unacknowledged items a
 //! heartbeat thread renews their lease; an item whose consumer died (no
 //! heartbeat for the backend's lease, [`Backend::with_lease`]) is claimed
 //! and delivered again to the next `get` of any handle. A consumer that

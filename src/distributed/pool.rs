@@ -38,10 +38,25 @@
 //!   delivered to another worker.
 //! * Results are **exactly once** at the caller: every task has an id, and
 //!   the caller keeps the first result for an id and drops the others.
-//! * A task started `max_attempts` times (default 3) without a result — it
-//!   kills its worker each time — goes to the dead-letter list
+//! * A task delivered `max_attempts` times (default 3) without a result —
+//!   it kills its worker each time — goes to the dead-letter list
 //!   `<prefix>:pool:<name>:dead` and the caller gets
-//!   [`Error::DeadLetter`] naming it.
+//!   [`Error::DeadLetter`] naming it. A worker takes fast tasks in batches
+//!   (up to 64; one at a time once tasks take a millisecond or more), so a
+//!   task that kills its worker can take the not-yet-started rest of its
+//!   batch with it once: those are delivered again one at a time, and
+//!   count that delivery. With `max_attempts` 1 they would be
+//!   dead-lettered with it; use 2 or more.
+//!
+//! # Round trips
+//! A worker reads a batch of tasks in one `XREADGROUP … COUNT`, runs them,
+//! and sends every result (an `XADD` to the caller's result stream) with
+//! the acknowledgement of the batch (`XACK`, trimming the stream now and
+//! then) in one pipeline; a
+//! batch that runs longer than 2 ms sends what is done so far before the
+//! next task. A first delivery costs no attempt counter; only a
+//! redelivered task is counted (`HINCRBY`). The caller sends tasks in
+//! pipelines of up to 1,000 and collects results in reads of up to 512.
 //! * A per-task timeout ([`RedisPool::with_task_timeout`]) bounds the
 //!   caller's wait ([`Error::TaskTimeout`]); a worker does not start a task
 //!   whose deadline passed (deadlines are wall-clock times: keep the
