@@ -216,7 +216,7 @@ impl Backend {
             })?;
             return Backend::open_with_ca(url, &pem);
         }
-        Backend::build(url, |u| redis::Client::open(u))
+        Backend::build(url, |u| redis::Client::open(nodelay(u)?))
     }
 
     /// [`open`](Self::open) for a `rediss://` URL whose server certificate
@@ -254,7 +254,7 @@ impl Backend {
         }
         Backend::build(url, |u| {
             redis::Client::build_with_tls(
-                u,
+                nodelay(u)?,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(ca_pem.to_vec()),
@@ -452,6 +452,16 @@ impl Conn {
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
     }
+}
+
+/// The connection info of `url`, with `TCP_NODELAY`: a request is one
+/// write, and waiting for the peer's acknowledgement of an earlier segment
+/// (Nagle) only delays it.
+fn nodelay(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
 }
 
 /// The URL as shown in messages (password replaced by `***`) and the
