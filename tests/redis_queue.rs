@@ -336,12 +336,24 @@ fn put_get_cost_against_ping() {
         redis::cmd("PING").query::<String>(&mut c).unwrap();
     }
     let ping = t0.elapsed() / n as u32;
+    let before = calls(&mut c);
     let t0 = Instant::now();
     for i in 0..n {
         q.put(i).unwrap();
         assert_eq!(q.get().unwrap(), i);
     }
     let rt = t0.elapsed() / n as u32;
+    // Round trips, counted by the server: a put is one XADD; a get one
+    // pipeline with one XREADGROUP (after the EVAL that acknowledges the
+    // item before, which is not counted); now and then an XAUTOCLAIM looks
+    // for a dead consumer's items.
+    let after = calls(&mut c);
+    let trips: u64 = ["xadd", "xreadgroup", "xautoclaim", "evalsha"]
+        .iter()
+        .map(|k| after.get(*k).unwrap_or(&0) - before.get(*k).unwrap_or(&0))
+        .sum();
+    let per_op = trips as f64 / n as f64;
+    assert!(per_op <= 2.1, "{per_op:.2} round trips per put + get");
     let items: Vec<u64> = (0..100_000).collect();
     let t0 = Instant::now();
     for chunk in items.chunks(1000) {
@@ -353,10 +365,27 @@ fn put_get_cost_against_ping() {
     }
     let batched = items.len() as f64 / t0.elapsed().as_secs_f64();
     eprintln!(
-        "PING {ping:?}; put+get {rt:?} ({:.1} PINGs); batched put_many/get_many: {batched:.0} items/s",
+        "PING {ping:?}; put+get {rt:?} ({:.1} PINGs, {per_op:.2} round trips); batched put_many/get_many: {batched:.0} items/s",
         rt.as_secs_f64() / ping.as_secs_f64()
     );
     assert_eq!(got, items.len());
+}
+
+/// Calls of each command so far (INFO commandstats).
+fn calls(c: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
 }
 
 fn take_three_and_hang(url: String, lease_ms: u64) {
@@ -396,4 +425,43 @@ fn every_item_of_a_dead_consumer_comes_back_once() {
     got.sort();
     assert_eq!(got, [1, 2, 3]);
     assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
+}
+
+/// Acknowledged items are trimmed from the stream (not deleted one by one),
+/// and the counts come from the consumer group, not the stream's length.
+#[test]
+fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue::<u64>("trim").unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = format!("{}:q:trim", b.prefix());
+    let items: Vec<u64> = (0..1000).collect();
+    q.put_many(&items).unwrap();
+    assert_eq!(q.qsize(), 1000);
+    assert_eq!(q.get_many(600, Duration::from_secs(5)).unwrap().len(), 600);
+    assert_eq!(q.qsize(), 400);
+    // The next take acknowledges the 600 and trims them away.
+    assert_eq!(q.get_many(1000, Duration::from_secs(5)).unwrap().len(), 400);
+    assert_eq!(q.qsize(), 0);
+    let len: usize = redis::cmd("XLEN").arg(&key).query(&mut c).unwrap();
+    assert_eq!(len, 400, "only the 400 not yet acknowledged are left");
+    drop(q);
+    let len: usize = redis::cmd("XLEN").arg(&key).query(&mut c).unwrap();
+    assert_eq!(len, 0);
+    // A bounded joinable queue counts taken, unacknowledged items as full.
+    let j = b.joinable_queue_with_maxsize::<u64>("trim2", 2).unwrap();
+    j.put(1).unwrap();
+    j.put(2).unwrap();
+    assert!(j.is_full());
+    assert_eq!(j.get().unwrap(), 1);
+    assert!(j.is_full());
+    assert!(j.put_nowait(3).unwrap_err().is_full());
+    j.task_done().unwrap();
+    assert!(!j.is_full());
+    j.put_nowait(3).unwrap();
+    assert_eq!(j.unfinished_tasks().unwrap(), 2);
 }

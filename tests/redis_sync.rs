@@ -218,3 +218,181 @@ fn dict_list_value_namespace() {
     // A value of another type is an error, not garbage.
     assert!(ns.getattr::<bool>("name").is_err());
 }
+
+/// Calls of each command the server has run so far (INFO commandstats).
+fn commands(url: &str) -> std::collections::BTreeMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// The commands run between two [`commands`] snapshots (INFO and the
+/// connection set-up of the snapshots left out).
+struct Used(std::collections::BTreeMap<String, u64>);
+
+impl Used {
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Scripts run and blocking reads: one each per wake or per second of
+    /// waiting. (The totals count the commands inside scripts too.)
+    fn round_trips(&self) -> u64 {
+        ["evalsha", "eval", "xread"]
+            .iter()
+            .map(|k| self.0.get(*k).copied().unwrap_or(0))
+            .sum()
+    }
+
+    fn check(&self, what: &str) {
+        assert!(
+            self.round_trips() <= 15 && self.total() <= 45,
+            "{what} wait ran {self}"
+        );
+    }
+}
+
+impl std::fmt::Display for Used {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} commands: {:?}", self.total(), self.0)
+    }
+}
+
+/// Runs `wait` while another thread ends it after `HOLD` with `end`;
+/// returns the server commands run meanwhile (connection set-up left out).
+/// A wait that polled (every 50 ms at most, as before) runs about 60
+/// commands in 3 s; one that blocks on the server runs one per second at
+/// most while nothing happens.
+fn commands_during(url: &str, wait: impl FnOnce(), end: impl FnOnce() + Send) -> Used {
+    const HOLD: Duration = Duration::from_secs(3);
+    let before = commands(url);
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            std::thread::sleep(HOLD);
+            end();
+        });
+        wait();
+    });
+    let after = commands(url);
+    Used(
+        after
+            .into_iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "info" | "auth" | "client|setinfo" | "hello" | "select"
+                )
+            })
+            .map(|(k, v)| {
+                let d = v - before.get(&k).copied().unwrap_or(0);
+                (k, d)
+            })
+            .filter(|(_, d)| *d > 0)
+            .collect(),
+    )
+}
+
+#[test]
+fn waits_block_on_the_server_and_do_not_poll() {
+    let s = RedisServer::start();
+    let url = s.url();
+    // The default lease (10 s): no renewal during the 3 s.
+    let b = Backend::connect(&url).unwrap();
+    // Connections made up front, so that connecting is not counted.
+    let (e1, e2) = (b.event("we").unwrap(), b.event("we").unwrap());
+    e1.clear().unwrap();
+    e2.clear().unwrap();
+    let n = commands_during(
+        &url,
+        || assert!(e1.wait_timeout(Duration::from_secs(30)).unwrap()),
+        || e2.set().unwrap(),
+    );
+    n.check("event");
+
+    let (l1, l2) = (b.lock("wl").unwrap(), b.lock("wl").unwrap());
+    assert!(!l1.is_locked().unwrap());
+    let g = l2.acquire().unwrap().unwrap();
+    let n = commands_during(
+        &url,
+        || {
+            let g = l1.acquire_timeout(Duration::from_secs(30)).unwrap();
+            assert!(g.is_ok(), "released, not died");
+        },
+        || drop(g),
+    );
+    n.check("lock");
+
+    let (s1, s2) = (b.semaphore("ws", 1).unwrap(), b.semaphore("ws", 1).unwrap());
+    assert!(s2.try_acquire().unwrap());
+    assert_eq!(s1.value(), 1);
+    let n = commands_during(
+        &url,
+        || assert!(s1.acquire_timeout(Duration::from_secs(30)).unwrap()),
+        || s2.release().unwrap(),
+    );
+    n.check("semaphore");
+    s1.release().unwrap();
+
+    let (b1, b2) = (b.barrier("wb", 2).unwrap(), b.barrier("wb", 2).unwrap());
+    b2.reset().unwrap();
+    let n = commands_during(
+        &url,
+        || assert_eq!(b1.wait_timeout(Duration::from_secs(30)).unwrap(), 1),
+        || assert_eq!(b2.wait().unwrap(), 0),
+    );
+    n.check("barrier");
+}
+
+#[test]
+fn barrier_reset_breaks_the_waiters() {
+    let s = RedisServer::start();
+    let b = backend(&s.url());
+    let (b1, b2) = (b.barrier("r", 2).unwrap(), b.barrier("r", 2).unwrap());
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| b1.wait_timeout(Duration::from_secs(30)));
+        // Reset once the waiter has arrived.
+        let t0 = Instant::now();
+        while redis_arrived(&s.url()) < 1 {
+            assert!(t0.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        b2.reset().unwrap();
+        let r = h.join().unwrap();
+        assert!(r.is_err(), "{r:?}");
+    });
+    // Usable again after the reset.
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| b1.wait_timeout(Duration::from_secs(30)).unwrap());
+        let mine = b2.wait_timeout(Duration::from_secs(30)).unwrap();
+        let mut idx = [mine, h.join().unwrap()];
+        idx.sort();
+        assert_eq!(idx, [0, 1]);
+    });
+}
+
+/// Parties waiting at the barrier `r`.
+fn redis_arrived(url: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_connection().unwrap();
+    redis::cmd("HGET")
+        .arg("multiproc:barrier:r")
+        .arg("n")
+        .query::<Option<i64>>(&mut c)
+        .unwrap()
+        .unwrap_or(0)
+}

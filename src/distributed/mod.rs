@@ -26,12 +26,29 @@
 //! must be the same build (the registry schema is checked on every task),
 //! and their clocks should be in sync when tasks have timeouts. Redis must
 //! be reachable from every machine; use a password (ACL user) and, across
-//! untrusted networks, a TLS tunnel (this build's client has no TLS).
+//! untrusted networks, TLS (`rediss://`, below).
 //!
 //! # URLs
-//! `redis://[user:password@]host:port/db`, `unix:///path/to/socket` (with
-//! `?pass=…` for a password). The password never appears in an error or a
-//! log line: errors name the server as `redis://user:***@host:port/db`.
+//! `redis://[user:password@]host:port/db`, `rediss://…` (the same over
+//! TLS), `unix:///path/to/socket` (with `?pass=…` for a password). The
+//! password never appears in an error or a log line: errors name the server
+//! as `redis://user:***@host:port/db`.
+//!
+//! # TLS
+//! `rediss://` URLs connect through rustls (with the `ring` provider). The
+//! server certificate is checked against the **system's roots** (the
+//! `rustls-native-certs` loader: `/etc/ssl/certs` on Debian, or the files
+//! named by `SSL_CERT_FILE`/`SSL_CERT_DIR`), not a root list built into the
+//! program: a private CA added to the machine's store with
+//! `update-ca-certificates` is trusted like a public one, and an
+//! operator's policy applies. To trust a private CA for this program only,
+//! point [`CA_ENV`] (`MULTIPROC_REDIS_CA=/path/ca.pem`) at its PEM file (it
+//! then replaces the system roots; workers read the same variable) or call
+//! [`Backend::open_with_ca`]. The certificate must name the host of the
+//! URL (DNS name or IP address). A Redis server started with
+//! `--tls-port 6380 --port 0 --tls-cert-file … --tls-key-file …
+//! --tls-ca-cert-file … --tls-auth-clients no` accepts such clients (Debian's
+//! `redis-server` is built with TLS).
 //!
 //! # Client
 //! This module uses the `redis` crate's **blocking** connections
@@ -51,7 +68,10 @@
 //! pending list, and it leaves Redis only when it is acknowledged
 //! (`task_done` for a [`RedisJoinableQueue`]; for a [`RedisQueue`] the
 //! next `get`, `get_many` or dropping the handle acknowledges what the
-//! handle took before). While a handle holds unacknowledged items a
+//! handle took before; acknowledged entries are then trimmed from the
+//! head of the stream, and the counts — `qsize`, `is_full`, `join` — come
+//! from the consumer group, not the stream's length). While a handle holds
+//! unacknowledged items a
 //! heartbeat thread renews their lease; an item whose consumer died (no
 //! heartbeat for the backend's lease, [`Backend::with_lease`]) is claimed
 //! and delivered again to the next `get` of any handle. A consumer that
@@ -76,15 +96,20 @@
 
 mod pool;
 mod queue;
+mod registry;
+mod signal;
 mod state;
+mod stream;
 mod sync;
+mod wake;
+mod worker;
 
-pub use pool::{
-    EntryPoint, LEASE_ENV, POOL_ENV, RedisAsyncResult, RedisPool, Registry, WORKER_ENV, WORKER_FLAG,
-};
+pub use pool::{RedisAsyncResult, RedisPool};
 pub use queue::{RedisJoinableQueue, RedisQueue};
+pub use registry::{EntryPoint, LEASE_ENV, POOL_ENV, Registry, WORKER_ENV, WORKER_FLAG};
+pub use signal::{RedisBarrier, RedisEvent};
 pub use state::{RedisDict, RedisList, RedisNamespace, RedisValue};
-pub use sync::{RedisBarrier, RedisEvent, RedisLock, RedisLockGuard, RedisSemaphore};
+pub use sync::{RedisLock, RedisLockGuard, RedisSemaphore};
 
 use crate::error::{Error, Result};
 use std::io;
@@ -94,6 +119,11 @@ use std::time::Duration;
 /// The default lease of an item taken from a queue (see
 /// [`Backend::with_lease`]).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// The environment variable naming a PEM file of CA certificates that
+/// [`Backend::open`] trusts for `rediss://` URLs instead of the system's
+/// roots (see [`Backend::open_with_ca`]).
+pub const CA_ENV: &str = "MULTIPROC_REDIS_CA";
 
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -175,8 +205,70 @@ impl Backend {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn open(url: &str) -> Result<Backend> {
+        if url.starts_with("rediss://")
+            && let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty())
+        {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Error::Address(format!(
+                    "{CA_ENV}={}: cannot read the CA file: {e}",
+                    std::path::Path::new(&path).display()
+                ))
+            })?;
+            return Backend::open_with_ca(url, &pem);
+        }
+        Backend::build(url, |u| redis::Client::open(nodelay(u)?))
+    }
+
+    /// [`open`](Self::open) for a `rediss://` URL whose server certificate
+    /// is checked against the CA certificates in `ca_pem` (PEM, one or
+    /// more) instead of the system's roots: the way to trust a private CA
+    /// from code (from the environment, see [`CA_ENV`]).
+    ///
+    /// # Errors
+    /// [`Error::Address`] for a URL the client cannot parse, a URL that is
+    /// not `rediss://`, or `ca_pem` without a usable certificate.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let pem = std::fs::read("/etc/redis/ca.pem")?;
+    /// let b = multiproc::distributed::Backend::open_with_ca("rediss://:pw@redis.lan:6380/0", &pem)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Backend> {
+        if !url.starts_with("rediss://") {
+            return Err(Error::Address(format!(
+                "{}: a CA certificate applies to rediss:// URLs only",
+                redact(url).0
+            )));
+        }
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(ca_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Address(format!("{}: bad CA PEM: {e}", redact(url).0)))?;
+        if certs.is_empty() {
+            return Err(Error::Address(format!(
+                "{}: the CA PEM holds no certificate",
+                redact(url).0
+            )));
+        }
+        Backend::build(url, |u| {
+            redis::Client::build_with_tls(
+                nodelay(u)?,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca_pem.to_vec()),
+                },
+            )
+        })
+    }
+
+    fn build(
+        url: &str,
+        make: impl FnOnce(&str) -> redis::RedisResult<redis::Client>,
+    ) -> Result<Backend> {
         let (shown, secret) = redact(url);
-        let client = redis::Client::open(url).map_err(|e| {
+        let client = make(url).map_err(|e| {
             Error::Address(format!(
                 "{shown}: {}",
                 scrub(&e.to_string(), secret.as_deref())
@@ -360,6 +452,16 @@ impl Conn {
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
     }
+}
+
+/// The connection info of `url`, with `TCP_NODELAY`: a request is one
+/// write, and waiting for the peer's acknowledgement of an earlier segment
+/// (Nagle) only delays it.
+fn nodelay(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
 }
 
 /// The URL as shown in messages (password replaced by `***`) and the

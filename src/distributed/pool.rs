@@ -38,10 +38,25 @@
 //!   delivered to another worker.
 //! * Results are **exactly once** at the caller: every task has an id, and
 //!   the caller keeps the first result for an id and drops the others.
-//! * A task started `max_attempts` times (default 3) without a result — it
-//!   kills its worker each time — goes to the dead-letter list
+//! * A task delivered `max_attempts` times (default 3) without a result —
+//!   it kills its worker each time — goes to the dead-letter list
 //!   `<prefix>:pool:<name>:dead` and the caller gets
-//!   [`Error::DeadLetter`] naming it.
+//!   [`Error::DeadLetter`] naming it. A worker takes fast tasks in batches
+//!   (up to 64; one at a time once tasks take a millisecond or more), so a
+//!   task that kills its worker can take the not-yet-started rest of its
+//!   batch with it once: those are delivered again one at a time, and
+//!   count that delivery. With `max_attempts` 1 they would be
+//!   dead-lettered with it; use 2 or more.
+//!
+//! # Round trips
+//! A worker reads a batch of tasks in one `XREADGROUP … COUNT`, runs them,
+//! and sends every result (an `XADD` to the caller's result stream) with
+//! the acknowledgement of the batch (`XACK`, trimming the stream now and
+//! then) in one pipeline; a
+//! batch that runs longer than 2 ms sends what is done so far before the
+//! next task. A first delivery costs no attempt counter; only a
+//! redelivered task is counted (`HINCRBY`). The caller sends tasks in
+//! pipelines of up to 1,000 and collects results in reads of up to 512.
 //! * A per-task timeout ([`RedisPool::with_task_timeout`]) bounds the
 //!   caller's wait ([`Error::TaskTimeout`]); a worker does not start a task
 //!   whose deadline passed (deadlines are wall-clock times: keep the
@@ -50,37 +65,18 @@
 //!   goes on.
 //! * [`RedisPool::size`] counts the workers whose heartbeat is fresh.
 
-use super::sync::Renewer;
-use super::{Backend, Conn, RedisJoinableQueue, RedisQueue, unique_id};
-use crate::error::{Error, RemotePanic, Result};
+use super::registry::{EntryPoint, Registry};
+use super::worker::{ResultMsg, TaskMsg, encode, keys, now_ms};
+use super::{Backend, Conn, RedisQueue, unique_id};
+use crate::error::{Error, Result};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The command-line flag that makes a program a worker.
-pub const WORKER_FLAG: &str = "--multiproc-worker";
-/// The environment variable that makes a program a worker (its value is
-/// the Redis URL).
-pub const WORKER_ENV: &str = "MULTIPROC_WORKER";
-/// Optional: the pool a worker serves (default `"default"`).
-pub const POOL_ENV: &str = "MULTIPROC_POOL";
-/// Optional: the worker's task lease in milliseconds.
-pub const LEASE_ENV: &str = "MULTIPROC_LEASE_MS";
-
-/// Registers a worker's liveness: `KEYS[1]` zset, `ARGV[1]` id,
-/// `ARGV[2]` lease ms.
-const ALIVE_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-return 1
-";
+use std::time::{Duration, Instant};
 
 /// Counts live workers.
 const SIZE_LUA: &str = r"
@@ -90,480 +86,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 ";
 
-type Handler = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>> + Send + Sync>;
 /// Results of a batch: (input index, encoded outcome).
 type Batch = mpsc::Receiver<(usize, Result<Vec<u8>>)>;
-
-/// A function workers can run, by name: `fn(A) -> R` with serde `A` and
-/// `R` (use a tuple for several arguments). Made with
-/// [`entry_point!`](crate::entry_point).
-///
-/// # Examples
-/// ```
-/// fn add(pair: (u32, u32)) -> u32 { pair.0 + pair.1 }
-/// let add = multiproc::entry_point!(add);
-/// assert_eq!(add.name(), "add");
-/// ```
-pub struct EntryPoint<A, R> {
-    name: &'static str,
-    f: fn(A) -> R,
-}
-
-impl<A, R> Clone for EntryPoint<A, R> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<A, R> Copy for EntryPoint<A, R> {}
-
-impl<A, R> EntryPoint<A, R> {
-    /// The entry point `f` under `name` (what
-    /// [`entry_point!`](crate::entry_point) calls).
-    ///
-    /// # Examples
-    /// ```
-    /// fn neg(x: i8) -> i8 { -x }
-    /// let e = multiproc::distributed::EntryPoint::new("neg", neg);
-    /// assert_eq!(e.name(), "neg");
-    /// ```
-    pub fn new(name: &'static str, f: fn(A) -> R) -> Self {
-        EntryPoint { name, f }
-    }
-
-    /// The name tasks use.
-    ///
-    /// # Examples
-    /// ```
-    /// fn id(x: u8) -> u8 { x }
-    /// assert_eq!(multiproc::entry_point!(id).name(), "id");
-    /// ```
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-/// An [`EntryPoint`] for the function `f`, named after it.
-///
-/// # Examples
-/// ```
-/// fn square(x: u64) -> u64 { x * x }
-/// let square = multiproc::entry_point!(square);
-/// assert_eq!(square.name(), "square");
-/// ```
-#[macro_export]
-macro_rules! entry_point {
-    ($f:path) => {
-        $crate::distributed::EntryPoint::new(stringify!($f), $f)
-    };
-}
-
-/// The entry points a program offers, and its schema identity.
-///
-/// # Examples
-/// ```
-/// use multiproc::distributed::Registry;
-/// fn square(x: u64) -> u64 { x * x }
-/// let r = Registry::new().with(&multiproc::entry_point!(square));
-/// assert!(r.contains("square"));
-/// ```
-#[derive(Clone, Default)]
-pub struct Registry {
-    entries: HashMap<&'static str, Handler>,
-    signatures: BTreeMap<&'static str, String>,
-    version: String,
-}
-
-impl Registry {
-    /// An empty registry.
-    ///
-    /// # Examples
-    /// ```
-    /// assert!(!multiproc::distributed::Registry::new().contains("x"));
-    /// ```
-    pub fn new() -> Registry {
-        Registry::default()
-    }
-
-    /// Adds `entry`.
-    ///
-    /// # Examples
-    /// ```
-    /// fn f(x: u8) -> u8 { x }
-    /// let r = multiproc::distributed::Registry::new().with(&multiproc::entry_point!(f));
-    /// assert!(r.contains("f"));
-    /// ```
-    pub fn with<A, R>(mut self, entry: &EntryPoint<A, R>) -> Registry
-    where
-        A: DeserializeOwned + 'static,
-        R: Serialize + 'static,
-    {
-        let f = entry.f;
-        let handler: Handler = Arc::new(move |bytes: &[u8]| {
-            let arg: A = crate::codec::decode(bytes, Vec::new())?;
-            let out = f(arg);
-            encode(&out)
-        });
-        self.entries.insert(entry.name, handler);
-        self.signatures.insert(
-            entry.name,
-            format!(
-                "{}->{}",
-                std::any::type_name::<A>(),
-                std::any::type_name::<R>()
-            ),
-        );
-        self
-    }
-
-    /// Adds an application version to the schema: workers of another
-    /// version refuse this program's tasks and the other way round.
-    ///
-    /// # Examples
-    /// ```
-    /// let a = multiproc::distributed::Registry::new().version("1");
-    /// let b = multiproc::distributed::Registry::new().version("2");
-    /// assert_ne!(a.schema(), b.schema());
-    /// ```
-    pub fn version(mut self, version: &str) -> Registry {
-        self.version = version.to_string();
-        self
-    }
-
-    /// True when an entry point of that name is registered.
-    ///
-    /// # Examples
-    /// ```
-    /// assert!(!multiproc::distributed::Registry::new().contains("nope"));
-    /// ```
-    pub fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
-    }
-
-    /// The schema hash: entry names and types, crate version, application
-    /// version (FNV-1a, stable across builds of the same source).
-    ///
-    /// # Examples
-    /// ```
-    /// fn f(x: u8) -> u8 { x }
-    /// fn g(x: u16) -> u16 { x }
-    /// let a = multiproc::distributed::Registry::new().with(&multiproc::entry_point!(f));
-    /// let b = a.clone().with(&multiproc::entry_point!(g));
-    /// assert_ne!(a.schema(), b.schema());
-    /// ```
-    pub fn schema(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |s: &str| {
-            for b in s.bytes().chain([0u8]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        eat(env!("CARGO_PKG_VERSION"));
-        eat(&self.version);
-        for (name, sig) in &self.signatures {
-            eat(name);
-            eat(sig);
-        }
-        h
-    }
-
-    /// Serves tasks when this program was started as a worker
-    /// (`prog --multiproc-worker URL`, or `MULTIPROC_WORKER=URL`), and then
-    /// exits; returns at once otherwise. Call it first thing in `main`.
-    /// `MULTIPROC_POOL` names the pool (default `"default"`),
-    /// `MULTIPROC_LEASE_MS` the task lease.
-    ///
-    /// # Panics
-    /// Never; a worker that cannot serve prints why and exits with code 2.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// fn square(x: u64) -> u64 { x * x }
-    /// let registry = multiproc::distributed::Registry::new()
-    ///     .with(&multiproc::entry_point!(square));
-    /// registry.serve_if_worker();
-    /// ```
-    pub fn serve_if_worker(&self) {
-        let mut args = std::env::args().skip(1);
-        let mut url = None;
-        while let Some(a) = args.next() {
-            if a == WORKER_FLAG {
-                url = args.next();
-                break;
-            }
-            if let Some(u) = a.strip_prefix("--multiproc-worker=") {
-                url = Some(u.to_string());
-                break;
-            }
-        }
-        let url = url.or_else(|| std::env::var(WORKER_ENV).ok().filter(|u| !u.is_empty()));
-        let Some(url) = url else { return };
-        let pool = std::env::var(POOL_ENV).unwrap_or_else(|_| "default".into());
-        let backend = Backend::connect(&url).map(|b| match std::env::var(LEASE_ENV) {
-            Ok(ms) => match ms.parse::<u64>() {
-                Ok(ms) => b.with_lease(Duration::from_millis(ms)),
-                Err(_) => b,
-            },
-            Err(_) => b,
-        });
-        let res = backend.and_then(|b| self.serve(&b, &pool));
-        match res {
-            Ok(()) => std::process::exit(0),
-            Err(e) => {
-                eprintln!("multiproc worker: {e}");
-                std::process::exit(2);
-            }
-        }
-    }
-
-    /// Serves tasks of the pool `pool` on `backend` until the server cannot
-    /// be reached for a minute.
-    ///
-    /// # Errors
-    /// The server's error after a minute without it.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// multiproc::distributed::Registry::new().serve(&b, "default")?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn serve(&self, backend: &Backend, pool: &str) -> Result<()> {
-        Worker::new(self, backend, pool)?.run()
-    }
-}
-
-fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut fds = Vec::new();
-    crate::codec::encode_into(v, &mut buf, &mut fds)?;
-    if !fds.is_empty() {
-        return Err(Error::Encode(
-            "a distributed task cannot carry OS handles".into(),
-        ));
-    }
-    Ok(buf)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-#[derive(Serialize, Deserialize)]
-struct TaskMsg {
-    id: String,
-    caller: String,
-    entry: String,
-    schema: u64,
-    #[serde(with = "serde_bytes")]
-    args: Vec<u8>,
-    /// Wall-clock deadline (ms since the epoch) and the timeout it came from.
-    deadline: Option<(u64, Duration)>,
-    max_attempts: u32,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ResultMsg {
-    id: String,
-    outcome: std::result::Result<serde_bytes::ByteBuf, Error>,
-}
-
-fn keys(b: &Backend, pool: &str) -> (String, String, String, String) {
-    (
-        format!("pool:{pool}:tasks"),
-        b.key("pool", &format!("{pool}:workers")),
-        b.key("pool", &format!("{pool}:attempts")),
-        b.key("pool", &format!("{pool}:dead")),
-    )
-}
-
-struct Worker<'a> {
-    registry: &'a Registry,
-    backend: Backend,
-    pool: String,
-    id: String,
-    schema: u64,
-    tasks: RedisJoinableQueue<TaskMsg>,
-    conn: Conn,
-    results: HashMap<String, RedisQueue<ResultMsg>>,
-    attempts_key: String,
-    dead_key: String,
-    _alive: Renewer,
-}
-
-impl<'a> Worker<'a> {
-    fn new(registry: &'a Registry, backend: &Backend, pool: &str) -> Result<Worker<'a>> {
-        let (tasks_name, workers_key, attempts_key, dead_key) = keys(backend, pool);
-        let tasks = backend.joinable_queue::<TaskMsg>(&tasks_name)?;
-        let id = unique_id();
-        let mut conn = backend.conn();
-        let lease_ms = backend.lease().as_millis() as u64;
-        let alive = redis::Script::new(ALIVE_LUA);
-        let beat = |conn: &mut Conn| {
-            conn.run(|c| {
-                alive
-                    .key(&workers_key)
-                    .arg(&id)
-                    .arg(lease_ms)
-                    .invoke::<i64>(c)
-            })
-        };
-        beat(&mut conn)?;
-        let mut beat_conn = backend.conn();
-        let (wk, wid, alive2) = (
-            workers_key.clone(),
-            id.clone(),
-            redis::Script::new(ALIVE_LUA),
-        );
-        let renewer = Renewer::start(backend.lease() / 3, move || {
-            if let Err(e) =
-                beat_conn.run(|c| alive2.key(&wk).arg(&wid).arg(lease_ms).invoke::<i64>(c))
-            {
-                log::warn!("worker heartbeat: {e}");
-            }
-        });
-        log::info!("worker {id} serves pool '{pool}' at {}", backend.url());
-        Ok(Worker {
-            registry,
-            backend: backend.clone(),
-            pool: pool.to_string(),
-            id,
-            schema: registry.schema(),
-            tasks,
-            conn,
-            results: HashMap::new(),
-            attempts_key,
-            dead_key,
-            _alive: renewer,
-        })
-    }
-
-    fn run(mut self) -> Result<()> {
-        let mut failing_since: Option<Instant> = None;
-        loop {
-            let task = match self.tasks.get_timeout(Duration::from_secs(5)) {
-                Ok(t) => t,
-                Err(Error::Empty) => continue,
-                Err(Error::Decode(e)) => {
-                    log::warn!(
-                        "worker {}: dropped a task that does not decode: {e}",
-                        self.id
-                    );
-                    let _ = self.tasks.task_done();
-                    continue;
-                }
-                Err(e) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(60) {
-                        return Err(e);
-                    }
-                    log::warn!("worker {}: {e}", self.id);
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
-                }
-            };
-            failing_since = None;
-            if let Err(e) = self.handle(task) {
-                // Redis failed somewhere between taking the task and
-                // acknowledging it: let it go (not done), so that it is
-                // delivered again after the lease, to this worker or
-                // another; a result already sent makes a duplicate that the
-                // caller drops.
-                log::warn!("worker {}: {e}; the task will be delivered again", self.id);
-                self.tasks.abandon();
-            }
-        }
-    }
-
-    fn handle(&mut self, task: TaskMsg) -> Result<()> {
-        let (ak, tid) = (&self.attempts_key, &task.id);
-        let attempts: u32 = self.conn.run(|c| {
-            redis::pipe()
-                .cmd("HINCRBY")
-                .arg(ak)
-                .arg(tid)
-                .arg(1)
-                .cmd("EXPIRE")
-                .arg(ak)
-                .arg(86_400)
-                .ignore()
-                .query::<(u32,)>(c)
-                .map(|t| t.0)
-        })?;
-        let outcome = if attempts > task.max_attempts.max(1) {
-            let name = format!("{} (entry point '{}')", task.id, task.entry);
-            log::error!(
-                "worker {}: task {name} moved to the dead-letter list",
-                self.id
-            );
-            let (dk, entry) = (
-                &self.dead_key,
-                encode(&(&task.id, &task.entry, attempts - 1))?,
-            );
-            self.conn
-                .run(|c| redis::cmd("RPUSH").arg(dk).arg(entry).query::<()>(c))?;
-            Err(Error::DeadLetter {
-                task: name,
-                attempts: attempts - 1,
-            })
-        } else if task.schema != self.schema || !self.registry.contains(&task.entry) {
-            Err(Error::InvalidArgument(format!(
-                "worker {} cannot run task {} (entry point '{}'): the worker's build has schema {:016x}{}, the task's caller {:016x}; run workers of the same build",
-                self.id,
-                task.id,
-                task.entry,
-                self.schema,
-                if self.registry.contains(&task.entry) {
-                    ""
-                } else {
-                    " and no such entry point"
-                },
-                task.schema
-            )))
-        } else if task.deadline.is_some_and(|(d, _)| now_ms() > d) {
-            Err(Error::TaskTimeout(
-                task.deadline.map(|d| d.1).unwrap_or_default(),
-            ))
-        } else {
-            let handler = Arc::clone(&self.registry.entries[task.entry.as_str()]);
-            match panic::catch_unwind(AssertUnwindSafe(|| handler(&task.args))) {
-                Ok(r) => r,
-                Err(payload) => {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "Box<dyn Any>".into());
-                    Err(Error::Panicked(RemotePanic {
-                        message,
-                        location: None,
-                        process: format!("worker {}", self.id),
-                    }))
-                }
-            }
-        };
-        let msg = ResultMsg {
-            id: task.id.clone(),
-            outcome: outcome.map(serde_bytes::ByteBuf::from),
-        };
-        if !self.results.contains_key(&task.caller) {
-            let q = self
-                .backend
-                .queue::<ResultMsg>(&format!("pool:{}:results:{}", self.pool, task.caller))?;
-            self.results.insert(task.caller.clone(), q);
-        }
-        // Result first, then the acknowledgement: a worker that dies in
-        // between makes a duplicate, which the caller drops.
-        self.results[&task.caller].put(msg).map_err(Error::from)?;
-        let (ak, tid) = (&self.attempts_key, &task.id);
-        self.conn
-            .run(|c| redis::cmd("HDEL").arg(ak).arg(tid).query::<()>(c))?;
-        self.tasks.task_done()
-    }
-}
 
 enum Slot {
     One(mpsc::Sender<Result<Vec<u8>>>),
@@ -838,7 +362,7 @@ impl RedisPool {
         entry: &EntryPoint<A, R>,
         arg: A,
     ) -> Result<RedisAsyncResult<R>> {
-        let task = self.make_task(entry.name, &arg)?;
+        let task = self.make_task(entry.name(), &arg)?;
         let (tx, rx) = mpsc::channel();
         let id = self.send(vec![(task, Slot::One(tx))])?.remove(0);
         Ok(RedisAsyncResult {
@@ -970,7 +494,7 @@ impl RedisPool {
         entry: &EntryPoint<A, R>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<impl Iterator<Item = Result<R>> + 'p> {
-        let (n, rx) = self.start_many(entry.name, items)?;
+        let (n, rx) = self.start_many(entry.name(), items)?;
         let deadline = self.task_timeout.map(|t| Instant::now() + t);
         let mut early: HashMap<usize, Result<Vec<u8>>> = HashMap::new();
         let mut next = 0usize;
@@ -1018,7 +542,7 @@ impl RedisPool {
         entry: &EntryPoint<A, R>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<impl Iterator<Item = Result<R>> + 'p> {
-        let (n, rx) = self.start_many(entry.name, items)?;
+        let (n, rx) = self.start_many(entry.name(), items)?;
         let deadline = self.task_timeout.map(|t| Instant::now() + t);
         let mut left = n;
         Ok(std::iter::from_fn(move || {

@@ -8,28 +8,34 @@
 //! [`LockError::OwnerDied`], as with the local [`crate::Lock`].
 //! Releasing is token-checked (a Lua script): a holder whose lease was lost
 //! cannot release somebody else's lock.
+//!
+//! A blocked acquire does not poll: it blocks on the object's wake stream
+//! (see `wake.rs`), which a release appends to, for at most the time left
+//! on the holder's lease (after which a dead holder's lock is free).
 
+use super::wake::{LAST_ID_LUA, NOTIFY_LUA, Waiters, add_notify, int, text};
 use super::{Backend, Conn, unique_id};
 use crate::error::{Error, Result};
-use crate::sync::{BrokenBarrierError, LockError, LockResult};
+use crate::sync::{LockError, LockResult};
+use redis::Value;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long a blocked acquire waits between tries, at most.
-const MAX_POLL: Duration = Duration::from_millis(50);
-
-/// `KEYS[1]` lock, `KEYS[2]` its "held" marker; `ARGV[1]` token,
-/// `ARGV[2]` lease in ms. 0: held by another; 1: taken; 2: taken from a
-/// holder that never released (it died).
+/// `KEYS[1]` lock, `KEYS[2]` its "held" marker, `KEYS[3]` its wake
+/// stream; `ARGV[1]` token, `ARGV[2]` lease in ms. `{1}`: taken; `{2}`:
+/// taken from a holder that never released (it died); `{0, pttl, wake id}`:
+/// held by another, whose lease runs out in `pttl` ms at the latest.
 const LOCK_ACQUIRE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('PTTL', KEYS[1]), last_id(KEYS[3])}
+end
 local died = redis.call('EXISTS', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
-if died == 1 then return 2 end
-return 1
+if died == 1 then return {2} end
+return {1}
 ";
 
 /// Renews (`ARGV[2]` ms) the lock `KEYS[1]` if `ARGV[1]` still holds it.
@@ -40,26 +46,33 @@ end
 return 0
 ";
 
-/// Releases the lock `KEYS[1]` (and marker `KEYS[2]`) if `ARGV[1]` holds it.
+/// Releases the lock `KEYS[1]` (and marker `KEYS[2]`) if `ARGV[1]` holds
+/// it, and wakes its waiters (wake stream `KEYS[3]`).
 const LOCK_RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[2])
+  notify(KEYS[3])
   return 1
 end
 return 0
 ";
 
 /// Semaphore: `KEYS[1]` sorted set of permit tokens scored by expiry (ms),
-/// `ARGV[1]` token, `ARGV[2]` lease ms, `ARGV[3]` value. 1: taken.
+/// `KEYS[2]` its wake stream; `ARGV[1]` token, `ARGV[2]` lease ms,
+/// `ARGV[3]` value. `{1}`: taken; `{0, ms, wake id}`: none free, and the
+/// first permit's lease runs out in `ms`.
 const SEM_ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  return 1
+  return {1}
 end
-return 0
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local ms = -1
+if first[2] then ms = math.max(0, tonumber(first[2]) - now) end
+return {0, ms, last_id(KEYS[2])}
 ";
 
 /// Renews the permits `ARGV[2..]` still present in `KEYS[1]` by `ARGV[1]` ms.
@@ -72,33 +85,13 @@ end
 return 1
 ";
 
-/// Barrier: `KEYS[1]` hash {n, gen}; `ARGV[1]` parties. Returns
-/// {index, generation}; the last arrival resets the count and advances the
-/// generation.
-const BARRIER_ARRIVE: &str = r"
-if redis.call('HGET', KEYS[1], 'broken') == '1' then return {-1, 0} end
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
-if n >= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'n', 0)
-  redis.call('HINCRBY', KEYS[1], 'gen', 1)
-end
-return {tonumber(ARGV[1]) - n, gen}
-";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// A script with the wake helpers (`last_id`, `notify`) in front of `body`.
+pub(crate) fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{LAST_ID_LUA}{NOTIFY_LUA}{body}"))
 }
 
-/// Sleeps a growing pause (1 ms doubling to [`MAX_POLL`]), never past
-/// `deadline`.
-fn pause(p: &mut Duration, deadline: Option<Instant>) {
-    let mut d = *p;
-    if let Some(dl) = deadline {
-        d = d.min(dl.saturating_duration_since(Instant::now()));
-    }
-    std::thread::sleep(d);
-    *p = (*p * 2).min(MAX_POLL);
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A thread that runs `renew` every `every` until dropped.
@@ -154,6 +147,7 @@ pub struct RedisLock {
     marker: String,
     conn: Mutex<Conn>,
     acquire: redis::Script,
+    waiters: Waiters,
 }
 
 /// Holds a [`RedisLock`] (and renews its lease) until dropped.
@@ -185,12 +179,14 @@ impl Backend {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock(&self, name: &str) -> Result<RedisLock> {
+        let key = self.key("lock", name);
         Ok(RedisLock {
             backend: self.clone(),
-            key: self.key("lock", name),
+            waiters: Waiters::new(self, &key),
             marker: self.key("lockheld", name),
+            key,
             conn: Mutex::new(self.conn()),
-            acquire: redis::Script::new(LOCK_ACQUIRE),
+            acquire: script(LOCK_ACQUIRE),
         })
     }
 
@@ -222,60 +218,16 @@ impl Backend {
                 .query::<(u32,)>(c)
                 .map(|t| t.0)
         })?;
+        let key = self.key("sem", name);
         Ok(RedisSemaphore {
             backend: self.clone(),
-            key: self.key("sem", name),
+            waiters: Waiters::new(self, &key),
+            key,
             value,
             conn: Mutex::new(conn),
             tokens: Arc::new(Mutex::new(Vec::new())),
             renewer: Mutex::new(None),
-            acquire: redis::Script::new(SEM_ACQUIRE),
-        })
-    }
-
-    /// Opens the event `name`, like [`crate::Event`].
-    ///
-    /// # Errors
-    /// None today; the `Result` leaves room for checks.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// let e = b.event("ready")?;
-    /// e.set()?;
-    /// assert!(e.is_set()?);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn event(&self, name: &str) -> Result<RedisEvent> {
-        Ok(RedisEvent {
-            key: self.key("event", name),
-            conn: Mutex::new(self.conn()),
-        })
-    }
-
-    /// Opens the barrier `name` for `parties` processes, like
-    /// [`crate::Barrier`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for zero parties.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// let barrier = b.barrier("start", 1)?;
-    /// barrier.wait()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn barrier(&self, name: &str, parties: usize) -> Result<RedisBarrier> {
-        if parties == 0 {
-            return Err(Error::InvalidArgument(
-                "a barrier needs at least one party".into(),
-            ));
-        }
-        Ok(RedisBarrier {
-            key: self.key("barrier", name),
-            parties,
-            conn: Mutex::new(self.conn()),
+            acquire: script(SEM_ACQUIRE),
         })
     }
 }
@@ -342,20 +294,17 @@ impl RedisLock {
     ) -> Result<LockResult<RedisLockGuard<'_>>> {
         let token = unique_id();
         let lease = self.backend.lease();
-        let mut p = Duration::from_millis(1);
         loop {
             let mut inv = self.acquire.key(&self.key);
             inv.key(&self.marker)
+                .key(self.waiters.key())
                 .arg(&token)
                 .arg(lease.as_millis() as u64);
-            let got: i64 = lock(&self.conn).run(|c| inv.invoke(c))?;
-            if got > 0 {
-                let guard = self.guard(token);
-                return Ok(if got == 2 {
-                    Err(LockError::OwnerDied(guard))
-                } else {
-                    Ok(guard)
-                });
+            let got: Vec<Value> = lock(&self.conn).run(|c| inv.invoke(c))?;
+            match got.first().map(int) {
+                Some(1) => return Ok(Ok(self.guard(token))),
+                Some(2) => return Ok(Err(LockError::OwnerDied(self.guard(token)))),
+                _ => {}
             }
             if !wait {
                 return Ok(Err(LockError::WouldBlock));
@@ -363,7 +312,14 @@ impl RedisLock {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Err(LockError::Timeout));
             }
-            pause(&mut p, deadline);
+            // Held: block until a release wakes us, or until the holder's
+            // lease may have run out (a holder that died releases nothing).
+            let pttl = got.get(1).map(int).unwrap_or(-1);
+            let seen = got.get(2).map(text).unwrap_or_else(|| "0-0".into());
+            let until = u64::try_from(pttl)
+                .ok()
+                .map(|ms| Duration::from_millis(ms + 1));
+            self.waiters.wait(&seen, until, deadline)?;
         }
     }
 
@@ -428,9 +384,11 @@ impl RedisLockGuard<'_> {
             return Ok(());
         };
         drop(r);
-        let script = redis::Script::new(LOCK_RELEASE);
-        let mut inv = script.key(&self.lock.key);
-        inv.key(&self.lock.marker).arg(&self.token);
+        let release = script(LOCK_RELEASE);
+        let mut inv = release.key(&self.lock.key);
+        inv.key(&self.lock.marker)
+            .key(self.lock.waiters.key())
+            .arg(&self.token);
         let n: i64 = lock(&self.lock.conn).run(|c| inv.invoke(c))?;
         if n == 0 {
             return Err(Error::State(
@@ -454,6 +412,7 @@ impl Drop for RedisLockGuard<'_> {
 pub struct RedisSemaphore {
     backend: Backend,
     key: String,
+    waiters: Waiters,
     value: u32,
     conn: Mutex<Conn>,
     tokens: Arc<Mutex<Vec<String>>>,
@@ -515,12 +474,14 @@ impl RedisSemaphore {
     fn acquire_at(&self, deadline: Option<Instant>, wait: bool) -> Result<bool> {
         let token = unique_id();
         let lease_ms = self.backend.lease().as_millis() as u64;
-        let mut p = Duration::from_millis(1);
         loop {
             let mut inv = self.acquire.key(&self.key);
-            inv.arg(&token).arg(lease_ms).arg(self.value);
-            let got: i64 = lock(&self.conn).run(|c| inv.invoke(c))?;
-            if got == 1 {
+            inv.key(self.waiters.key())
+                .arg(&token)
+                .arg(lease_ms)
+                .arg(self.value);
+            let got: Vec<Value> = lock(&self.conn).run(|c| inv.invoke(c))?;
+            if got.first().map(int) == Some(1) {
                 lock(&self.tokens).push(token);
                 self.start_renewer();
                 return Ok(true);
@@ -528,7 +489,14 @@ impl RedisSemaphore {
             if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
-            pause(&mut p, deadline);
+            // None free: block until a release wakes us, or until the
+            // first permit's lease may have run out.
+            let ms = got.get(1).map(int).unwrap_or(-1);
+            let seen = got.get(2).map(text).unwrap_or_else(|| "0-0".into());
+            let until = u64::try_from(ms)
+                .ok()
+                .map(|ms| Duration::from_millis(ms + 1));
+            self.waiters.wait(&seen, until, deadline)?;
         }
     }
 
@@ -576,8 +544,10 @@ impl RedisSemaphore {
         let token = lock(&self.tokens).pop().ok_or(Error::State(
             "release() without a permit held by this handle",
         ))?;
-        let key = &self.key;
-        lock(&self.conn).run(|c| redis::cmd("ZREM").arg(key).arg(&token).query::<()>(c))
+        let mut p = redis::pipe();
+        p.cmd("ZREM").arg(&self.key).arg(&token).ignore();
+        add_notify(&mut p, self.waiters.key());
+        lock(&self.conn).run(|c| p.query::<()>(c))
     }
 
     /// The number of permits.
@@ -601,246 +571,5 @@ impl Drop for RedisSemaphore {
                 break;
             }
         }
-    }
-}
-
-/// An event shared through Redis, like [`crate::Event`].
-pub struct RedisEvent {
-    key: String,
-    conn: Mutex<Conn>,
-}
-
-impl RedisEvent {
-    /// Sets the flag; waiters return.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// b.event("e")?.set()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn set(&self) -> Result<()> {
-        let key = &self.key;
-        lock(&self.conn).run(|c| redis::cmd("SET").arg(key).arg(1).query::<()>(c))
-    }
-
-    /// Clears the flag.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// b.event("e2")?.clear()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn clear(&self) -> Result<()> {
-        let key = &self.key;
-        lock(&self.conn).run(|c| redis::cmd("DEL").arg(key).query::<()>(c))
-    }
-
-    /// True when the flag is set.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// assert!(!b.event("e3")?.is_set()?);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn is_set(&self) -> Result<bool> {
-        let key = &self.key;
-        lock(&self.conn).run(|c| redis::cmd("EXISTS").arg(key).query::<bool>(c))
-    }
-
-    /// Waits until the flag is set.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// let e = b.event("e4")?;
-    /// e.set()?;
-    /// e.wait()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn wait(&self) -> Result<()> {
-        self.wait_at(None).map(|_| ())
-    }
-
-    /// Waits at most `timeout`; true when the flag was set.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// assert!(!b.event("e5")?.wait_timeout(std::time::Duration::from_millis(10))?);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_at(Some(Instant::now() + timeout))
-    }
-
-    fn wait_at(&self, deadline: Option<Instant>) -> Result<bool> {
-        let mut p = Duration::from_millis(1);
-        loop {
-            if self.is_set()? {
-                return Ok(true);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            pause(&mut p, deadline);
-        }
-    }
-}
-
-/// A barrier shared through Redis, like [`crate::Barrier`].
-pub struct RedisBarrier {
-    key: String,
-    parties: usize,
-    conn: Mutex<Conn>,
-}
-
-impl RedisBarrier {
-    /// Waits until `parties` processes have called `wait`; returns this
-    /// caller's index (0 for the last to arrive … parties-1 for the first).
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached, a
-    /// [`BrokenBarrierError`] (as [`Error::State`]) after
-    /// [`abort`](Self::abort).
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// assert_eq!(b.barrier("one", 1)?.wait()?, 0);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn wait(&self) -> Result<usize> {
-        self.wait_at(None)
-    }
-
-    /// [`wait`](Self::wait), at most `timeout`; the timeout breaks the
-    /// barrier for everybody (as in Python).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait); [`Error::Timeout`] when the timeout passed.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// let r = b.barrier("two", 2)?.wait_timeout(std::time::Duration::from_millis(10));
-    /// assert!(r.is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.wait_at(Some(Instant::now() + timeout))
-    }
-
-    fn wait_at(&self, deadline: Option<Instant>) -> Result<usize> {
-        let script = redis::Script::new(BARRIER_ARRIVE);
-        let mut inv = script.key(&self.key);
-        inv.arg(self.parties);
-        let (index, generation): (i64, i64) = lock(&self.conn).run(|c| inv.invoke(c))?;
-        if index < 0 {
-            return Err(BrokenBarrierError.into());
-        }
-        if index == 0 {
-            return Ok(0);
-        }
-        let key = &self.key;
-        let mut p = Duration::from_millis(1);
-        loop {
-            let (now_gen, broken): (Option<i64>, Option<String>) = lock(&self.conn).run(|c| {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("gen")
-                    .arg("broken")
-                    .query(c)
-            })?;
-            if now_gen.unwrap_or(0) != generation {
-                return Ok(index as usize);
-            }
-            if broken.as_deref() == Some("1") {
-                return Err(BrokenBarrierError.into());
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.abort()?;
-                return Err(Error::Timeout);
-            }
-            pause(&mut p, deadline);
-        }
-    }
-
-    /// Breaks the barrier: waiters and later callers get a
-    /// [`BrokenBarrierError`] until [`reset`](Self::reset).
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// let bar = b.barrier("three", 2)?;
-    /// bar.abort()?;
-    /// assert!(bar.wait().is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn abort(&self) -> Result<()> {
-        let key = &self.key;
-        lock(&self.conn).run(|c| {
-            redis::cmd("HSET")
-                .arg(key)
-                .arg("broken")
-                .arg(1)
-                .query::<()>(c)
-        })
-    }
-
-    /// Makes a broken barrier usable again, with nobody waiting.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the server cannot be reached.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// b.barrier("four", 2)?.reset()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn reset(&self) -> Result<()> {
-        let key = &self.key;
-        lock(&self.conn).run(|c| {
-            redis::cmd("HSET")
-                .arg(key)
-                .arg("broken")
-                .arg(0)
-                .arg("n")
-                .arg(0)
-                .query::<()>(c)
-        })
-    }
-
-    /// The number of parties.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # let b = multiproc::distributed::Backend::connect("redis://127.0.0.1:6379")?;
-    /// assert_eq!(b.barrier("five", 3)?.parties(), 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn parties(&self) -> usize {
-        self.parties
     }
 }

@@ -15,6 +15,8 @@ pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
     aof: bool,
+    /// With TLS: the TLS port (the plain `port` stays open for set-up).
+    pub tls_port: Option<u16>,
 }
 
 fn free_port() -> u16 {
@@ -23,6 +25,16 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+fn new_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "multiproc-redis-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl RedisServer {
@@ -37,19 +49,104 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// A server that also listens with TLS on [`tls_port`](Self::tls_port),
+    /// with a CA and a server certificate for 127.0.0.1 made now by the
+    /// `openssl` command (`ca.pem`, `server.pem`, `server.key` in `dir`).
+    /// None when `openssl` is missing.
+    pub fn start_tls() -> Option<RedisServer> {
+        let dir = new_dir();
+        let ok = Command::new("openssl")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        let run = |args: &[&str]| {
+            let st = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(st.success(), "openssl {args:?} failed");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=multiproc test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        for _ in 0..5 {
+            let mut s = RedisServer {
+                child: None,
+                port: free_port(),
+                dir: dir.clone(),
+                aof: false,
+                tls_port: Some(free_port()),
+            };
+            if s.spawn() {
+                return Some(s);
+            }
+        }
+        panic!("could not start redis-server with TLS");
+    }
+
     fn start_with(aof: bool) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!(
-            "multiproc-redis-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = new_dir();
         for _ in 0..5 {
             let mut s = RedisServer {
                 child: None,
                 port: free_port(),
                 dir: dir.clone(),
                 aof,
+                tls_port: None,
             };
             if s.spawn() {
                 return s;
@@ -74,6 +171,17 @@ impl RedisServer {
             .arg("no")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = self.tls_port {
+            cmd.arg("--tls-port")
+                .arg(tls.to_string())
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -111,6 +219,12 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `rediss://` URL of the TLS port.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("rediss://:{PASSWORD}@127.0.0.1:{port}/0")
     }
 
     pub fn pid(&self) -> Option<u32> {
