@@ -4,9 +4,13 @@
 //! cannot watch. The twins wait on the futex in a thread of tokio's
 //! blocking pool, in 100 ms slices between which they check whether the
 //! future was dropped: no polling of the state, a waiter thread asleep in
-//! the kernel, and a dropped future frees its thread within 100 ms.
+//! the kernel, and a dropped future frees its thread within 100 ms. Per
+//! primitive and process only one task at a time waits so (the others
+//! queue for their turn, see `lock.rs`), so many waiting tasks are one
+//! thread.
 
-use super::{SLICE, blocking_slices};
+use super::SLICE;
+use super::lock::{Hold, in_turn};
 use crate::sync::{BoundedSemaphore, Event, Semaphore};
 use std::time::Duration;
 
@@ -36,7 +40,10 @@ impl Event {
             return;
         }
         let e = self.clone();
-        blocking_slices(move || e.wait_timeout(SLICE).then_some(())).await;
+        in_turn(self.identity(), move || {
+            e.wait_timeout(SLICE).then_some(Hold::plain(()))
+        })
+        .await;
     }
 
     /// [`wait_async`](Self::wait_async) for at most `timeout`; true when the
@@ -49,24 +56,6 @@ impl Event {
         tokio::time::timeout(timeout, self.wait_async())
             .await
             .is_ok()
-    }
-}
-
-/// A unit taken in a blocking thread, given back unless the awaiting future
-/// receives it (so a dropped `acquire_async` never leaks a unit).
-struct Unit<F: FnMut()>(Option<F>);
-
-impl<F: FnMut()> Unit<F> {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl<F: FnMut()> Drop for Unit<F> {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.as_mut() {
-            release();
-        }
     }
 }
 
@@ -88,18 +77,17 @@ macro_rules! sem_async {
                     return;
                 }
                 let s = self.clone();
-                let unit = blocking_slices(move || {
+                in_turn(self.identity(), move || {
                     if s.acquire_timeout(SLICE) {
                         let s = s.clone();
-                        Some(Unit(Some(move || {
+                        Some(Hold::new((), move |()| {
                             let _ = s.release();
-                        })))
+                        }))
                     } else {
                         None
                     }
                 })
                 .await;
-                unit.keep();
             }
 
             /// [`acquire_async`](Self::acquire_async) for at most `timeout`;
