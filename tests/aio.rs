@@ -68,6 +68,9 @@ fn get_async_across_processes() {
             for _ in 0..20 {
                 got.push(q.get_async().await.unwrap());
             }
+            // An item received for a dropped get may come after one that a
+            // newer get received meanwhile: sort.
+            got.sort();
             assert_eq!(got, (0..20).collect::<Vec<_>>());
             p.join_async().await.unwrap();
             assert_eq!(p.exitcode(), Some(0));
@@ -892,4 +895,86 @@ fn idle_lock_event_barrier_and_condition_waiters_cost_no_cpu() {
         cpu < Duration::from_millis(10),
         "idle waiters used {cpu:?} in 1 s"
     );
+}
+
+fn manager_child(
+    d: multiproc::manager::DictProxy<String, i64>,
+    q: multiproc::manager::QueueProxy<u32>,
+    lock: multiproc::manager::LockProxy,
+    e: multiproc::manager::EventProxy,
+) {
+    lock.acquire().unwrap();
+    e.set().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.set("child".to_string(), 7).unwrap();
+    lock.release().unwrap();
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(5));
+        q.put(i).unwrap();
+    }
+}
+
+#[test]
+fn manager_proxy_twins_across_processes() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let d = AsyncProxy::new(m.dict::<String, i64>().unwrap());
+            let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+            let lock = AsyncProxy::new(m.lock().unwrap());
+            let e = AsyncProxy::new(m.event().unwrap());
+            let mut p = Process::new(
+                manager_child,
+                ((*d).clone(), (*q).clone(), (*lock).clone(), (*e).clone()),
+            );
+            p.start().unwrap();
+            e.wait_async().await.unwrap();
+            // The child holds the lock for 200 ms; the runtime stays free.
+            let ticker = tokio::spawn(async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            let g = lock.acquire_async().await.unwrap();
+            ticker.await.unwrap();
+            assert_eq!(d.get_async("child".to_string()).await.unwrap(), Some(7));
+            d.set_async("parent".to_string(), 1).await.unwrap();
+            assert_eq!(d.len_async().await.unwrap(), 2);
+            drop(g);
+            // Gets cancelled by short timeouts while the child puts lose
+            // nothing.
+            let mut got = Vec::new();
+            while got.len() < 20 {
+                // Dropped by the timeout, mostly while the call is in flight.
+                if let Ok(v) = tokio::time::timeout(Duration::from_millis(3), q.get_async()).await {
+                    got.push(v.unwrap());
+                }
+            }
+            // An item received for a dropped get may come after one that a
+            // newer get received meanwhile: sort.
+            got.sort();
+            assert_eq!(got, (0..20).collect::<Vec<_>>());
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            // A dropped acquire never keeps the managed lock.
+            let other = AsyncProxy::new(m.lock().unwrap());
+            let held = other.acquire_async().await.unwrap();
+            let o2 = other.clone();
+            let t = tokio::spawn(async move {
+                let _g = o2.acquire_async().await;
+                std::future::pending::<()>().await;
+            });
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            t.abort();
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert!(other.try_acquire().unwrap(), "the managed lock leaked");
+            other.release().unwrap();
+            assert_eq!(
+                other.call_async("acquire", vec![]).await.unwrap(),
+                multiproc::pickle::Value::Bool(true)
+            );
+        })
+    });
 }

@@ -98,7 +98,7 @@ where
 }
 
 /// Runs `f` off the runtime's threads if there is a runtime, else here.
-fn detached(f: impl FnOnce() + Send + 'static) {
+pub(super) fn detached(f: impl FnOnce() + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(h) => {
             h.spawn_blocking(f);

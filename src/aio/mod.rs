@@ -76,6 +76,7 @@
 mod connection;
 mod listener;
 mod lock;
+mod manager;
 mod process;
 mod queue;
 mod results;
@@ -83,6 +84,7 @@ mod sync;
 mod wait;
 
 pub use lock::{AsyncConditionGuard, AsyncRLockGuard};
+pub use manager::{AsyncProxy, AsyncProxyGuard};
 pub use wait::wait;
 
 use crate::error::Result;
