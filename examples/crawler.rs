@@ -20,6 +20,10 @@
 //!
 //! The last line printed is `fetched=N unique=U duplicates=D errors=E
 //! seconds=S`.
+//!
+//! `crawler --serve` runs only the server (for the CPython clients of
+//! `bench/compare`): it prints `port=P`, serves until stdin closes, then
+//! prints `hits=H unique=U duplicates=D`.
 
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
@@ -289,8 +293,39 @@ pub fn run(a: Args) -> Result<String, Box<dyn std::error::Error>> {
     ))
 }
 
+/// `--serve`: only the server, for clients in other languages (the
+/// CPython rows of `bench/compare`). Prints `port=P`, serves until stdin
+/// closes, then prints `hits=H unique=U duplicates=D` for the paths
+/// `/item/0 ..`.
+fn serve_only() -> Result<(), Box<dyn std::error::Error>> {
+    let (here, there) = Pipe::new()?;
+    let mut server = Process::new(serve, (there,)).name("http-server");
+    server.start()?;
+    let port: u16 = here.recv()?;
+    println!("port={port}");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    here.send(&())?;
+    server.join()?;
+    let counts = server.take_result()?;
+    let hits: u64 = counts.iter().map(|(_, n)| n).sum();
+    let unique = counts.len();
+    println!(
+        "hits={hits} unique={unique} duplicates={}",
+        hits - unique as u64
+    );
+    Ok(())
+}
+
 #[allow(dead_code)]
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        if let Err(e) = serve_only() {
+            eprintln!("crawler: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Awaitable twins across real processes, on both runtime flavours: queue
-//! get/put/join, Process::join; idle waiters cost no CPU; a cancelled get
-//! loses nothing; 10,000 tasks waiting on one queue.
+//! get/put/join, Process::join, the locks, Condition, Barrier and
+//! `aio::wait`; idle waiters cost no CPU; a cancelled get loses nothing, a
+//! dropped acquire leaks no lock; a holder killed with SIGKILL gives async
+//! waiters OwnerDied; 10,000 tasks waiting on one queue and on one lock.
 #![cfg(feature = "tokio")]
 
 use multiproc::{JoinableQueue, Process, Queue, SimpleQueue};
@@ -66,6 +68,9 @@ fn get_async_across_processes() {
             for _ in 0..20 {
                 got.push(q.get_async().await.unwrap());
             }
+            // An item received for a dropped get may come after one that a
+            // newer get received meanwhile: sort.
+            got.sort();
             assert_eq!(got, (0..20).collect::<Vec<_>>());
             p.join_async().await.unwrap();
             assert_eq!(p.exitcode(), Some(0));
@@ -456,6 +461,520 @@ fn listener_and_client_twins() {
             let c = l.accept_async().await.unwrap();
             assert_eq!(c.recv_async::<u8>().await.unwrap(), 5);
             client.await.unwrap();
+        })
+    });
+}
+
+fn hold_lock(lock: multiproc::Lock, ready: multiproc::Event, ms: u64) {
+    let _g = lock.acquire().unwrap();
+    ready.set();
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn hold_rlock(lock: multiproc::RLock, ready: multiproc::Event, ms: u64) {
+    let _g = lock.acquire().unwrap();
+    let _g2 = lock.acquire().unwrap();
+    ready.set();
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Starts `f` holding a lock in a child and waits until it holds it.
+macro_rules! child_holding {
+    ($f:expr, $lock:expr, $ms:expr) => {{
+        let ready = multiproc::Event::new().unwrap();
+        let mut p = Process::new($f, ($lock, ready.clone(), $ms));
+        p.start().unwrap();
+        assert!(ready.wait_timeout(Duration::from_secs(30)));
+        p
+    }};
+}
+
+#[test]
+fn lock_rlock_and_bounded_semaphore_acquire_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let lock = multiproc::Lock::new().unwrap();
+            let mut p = child_holding!(hold_lock, lock.clone(), 200);
+            let t0 = Instant::now();
+            let g = lock.acquire_async().await.unwrap();
+            assert!(t0.elapsed() >= Duration::from_millis(100));
+            assert_eq!(lock.owner_pid(), Some(std::process::id()));
+            // Held across awaits (on the multi-thread runtime the task may
+            // move to another thread meanwhile).
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(lock.is_locked());
+            drop(g);
+            assert!(!lock.is_locked());
+            p.join_async().await.unwrap();
+            let _g = lock.acquire().unwrap();
+            assert!(matches!(
+                lock.acquire_async_timeout(Duration::from_millis(30)).await,
+                Err(multiproc::LockError::Timeout)
+            ));
+
+            let r = multiproc::RLock::new().unwrap();
+            let mut p = child_holding!(hold_rlock, r.clone(), 200);
+            let g = r.acquire_async().await.unwrap();
+            assert!(r.is_locked());
+            // A thread of this process does not own the task's hold.
+            let r2 = r.clone();
+            let other = std::thread::spawn(move || r2.try_acquire().is_err());
+            assert!(other.join().unwrap());
+            assert_eq!(r.count(), 0);
+            tokio::task::yield_now().await;
+            drop(g);
+            assert!(!r.is_locked());
+            p.join_async().await.unwrap();
+
+            let b = multiproc::BoundedSemaphore::new(1).unwrap();
+            b.acquire_async().await;
+            assert!(!b.acquire_async_timeout(Duration::from_millis(20)).await);
+            b.release().unwrap();
+        })
+    });
+}
+
+#[test]
+fn a_dropped_acquire_never_leaks_the_lock() {
+    both(|| {
+        Box::pin(async {
+            let lock = multiproc::Lock::new().unwrap();
+            let mut p = child_holding!(hold_lock, lock.clone(), 300);
+            // Pending acquires dropped while the child holds the lock, some
+            // by abort, some by timeouts that end around the release.
+            let mut tasks = Vec::new();
+            for _ in 0..20 {
+                let l = lock.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _g = l.acquire_async().await;
+                }));
+            }
+            let mut timed = Vec::new();
+            for i in 0..10u64 {
+                let l = lock.clone();
+                timed.push(tokio::spawn(async move {
+                    let r = l
+                        .acquire_async_timeout(Duration::from_millis(250 + 10 * i))
+                        .await;
+                    r.is_ok()
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for t in &tasks {
+                t.abort();
+            }
+            for t in timed {
+                let _ = t.await;
+            }
+            p.join_async().await.unwrap();
+            // The waiting threads of the dropped futures finish their slice
+            // (100 ms) and give back whatever they took.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert!(!lock.is_locked(), "leaked: {lock:?}");
+            assert!(lock.try_acquire().is_ok());
+
+            let r = multiproc::RLock::new().unwrap();
+            let mut p = child_holding!(hold_rlock, r.clone(), 200);
+            assert!(
+                r.acquire_async_timeout(Duration::from_millis(50))
+                    .await
+                    .is_err()
+            );
+            let pending = {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let _g = r.acquire_async().await;
+                    std::future::pending::<()>().await;
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pending.abort();
+            p.join_async().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert!(!r.is_locked(), "leaked: {r:?}");
+        })
+    });
+}
+
+fn hold_forever(lock: multiproc::Lock, ready: multiproc::Event, _ms: u64) {
+    lock.acquire().unwrap().leak();
+    ready.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn hold_rlock_forever(lock: multiproc::RLock, ready: multiproc::Event, _ms: u64) {
+    lock.acquire().unwrap().leak();
+    ready.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn async_waiters_get_owner_died_from_a_killed_holder() {
+    both(|| {
+        Box::pin(async {
+            let lock = multiproc::Lock::new().unwrap();
+            let mut p = child_holding!(hold_forever, lock.clone(), 0);
+            let mut waiters = tokio::task::JoinSet::new();
+            for _ in 0..3 {
+                let l = lock.clone();
+                waiters.spawn(async move {
+                    let r = l.acquire_async().await;
+                    let died = r.as_ref().is_err_and(|e| e.is_owner_died());
+                    let held = l.is_locked();
+                    drop(r);
+                    (died, held)
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.kill().unwrap();
+            p.join_async().await.unwrap();
+            let mut died = 0;
+            while let Some(r) = waiters.join_next().await {
+                let (d, held) = r.unwrap();
+                assert!(held);
+                died += usize::from(d);
+            }
+            assert_eq!(died, 1, "exactly one waiter recovers the lock");
+            assert!(!lock.is_locked());
+
+            let r = multiproc::RLock::new().unwrap();
+            let mut p = child_holding!(hold_rlock_forever, r.clone(), 0);
+            let r2 = r.clone();
+            let waiter = tokio::spawn(async move {
+                let g = r2.acquire_async().await;
+                g.is_err_and(|e| e.is_owner_died())
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.kill().unwrap();
+            p.join_async().await.unwrap();
+            assert!(waiter.await.unwrap());
+            assert!(!r.is_locked());
+        })
+    });
+}
+
+#[test]
+fn ten_thousand_tasks_take_turns_on_one_lock() {
+    both(|| {
+        Box::pin(async {
+            const N: usize = 10_000;
+            let lock = multiproc::Lock::new().unwrap();
+            let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let inside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let hold = lock.acquire().unwrap();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..N {
+                let (l, c, inside) = (lock.clone(), counter.clone(), inside.clone());
+                set.spawn(async move {
+                    let _g = l.acquire_async().await.unwrap();
+                    assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                    tokio::task::yield_now().await;
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(hold);
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+            assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), N);
+            assert!(!lock.is_locked());
+        })
+    });
+}
+
+fn bump_and_notify(cond: multiproc::Condition, v: multiproc::Value<u32>) {
+    std::thread::sleep(Duration::from_millis(100));
+    let g = cond.acquire().unwrap();
+    v.set(v.get() + 1);
+    g.notify_all();
+}
+
+fn wait_then_bump(cond: multiproc::Condition, v: multiproc::Value<u32>) {
+    let mut g = cond.acquire().unwrap();
+    assert!(
+        g.wait_for(|| v.get() == 1, Some(Duration::from_secs(30)))
+            .unwrap()
+    );
+    v.set(2);
+    g.notify_all();
+}
+
+#[test]
+fn condition_wait_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            for cond in [
+                multiproc::Condition::new().unwrap(),
+                multiproc::Condition::with_lock(multiproc::Lock::new().unwrap()).unwrap(),
+            ] {
+                let v = multiproc::Value::new(0u32).unwrap();
+                let g = cond.acquire_async().await.unwrap();
+                let mut p = Process::new(bump_and_notify, (cond.clone(), v.clone()));
+                p.start().unwrap();
+                let (g, ok) = g
+                    .wait_for_async(|| v.get() == 1, Some(Duration::from_secs(30)))
+                    .await;
+                assert!(ok.unwrap());
+                drop(g);
+                p.join_async().await.unwrap();
+
+                // The other way round: a sync waiter in a child, notified by
+                // a task.
+                let mut p = Process::new(wait_then_bump, (cond.clone(), v.clone()));
+                p.start().unwrap();
+                let g = cond.acquire_async().await.unwrap();
+                let (g, ok) = g
+                    .wait_for_async(|| v.get() == 2, Some(Duration::from_secs(30)))
+                    .await;
+                assert!(ok.unwrap());
+                drop(g);
+                p.join_async().await.unwrap();
+                assert_eq!(p.exitcode(), Some(0));
+
+                // A timed-out wait, and a dropped one, leave no waiter behind.
+                let g = cond.acquire_async().await.unwrap();
+                let (g, ok) = g.wait_async_timeout(Duration::from_millis(20)).await;
+                assert!(!ok.unwrap());
+                drop(g);
+                let c2 = cond.clone();
+                let t = tokio::spawn(async move {
+                    let g = c2.acquire_async().await.unwrap();
+                    let _ = g.wait_async().await;
+                });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                t.abort();
+                let _ = t.await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let g = cond.acquire_async().await.unwrap();
+                assert_eq!(g.notify_all(), 0, "{cond:?}");
+            }
+        })
+    });
+}
+
+fn barrier_party(b: multiproc::Barrier) -> u32 {
+    std::thread::sleep(Duration::from_millis(100));
+    b.wait().unwrap()
+}
+
+#[test]
+fn barrier_wait_async_across_processes() {
+    both(|| {
+        Box::pin(async {
+            let b = multiproc::Barrier::new(3).unwrap();
+            let mut p = Process::new(barrier_party, (b.clone(),));
+            p.start().unwrap();
+            let b2 = b.clone();
+            let t = tokio::spawn(async move { b2.wait_async().await.unwrap() });
+            let mine = b.wait_async().await.unwrap();
+            let theirs = t.await.unwrap();
+            p.join_async().await.unwrap();
+            let mut all = vec![mine, theirs, p.take_result().unwrap()];
+            all.sort();
+            assert_eq!(all, [0, 1, 2]);
+            // A dropped wait leaves the count.
+            let b2 = b.clone();
+            let t = tokio::spawn(async move { b2.wait_async().await });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(b.n_waiting(), 1);
+            t.abort();
+            let _ = t.await;
+            assert_eq!(b.n_waiting(), 0);
+            // A timeout breaks it, as the blocking wait does.
+            assert!(
+                b.wait_async_timeout(Duration::from_millis(30))
+                    .await
+                    .is_err()
+            );
+            assert!(b.is_broken());
+        })
+    });
+}
+
+fn send_later(conn: multiproc::Connection, q: Queue<u8>) {
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(&1u8).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    q.put(9).unwrap();
+}
+
+#[test]
+fn wait_async_on_connections_and_queues() {
+    both(|| {
+        Box::pin(async {
+            let (a_rx, _a_tx) = multiproc::Pipe::new().unwrap();
+            let (b_rx, b_tx) = multiproc::Pipe::new().unwrap();
+            let q = Queue::<u8>::new().unwrap();
+            let objs: [&dyn multiproc::Waitable; 3] = [&a_rx, &b_rx, &q];
+            assert!(
+                multiproc::aio::wait(objs, Some(Duration::from_millis(20)))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let mut p = Process::new(send_later, (b_tx, q.clone()));
+            p.start().unwrap();
+            let ticker = tokio::spawn(async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            assert_eq!(multiproc::aio::wait(objs, None).await.unwrap(), [1]);
+            ticker.await.unwrap();
+            assert_eq!(b_rx.recv::<u8>().unwrap(), 1);
+            // The queue (and the pipe, once the child has exited).
+            let ready = multiproc::aio::wait(objs, None).await.unwrap();
+            assert!(ready.contains(&2), "{ready:?}");
+            assert_eq!(q.get_nowait().unwrap(), 9);
+            p.join_async().await.unwrap();
+        })
+    });
+}
+
+fn idle_lock_and_event_waiters_cpu() -> Duration {
+    let cpu = || {
+        // SAFETY: `getrusage` writes only into the `rusage` we pass it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: RUSAGE_SELF with a valid pointer to a `rusage`.
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let lock = multiproc::Lock::new().unwrap();
+            let e = multiproc::Event::new().unwrap();
+            let b = multiproc::Barrier::new(2).unwrap();
+            let cond = multiproc::Condition::new().unwrap();
+            let _held = lock.acquire().unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..100 {
+                let (l, e) = (lock.clone(), e.clone());
+                tasks.spawn(async move {
+                    let _ = tokio::join!(l.acquire_async(), e.wait_async());
+                });
+            }
+            let b2 = b.clone();
+            tasks.spawn(async move {
+                let _ = b2.wait_async().await;
+            });
+            let c2 = cond.clone();
+            tasks.spawn(async move {
+                let g = c2.acquire_async().await.unwrap();
+                let _ = g.wait_async().await;
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let cpu0 = cpu();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let used = cpu() - cpu0;
+            tasks.abort_all();
+            used
+        })
+}
+
+#[test]
+fn idle_lock_event_barrier_and_condition_waiters_cost_no_cpu() {
+    // In a child, so that the process's CPU time is the waiters' alone
+    // (their sleeping threads included).
+    let mut p = Process::new(idle_lock_and_event_waiters_cpu, ());
+    p.start().unwrap();
+    p.join().unwrap();
+    let cpu = p.take_result().unwrap();
+    assert!(
+        cpu < Duration::from_millis(10),
+        "idle waiters used {cpu:?} in 1 s"
+    );
+}
+
+fn manager_child(
+    d: multiproc::manager::DictProxy<String, i64>,
+    q: multiproc::manager::QueueProxy<u32>,
+    lock: multiproc::manager::LockProxy,
+    e: multiproc::manager::EventProxy,
+) {
+    lock.acquire().unwrap();
+    e.set().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.set("child".to_string(), 7).unwrap();
+    lock.release().unwrap();
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(5));
+        q.put(i).unwrap();
+    }
+}
+
+#[test]
+fn manager_proxy_twins_across_processes() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let d = AsyncProxy::new(m.dict::<String, i64>().unwrap());
+            let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+            let lock = AsyncProxy::new(m.lock().unwrap());
+            let e = AsyncProxy::new(m.event().unwrap());
+            let mut p = Process::new(
+                manager_child,
+                ((*d).clone(), (*q).clone(), (*lock).clone(), (*e).clone()),
+            );
+            p.start().unwrap();
+            e.wait_async().await.unwrap();
+            // The child holds the lock for 200 ms; the runtime stays free.
+            let ticker = tokio::spawn(async {
+                for _ in 0..3 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            let g = lock.acquire_async().await.unwrap();
+            ticker.await.unwrap();
+            assert_eq!(d.get_async("child".to_string()).await.unwrap(), Some(7));
+            d.set_async("parent".to_string(), 1).await.unwrap();
+            assert_eq!(d.len_async().await.unwrap(), 2);
+            drop(g);
+            // Gets cancelled by short timeouts while the child puts lose
+            // nothing.
+            let mut got = Vec::new();
+            while got.len() < 20 {
+                // Dropped by the timeout, mostly while the call is in flight.
+                if let Ok(v) = tokio::time::timeout(Duration::from_millis(3), q.get_async()).await {
+                    got.push(v.unwrap());
+                }
+            }
+            // An item received for a dropped get may come after one that a
+            // newer get received meanwhile: sort.
+            got.sort();
+            assert_eq!(got, (0..20).collect::<Vec<_>>());
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            // A dropped acquire never keeps the managed lock.
+            let other = AsyncProxy::new(m.lock().unwrap());
+            let held = other.acquire_async().await.unwrap();
+            let o2 = other.clone();
+            let t = tokio::spawn(async move {
+                let _g = o2.acquire_async().await;
+                std::future::pending::<()>().await;
+            });
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            t.abort();
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert!(other.try_acquire().unwrap(), "the managed lock leaked");
+            other.release().unwrap();
+            assert_eq!(
+                other.call_async("acquire", vec![]).await.unwrap(),
+                multiproc::pickle::Value::Bool(true)
+            );
         })
     });
 }

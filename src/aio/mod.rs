@@ -31,34 +31,61 @@
 //! task per process, not all of them).
 //!
 //! Operations without such a descriptor — a `put` into a full ring,
-//! `JoinableQueue::join`, a pool's `AsyncResult` and `TaskFuture`,
-//! `Event::wait_async`, `Semaphore::acquire_async` (futexes in shared
-//! memory, which no reactor can watch) — wait in tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]) with 100 ms slices and a cancellation
-//! flag, so a dropped future releases its thread within 100 ms.
+//! `JoinableQueue::join`, a pool's `AsyncResult` and `TaskFuture` — wait
+//! in tokio's blocking pool ([`tokio::task::spawn_blocking`]) with 100 ms
+//! slices and a cancellation flag, so a dropped future releases its thread
+//! within 100 ms.
+//!
+//! # Locks, events, semaphores, conditions, barriers
+//!
+//! These sleep on futex words in shared memory, which no reactor can
+//! watch and whose writers (in any process) know nothing of tokio. Their
+//! twins wait where the blocking calls wait, in a thread: per primitive and
+//! process, the task at the head of a FIFO turn waits in one thread of the
+//! blocking pool, asleep in the kernel on the futex (100 ms slices, between
+//! which it checks whether its future was dropped and whether a lock's
+//! holder still runs); the other tasks wait for their turn at no cost. So
+//! 10,000 tasks waiting on one lock are one sleeping thread.
+//!
+//! | operation | guard |
+//! |---|---|
+//! | [`Lock::acquire_async`](crate::Lock::acquire_async) | [`LockGuard`](crate::LockGuard): the lock is held by the *process* (its owner word is pid and start time), so the guard may cross `.await` and threads |
+//! | [`RLock::acquire_async`](crate::RLock::acquire_async) | [`AsyncRLockGuard`]: the hold is recorded under a per-acquire tag instead of a thread id; one level, not reentrant |
+//! | [`Condition::acquire_async`](crate::Condition::acquire_async) | [`AsyncConditionGuard`], with `wait_async`, `wait_async_timeout`, `wait_for_async`, `notify` |
+//! | [`Semaphore::acquire_async`](crate::Semaphore::acquire_async), [`BoundedSemaphore::acquire_async`](crate::BoundedSemaphore::acquire_async) | none, as the blocking `acquire` |
+//! | [`Event::wait_async`](crate::Event::wait_async), [`Barrier::wait_async`](crate::Barrier::wait_async) | — |
+//! | [`wait`] (twin of [`connection::wait`](crate::connection::wait)) | — (descriptors in the reactor) |
+//!
+//! A process that dies holding a lock, even by `SIGKILL`, hands it to the
+//! next acquirer, sync or async, with
+//! [`LockError::OwnerDied`](crate::LockError::OwnerDied).
 //!
 //! # Cancel safety
 //!
 //! Stated per method, as tokio does: dropping a pending `get_async` never
-//! loses an item (an item is taken only in the poll that returns it), and
-//! dropping a pending `acquire_async` never keeps a semaphore unit (a unit
-//! its waiting thread takes after the drop is released).
-//!
-//! # Not yet
-//!
-//! `Lock`/`RLock` acquire (a robust futex records its owner *thread*, so
-//! it cannot be taken in a helper thread for a task; it needs a
-//! reactor-visible wake path such as an eventfd per waiting process in the
-//! lock's segment), `Condition`, `Barrier`, `connection::wait`.
+//! loses an item (an item is taken only in the poll that returns it);
+//! dropping a pending `acquire_async` never keeps a lock or a semaphore
+//! unit (one its waiting thread takes after the drop is released; a lock
+//! taken over from a dead owner is given back still marked as the dead
+//! owner's, so the next acquirer learns of the death); a dropped condition
+//! wait gives up its place (and passes on a notification that chose it),
+//! a dropped barrier wait takes its party out of the count.
 
 #![allow(unsafe_code)]
 
 mod connection;
 mod listener;
+mod lock;
+mod manager;
 mod process;
 mod queue;
 mod results;
 mod sync;
+mod wait;
+
+pub use lock::{AsyncConditionGuard, AsyncRLockGuard};
+pub use manager::{AsyncProxy, AsyncProxyGuard};
+pub use wait::wait;
 
 use crate::error::Result;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -98,6 +125,22 @@ impl Readable {
         let mut g = self.0.readable().await?;
         g.clear_ready();
         Ok(())
+    }
+
+    /// Polls for readability (clearing it when ready), for waits on
+    /// several descriptors at once.
+    pub(crate) fn poll_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        match self.0.poll_read_ready(cx) {
+            std::task::Poll::Ready(Ok(mut g)) => {
+                g.clear_ready();
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e.into())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 
     /// [`wait`](Self::wait) for writability.

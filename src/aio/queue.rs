@@ -54,7 +54,7 @@ async fn get_loop<T, W: Waitable>(
 }
 
 /// The waiter turn of the queue whose core is at `key` in this process.
-fn turn_for(key: usize) -> Arc<tokio::sync::Mutex<()>> {
+pub(super) fn turn_for(key: usize) -> Arc<tokio::sync::Mutex<()>> {
     static TURNS: Mutex<Option<HashMap<usize, Weak<tokio::sync::Mutex<()>>>>> = Mutex::new(None);
     let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
     let turns = turns.get_or_insert_with(HashMap::new);

@@ -3,12 +3,22 @@
 //! These primitives wake through a futex in shared memory, which a reactor
 //! cannot watch. The twins wait on the futex in a thread of tokio's
 //! blocking pool, in 100 ms slices between which they check whether the
-//! future was dropped: no polling of the state, a waiter thread asleep in
-//! the kernel, and a dropped future frees its thread within 100 ms.
+//! future was dropped: a waiter thread asleep in the kernel, and a dropped
+//! future frees its thread within 100 ms (`Event::wait_async` first looks
+//! for up to 50 µs between yields to the runtime, which spares a ping-pong
+//! two thread wake-ups per round). Per
+//! primitive and process only one task at a time waits so (the others
+//! queue for their turn, see `lock.rs`), so many waiting tasks are one
+//! thread.
 
-use super::{SLICE, blocking_slices};
+use super::SLICE;
+use super::lock::{Hold, in_turn};
 use crate::sync::{BoundedSemaphore, Event, Semaphore};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long `Event::wait_async` keeps looking (yielding to the runtime in
+/// between) before it waits in a thread.
+const SPIN: Duration = Duration::from_micros(50);
 
 impl Event {
     /// Awaitable [`wait`](Event::wait): until the event is set.
@@ -32,11 +42,25 @@ impl Event {
     /// # }).unwrap();
     /// ```
     pub async fn wait_async(&self) {
-        if self.is_set() {
-            return;
+        // A setter in another process often answers within microseconds
+        // (a ping-pong): look again between yields to the runtime for a
+        // moment before handing the wait to a thread (two thread wake-ups
+        // more). Bounded, so an idle waiter still costs nothing after it.
+        let spin_until = Instant::now() + SPIN;
+        loop {
+            if self.is_set() {
+                return;
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         let e = self.clone();
-        blocking_slices(move || e.wait_timeout(SLICE).then_some(())).await;
+        in_turn(self.identity(), move || {
+            e.wait_timeout(SLICE).then_some(Hold::plain(()))
+        })
+        .await;
     }
 
     /// [`wait_async`](Self::wait_async) for at most `timeout`; true when the
@@ -49,24 +73,6 @@ impl Event {
         tokio::time::timeout(timeout, self.wait_async())
             .await
             .is_ok()
-    }
-}
-
-/// A unit taken in a blocking thread, given back unless the awaiting future
-/// receives it (so a dropped `acquire_async` never leaks a unit).
-struct Unit<F: FnMut()>(Option<F>);
-
-impl<F: FnMut()> Unit<F> {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl<F: FnMut()> Drop for Unit<F> {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.as_mut() {
-            release();
-        }
     }
 }
 
@@ -88,18 +94,17 @@ macro_rules! sem_async {
                     return;
                 }
                 let s = self.clone();
-                let unit = blocking_slices(move || {
+                in_turn(self.identity(), move || {
                     if s.acquire_timeout(SLICE) {
                         let s = s.clone();
-                        Some(Unit(Some(move || {
+                        Some(Hold::new((), move |()| {
                             let _ = s.release();
-                        })))
+                        }))
                     } else {
                         None
                     }
                 })
                 .await;
-                unit.keep();
             }
 
             /// [`acquire_async`](Self::acquire_async) for at most `timeout`;

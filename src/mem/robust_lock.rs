@@ -119,14 +119,21 @@ impl RawLock {
 
     /// Takes the lock if it is free, or if its owner is dead.
     pub(crate) fn try_lock(&self) -> Option<Acquired> {
+        self.try_lock_noting().map(|(a, _)| a)
+    }
+
+    /// [`try_lock`](Self::try_lock), also returning the dead owner's word
+    /// (0 for a clean acquire).
+    pub(crate) fn try_lock_noting(&self) -> Option<(Acquired, u64)> {
         if self.try_lock_fast() {
-            return Some(Acquired::Clean);
+            return Some((Acquired::Clean, 0));
         }
         let s = self.state.load(Ordering::Relaxed);
         if s == 0 {
-            return self.try_lock_fast().then_some(Acquired::Clean);
+            return self.try_lock_fast().then_some((Acquired::Clean, 0));
         }
-        self.try_recover(s)
+        self.try_recover_noting(s)
+            .map(|dead| (Acquired::OwnerDied, dead))
     }
 
     /// Takes the lock, waiting until `deadline` (`None`: forever). `None`
@@ -139,8 +146,9 @@ impl RawLock {
         self.lock_slow(deadline)
     }
 
-    /// If the owner recorded in `seen` is dead, takes the lock over.
-    fn try_recover(&self, seen: u64) -> Option<Acquired> {
+    /// If the owner recorded in `seen` is dead, takes the lock over and
+    /// returns the dead owner's word.
+    fn try_recover_noting(&self, seen: u64) -> Option<u64> {
         if sys::is_alive(owner_of(seen)) {
             return None;
         }
@@ -149,11 +157,41 @@ impl RawLock {
         self.state
             .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| Acquired::OwnerDied)
+            .map(|_| seen & OWNER_MASK)
+    }
+
+    /// [`lock`](Self::lock), also returning, for a lock taken over from a
+    /// dead owner, that owner's word (for
+    /// [`restore_dead`](Self::restore_dead); 0 for a clean acquire).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn lock_noting(&self, deadline: Option<Instant>) -> Option<(Acquired, u64)> {
+        if self.try_lock_fast() {
+            return Some((Acquired::Clean, 0));
+        }
+        self.lock_slow_noting(deadline)
+    }
+
+    /// Gives back a lock this process took over from the dead owner `dead`
+    /// (as [`lock_noting`](Self::lock_noting) reported it) without having
+    /// used it: the lock is marked as held by `dead` again, so that the
+    /// next acquirer takes it over and learns that its owner died (within
+    /// one [`SLICE`] for a sleeper). An async acquire that took a dead
+    /// owner's lock after its future was dropped gives it back this way,
+    /// so that the news is not lost.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn restore_dead(&self, dead: u64) {
+        debug_assert!(dead != 0 && dead & WAITERS == 0);
+        self.state.store(dead | WAITERS, Ordering::Release);
+        self.wake_one();
     }
 
     #[cold]
     fn lock_slow(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        self.lock_slow_noting(deadline).map(|(a, _)| a)
+    }
+
+    #[cold]
+    fn lock_slow_noting(&self, deadline: Option<Instant>) -> Option<(Acquired, u64)> {
         // No spinning: with two processes hammering one lock, a spinning
         // waiter turns every release into a cross-CPU hand-over, while a
         // sleeping one lets the owner run a batch of critical sections with
@@ -170,7 +208,7 @@ impl RawLock {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(Acquired::Clean),
+                    Ok(_) => return Some((Acquired::Clean, 0)),
                     Err(_) => continue,
                 }
             }
@@ -201,15 +239,15 @@ impl RawLock {
             if now >= check_at {
                 let s = self.state.load(Ordering::Relaxed);
                 if s != 0 {
-                    if let Some(a) = self.try_recover(s) {
-                        return Some(a);
+                    if let Some(dead) = self.try_recover_noting(s) {
+                        return Some((Acquired::OwnerDied, dead));
                     }
                 }
                 check_at = now + SLICE;
             }
             if deadline.is_some_and(|d| now >= d) {
                 // One last try, so that a zero timeout still takes a free lock.
-                let last = self.try_lock();
+                let last = self.try_lock_noting();
                 if last.is_none() && woken {
                     self.pass_on_wake();
                 }

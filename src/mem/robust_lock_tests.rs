@@ -147,6 +147,28 @@ fn try_lock_takes_over_from_dead_owner() {
     lock.unlock();
 }
 
+/// A lock taken over from a dead owner and given back unused with
+/// `restore_dead` (a dropped async acquire) still tells the next acquirer,
+/// asleep or not, that its owner died.
+#[test]
+fn restore_dead_keeps_the_news_for_the_next_acquirer() {
+    let lock = Arc::new(RawLock::default());
+    let dead = dead_owner();
+    lock.state.store(dead, Ordering::Relaxed);
+    assert_eq!(lock.try_lock_noting(), Some((Acquired::OwnerDied, dead)));
+    lock.restore_dead(dead);
+    assert_eq!(lock.try_lock_noting(), Some((Acquired::OwnerDied, dead)));
+    // A sleeper behind it takes it over within a slice or so.
+    let l = lock.clone();
+    let sleeper = thread::spawn(move || l.lock_noting(None));
+    thread::sleep(Duration::from_millis(20));
+    lock.restore_dead(dead);
+    assert_eq!(sleeper.join().unwrap(), Some((Acquired::OwnerDied, dead)));
+    lock.unlock();
+    assert_eq!(lock.lock_noting(None), Some((Acquired::Clean, 0)));
+    lock.unlock();
+}
+
 /// Two threads sleep behind an owner that is dead: within a slice or so one
 /// takes the lock over (`OwnerDied`), and the other gets it after it,
 /// `Clean` (its wake is passed on).

@@ -260,6 +260,25 @@ impl Barrier {
         &self,
         deadline: Option<Instant>,
     ) -> std::result::Result<u32, BrokenBarrierError> {
+        let (generation, index) = match self.arrive()? {
+            Arrival::Passed(index) => return Ok(index),
+            Arrival::Waiting { generation, index } => (generation, index),
+        };
+        let st = self.st();
+        loop {
+            if st.generation.load(Ordering::Acquire) != generation {
+                break;
+            }
+            if !sys::futex_wait(&st.generation, generation, deadline) {
+                self.time_out(generation);
+            }
+        }
+        self.outcome(generation, index)
+    }
+
+    /// Arrives at the barrier: the last party passes it (running the
+    /// action), the others have to wait for `generation` to end.
+    pub(crate) fn arrive(&self) -> std::result::Result<Arrival, BrokenBarrierError> {
         let st = self.st();
         self.lock();
         if st.broken.load(Ordering::Relaxed) != 0 {
@@ -281,23 +300,52 @@ impl Barrier {
                 .store(generation.wrapping_add(1), Ordering::Release);
             self.unlock();
             sys::futex_wake_all(&st.generation);
-            return Ok(index);
+            return Ok(Arrival::Passed(index));
         }
         st.count.store(index + 1, Ordering::Relaxed);
         self.unlock();
-        loop {
-            if st.generation.load(Ordering::Acquire) != generation {
-                break;
-            }
-            if !sys::futex_wait(&st.generation, generation, deadline) {
-                self.lock();
-                if st.generation.load(Ordering::Relaxed) == generation {
-                    Self::break_locked(st);
-                }
-                self.unlock();
-            }
+        Ok(Arrival::Waiting { generation, index })
+    }
+
+    /// The futex word a waiter of `arrive` sleeps on while it still holds
+    /// its generation.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn generation_word(&self) -> &AtomicU32 {
+        &self.st().generation
+    }
+
+    /// A waiter of `generation` ran out of time: the barrier breaks, unless
+    /// the generation ended meanwhile.
+    pub(crate) fn time_out(&self, generation: u32) {
+        let st = self.st();
+        self.lock();
+        if st.generation.load(Ordering::Relaxed) == generation {
+            Self::break_locked(st);
         }
-        if st.broken_generation.load(Ordering::Acquire) == generation {
+        self.unlock();
+    }
+
+    /// A waiter of `generation` leaves without waiting for the others (its
+    /// async wait was dropped): it no longer counts as arrived, unless the
+    /// generation ended meanwhile (then it passed or broke with the rest).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn leave(&self, generation: u32) {
+        let st = self.st();
+        self.lock();
+        if st.generation.load(Ordering::Relaxed) == generation {
+            let c = st.count.load(Ordering::Relaxed);
+            st.count.store(c.saturating_sub(1), Ordering::Relaxed);
+        }
+        self.unlock();
+    }
+
+    /// How a wait of `generation` ended, once the generation moved on.
+    pub(crate) fn outcome(
+        &self,
+        generation: u32,
+        index: u32,
+    ) -> std::result::Result<u32, BrokenBarrierError> {
+        if self.st().broken_generation.load(Ordering::Acquire) == generation {
             Err(BrokenBarrierError)
         } else {
             Ok(index)
@@ -332,6 +380,14 @@ impl Barrier {
         st.broken.store(0, Ordering::Relaxed);
         self.unlock();
     }
+}
+
+/// Where a party stands after [`Barrier::arrive`].
+pub(crate) enum Arrival {
+    /// It arrived last: the barrier passed, with this index.
+    Passed(u32),
+    /// It waits for `generation` to end.
+    Waiting { generation: u32, index: u32 },
 }
 
 impl fmt::Debug for Barrier {

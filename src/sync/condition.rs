@@ -35,9 +35,32 @@ use std::time::{Duration, Instant};
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct CondState {
-    seq: AtomicU32,
-    waiters: AtomicU32,
-    signals: AtomicU32,
+    pub(crate) seq: AtomicU32,
+    pub(crate) waiters: AtomicU32,
+    pub(crate) signals: AtomicU32,
+}
+
+impl CondState {
+    /// Chooses up to `n` waiters (the lock held); returns how many.
+    pub(crate) fn notify(&self, n: u32) -> u32 {
+        let waiters = self.waiters.load(Ordering::Relaxed);
+        let k = waiters.min(n);
+        if k > 0 {
+            self.waiters.store(waiters - k, Ordering::Relaxed);
+            let s = self.signals.load(Ordering::Relaxed);
+            self.signals.store(s.saturating_add(k), Ordering::Relaxed);
+            self.seq.fetch_add(1, Ordering::Release);
+            sys::futex_wake(&self.seq, k);
+        }
+        k
+    }
+}
+
+/// The lock under a [`Condition`], for the async twins.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) enum CondLockRef<'a> {
+    Lock(&'a Lock),
+    RLock(&'a RLock),
 }
 
 // SAFETY: `#[repr(C)]`, atomics only (all bit patterns valid), align 4.
@@ -267,8 +290,17 @@ impl Condition {
         }
     }
 
-    fn state(&self) -> &CondState {
+    pub(crate) fn state(&self) -> &CondState {
         self.shm.get()
+    }
+
+    /// The lock under the condition.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn lock_ref(&self) -> CondLockRef<'_> {
+        match &self.lock {
+            CondLock::Lock(l) => CondLockRef::Lock(l),
+            CondLock::RLock(r) => CondLockRef::RLock(r),
+        }
     }
 }
 
@@ -419,17 +451,7 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify(&self, n: u32) -> u32 {
-        let st = self.cond.state();
-        let waiters = st.waiters.load(Ordering::Relaxed);
-        let k = waiters.min(n);
-        if k > 0 {
-            st.waiters.store(waiters - k, Ordering::Relaxed);
-            let s = st.signals.load(Ordering::Relaxed);
-            st.signals.store(s.saturating_add(k), Ordering::Relaxed);
-            st.seq.fetch_add(1, Ordering::Release);
-            sys::futex_wake(&st.seq, k);
-        }
-        k
+        self.cond.state().notify(n)
     }
 
     /// Wakes every waiter; returns how many there were.

@@ -61,6 +61,13 @@ impl Event {
         })
     }
 
+    /// Where the event lives in this process: the key of the async
+    /// twins' per-process waiter turn.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn identity(&self) -> usize {
+        self.shm.get() as *const EventState as usize
+    }
+
     fn flag(&self) -> &AtomicU32 {
         &self.shm.get().flag
     }

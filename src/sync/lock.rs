@@ -88,7 +88,7 @@ impl Lock {
         &self.shm.get().raw
     }
 
-    fn outcome<'a>(
+    pub(crate) fn outcome<'a>(
         &'a self,
         a: Option<Acquired>,
         none: LockError<LockGuard<'a>>,

@@ -16,9 +16,8 @@
 //! guard (the lock is held) so that it can repair the protected state and go
 //! on. See `mem/robust_lock.rs` for the state table and the waiting protocol.
 //!
-//! Waiting is designed so that an async layer can later await the same
-//! futex words (through `futex_waitv` or an eventfd beside them) without
-//! busy polling; only blocking calls exist today.
+//! With the feature `tokio`, each primitive has awaitable twins (see the
+//! `aio` module for how they wait).
 
 mod barrier;
 mod condition;
@@ -33,6 +32,8 @@ pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore};
+#[cfg(feature = "tokio")]
+pub(crate) use {barrier::Arrival, condition::CondLockRef, rlock::async_tag};
 
 use std::fmt;
 

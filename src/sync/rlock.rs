@@ -58,6 +58,51 @@ impl RLockState {
         }
     }
 
+    /// Takes the lock for the async holder `tag` (an [`async_tag`], never
+    /// a thread id), waiting until `deadline`, or only trying when `block`
+    /// is false; also returns the dead owner's word (see
+    /// `RawLock::lock_noting`). The hold is one level, not reentrant.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn acquire_tagged(
+        &self,
+        tag: u32,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Option<(Acquired, u64)> {
+        let a = if block {
+            self.raw.lock_noting(deadline)?
+        } else {
+            self.raw.try_lock_noting()?
+        };
+        self.owner_tid.store(tag, Ordering::Relaxed);
+        self.count.store(1, Ordering::Relaxed);
+        Some(a)
+    }
+
+    /// Ends the hold of the async holder `tag`; `false` if it does not
+    /// hold the lock.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn release_tagged(&self, tag: u32) -> bool {
+        if !self.raw.held_by_me() || self.owner_tid.load(Ordering::Relaxed) != tag {
+            return false;
+        }
+        self.count.store(0, Ordering::Relaxed);
+        self.owner_tid.store(0, Ordering::Relaxed);
+        self.raw.unlock();
+        true
+    }
+
+    /// Gives back the hold of `tag`, taken over from the dead owner `dead`,
+    /// marked as held by that owner again (`RawLock::restore_dead`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn restore_dead_tagged(&self, tag: u32, dead: u64) {
+        if self.raw.held_by_me() && self.owner_tid.load(Ordering::Relaxed) == tag {
+            self.count.store(0, Ordering::Relaxed);
+            self.owner_tid.store(0, Ordering::Relaxed);
+            self.raw.restore_dead(dead);
+        }
+    }
+
     /// Releases one level; `false` if this thread does not hold it.
     pub(crate) fn release_one(&self) -> bool {
         if !self.mine() {
@@ -90,6 +135,15 @@ impl RLockState {
         self.count.store(count, Ordering::Relaxed);
         a
     }
+}
+
+/// A new name for an async holder of an [`RLock`]: bit 31 set, so it is
+/// never a thread id (those are below 2^22), and never 0.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn async_tag() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    0x8000_0000 | (n & 0x7fff_ffff)
 }
 
 /// A recursive lock shared between processes (Python's

@@ -130,6 +130,13 @@ macro_rules! semaphore_common {
                 self.shm.get().acquire(Some(deadline))
             }
 
+            /// Where the semaphore lives in this process: the key of the
+            /// async twins' per-process waiter turn.
+            #[cfg(feature = "tokio")]
+            pub(crate) fn identity(&self) -> usize {
+                self.shm.get() as *const SemState as usize
+            }
+
             /// The number of units available now (Python's `get_value()`).
             #[doc(alias = "get_value")]
             pub fn value(&self) -> u32 {
