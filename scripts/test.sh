@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite with every feature. Installs what a fresh Debian
-# machine lacks for it (python3, gcc, redis-server) when it can: as root
+# machine lacks for it (python3, gcc, redis-server, openssl) when it can: as root
 # with apt-get, or through sudo. Tests start their own redis-server on
 # 127.0.0.1 (random port, password) and stop it; the system service is not
 # started. Extra arguments go to `cargo test`.
@@ -11,6 +11,7 @@ need=()
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
