@@ -65,11 +65,14 @@
 
 mod custom;
 mod dict;
+mod fast;
 mod object;
 pub mod objects;
 mod proxies;
 mod proxy;
 mod server;
+mod set;
+mod set_proxy;
 mod sockopt;
 mod sync_objects;
 mod sync_proxies;
@@ -85,6 +88,7 @@ pub use proxy::BaseProxy;
 #[doc(hidden)]
 pub use serde as __serde;
 pub use server::{Factory, Server, Stopper};
+pub use set_proxy::{IteratorProxy, SetProxy};
 pub use sync_proxies::{
     BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard,
     QueueProxy,
@@ -231,6 +235,14 @@ impl RemoteManager {
     /// As for [`create`](Self::create).
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
         self.make("Queue", vec![])
+    }
+
+    /// A new empty `set` (Python 3.14's `SyncManager.set()`).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn set<T>(&self) -> Result<SetProxy<T>> {
+        self.make("set", vec![])
     }
 
     /// A new `Queue(maxsize)`.

@@ -1,12 +1,13 @@
 //! The manager server: accepts connections, runs the handshake, and serves
 //! CPython's special methods and method calls, one thread per connection.
 
+use super::fast;
 use super::object::{Args, Call, Object};
 use super::sockopt;
 use super::wire::{self, Fail};
 use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
 use crate::error::{Error, Result};
-use crate::pickle::{self, Value};
+use crate::pickle::Value;
 use crate::sys;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -115,9 +116,17 @@ impl Server {
     /// [`Error::Address`] or [`Error::Io`] when the address cannot be bound.
     pub fn bind(address: impl ToAddress, authkey: &[u8]) -> Result<Server> {
         let listener = Listener::bind(address, None)?;
+        // What `__iter__` of a dict or set answers with (`#PROXY`).
+        let mut types: HashMap<String, Arc<Factory>> = HashMap::new();
+        types.insert(
+            "Iterator".into(),
+            Arc::new(|a: Args| {
+                Ok(Arc::new(super::set::IterObj::new(a.args.first())?) as Arc<dyn Object>)
+            }),
+        );
         Ok(Server {
             listener,
-            types: HashMap::new(),
+            types,
             authkey: authkey.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -147,7 +156,7 @@ impl Server {
     /// Registers every type id of Python's `SyncManager` (`dict`, `list`,
     /// `Queue`, `JoinableQueue`, `Value`, `Array`, `Namespace`, `Lock`,
     /// `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`,
-    /// `Barrier`).
+    /// `Barrier`, and Python 3.14's `set`).
     pub fn register_sync_types(&mut self) -> &mut Self {
         for (typeid, f) in super::objects::sync_types() {
             self.types.insert(typeid.to_string(), f);
@@ -281,7 +290,7 @@ struct Request {
 }
 
 fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
-    let v = pickle::loads_objects(frame).map_err(|e| {
+    let v = fast::decode(frame).map_err(|e| {
         traceback(format!(
             "the request holds a value a multiproc manager cannot store (only None, bool, \
              int within 64 bits, float, str, bytes, list, tuple and dict are): {e}"
@@ -356,10 +365,11 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             sockopt::quickack(conn.as_fd());
         }
         served += 1;
-        let Ok(frame) = conn.recv_bytes() else {
+        let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame))) else {
             return false;
         };
-        let result = match parse_request(&frame) {
+        let mut proxy = None;
+        let result = match parsed {
             // The frame was whole, so the stream is still in step: refuse
             // this request and go on serving the connection.
             Err(f) => Err(f),
@@ -367,7 +377,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                 None => match req.method.as_str() {
                     "shutdown" => {
                         let mut r = replies.borrow_mut();
-                        r.push(&wire::reply(Ok(Value::None)));
+                        fast::reply(&mut r.out, Ok(Value::None));
                         let _ = r.flush();
                         return true;
                     }
@@ -386,12 +396,27 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    dispatch(state, ident, &req.method, req.args, &call)
+                    match dispatch(state, ident, &req.method, req.args, &call) {
+                        Ok(Answer::Value(v)) => Ok(v),
+                        Ok(Answer::Proxy { typeid, value }) => {
+                            match new_object(state, typeid, vec![value], pid) {
+                                Ok(p) => {
+                                    proxy = Some(p);
+                                    Ok(Value::None)
+                                }
+                                Err(f) => Err(f),
+                            }
+                        }
+                        Err(f) => Err(f),
+                    }
                 }
             },
         };
         let mut r = replies.borrow_mut();
-        r.push(&wire::reply(result));
+        match proxy {
+            Some(p) => fast::proxy_reply(&mut r.out, &p),
+            None => fast::reply(&mut r.out, result),
+        }
         // While more requests are already buffered (a pipelining client),
         // replies are gathered and written together.
         if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
@@ -410,18 +435,6 @@ struct Replies {
 const REPLY_BATCH: usize = 64 << 10;
 
 impl Replies {
-    fn push(&mut self, payload: &[u8]) {
-        match i32::try_from(payload.len()) {
-            Ok(n) => self.out.extend_from_slice(&n.to_be_bytes()),
-            Err(_) => {
-                self.out.extend_from_slice(&(-1i32).to_be_bytes());
-                self.out
-                    .extend_from_slice(&(payload.len() as u64).to_be_bytes());
-            }
-        }
-        self.out.extend_from_slice(payload);
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         use std::io::Write;
         if self.out.is_empty() {
@@ -466,6 +479,57 @@ fn incref(state: &State, ident: &str, pid: u32) -> std::result::Result<(), Fail>
     Ok(())
 }
 
+/// Makes a new object of `typeid` holding one reference of `pid`
+/// (Python's `Server.create`); returns its id and exposed methods.
+fn create(
+    state: &State,
+    typeid: &str,
+    args: Args,
+    pid: u32,
+) -> std::result::Result<(String, Vec<String>), Fail> {
+    let factory = state
+        .types
+        .get(typeid)
+        .cloned()
+        .ok_or_else(|| traceback(format!("KeyError: type id {typeid:?} is not registered")))?;
+    let obj = catch_unwind(AssertUnwindSafe(|| factory(args))).map_err(|p| panic_fail(&p))??;
+    let ident = format!("{:x}", Arc::as_ptr(&obj) as *const () as usize);
+    let exposed: Vec<String> = obj.exposed().iter().map(|s| s.to_string()).collect();
+    let mut objects = lock(&state.objects);
+    let e = objects.entry(ident.clone()).or_insert_with(|| Entry {
+        obj,
+        typeid: typeid.to_string(),
+        exposed: exposed.clone(),
+        refs: HashMap::new(),
+    });
+    *e.refs.entry(pid).or_insert(0) += 1;
+    drop(objects);
+    watch(state, pid);
+    Ok((ident, exposed))
+}
+
+/// A method result registered as a new object of `typeid` (Python's
+/// `method_to_typeid`): the payload of a `#PROXY` reply,
+/// `(exposed, Token(typeid, address, id))`. The caller's proxy owns the
+/// reference taken here.
+fn new_object(
+    state: &State,
+    typeid: &str,
+    args: Vec<Value>,
+    pid: u32,
+) -> std::result::Result<Value, Fail> {
+    let (id, exposed) = create(state, typeid, Args { args, kwds: vec![] }, pid)?;
+    let token = wire::Token {
+        typeid: typeid.to_string(),
+        address: state.address.clone(),
+        id,
+    };
+    Ok(Value::Tuple(vec![
+        Value::Tuple(exposed.into_iter().map(Value::Str).collect()),
+        token.to_python(),
+    ]))
+}
+
 fn special(
     state: &Arc<State>,
     method: &str,
@@ -481,28 +545,11 @@ fn special(
             let Value::Str(typeid) = args.args.remove(0) else {
                 return Err(traceback("the type id is not a str"));
             };
-            let factory = state.types.get(&typeid).cloned().ok_or_else(|| {
-                traceback(format!("KeyError: type id {typeid:?} is not registered"))
-            })?;
-            let obj =
-                catch_unwind(AssertUnwindSafe(|| factory(args))).map_err(|p| panic_fail(&p))??;
-            let ident = format!("{:x}", Arc::as_ptr(&obj) as *const () as usize);
-            let exposed: Vec<String> = obj.exposed().iter().map(|s| s.to_string()).collect();
-            let reply = Value::Tuple(vec![
-                Value::Str(ident.clone()),
-                Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect()),
-            ]);
-            let mut objects = lock(&state.objects);
-            let e = objects.entry(ident).or_insert_with(|| Entry {
-                obj,
-                typeid,
-                exposed,
-                refs: HashMap::new(),
-            });
-            *e.refs.entry(pid).or_insert(0) += 1;
-            drop(objects);
-            watch(state, pid);
-            Ok(reply)
+            let (ident, exposed) = create(state, &typeid, args, pid)?;
+            Ok(Value::Tuple(vec![
+                Value::Str(ident),
+                Value::Tuple(exposed.into_iter().map(Value::Str).collect()),
+            ]))
         }
         "incref" => incref(state, &ident_arg(&args)?, pid).map(|()| Value::None),
         "decref" => {
@@ -597,13 +644,20 @@ fn pin_nested(state: &State, v: &Value) {
     }
 }
 
+/// What a method call answers: a value, or a value to be served as a new
+/// object of `typeid` (a `#PROXY` reply).
+enum Answer {
+    Value(Value),
+    Proxy { typeid: &'static str, value: Value },
+}
+
 fn dispatch(
     state: &State,
     ident: &str,
     method: &str,
     args: Args,
     call: &Call<'_>,
-) -> std::result::Result<Value, Fail> {
+) -> std::result::Result<Answer, Fail> {
     let (obj, exposed) = {
         let objects = lock(&state.objects);
         let e = objects
@@ -613,8 +667,8 @@ fn dispatch(
     };
     if !exposed {
         return match method {
-            "#GETVALUE" => Ok(obj.value()),
-            "__repr__" | "__str__" => Ok(Value::Str(obj.repr())),
+            "#GETVALUE" => Ok(Answer::Value(obj.value())),
+            "__repr__" | "__str__" => Ok(Answer::Value(Value::Str(obj.repr()))),
             _ => Err(traceback(format!(
                 "AttributeError: method {method:?} of {ident:?} is not exposed"
             ))),
@@ -622,8 +676,12 @@ fn dispatch(
     }
     args.args.iter().for_each(|a| pin_nested(state, a));
     args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
-    catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
-        .unwrap_or_else(|p| Err(panic_fail(&p)))
+    let value = catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
+        .unwrap_or_else(|p| Err(panic_fail(&p)))?;
+    Ok(match obj.method_to_typeid(method) {
+        Some(typeid) => Answer::Proxy { typeid, value },
+        None => Answer::Value(value),
+    })
 }
 
 impl std::fmt::Debug for Server {

@@ -1,0 +1,487 @@
+//! The per-call hot path of the manager protocol: requests and replies
+//! written straight into a reusable, pre-framed buffer, and a one-pass
+//! pickle reader for frames of plain values.
+//!
+//! [`pickle::loads_objects`] builds a node graph so that memo references
+//! keep Python's sharing, then copies it out; that is several allocations
+//! per string and most of a call's CPU time. Manager frames are small
+//! trees of plain values, so [`decode`] reads them with one value stack
+//! and no copies. A frame it does not handle (a memo *reference*, a global,
+//! an object) is handed to the general reader instead, so both give the
+//! same values and the same errors.
+
+use super::wire::Fail;
+use crate::error::{Error, Result};
+use crate::pickle::{self, Value};
+
+/// Deepest nesting accepted (as `pickle::loads`).
+const MAX_DEPTH: u32 = 500;
+
+/// Starts a frame in `out`: a length placeholder and the pickle header.
+/// Returns where the frame starts, for [`end_frame`].
+fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, 0x80, 2]);
+    at
+}
+
+/// Ends the frame begun at `at`: the STOP opcode and the length.
+fn end_frame(out: &mut Vec<u8>, at: usize) -> Result<()> {
+    out.push(b'.');
+    let len = out.len() - at - 4;
+    let len = i32::try_from(len).map_err(|_| {
+        out.truncate(at);
+        Error::Encode("a manager message over 2 GiB".into())
+    })?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    if let Ok(n) = u8::try_from(s.len()) {
+        out.extend_from_slice(&[0x8c, n]);
+    } else {
+        out.push(b'X');
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_int(n: i64, out: &mut Vec<u8>) {
+    if let Ok(b) = u8::try_from(n) {
+        out.extend_from_slice(&[b'K', b]);
+    } else if let Ok(w) = u16::try_from(n) {
+        out.push(b'M');
+        out.extend_from_slice(&w.to_le_bytes());
+    } else if let Ok(i) = i32::try_from(n) {
+        out.push(b'J');
+        out.extend_from_slice(&i.to_le_bytes());
+    } else {
+        out.extend_from_slice(&[0x8a, 8]);
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// Writes one value's opcodes (no header, no STOP).
+pub(crate) fn write_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::None => out.push(b'N'),
+        Value::Bool(true) => out.push(0x88),
+        Value::Bool(false) => out.push(0x89),
+        Value::Int(n) => write_int(*n, out),
+        Value::Float(f) => {
+            out.push(b'G');
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Str(s) => write_str(s, out),
+        Value::Bytes(b) => {
+            if let Ok(n) = u8::try_from(b.len()) {
+                out.extend_from_slice(&[b'C', n]);
+            } else {
+                out.push(b'B');
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            }
+            out.extend_from_slice(b);
+        }
+        Value::List(items) => {
+            out.push(b']');
+            if !items.is_empty() {
+                out.push(b'(');
+                items.iter().for_each(|i| write_value(i, out));
+                out.push(b'e');
+            }
+        }
+        Value::Tuple(items) => write_tuple(items, out),
+        Value::Dict(items) => {
+            out.push(b'}');
+            if !items.is_empty() {
+                out.push(b'(');
+                for (k, v) in items {
+                    write_value(k, out);
+                    write_value(v, out);
+                }
+                out.push(b'u');
+            }
+        }
+        // Globals and objects are rare here: the general writer, without
+        // its header and STOP.
+        other => {
+            let p = pickle::dumps(other);
+            out.extend_from_slice(&p[2..p.len() - 1]);
+        }
+    }
+}
+
+fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
+    match items.len() {
+        0 => out.push(b')'),
+        n @ 1..=3 => {
+            items.iter().for_each(|i| write_value(i, out));
+            out.push(0x84 + n as u8);
+        }
+        _ => {
+            out.push(b'(');
+            items.iter().for_each(|i| write_value(i, out));
+            out.push(b't');
+        }
+    }
+}
+
+/// Appends one framed request `(ident, method, args, kwds)` to `out`.
+///
+/// # Errors
+/// [`Error::Encode`] for a request over 2 GiB (nothing is appended).
+pub(crate) fn request(
+    out: &mut Vec<u8>,
+    ident: Option<&str>,
+    method: &str,
+    args: &[Value],
+    kwds: &[(Value, Value)],
+) -> Result<()> {
+    let at = begin_frame(out);
+    out.push(b'(');
+    match ident {
+        Some(s) => write_str(s, out),
+        None => out.push(b'N'),
+    }
+    write_str(method, out);
+    write_tuple(args, out);
+    out.push(b'}');
+    if !kwds.is_empty() {
+        out.push(b'(');
+        for (k, v) in kwds {
+            write_value(k, out);
+            write_value(v, out);
+        }
+        out.push(b'u');
+    }
+    out.push(b't');
+    end_frame(out, at)
+}
+
+/// Appends one framed reply to `out`. A reply over 2 GiB becomes an
+/// `#UNSERIALIZABLE` reply (as CPython does when a result does not pickle).
+pub(crate) fn reply(out: &mut Vec<u8>, result: std::result::Result<Value, Fail>) {
+    let at = begin_frame(out);
+    match result {
+        Ok(v) => {
+            write_str("#RETURN", out);
+            write_value(&v, out);
+            out.push(0x86);
+        }
+        Err(Fail::Raise { module, name, args }) => {
+            write_str("#ERROR", out);
+            write_value(&Value::call(&module, &name, args), out);
+            out.push(0x86);
+        }
+        Err(Fail::Traceback(t)) => {
+            write_str("#TRACEBACK", out);
+            write_str(&t, out);
+            out.push(0x86);
+        }
+    }
+    if end_frame(out, at).is_err() {
+        let at = begin_frame(out);
+        write_str("#UNSERIALIZABLE", out);
+        write_str("the result is over 2 GiB", out);
+        out.push(0x86);
+        let _ = end_frame(out, at);
+    }
+}
+
+/// Appends one framed `('#PROXY', (exposed, token))` reply to `out`:
+/// the result is a new object in the server, to be used through a proxy.
+pub(crate) fn proxy_reply(out: &mut Vec<u8>, payload: &Value) {
+    let at = begin_frame(out);
+    write_str("#PROXY", out);
+    write_value(payload, out);
+    out.push(0x86);
+    if end_frame(out, at).is_err() {
+        reply(
+            out,
+            Err(Fail::Traceback("the proxy reply is over 2 GiB".into())),
+        );
+    }
+}
+
+/// Why the one-pass reader gave up: the frame needs the general reader.
+struct Fallback;
+
+/// One stack entry: a value and how deep it nests.
+struct Item {
+    v: Value,
+    depth: u32,
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Fallback> {
+        let s = self
+            .data
+            .get(self.pos..self.pos.checked_add(n).ok_or(Fallback)?)
+            .ok_or(Fallback)?;
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> std::result::Result<u8, Fallback> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn arr<const N: usize>(&mut self) -> std::result::Result<[u8; N], Fallback> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+}
+
+fn leaf(v: Value) -> Item {
+    Item { v, depth: 0 }
+}
+
+fn container(v: Value, items: &[Item]) -> std::result::Result<Item, Fallback> {
+    let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
+    if depth > MAX_DEPTH {
+        return Err(Fallback);
+    }
+    Ok(Item { v, depth })
+}
+
+/// The one-pass reader: plain values only, memo stores ignored, anything
+/// else (memo loads, globals, objects, errors) is a [`Fallback`].
+fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
+    let mut r = Reader { data, pos: 0 };
+    let mut stack: Vec<Item> = Vec::with_capacity(8);
+    let mut marks: Vec<usize> = Vec::new();
+    loop {
+        let op = r.u8()?;
+        let item = match op {
+            0x80 => {
+                if !(2..=5).contains(&r.u8()?) {
+                    return Err(Fallback);
+                }
+                continue;
+            }
+            0x95 => {
+                r.take(8)?;
+                continue;
+            }
+            b'.' => break,
+            // Memo stores: nothing refers back unless a memo load follows,
+            // which falls back.
+            0x94 => continue,
+            b'q' => {
+                r.take(1)?;
+                continue;
+            }
+            b'r' => {
+                r.take(4)?;
+                continue;
+            }
+            b'N' => leaf(Value::None),
+            0x88 => leaf(Value::Bool(true)),
+            0x89 => leaf(Value::Bool(false)),
+            b'K' => leaf(Value::Int(r.u8()?.into())),
+            b'M' => leaf(Value::Int(u16::from_le_bytes(r.arr()?).into())),
+            b'J' => leaf(Value::Int(i32::from_le_bytes(r.arr()?).into())),
+            0x8a => {
+                let n = usize::from(r.u8()?);
+                let b = r.take(n)?;
+                if n > 8 {
+                    return Err(Fallback);
+                }
+                let fill = if b.last().is_some_and(|x| x & 0x80 != 0) {
+                    0xff
+                } else {
+                    0
+                };
+                let mut full = [fill; 8];
+                full[..n].copy_from_slice(b);
+                leaf(Value::Int(i64::from_le_bytes(full)))
+            }
+            b'G' => leaf(Value::Float(f64::from_be_bytes(r.arr()?))),
+            0x8c | b'X' | 0x8d | b'C' | b'B' | 0x8e => {
+                let len = match op {
+                    0x8c | b'C' => u64::from(r.u8()?),
+                    b'X' | b'B' => u64::from(u32::from_le_bytes(r.arr()?)),
+                    _ => u64::from_le_bytes(r.arr()?),
+                };
+                let b = r.take(usize::try_from(len).map_err(|_| Fallback)?)?;
+                if matches!(op, 0x8c | b'X' | 0x8d) {
+                    leaf(Value::Str(
+                        std::str::from_utf8(b).map_err(|_| Fallback)?.to_owned(),
+                    ))
+                } else {
+                    leaf(Value::Bytes(b.to_vec()))
+                }
+            }
+            b']' => container(Value::List(Vec::new()), &[])?,
+            b')' => container(Value::Tuple(Vec::new()), &[])?,
+            b'}' => container(Value::Dict(Vec::new()), &[])?,
+            b'(' => {
+                marks.push(stack.len());
+                continue;
+            }
+            b't' | 0x85 | 0x86 | 0x87 => {
+                let from = if op == b't' {
+                    marks.pop().ok_or(Fallback)?
+                } else {
+                    stack
+                        .len()
+                        .checked_sub(usize::from(op - 0x84))
+                        .ok_or(Fallback)?
+                };
+                if from > stack.len() || marks.last().is_some_and(|&m| m > from) {
+                    return Err(Fallback);
+                }
+                let items = stack.split_off(from);
+                let mut t = container(Value::None, &items)?;
+                t.v = Value::Tuple(items.into_iter().map(|i| i.v).collect());
+                t
+            }
+            b'a' | b'e' | b's' | b'u' => {
+                let from = match op {
+                    b'a' => stack.len().checked_sub(1).ok_or(Fallback)?,
+                    b's' => stack.len().checked_sub(2).ok_or(Fallback)?,
+                    _ => marks.pop().ok_or(Fallback)?,
+                };
+                if from == 0 || from > stack.len() || marks.last().is_some_and(|&m| m > from) {
+                    return Err(Fallback);
+                }
+                let items = stack.split_off(from);
+                let target = stack.last_mut().expect("from > 0");
+                let depth = items.iter().map(|i| i.depth + 1).max().unwrap_or(0);
+                target.depth = target.depth.max(depth);
+                if target.depth > MAX_DEPTH {
+                    return Err(Fallback);
+                }
+                match (&mut target.v, op) {
+                    (Value::List(l), b'a' | b'e') => l.extend(items.into_iter().map(|i| i.v)),
+                    (Value::Dict(d), b's' | b'u') if items.len() % 2 == 0 => {
+                        let mut it = items.into_iter();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            d.push((k.v, v.v));
+                        }
+                    }
+                    _ => return Err(Fallback),
+                }
+                continue;
+            }
+            _ => return Err(Fallback),
+        };
+        stack.push(item);
+    }
+    if r.pos != data.len() || stack.len() != 1 || !marks.is_empty() {
+        return Err(Fallback);
+    }
+    Ok(stack.pop().expect("one").v)
+}
+
+/// Decodes a manager frame: plain values in one pass, anything else with
+/// [`pickle::loads_objects`].
+///
+/// # Errors
+/// As for [`pickle::loads_objects`].
+pub(crate) fn decode(data: &[u8]) -> Result<Value> {
+    match decode_plain(data) {
+        Ok(v) => Ok(v),
+        Err(Fallback) => pickle::loads_objects(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(v: &Value) {
+        let mut out = Vec::new();
+        let at = begin_frame(&mut out);
+        write_value(v, &mut out);
+        end_frame(&mut out, at).unwrap();
+        let body = &out[4..];
+        assert_eq!(&decode_plain(body).ok().unwrap(), v);
+        assert_eq!(&pickle::loads_objects(body).unwrap(), v);
+    }
+
+    #[test]
+    fn plain_values_round_trip_in_one_pass() {
+        for n in [
+            0,
+            1,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -129,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            round(&Value::Int(n));
+        }
+        round(&Value::Tuple(vec![]));
+        round(&Value::Tuple(vec![
+            Value::Int(1),
+            Value::Tuple(vec![Value::None; 2]),
+        ]));
+        round(&Value::Tuple(vec![Value::from("x"); 5]));
+        round(&Value::List(vec![
+            Value::Bytes(vec![1; 300]),
+            Value::Str("é".repeat(200)),
+            Value::Float(2.5),
+            Value::Bool(true),
+            Value::Dict(vec![(Value::from("k"), Value::List(vec![]))]),
+        ]));
+        let call = Value::call(
+            "builtins",
+            "slice",
+            vec![Value::Int(1), Value::None, Value::None],
+        );
+        let mut out = Vec::new();
+        request(
+            &mut out,
+            Some("ab"),
+            "__getitem__",
+            std::slice::from_ref(&call),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&out[4..]).unwrap(),
+            Value::Tuple(vec![
+                Value::from("ab"),
+                Value::from("__getitem__"),
+                Value::Tuple(vec![call]),
+                Value::Dict(vec![]),
+            ])
+        );
+    }
+
+    #[test]
+    fn cpython_frames_with_memo_stores_decode_in_one_pass() {
+        // ('7f46a0c00c00', '__setitem__', ('a', 1), {}) from CPython 3.11.
+        let p = b"\x80\x04\x95\x2b\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f46a0c00c00\x94\x8c\x0b__setitem__\x94\x8c\x01a\x94K\x01\x86\x94}\x94t\x94.";
+        let v = decode_plain(p).ok().unwrap();
+        assert_eq!(v, pickle::loads_objects(p).unwrap());
+    }
+
+    #[test]
+    fn what_it_cannot_read_goes_to_the_general_reader() {
+        // A memo load: [x, x] sharing one list.
+        let p = b"\x80\x04]\x94(]\x94h\x01e.";
+        assert!(decode_plain(p).is_err());
+        assert_eq!(decode(p).unwrap(), pickle::loads_objects(p).unwrap());
+        // Garbage gets the general reader's error.
+        assert!(decode(b"\x80\x04(t").is_err());
+        assert!(decode(b"\x80\x02K").is_err());
+        // Too deep.
+        let mut deep = vec![0x80, 2];
+        deep.extend(std::iter::repeat_n(b']', 600));
+        deep.extend(std::iter::repeat_n(b'a', 599));
+        deep.push(b'.');
+        assert!(decode(&deep).is_err());
+    }
+}
