@@ -4,6 +4,7 @@
 use super::fast;
 use super::object::{Args, Call, Object};
 use super::sockopt;
+use super::special::{new_object, panic_fail, pin_nested, reaper, special};
 use super::wire::{self, Fail};
 use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Makes a new object for `create(typeid, *args, **kwds)`.
 pub type Factory = dyn Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + Send + Sync;
@@ -22,35 +23,38 @@ pub type Factory = dyn Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + 
 /// How long a peer may take over the authkey handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often references of dead local clients are looked for.
-const REAP_EVERY: Duration = Duration::from_millis(500);
+pub(super) const REAP_EVERY: Duration = Duration::from_millis(500);
 
-struct Entry {
-    obj: Arc<dyn Object>,
-    typeid: String,
-    exposed: Vec<String>,
+pub(super) struct Entry {
+    pub(super) obj: Arc<dyn Object>,
+    pub(super) typeid: String,
+    pub(super) exposed: Vec<String>,
     /// References per client process id (0: unknown, e.g. over TCP, or
     /// held by the server itself).
-    refs: HashMap<u32, usize>,
+    pub(super) refs: HashMap<u32, usize>,
 }
 
 impl Entry {
-    fn total(&self) -> usize {
+    pub(super) fn total(&self) -> usize {
         self.refs.values().sum()
     }
 }
 
 pub(crate) struct State {
-    objects: Mutex<HashMap<String, Entry>>,
-    types: HashMap<String, Arc<Factory>>,
-    address: Address,
+    pub(super) objects: Mutex<HashMap<String, Entry>>,
+    pub(super) types: HashMap<String, Arc<Factory>>,
+    pub(super) address: Address,
     authkey: Option<Vec<u8>>,
-    stop: AtomicBool,
+    pub(super) stop: AtomicBool,
     next_conn: AtomicU64,
+    /// Counts removals from `objects` (under its lock), so that a
+    /// connection's cached lookup knows when it may be stale.
+    pub(super) removals: AtomicU64,
     /// Local client processes holding references, watched through pidfds.
-    watched: Mutex<HashMap<u32, OwnedFd>>,
+    pub(super) watched: Mutex<HashMap<u32, OwnedFd>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -188,6 +192,7 @@ impl Server {
             authkey: Some(self.authkey),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            removals: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
         });
         let stop = self.stop;
@@ -236,49 +241,7 @@ impl Server {
     }
 }
 
-/// Drops references held by local client processes that have died.
-fn reaper(state: &State, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
-        std::thread::sleep(REAP_EVERY);
-        let dead: Vec<u32> = {
-            let watched = lock(&state.watched);
-            watched
-                .iter()
-                .filter(|(_, fd)| {
-                    sys::wait_readable(fd.as_fd(), Some(Instant::now())).unwrap_or(true)
-                })
-                .map(|(pid, _)| *pid)
-                .collect()
-        };
-        if dead.is_empty() {
-            continue;
-        }
-        let mut dropped = Vec::new();
-        {
-            let mut objects = lock(&state.objects);
-            for e in objects.values_mut() {
-                for pid in &dead {
-                    e.refs.remove(pid);
-                }
-            }
-            objects.retain(|_, e| {
-                let keep = e.total() > 0;
-                if !keep {
-                    dropped.push(e.obj.clone());
-                }
-                keep
-            });
-            let mut watched = lock(&state.watched);
-            for pid in &dead {
-                watched.remove(pid);
-            }
-        }
-        // Objects are dropped outside the lock: one may hold proxies.
-        drop(dropped);
-    }
-}
-
-fn traceback(msg: impl Into<String>) -> Fail {
+pub(super) fn traceback(msg: impl Into<String>) -> Fail {
     Fail::Traceback(msg.into())
 }
 
@@ -356,6 +319,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         out: Vec::new(),
     });
     let mut served = 0u64;
+    let mut cache = Cached::default();
     loop {
         // Quick ACKs matter for the handshake and the first requests, which
         // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
@@ -396,7 +360,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    match dispatch(state, ident, &req.method, req.args, &call) {
+                    match dispatch(state, &mut cache, ident, &req.method, req.args, &call) {
                         Ok(Answer::Value(v)) => Ok(v),
                         Ok(Answer::Proxy { typeid, value }) => {
                             match new_object(state, typeid, vec![value], pid) {
@@ -449,201 +413,6 @@ impl Replies {
     }
 }
 
-fn ident_arg(args: &Args) -> std::result::Result<String, Fail> {
-    match args.args.first() {
-        Some(Value::Str(s)) => Ok(s.clone()),
-        _ => Err(traceback("expected an object id")),
-    }
-}
-
-fn watch(state: &State, pid: u32) {
-    if pid == 0 || pid == std::process::id() {
-        return;
-    }
-    let mut watched = lock(&state.watched);
-    if let std::collections::hash_map::Entry::Vacant(slot) = watched.entry(pid) {
-        if let Ok(fd) = sys::pidfd_open(pid) {
-            slot.insert(fd);
-        }
-    }
-}
-
-fn incref(state: &State, ident: &str, pid: u32) -> std::result::Result<(), Fail> {
-    let mut objects = lock(&state.objects);
-    let e = objects
-        .get_mut(ident)
-        .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-    *e.refs.entry(pid).or_insert(0) += 1;
-    drop(objects);
-    watch(state, pid);
-    Ok(())
-}
-
-/// Makes a new object of `typeid` holding one reference of `pid`
-/// (Python's `Server.create`); returns its id and exposed methods.
-fn create(
-    state: &State,
-    typeid: &str,
-    args: Args,
-    pid: u32,
-) -> std::result::Result<(String, Vec<String>), Fail> {
-    let factory = state
-        .types
-        .get(typeid)
-        .cloned()
-        .ok_or_else(|| traceback(format!("KeyError: type id {typeid:?} is not registered")))?;
-    let obj = catch_unwind(AssertUnwindSafe(|| factory(args))).map_err(|p| panic_fail(&p))??;
-    let ident = format!("{:x}", Arc::as_ptr(&obj) as *const () as usize);
-    let exposed: Vec<String> = obj.exposed().iter().map(|s| s.to_string()).collect();
-    let mut objects = lock(&state.objects);
-    let e = objects.entry(ident.clone()).or_insert_with(|| Entry {
-        obj,
-        typeid: typeid.to_string(),
-        exposed: exposed.clone(),
-        refs: HashMap::new(),
-    });
-    *e.refs.entry(pid).or_insert(0) += 1;
-    drop(objects);
-    watch(state, pid);
-    Ok((ident, exposed))
-}
-
-/// A method result registered as a new object of `typeid` (Python's
-/// `method_to_typeid`): the payload of a `#PROXY` reply,
-/// `(exposed, Token(typeid, address, id))`. The caller's proxy owns the
-/// reference taken here.
-fn new_object(
-    state: &State,
-    typeid: &str,
-    args: Vec<Value>,
-    pid: u32,
-) -> std::result::Result<Value, Fail> {
-    let (id, exposed) = create(state, typeid, Args { args, kwds: vec![] }, pid)?;
-    let token = wire::Token {
-        typeid: typeid.to_string(),
-        address: state.address.clone(),
-        id,
-    };
-    Ok(Value::Tuple(vec![
-        Value::Tuple(exposed.into_iter().map(Value::Str).collect()),
-        token.to_python(),
-    ]))
-}
-
-fn special(
-    state: &Arc<State>,
-    method: &str,
-    mut args: Args,
-    pid: u32,
-) -> std::result::Result<Value, Fail> {
-    match method {
-        "dummy" => Ok(Value::None),
-        "create" => {
-            if args.args.is_empty() {
-                return Err(traceback("create needs a type id"));
-            }
-            let Value::Str(typeid) = args.args.remove(0) else {
-                return Err(traceback("the type id is not a str"));
-            };
-            let (ident, exposed) = create(state, &typeid, args, pid)?;
-            Ok(Value::Tuple(vec![
-                Value::Str(ident),
-                Value::Tuple(exposed.into_iter().map(Value::Str).collect()),
-            ]))
-        }
-        "incref" => incref(state, &ident_arg(&args)?, pid).map(|()| Value::None),
-        "decref" => {
-            let ident = ident_arg(&args)?;
-            let mut objects = lock(&state.objects);
-            let e = objects
-                .get_mut(&ident)
-                .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-            let from = if e.refs.get(&pid).is_some_and(|n| *n > 0) {
-                pid
-            } else {
-                // A reference taken elsewhere (e.g. over TCP, or by a
-                // process that handed it over): release any.
-                *e.refs
-                    .iter()
-                    .find(|(_, n)| **n > 0)
-                    .map(|(p, _)| p)
-                    .ok_or_else(|| traceback("AssertionError: refcount is already 0"))?
-            };
-            let n = e.refs.get_mut(&from).expect("found above");
-            *n -= 1;
-            if *n == 0 {
-                e.refs.remove(&from);
-            }
-            let dead = (e.total() == 0).then(|| objects.remove(&ident));
-            drop(objects);
-            drop(dead);
-            Ok(Value::None)
-        }
-        "number_of_objects" => Ok(Value::Int(lock(&state.objects).len() as i64)),
-        "debug_info" => {
-            let objects = lock(&state.objects);
-            let mut s = String::new();
-            for (id, e) in objects.iter() {
-                let mut r = e.obj.repr();
-                r.truncate(75);
-                s.push_str(&format!(
-                    "  {id}:       refcount={} ({})\n    {r}\n",
-                    e.total(),
-                    e.typeid
-                ));
-            }
-            Ok(Value::Str(s))
-        }
-        "get_methods" => {
-            let token = args
-                .args
-                .first()
-                .ok_or_else(|| traceback("get_methods needs a token"))?;
-            let id = wire::Token::from_python(token)
-                .map_err(|e| traceback(e.to_string()))?
-                .id;
-            let objects = lock(&state.objects);
-            let e = objects
-                .get(&id)
-                .ok_or_else(|| traceback(format!("KeyError: {id:?}")))?;
-            Ok(Value::Tuple(
-                e.exposed.iter().map(|s| Value::Str(s.clone())).collect(),
-            ))
-        }
-        other => Err(traceback(format!("AssertionError: {other:?} unrecognized"))),
-    }
-}
-
-fn panic_fail(p: &Box<dyn std::any::Any + Send>) -> Fail {
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    Fail::builtin("RuntimeError", format!("panicked: {msg}"))
-}
-
-/// Proxies in the arguments that name objects of this server keep those
-/// objects alive as long as the server runs (they may be stored in a
-/// container and read back later by any process).
-fn pin_nested(state: &State, v: &Value) {
-    match v {
-        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|i| pin_nested(state, i)),
-        Value::Dict(items) => items.iter().for_each(|(k, v)| {
-            pin_nested(state, k);
-            pin_nested(state, v)
-        }),
-        Value::Object(o) => {
-            let args = &o.args;
-            if let Some(token) = args.iter().find_map(|a| wire::Token::from_python(a).ok()) {
-                let _ = incref(state, &token.id, 0);
-            }
-            args.iter().for_each(|a| pin_nested(state, a));
-        }
-        _ => {}
-    }
-}
-
 /// What a method call answers: a value, or a value to be served as a new
 /// object of `typeid` (a `#PROXY` reply).
 enum Answer {
@@ -651,20 +420,49 @@ enum Answer {
     Proxy { typeid: &'static str, value: Value },
 }
 
+/// The object a connection called last, while no object has been removed
+/// since (an id may be reused by a new object once the old one is gone).
+#[derive(Default)]
+struct Cached {
+    ident: String,
+    removals: u64,
+    obj: Option<Arc<dyn Object>>,
+}
+
+impl Cached {
+    fn lookup(&mut self, state: &State, ident: &str) -> std::result::Result<Arc<dyn Object>, Fail> {
+        let removals = state.removals.load(Ordering::SeqCst);
+        if let Some(obj) = &self.obj {
+            if self.ident == ident && self.removals == removals {
+                return Ok(obj.clone());
+            }
+        }
+        let objects = lock(&state.objects);
+        let obj = objects
+            .get(ident)
+            .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?
+            .obj
+            .clone();
+        // Read again under the lock: removals happen under it.
+        self.removals = state.removals.load(Ordering::SeqCst);
+        drop(objects);
+        self.ident.clear();
+        self.ident.push_str(ident);
+        self.obj = Some(obj.clone());
+        Ok(obj)
+    }
+}
+
 fn dispatch(
     state: &State,
+    cache: &mut Cached,
     ident: &str,
     method: &str,
     args: Args,
     call: &Call<'_>,
 ) -> std::result::Result<Answer, Fail> {
-    let (obj, exposed) = {
-        let objects = lock(&state.objects);
-        let e = objects
-            .get(ident)
-            .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-        (e.obj.clone(), e.exposed.iter().any(|m| m == method))
-    };
+    let obj = cache.lookup(state, ident)?;
+    let exposed = obj.exposed().contains(&method);
     if !exposed {
         return match method {
             "#GETVALUE" => Ok(Answer::Value(obj.value())),
