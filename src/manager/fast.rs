@@ -207,12 +207,6 @@ pub(crate) fn proxy_reply(out: &mut Vec<u8>, payload: &Value) {
 /// Why the one-pass reader gave up: the frame needs the general reader.
 struct Fallback;
 
-/// One stack entry: a value and how deep it nests.
-struct Item {
-    v: Value,
-    depth: u32,
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -237,27 +231,76 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn leaf(v: Value) -> Item {
-    Item { v, depth: 0 }
+/// The value stack, with how deep each value nests beside it.
+#[derive(Default)]
+struct Stack {
+    values: Vec<Value>,
+    depths: Vec<u32>,
 }
 
-fn container(v: Value, items: &[Item]) -> std::result::Result<Item, Fallback> {
-    let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
-    if depth > MAX_DEPTH {
-        return Err(Fallback);
+impl Stack {
+    fn push(&mut self, v: Value, depth: u32) -> std::result::Result<(), Fallback> {
+        if depth > MAX_DEPTH {
+            return Err(Fallback);
+        }
+        self.values.push(v);
+        self.depths.push(depth);
+        Ok(())
     }
-    Ok(Item { v, depth })
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// How deep a container of the values from `from` on nests.
+    fn depth_over(&self, from: usize) -> u32 {
+        1 + self.depths[from..].iter().copied().max().unwrap_or(0)
+    }
+
+    /// The values from `from` on, as a new tuple on the stack.
+    fn tuple(&mut self, from: usize) -> std::result::Result<(), Fallback> {
+        let depth = self.depth_over(from);
+        let items: Vec<Value> = self.values.drain(from..).collect();
+        self.depths.truncate(from);
+        self.push(Value::Tuple(items), depth)
+    }
+
+    /// Moves the values from `from` on into the list or dict below them.
+    fn extend(&mut self, from: usize, dict: bool) -> std::result::Result<(), Fallback> {
+        let depth = self.depth_over(from);
+        let (head, tail) = self.values.split_at_mut(from);
+        let target = head.last_mut().ok_or(Fallback)?;
+        let take = |v: &mut Value| std::mem::replace(v, Value::None);
+        match (target, dict) {
+            (Value::List(l), false) => l.extend(tail.iter_mut().map(take)),
+            (Value::Dict(d), true) if tail.len() % 2 == 0 => {
+                d.extend(tail.chunks_exact_mut(2).map(|kv| {
+                    let (k, v) = kv.split_at_mut(1);
+                    (take(&mut k[0]), take(&mut v[0]))
+                }))
+            }
+            _ => return Err(Fallback),
+        }
+        self.values.truncate(from);
+        self.depths.truncate(from);
+        let d = &mut self.depths[from - 1];
+        *d = (*d).max(depth);
+        if *d > MAX_DEPTH {
+            return Err(Fallback);
+        }
+        Ok(())
+    }
 }
 
 /// The one-pass reader: plain values only, memo stores ignored, anything
 /// else (memo loads, globals, objects, errors) is a [`Fallback`].
 fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
     let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Item> = Vec::with_capacity(8);
+    let mut stack = Stack::default();
     let mut marks: Vec<usize> = Vec::new();
     loop {
         let op = r.u8()?;
-        let item = match op {
+        let v = match op {
             0x80 => {
                 if !(2..=5).contains(&r.u8()?) {
                     return Err(Fallback);
@@ -280,12 +323,12 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 r.take(4)?;
                 continue;
             }
-            b'N' => leaf(Value::None),
-            0x88 => leaf(Value::Bool(true)),
-            0x89 => leaf(Value::Bool(false)),
-            b'K' => leaf(Value::Int(r.u8()?.into())),
-            b'M' => leaf(Value::Int(u16::from_le_bytes(r.arr()?).into())),
-            b'J' => leaf(Value::Int(i32::from_le_bytes(r.arr()?).into())),
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'K' => Value::Int(r.u8()?.into()),
+            b'M' => Value::Int(u16::from_le_bytes(r.arr()?).into()),
+            b'J' => Value::Int(i32::from_le_bytes(r.arr()?).into()),
             0x8a => {
                 let n = usize::from(r.u8()?);
                 let b = r.take(n)?;
@@ -299,9 +342,9 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 };
                 let mut full = [fill; 8];
                 full[..n].copy_from_slice(b);
-                leaf(Value::Int(i64::from_le_bytes(full)))
+                Value::Int(i64::from_le_bytes(full))
             }
-            b'G' => leaf(Value::Float(f64::from_be_bytes(r.arr()?))),
+            b'G' => Value::Float(f64::from_be_bytes(r.arr()?)),
             0x8c | b'X' | 0x8d | b'C' | b'B' | 0x8e => {
                 let len = match op {
                     0x8c | b'C' => u64::from(r.u8()?),
@@ -310,16 +353,22 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 };
                 let b = r.take(usize::try_from(len).map_err(|_| Fallback)?)?;
                 if matches!(op, 0x8c | b'X' | 0x8d) {
-                    leaf(Value::Str(
-                        std::str::from_utf8(b).map_err(|_| Fallback)?.to_owned(),
-                    ))
+                    Value::Str(std::str::from_utf8(b).map_err(|_| Fallback)?.to_owned())
                 } else {
-                    leaf(Value::Bytes(b.to_vec()))
+                    Value::Bytes(b.to_vec())
                 }
             }
-            b']' => container(Value::List(Vec::new()), &[])?,
-            b')' => container(Value::Tuple(Vec::new()), &[])?,
-            b'}' => container(Value::Dict(Vec::new()), &[])?,
+            b']' | b')' | b'}' => {
+                stack.push(
+                    match op {
+                        b']' => Value::List(Vec::new()),
+                        b')' => Value::Tuple(Vec::new()),
+                        _ => Value::Dict(Vec::new()),
+                    },
+                    1,
+                )?;
+                continue;
+            }
             b'(' => {
                 marks.push(stack.len());
                 continue;
@@ -336,10 +385,8 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 if from > stack.len() || marks.last().is_some_and(|&m| m > from) {
                     return Err(Fallback);
                 }
-                let items = stack.split_off(from);
-                let mut t = container(Value::None, &items)?;
-                t.v = Value::Tuple(items.into_iter().map(|i| i.v).collect());
-                t
+                stack.tuple(from)?;
+                continue;
             }
             b'a' | b'e' | b's' | b'u' => {
                 let from = match op {
@@ -350,33 +397,17 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 if from == 0 || from > stack.len() || marks.last().is_some_and(|&m| m > from) {
                     return Err(Fallback);
                 }
-                let items = stack.split_off(from);
-                let target = stack.last_mut().expect("from > 0");
-                let depth = items.iter().map(|i| i.depth + 1).max().unwrap_or(0);
-                target.depth = target.depth.max(depth);
-                if target.depth > MAX_DEPTH {
-                    return Err(Fallback);
-                }
-                match (&mut target.v, op) {
-                    (Value::List(l), b'a' | b'e') => l.extend(items.into_iter().map(|i| i.v)),
-                    (Value::Dict(d), b's' | b'u') if items.len() % 2 == 0 => {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k.v, v.v));
-                        }
-                    }
-                    _ => return Err(Fallback),
-                }
+                stack.extend(from, matches!(op, b's' | b'u'))?;
                 continue;
             }
             _ => return Err(Fallback),
         };
-        stack.push(item);
+        stack.push(v, 0)?;
     }
     if r.pos != data.len() || stack.len() != 1 || !marks.is_empty() {
         return Err(Fallback);
     }
-    Ok(stack.pop().expect("one").v)
+    Ok(stack.values.pop().expect("one"))
 }
 
 /// Decodes a manager frame: plain values in one pass, anything else with
