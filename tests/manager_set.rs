@@ -137,3 +137,18 @@ fn iterators_are_proxies_that_end_and_release_their_objects() {
             .is_err()
     );
 }
+
+#[test]
+fn pipelined_batches_of_large_values_do_not_stall() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, String>().unwrap();
+    let big = "x".repeat(100 << 10);
+    // 300 requests of 100 KiB each way: batches are cut by size, so
+    // neither side waits on a full socket buffer while the other does.
+    d.set_many((0..300).map(|k| (k, big.clone()))).unwrap();
+    assert_eq!(d.len().unwrap(), 300);
+    let keys: Vec<u32> = (0..300).collect();
+    let got = d.get_many(keys.iter()).unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some(big.as_str())));
+    assert_eq!(d.get_many([&1000]).unwrap(), [None]);
+}

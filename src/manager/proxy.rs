@@ -59,9 +59,12 @@ impl Link {
     }
 }
 
-/// How many pipelined requests are written before their replies are read
-/// (so that neither side's socket buffer can fill up and deadlock).
-const WINDOW: usize = 128;
+/// How many pipelined requests are written before their replies are read.
+const WINDOW: usize = 1024;
+/// A batch of pipelined requests ends once it holds this many bytes: the
+/// whole batch fits in the socket's buffer, so writing it never waits for
+/// the server, which may itself be waiting to write replies.
+const WINDOW_BYTES: usize = 48 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -229,7 +232,10 @@ impl BaseProxy {
         while calls.peek().is_some() {
             link.buf.clear();
             let mut n = 0;
-            for (method, args) in calls.by_ref().take(WINDOW) {
+            while n < WINDOW && link.buf.len() < WINDOW_BYTES {
+                let Some((method, args)) = calls.next() else {
+                    break;
+                };
                 fast::request(&mut link.buf, Some(&self.token.id), method, &args, &[])?;
                 n += 1;
             }
