@@ -298,6 +298,144 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
     let mut r = Reader { data, pos: 0 };
     let mut stack = Stack::default();
     let mut marks: Vec<usize> = Vec::new();
+    run(&mut r, &mut stack, &mut marks, End::Stop)?;
+    if r.pos != data.len() || stack.len() != 1 || !marks.is_empty() {
+        return Err(Fallback);
+    }
+    Ok(stack.values.pop().expect("one"))
+}
+
+/// Reads a string opcode and the memo store that may follow it.
+fn str_op<'a>(r: &mut Reader<'a>) -> std::result::Result<&'a str, Fallback> {
+    let len = match r.u8()? {
+        0x8c => usize::from(r.u8()?),
+        b'X' => u32::from_le_bytes(r.arr()?) as usize,
+        _ => return Err(Fallback),
+    };
+    let s = std::str::from_utf8(r.take(len)?).map_err(|_| Fallback)?;
+    skip_memo(r)?;
+    Ok(s)
+}
+
+fn skip_memo(r: &mut Reader<'_>) -> std::result::Result<(), Fallback> {
+    loop {
+        match r.data.get(r.pos) {
+            Some(0x94) => r.pos += 1,
+            Some(b'q') => {
+                r.take(2)?;
+            }
+            Some(b'r') => {
+                r.take(5)?;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The parts of a request `(ident, method, args, kwds)` that are read
+/// into reused buffers.
+pub(crate) struct RequestHead {
+    /// Whether `ident` is a str (else `None`: a server-level call).
+    pub(crate) has_ident: bool,
+    pub(crate) args: Vec<Value>,
+    pub(crate) kwds: Vec<(Value, Value)>,
+}
+
+/// Reads a request of plain values in one pass, its ident and method
+/// into `ident` and `method` (no allocation once they have grown).
+/// `None` when the frame needs the general reader.
+pub(crate) fn decode_request(
+    data: &[u8],
+    ident: &mut String,
+    method: &mut String,
+) -> Option<RequestHead> {
+    let mut r = Reader { data, pos: 0 };
+    let head = (|| -> std::result::Result<RequestHead, Fallback> {
+        if r.u8()? != 0x80 || !(2..=5).contains(&r.u8()?) {
+            return Err(Fallback);
+        }
+        if r.data.get(r.pos) == Some(&0x95) {
+            r.take(9)?;
+        }
+        if r.u8()? != b'(' {
+            return Err(Fallback);
+        }
+        ident.clear();
+        let has_ident = if r.data.get(r.pos) == Some(&b'N') {
+            r.pos += 1;
+            false
+        } else {
+            ident.push_str(str_op(&mut r)?);
+            true
+        };
+        method.clear();
+        method.push_str(str_op(&mut r)?);
+        let mut stack = Stack::default();
+        let mut marks = Vec::new();
+        run(&mut r, &mut stack, &mut marks, End::Tuple)?;
+        skip_memo(&mut r)?;
+        if r.u8()? != b'.' || r.pos != data.len() || stack.len() != 2 {
+            return Err(Fallback);
+        }
+        let kwds = stack.values.pop().expect("two");
+        let args = stack.values.pop().expect("two");
+        match (args, kwds) {
+            (Value::Tuple(args), Value::Dict(kwds)) => Ok(RequestHead {
+                has_ident,
+                args,
+                kwds,
+            }),
+            _ => Err(Fallback),
+        }
+    })();
+    head.ok()
+}
+
+/// Where [`run`] stops.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    /// At STOP.
+    Stop,
+    /// At a TUPLE with no mark open: the end of a request, whose MARK the
+    /// caller read.
+    Tuple,
+    /// At a TUPLE2 over the one value on the stack: the end of a reply,
+    /// whose kind the caller read.
+    Pair,
+}
+
+/// Reads a reply `(kind, value)` of plain values in one pass: the kind
+/// (`"#RETURN"`, `"#ERROR"`, …) and the value. `None` when the frame
+/// needs the general reader.
+pub(crate) fn decode_reply(data: &[u8]) -> Option<(&str, Value)> {
+    let mut r = Reader { data, pos: 0 };
+    let reply = (|| -> std::result::Result<(&str, Value), Fallback> {
+        if r.u8()? != 0x80 || !(2..=5).contains(&r.u8()?) {
+            return Err(Fallback);
+        }
+        if r.data.get(r.pos) == Some(&0x95) {
+            r.take(9)?;
+        }
+        let kind = str_op(&mut r)?;
+        let mut stack = Stack::default();
+        let mut marks = Vec::new();
+        run(&mut r, &mut stack, &mut marks, End::Pair)?;
+        skip_memo(&mut r)?;
+        if r.u8()? != b'.' || r.pos != data.len() {
+            return Err(Fallback);
+        }
+        Ok((kind, stack.values.pop().expect("one")))
+    })();
+    reply.ok()
+}
+
+/// Runs opcodes until `end`.
+fn run(
+    r: &mut Reader<'_>,
+    stack: &mut Stack,
+    marks: &mut Vec<usize>,
+    end: End,
+) -> std::result::Result<(), Fallback> {
     loop {
         let op = r.u8()?;
         let v = match op {
@@ -373,6 +511,9 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
                 marks.push(stack.len());
                 continue;
             }
+            b't' if end == End::Tuple && marks.is_empty() => return Ok(()),
+            // A TUPLE2 over one value cannot be part of it.
+            0x86 if end == End::Pair && marks.is_empty() && stack.len() == 1 => return Ok(()),
             b't' | 0x85 | 0x86 | 0x87 => {
                 let from = if op == b't' {
                     marks.pop().ok_or(Fallback)?
@@ -404,10 +545,11 @@ fn decode_plain(data: &[u8]) -> std::result::Result<Value, Fallback> {
         };
         stack.push(v, 0)?;
     }
-    if r.pos != data.len() || stack.len() != 1 || !marks.is_empty() {
+    if end != End::Stop {
+        // STOP inside an unfinished request or reply.
         return Err(Fallback);
     }
-    Ok(stack.values.pop().expect("one"))
+    Ok(())
 }
 
 /// Decodes a manager frame: plain values in one pass, anything else with
@@ -497,6 +639,65 @@ mod tests {
         let p = b"\x80\x04\x95\x2b\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f46a0c00c00\x94\x8c\x0b__setitem__\x94\x8c\x01a\x94K\x01\x86\x94}\x94t\x94.";
         let v = decode_plain(p).ok().unwrap();
         assert_eq!(v, pickle::loads_objects(p).unwrap());
+    }
+
+    #[test]
+    fn requests_are_read_into_reused_names() {
+        let (mut ident, mut method) = (String::new(), String::new());
+        let mut out = Vec::new();
+        let kw = [(Value::from("block"), Value::Bool(false))];
+        request(&mut out, Some("7f01"), "get", &[Value::Int(1)], &kw).unwrap();
+        let h = decode_request(&out[4..], &mut ident, &mut method).unwrap();
+        assert!(h.has_ident);
+        assert_eq!((ident.as_str(), method.as_str()), ("7f01", "get"));
+        assert_eq!((h.args, h.kwds), (vec![Value::Int(1)], kw.to_vec()));
+        // CPython 3.11's frames, with memo stores.
+        let p = b"\x80\x04\x95\x2b\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f46a0c00c00\x94\x8c\x0b__setitem__\x94\x8c\x01a\x94K\x01\x86\x94}\x94t\x94.";
+        let h = decode_request(p, &mut ident, &mut method).unwrap();
+        assert_eq!(
+            (ident.as_str(), method.as_str()),
+            ("7f46a0c00c00", "__setitem__")
+        );
+        assert_eq!(h.args, [Value::from("a"), Value::Int(1)]);
+        let p = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00(N\x8c\x05dummy\x94)}\x94t\x94.";
+        let h = decode_request(p, &mut ident, &mut method).unwrap();
+        assert!(!h.has_ident && h.args.is_empty() && h.kwds.is_empty());
+        assert_eq!(method, "dummy");
+        // Not a request: left to the general path, which reports it.
+        for bad in [
+            &b"\x80\x02(N\x8c\x01m)}."[..],
+            b"\x80\x02(N\x8c\x01m})t.",
+            b"\x80\x02(N\x8c\x01m)}tK\x01.",
+            b"\x80\x02(NK\x01)}t.",
+            b"\x80\x02(N\x8c\x05m",
+        ] {
+            assert!(
+                decode_request(bad, &mut ident, &mut method).is_none(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replies_are_read_in_one_pass() {
+        for v in [
+            Value::Int(1),
+            Value::Tuple(vec![Value::Int(1), Value::Int(2)]),
+            Value::Tuple(vec![Value::Tuple(vec![Value::None]); 2]),
+            Value::List(vec![Value::Tuple(vec![Value::Int(1), Value::Int(2)])]),
+        ] {
+            let mut out = Vec::new();
+            reply(&mut out, Ok(v.clone()));
+            assert_eq!(decode_reply(&out[4..]), Some(("#RETURN", v)));
+        }
+        // ('#RETURN', 1) from CPython 3.11.
+        let p = b"\x80\x04\x95\x0f\x00\x00\x00\x00\x00\x00\x00\x8c\x07#RETURN\x94K\x01\x86\x94.";
+        assert_eq!(decode_reply(p), Some(("#RETURN", Value::Int(1))));
+        // Errors and proxies hold objects: the general reader's.
+        let mut out = Vec::new();
+        reply(&mut out, Err(Fail::empty()));
+        assert_eq!(decode_reply(&out[4..]), None);
+        assert_eq!(decode_reply(b"\x80\x02\x8c\x01xK\x01K\x02\x86."), None);
     }
 
     #[test]

@@ -236,7 +236,13 @@ impl BaseProxy {
                 let Some((method, args)) = calls.next() else {
                     break;
                 };
-                fast::request(&mut link.buf, Some(&self.token.id), method, &args, &[])?;
+                if let Err(e) =
+                    fast::request(&mut link.buf, Some(&self.token.id), method, &args, &[])
+                {
+                    // Nothing of this batch was sent: the stream is in step.
+                    link.buf.clear();
+                    return Err(e);
+                }
                 n += 1;
             }
             let sent = (&link.raw).write_all(&link.buf).map_err(Error::Io);

@@ -245,14 +245,32 @@ pub(super) fn traceback(msg: impl Into<String>) -> Fail {
     Fail::Traceback(msg.into())
 }
 
-/// A request: `(ident, method, args, kwds)`.
+/// A request `(ident, method, args, kwds)`; `ident` and `method` are in
+/// the connection's [`Names`].
 struct Request {
-    ident: Option<String>,
-    method: String,
+    has_ident: bool,
     args: Args,
 }
 
-fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
+/// The ident and method of the request being served, kept between
+/// requests so that reading them allocates nothing.
+#[derive(Default)]
+struct Names {
+    ident: String,
+    method: String,
+}
+
+fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request, Fail> {
+    // Plain values in one pass; anything else through the general reader.
+    if let Some(head) = fast::decode_request(frame, &mut names.ident, &mut names.method) {
+        return Ok(Request {
+            has_ident: head.has_ident,
+            args: Args {
+                args: head.args,
+                kwds: head.kwds,
+            },
+        });
+    }
     let v = fast::decode(frame).map_err(|e| {
         traceback(format!(
             "the request holds a value a multiproc manager cannot store (only None, bool, \
@@ -269,17 +287,20 @@ fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
     else {
         return Err(bad());
     };
-    let ident = match ident {
-        Value::None => None,
-        Value::Str(s) => Some(s),
+    let has_ident = match ident {
+        Value::None => false,
+        Value::Str(s) => {
+            names.ident = s;
+            true
+        }
         _ => return Err(bad()),
     };
+    names.method = method;
     let (Value::Tuple(args), Value::Dict(kwds)) = (args, kwds) else {
         return Err(bad());
     };
     Ok(Request {
-        ident,
-        method,
+        has_ident,
         args: Args {
             args: args.into_iter().map(wire::normalize).collect(),
             kwds: kwds
@@ -320,6 +341,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
     });
     let mut served = 0u64;
     let mut cache = Cached::default();
+    let mut names = Names::default();
     loop {
         // Quick ACKs matter for the handshake and the first requests, which
         // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
@@ -329,7 +351,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             sockopt::quickack(conn.as_fd());
         }
         served += 1;
-        let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame))) else {
+        let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame, &mut names))) else {
             return false;
         };
         let mut proxy = None;
@@ -337,8 +359,8 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             // The frame was whole, so the stream is still in step: refuse
             // this request and go on serving the connection.
             Err(f) => Err(f),
-            Ok(req) => match &req.ident {
-                None => match req.method.as_str() {
+            Ok(req) => match req.has_ident.then_some(names.ident.as_str()) {
+                None => match names.method.as_str() {
                     "shutdown" => {
                         let mut r = replies.borrow_mut();
                         fast::reply(&mut r.out, Ok(Value::None));
@@ -360,7 +382,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    match dispatch(state, &mut cache, ident, &req.method, req.args, &call) {
+                    match dispatch(state, &mut cache, ident, &names.method, req.args, &call) {
                         Ok(Answer::Value(v)) => Ok(v),
                         Ok(Answer::Proxy { typeid, value }) => {
                             match new_object(state, typeid, vec![value], pid) {

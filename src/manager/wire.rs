@@ -223,6 +223,19 @@ pub(crate) enum Reply {
 
 /// Decodes a reply frame, telling `#RETURN` from `#PROXY`.
 pub(crate) fn parse_reply_kind(frame: &[u8]) -> Result<Reply> {
+    if let Some((kind, v)) = super::fast::decode_reply(frame) {
+        // Plain values need no normalizing.
+        match kind {
+            "#RETURN" => return Ok(Reply::Return(v)),
+            "#TRACEBACK" | "#UNSERIALIZABLE" => {
+                return Err(Error::Remote {
+                    kind: "RemoteError".into(),
+                    message: describe(&[v]),
+                });
+            }
+            _ => {}
+        }
+    }
     let v = super::fast::decode(frame)?;
     let Value::Tuple(mut t) = v else {
         return Err(Error::Decode("manager reply is not a tuple".into()));
