@@ -6,7 +6,8 @@
 //!   process (a child); baseline `manager/raw_socketpair_rtt`: a 64-byte
 //!   `write` + `read` on a socketpair to a child echoing it.
 //! * `manager/dict_get_pipelined_1000`: 1,000 `d[k]` with the requests in
-//!   flight together (`get_many`); `manager/dict_update_10000`: one
+//!   flight together (`get_many`); `manager/dict_set_pipelined_1000`: the
+//!   same with 1,000 `d[k] = v` (`set_many`); `manager/dict_update_10000`: one
 //!   `update` of 10,000 keys. Both report keys per second.
 //! * `manager/queue_1p1c_10000`: 10,000 `u64` items from a producer process
 //!   to the benchmark process through a manager queue, one `put`/`get` per
@@ -152,6 +153,9 @@ fn benches(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1000));
         g.bench_function("dict_get_pipelined_1000", |b| {
             b.iter(|| black_box(d.get_many(keys.iter()).unwrap()))
+        });
+        g.bench_function("dict_set_pipelined_1000", |b| {
+            b.iter(|| d.set_many(keys.iter().map(|&k| (k, k))).unwrap())
         });
         g.throughput(Throughput::Elements(10_000));
         g.sample_size(20);

@@ -100,6 +100,7 @@
 //! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`Manager::start`], `Drop`, [`Manager::shutdown`] |
 //! | `m.dict()`, `m.list()`, `m.Queue()`, `m.JoinableQueue()`, `m.Value(t, v)`, `m.Array(t, seq)`, `m.Namespace()` | [`dict`](manager::RemoteManager::dict), [`list`](manager::RemoteManager::list), [`queue`](manager::RemoteManager::queue), [`joinable_queue`](manager::RemoteManager::joinable_queue), [`value`](manager::RemoteManager::value), [`array`](manager::RemoteManager::array), [`namespace`](manager::RemoteManager::namespace): typed proxies ([`DictProxy<K, V>`](manager::DictProxy), [`ListProxy<T>`](manager::ListProxy), [`QueueProxy<T>`](manager::QueueProxy), …) |
 //! | `m.Lock()`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`, `Barrier` | [`lock`](manager::RemoteManager::lock), [`rlock`](manager::RemoteManager::rlock), [`semaphore`](manager::RemoteManager::semaphore), [`bounded_semaphore`](manager::RemoteManager::bounded_semaphore), [`condition`](manager::RemoteManager::condition), [`event`](manager::RemoteManager::event), [`barrier`](manager::RemoteManager::barrier) |
+//! | `m.set()` (3.14), `for k in d`, `iter(d)` | [`set`](manager::RemoteManager::set) ([`SetProxy<T>`](manager::SetProxy)), [`DictProxy::iter`](manager::DictProxy::iter) ([`IteratorProxy<T>`](manager::IteratorProxy)) |
 //! | `BaseManager.register('Foo', Foo, exposed=...)` | [`managed_type!`], [`manager::Registry`], [`Manager::start_with_types`] |
 //! | `BaseManager(address, authkey).get_server().serve_forever()`, `register('get_queue', callable=...)` | [`manager::Server::bind`], [`register_shared`](manager::Server::register_shared), [`serve_forever`](manager::Server::serve_forever) |
 //! | `BaseManager(address, authkey).connect()`, `m.get_queue()` | [`manager::connect`], [`RemoteManager::get`](manager::RemoteManager::get) (also against a Python manager) |
@@ -112,7 +113,6 @@
 //!
 //! | Python `multiprocessing` | why not here / what to use |
 //! |---|---|
-//! | `Manager()`, `SyncManager`, proxies, `BaseManager.register` | planned (a manager server speaking Python's wire protocol is being built) |
 //! | `set_executable(path)` | not available: children are this same binary (spawn re-executes `/proc/self/exe`), since only it contains the target functions |
 //! | `freeze_support()` | not needed: nothing has to be called in `main`; children never run `main` (see below) |
 //! | `set_forkserver_preload(modules)` | not needed: the fork server is this binary with all its code already loaded; do one-time set-up in the target or a pool initializer |

@@ -217,10 +217,101 @@ fn our_client_uses_a_cpython_syncmanager_server() {
         let ev = remote.event().unwrap();
         ev.set().unwrap();
         assert!(ev.is_set().unwrap());
+        // A CPython server answers `__iter__` with `#PROXY`: our client
+        // adopts the iterator it made (Python's IteratorProxy).
+        let objects = remote.number_of_objects().unwrap();
+        let keys = d
+            .iter()
+            .unwrap()
+            .collect::<multiproc::Result<Vec<_>>>()
+            .unwrap();
+        assert_eq!(keys, ["x", "from child"]);
+        let it = sd.iter().unwrap();
+        assert_eq!(it.next_item().unwrap(), Some(2));
+        assert_eq!(it.next_item().unwrap(), None);
+        assert_eq!(remote.number_of_objects().unwrap(), objects + 1);
+        drop(it);
+        assert_eq!(remote.number_of_objects().unwrap(), objects);
     });
     let _ = child.kill();
     let _ = child.wait();
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+const PY_ITER_CLIENT: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager, SyncManager, IteratorProxy
+
+addr = sys.argv[1]
+host, port = addr.rsplit(':', 1)
+addr = (host, int(port))
+key = sys.argv[2].encode()
+
+# SyncManager: dict() is a DictProxy whose __iter__ the server answers
+# with #PROXY.
+m = SyncManager(address=addr, authkey=key)
+m.connect()
+d = m.dict()
+d['a'] = 1
+d['b'] = 2
+print('for:', [k for k in d])
+it = iter(d)
+print('next:', next(it), next(it))
+try:
+    next(it)
+except StopIteration:
+    print('stop: StopIteration')
+del it
+print('list:', list(d))
+
+# A plain BaseManager client with the registered name and Iterator.
+class C(BaseManager):
+    pass
+C.register('get_dict')
+C.register('Iterator', proxytype=IteratorProxy, create_method=False)
+c = C(address=addr, authkey=key)
+c.connect()
+g = c.get_dict()
+print('shared:', sorted(k for k in g))
+"#;
+
+#[test]
+fn an_unmodified_cpython_client_iterates_our_dict_through_a_proxy_reply() {
+    let mut server = Server::bind("127.0.0.1:0", b"iter").unwrap();
+    server
+        .register_sync_types()
+        .register_shared("get_dict", objects::dict());
+    let addr = server.address().clone();
+    let stop = server.stopper();
+    let t = std::thread::spawn(move || server.serve_forever());
+
+    let remote = manager::connect(&addr, b"iter").unwrap();
+    let d = remote.get::<DictProxy<String, i64>>("get_dict").unwrap();
+    d.set("rust".into(), 1).unwrap();
+    d.set("python".into(), 2).unwrap();
+
+    let out = python(PY_ITER_CLIENT, &[&addr.to_string(), "iter"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
+    for line in [
+        "for: ['a', 'b']",
+        "next: a b",
+        "stop: StopIteration",
+        "list: ['a', 'b']",
+        "shared: ['python', 'rust']",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "missing {line:?} in:\n{stdout}\n{stderr}"
+        );
+    }
+    // Python released every object it made, iterators included: only our
+    // dict is left.
+    assert_eq!(remote.number_of_objects().unwrap(), 1);
+    drop(d);
+    stop.stop();
+    t.join().unwrap().unwrap();
 }

@@ -177,9 +177,25 @@ impl PyDict {
         Ok(Some(v))
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.index.clear();
+    }
+
+    /// The keys, in insertion order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Value> {
+        self.entries.iter().map(|e| &e.0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Removes and returns the last inserted key.
+    pub(crate) fn pop_last(&mut self) -> Option<Value> {
+        let (k, _) = self.entries.last()?.clone();
+        self.remove(&k).ok()?;
+        Some(k)
     }
 
     pub(crate) fn to_value(&self) -> Value {
@@ -319,6 +335,10 @@ impl Object for Dict {
             }
             other => return Err(Fail::Traceback(format!("dict has no method {other:?}"))),
         })
+    }
+
+    fn method_to_typeid(&self, method: &str) -> Option<&'static str> {
+        (method == "__iter__").then_some("Iterator")
     }
 
     fn value(&self) -> Value {

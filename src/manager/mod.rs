@@ -7,8 +7,9 @@
 //!   `SyncManager`) and creates objects in it: [`dict`](RemoteManager::dict),
 //!   [`list`](RemoteManager::list), [`queue`](RemoteManager::queue),
 //!   [`value`](RemoteManager::value), [`namespace`](RemoteManager::namespace),
-//!   [`lock`](RemoteManager::lock), [`event`](RemoteManager::event), … Each returns a
-//!   typed proxy ([`DictProxy`], [`QueueProxy`], …) that can be sent to other
+//!   [`lock`](RemoteManager::lock), [`event`](RemoteManager::event), Python 3.14's
+//!   [`set`](RemoteManager::set), … Each returns a
+//!   typed proxy ([`DictProxy`], [`QueueProxy`], [`SetProxy`], …) that can be sent to other
 //!   processes (in `Process` arguments, queue items, pool tasks, or inside
 //!   another managed container).
 //! * [`Server`] serves objects under registered names on any address with
@@ -33,6 +34,16 @@
 //! ```
 //!
 //! and [`connect`] reaches a Python `SyncManager` or `BaseManager` server.
+//!
+//! A method whose result is itself served as an object answers with a
+//! proxy (Python's `#PROXY` reply): `__iter__` of a `dict` or `set` gives
+//! an `Iterator` in the server, so a Python client can write `for k in d`
+//! (with `SyncManager`'s registry, or after
+//! `register('Iterator', proxytype=IteratorProxy, create_method=False)` on
+//! a plain `BaseManager`). On our side [`DictProxy::iter`] and
+//! [`SetProxy::iter`] return an [`IteratorProxy`], and
+//! [`BaseProxy::call_proxy`] adopts any such reply, from our server or
+//! Python's.
 //! Rust values become plain values through serde ([`to_value`]): structs
 //! become dicts of their fields, enums a variant name or `{name: data}`.
 //! A Python value with no plain form (a set, a class instance) is refused
@@ -62,15 +73,29 @@
 //!
 //! Method calls are blocking; the shape of the proxies (one connection,
 //! one request at a time) leaves room for `*_async` twins.
+//!
+//! # Batches
+//!
+//! Each call is one round trip. To make many calls at the cost of a few,
+//! put their requests in flight together: [`BaseProxy::call_pipelined`],
+//! [`DictProxy::get_many`], [`DictProxy::set_many`],
+//! [`QueueProxy::put_many`], [`QueueProxy::get_many`] write up to 128
+//! requests at once, and the server answers them with one write; or use a
+//! method that takes many items at once ([`DictProxy::update`],
+//! [`ListProxy::extend`]).
 
 mod custom;
 mod dict;
+mod fast;
 mod object;
 pub mod objects;
 mod proxies;
 mod proxy;
 mod server;
+mod set;
+mod set_proxy;
 mod sockopt;
+mod special;
 mod sync_objects;
 mod sync_proxies;
 mod value;
@@ -85,6 +110,7 @@ pub use proxy::BaseProxy;
 #[doc(hidden)]
 pub use serde as __serde;
 pub use server::{Factory, Server, Stopper};
+pub use set_proxy::{IteratorProxy, SetProxy};
 pub use sync_proxies::{
     BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard,
     QueueProxy,
@@ -231,6 +257,14 @@ impl RemoteManager {
     /// As for [`create`](Self::create).
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
         self.make("Queue", vec![])
+    }
+
+    /// A new empty `set` (Python 3.14's `SyncManager.set()`).
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub fn set<T>(&self) -> Result<SetProxy<T>> {
+        self.make("set", vec![])
     }
 
     /// A new `Queue(maxsize)`.
@@ -403,9 +437,16 @@ impl std::fmt::Debug for RemoteManager {
 pub struct Manager {
     remote: RemoteManager,
     process: Option<Process<()>>,
+    /// Tells the server to stop (a message, or the end of the stream).
+    stop: Option<Connection>,
 }
 
-fn serve_manager<R: Registry>(address: String, authkey: Vec<u8>, ready: Connection) {
+fn serve_manager<R: Registry>(
+    address: String,
+    authkey: Vec<u8>,
+    ready: Connection,
+    stop: Connection,
+) {
     let mut server = match Server::bind(address.as_str(), &authkey) {
         Ok(s) => s,
         Err(e) => {
@@ -415,6 +456,19 @@ fn serve_manager<R: Registry>(address: String, authkey: Vec<u8>, ready: Connecti
     };
     server.register_sync_types();
     R::register(&mut server);
+    // The owner stops the server through a pipe rather than a `shutdown`
+    // request: no connection and handshake on the way out.
+    let stopper = server.stopper();
+    let watcher = std::thread::Builder::new()
+        .name("manager-stop".into())
+        .spawn(move || {
+            let _ = stop.recv_bytes();
+            stopper.stop();
+        });
+    if let Err(e) = watcher {
+        let _ = ready.send(&Err::<(), String>(e.to_string()));
+        return;
+    }
     let _ = ready.send(&Ok::<(), String>(()));
     drop(ready);
     let _ = server.serve_forever();
@@ -462,9 +516,13 @@ impl Manager {
             tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         let (here, there) = Pipe::one_way()?;
-        let mut p = Process::new(serve_manager::<R>, (address.clone(), key.to_vec(), there))
-            .name("SyncManager")
-            .daemon(true);
+        let (stop_there, stop) = Pipe::one_way()?;
+        let mut p = Process::new(
+            serve_manager::<R>,
+            (address.clone(), key.to_vec(), there, stop_there),
+        )
+        .name("SyncManager")
+        .daemon(true);
         if let Some(m) = method {
             p = p.start_method(m);
         }
@@ -486,6 +544,7 @@ impl Manager {
                 authkey: key.to_vec(),
             },
             process: Some(p),
+            stop: Some(stop),
         })
     }
 
@@ -504,13 +563,19 @@ impl Manager {
         let Some(mut p) = self.process.take() else {
             return Ok(());
         };
-        let _ = wire::special_timeout(
-            &self.remote.address,
-            &self.remote.authkey,
-            "shutdown",
-            vec![],
-            Duration::from_secs(5),
-        );
+        let stopped = self
+            .stop
+            .take()
+            .is_some_and(|stop| stop.send_bytes(b"stop").is_ok());
+        if !stopped {
+            let _ = wire::special_timeout(
+                &self.remote.address,
+                &self.remote.authkey,
+                "shutdown",
+                vec![],
+                Duration::from_secs(5),
+            );
+        }
         if !p.join_timeout(Duration::from_secs(5))? {
             let _ = p.kill();
             p.join()?;

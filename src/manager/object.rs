@@ -92,6 +92,11 @@ impl Call<'_> {
                 .wait_timeout(guard, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            // Woken with the condition met: no need to ask the socket
+            // whether the caller is still there (a system call per wait).
+            if ready(&mut guard) {
+                return (guard, true);
+            }
             if self.caller_gone() {
                 let ok = ready(&mut guard);
                 return (guard, ok);
@@ -115,6 +120,15 @@ pub trait Object: Send + Sync + 'static {
     /// The [`Fail`] the caller receives. A panic also reaches the caller
     /// (as a `RuntimeError`), and the server goes on.
     fn call(&self, method: &str, args: Args, call: &Call<'_>) -> Result<Value, Fail>;
+    /// The type id whose object a method's result becomes (Python's
+    /// `method_to_typeid`): the server registers the result as a new
+    /// object of that type, built by its factory from the result, and
+    /// answers with a proxy (`#PROXY`) instead of the value. `dict` maps
+    /// `__iter__` to `"Iterator"`.
+    fn method_to_typeid(&self, method: &str) -> Option<&'static str> {
+        let _ = method;
+        None
+    }
     /// The object's value as a plain value (Python's `proxy._getvalue()`).
     fn value(&self) -> Value {
         Value::None

@@ -8,6 +8,7 @@
 use super::dict::{Dict, PyDict, py_eq};
 use super::object::{Args, Call, Object, int_arg};
 use super::server::Factory;
+use super::set::{IterObj, SetObj};
 use super::sync_objects;
 use super::wire::Fail;
 use crate::pickle::Value;
@@ -382,6 +383,11 @@ pub fn list() -> Arc<dyn Object> {
     Arc::new(List::default())
 }
 
+/// A new empty managed `set`.
+pub fn set() -> Arc<dyn Object> {
+    Arc::new(SetObj::default())
+}
+
 /// A new managed queue (`maxsize` 0: unbounded), joinable.
 pub fn queue(maxsize: usize) -> Arc<dyn Object> {
     Arc::new(sync_objects::QueueObj::new(maxsize))
@@ -456,6 +462,14 @@ pub(crate) fn sync_types() -> Vec<(&'static str, Arc<Factory>)> {
                 let n = a.get(0, "maxsize").map(int_arg).transpose()?.unwrap_or(0);
                 Ok(queue(n.max(0) as usize))
             }),
+        ),
+        (
+            "set",
+            factory(|a| Ok(Arc::new(SetObj::from_items(a.get(0, "iterable"))?))),
+        ),
+        (
+            "Iterator",
+            factory(|a| Ok(Arc::new(IterObj::new(a.args.first())?))),
         ),
         (
             "JoinableQueue",

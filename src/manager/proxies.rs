@@ -144,6 +144,23 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
             .collect()
     }
 
+    /// `d[key] = value` for many pairs, with the requests in flight
+    /// together ([`BaseProxy::call_pipelined`]); unlike
+    /// [`update`](Self::update), each pair is its own `__setitem__` call.
+    ///
+    /// # Errors
+    /// The first error of any call (the others still happened).
+    pub fn set_many(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        let calls = pairs
+            .into_iter()
+            .map(|(k, v)| Ok(("__setitem__", vec![arg(&k)?, arg(&v)?])))
+            .collect::<Result<Vec<_>>>()?;
+        for r in self.base.call_pipelined(calls)? {
+            r?;
+        }
+        Ok(())
+    }
+
     /// `d[key] = value`.
     ///
     /// # Errors

@@ -1,8 +1,9 @@
 //! The untyped proxy: a token, the manager's authkey, and this process's
 //! connection to the manager.
 
+use super::fast;
 use super::value::{PROXY_MARK, from_value, to_value};
-use super::wire::{self, Token};
+use super::wire::{self, Reply, Token};
 use crate::connection::{Address, Connection};
 use crate::error::{Error, Result};
 use crate::pickle::Value;
@@ -37,13 +38,33 @@ pub struct BaseProxy {
 struct Link {
     pid: u32,
     conn: Connection,
-    /// The same socket, for writing several pre-framed requests at once.
+    /// The same socket, for writing pre-framed requests.
     raw: std::fs::File,
+    /// Requests are encoded here (kept between calls).
+    buf: Vec<u8>,
 }
 
-/// How many pipelined requests are written before their replies are read
-/// (so that neither side's socket buffer can fill up and deadlock).
-const WINDOW: usize = 128;
+impl Link {
+    /// Sends the requests in `buf` and reads one reply.
+    fn round_trip(&mut self) -> Result<Reply> {
+        use std::io::Write;
+        let r = (&self.raw).write_all(&self.buf).map_err(Error::Io);
+        self.buf.clear();
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+        r?;
+        self.conn
+            .recv_with(|frame, _| wire::parse_reply_kind(frame))
+    }
+}
+
+/// How many pipelined requests are written before their replies are read.
+const WINDOW: usize = 1024;
+/// A batch of pipelined requests ends once it holds this many bytes: the
+/// whole batch fits in the socket's buffer, so writing it never waits for
+/// the server, which may itself be waiting to write replies.
+const WINDOW_BYTES: usize = 48 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -105,9 +126,25 @@ impl BaseProxy {
         args: Vec<Value>,
         kwds: Vec<(Value, Value)>,
     ) -> Result<Value> {
+        match self.call_reply(method, &args, &kwds)? {
+            Reply::Return(v) => Ok(v),
+            Reply::Proxy(p) => {
+                // Release the object made for this call, then say what to
+                // use instead.
+                drop(self.adopt(p)?);
+                Err(Error::Decode(format!(
+                    "{method} answers with a proxy: use call_proxy"
+                )))
+            }
+        }
+    }
+
+    /// One call on this process's connection.
+    fn call_reply(&self, method: &str, args: &[Value], kwds: &[(Value, Value)]) -> Result<Reply> {
         let mut slot = self.link()?;
-        let conn = &slot.as_ref().expect("connected").conn;
-        let r = wire::call(conn, Some(&self.token.id), method, args, kwds);
+        let link = slot.as_mut().expect("connected");
+        fast::request(&mut link.buf, Some(&self.token.id), method, args, kwds)?;
+        let r = link.round_trip();
         if let Err(e) = &r {
             if !is_reply_error(e) {
                 // The stream may be out of step or gone: start afresh.
@@ -115,6 +152,36 @@ impl BaseProxy {
             }
         }
         r
+    }
+
+    /// Calls a method the server answers with a new object (a `#PROXY`
+    /// reply, e.g. a dict's `__iter__`), returning a proxy that holds the
+    /// reference the server took for it.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the method answers with a plain value; as
+    /// for [`call_method`](Self::call_method).
+    pub fn call_proxy<P: super::Proxy>(&self, method: &str, args: Vec<Value>) -> Result<P> {
+        match self.call_reply(method, &args, &[])? {
+            Reply::Proxy(p) => self.adopt(p).map(P::from_base),
+            Reply::Return(_) => Err(Error::Decode(format!(
+                "{method} answered with a value, not a proxy"
+            ))),
+        }
+    }
+
+    /// A proxy for the `(exposed, Token)` of a `#PROXY` reply, owning the
+    /// reference it came with. As in Python, the token's address is
+    /// replaced by this proxy's (the server may name itself otherwise).
+    fn adopt(&self, payload: Value) -> Result<BaseProxy> {
+        let bad = || Error::Decode("bad #PROXY reply".into());
+        let Value::Tuple(t) = payload else {
+            return Err(bad());
+        };
+        let token = t.get(1).ok_or_else(bad)?;
+        let mut token = Token::from_python(token)?;
+        token.address = self.token.address.clone();
+        Ok(BaseProxy::owned(token, self.authkey.clone()))
     }
 
     /// The connection of this process, opened (with `accept_connection`)
@@ -134,7 +201,12 @@ impl BaseProxy {
                 vec![],
             )?;
             let raw = std::fs::File::from(std::os::fd::AsFd::as_fd(&conn).try_clone_to_owned()?);
-            *slot = Some(Link { pid, conn, raw });
+            *slot = Some(Link {
+                pid,
+                conn,
+                raw,
+                buf: Vec::new(),
+            });
         }
         Ok(slot)
     }
@@ -157,23 +229,39 @@ impl BaseProxy {
         let link = slot.as_mut().expect("connected");
         let mut out = Vec::new();
         let mut calls = calls.into_iter().peekable();
-        let mut buf = Vec::new();
         while calls.peek().is_some() {
-            buf.clear();
+            link.buf.clear();
             let mut n = 0;
-            for (method, args) in calls.by_ref().take(WINDOW) {
-                let req = wire::request(Some(&self.token.id), method, args, vec![]);
-                let len = i32::try_from(req.len())
-                    .map_err(|_| Error::Encode("request too large to pipeline".into()))?;
-                buf.extend_from_slice(&len.to_be_bytes());
-                buf.extend_from_slice(&req);
+            while n < WINDOW && link.buf.len() < WINDOW_BYTES {
+                let Some((method, args)) = calls.next() else {
+                    break;
+                };
+                if let Err(e) =
+                    fast::request(&mut link.buf, Some(&self.token.id), method, &args, &[])
+                {
+                    // Nothing of this batch was sent: the stream is in step.
+                    link.buf.clear();
+                    return Err(e);
+                }
                 n += 1;
             }
-            let sent = (&link.raw).write_all(&buf).map_err(Error::Io);
+            let sent = (&link.raw).write_all(&link.buf).map_err(Error::Io);
             let r = sent.and_then(|()| {
                 for _ in 0..n {
-                    let frame = link.conn.recv_bytes()?;
-                    out.push(wire::parse_reply(&frame));
+                    let reply = link
+                        .conn
+                        .recv_with(|frame, _| wire::parse_reply_kind(frame));
+                    out.push(match reply {
+                        Ok(Reply::Return(v)) => Ok(v),
+                        Ok(Reply::Proxy(p)) => {
+                            drop(self.adopt(p)?);
+                            Err(Error::Decode(
+                                "a pipelined call answered with a proxy".into(),
+                            ))
+                        }
+                        Err(e) if is_reply_error(&e) => Err(e),
+                        Err(e) => return Err(e),
+                    });
                 }
                 Ok(())
             });
@@ -182,6 +270,7 @@ impl BaseProxy {
                 return Err(e);
             }
         }
+        link.buf.clear();
         Ok(out)
     }
 
@@ -194,7 +283,11 @@ impl BaseProxy {
     /// shape.
     pub fn call<R: DeserializeOwned>(&self, method: &str, args: Vec<Value>) -> Result<R> {
         let v = self.call_method(method, args)?;
-        with_authkey(&self.authkey, || from_value(v))
+        if holds_object(&v) {
+            with_authkey(&self.authkey, || from_value(v))
+        } else {
+            from_value(v)
+        }
     }
 
     /// The object's current value as a plain value (Python's
@@ -204,6 +297,17 @@ impl BaseProxy {
     /// As for [`call_method`](Self::call_method).
     pub fn get_value(&self) -> Result<Value> {
         self.call_method("#GETVALUE", vec![])
+    }
+}
+
+/// True when `v` holds an object (a proxy, perhaps), whose decoding may
+/// need the authkey.
+fn holds_object(v: &Value) -> bool {
+    match v {
+        Value::Object(_) => true,
+        Value::List(l) | Value::Tuple(l) => l.iter().any(holds_object),
+        Value::Dict(d) => d.iter().any(|(k, v)| holds_object(k) || holds_object(v)),
+        _ => false,
     }
 }
 

@@ -1,19 +1,21 @@
 //! The manager server: accepts connections, runs the handshake, and serves
 //! CPython's special methods and method calls, one thread per connection.
 
+use super::fast;
 use super::object::{Args, Call, Object};
 use super::sockopt;
+use super::special::{new_object, panic_fail, pin_nested, reaper, special};
 use super::wire::{self, Fail};
 use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
 use crate::error::{Error, Result};
-use crate::pickle::{self, Value};
+use crate::pickle::Value;
 use crate::sys;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Makes a new object for `create(typeid, *args, **kwds)`.
 pub type Factory = dyn Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + Send + Sync;
@@ -21,35 +23,38 @@ pub type Factory = dyn Fn(Args) -> std::result::Result<Arc<dyn Object>, Fail> + 
 /// How long a peer may take over the authkey handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often references of dead local clients are looked for.
-const REAP_EVERY: Duration = Duration::from_millis(500);
+pub(super) const REAP_EVERY: Duration = Duration::from_millis(500);
 
-struct Entry {
-    obj: Arc<dyn Object>,
-    typeid: String,
-    exposed: Vec<String>,
+pub(super) struct Entry {
+    pub(super) obj: Arc<dyn Object>,
+    pub(super) typeid: String,
+    pub(super) exposed: Vec<String>,
     /// References per client process id (0: unknown, e.g. over TCP, or
     /// held by the server itself).
-    refs: HashMap<u32, usize>,
+    pub(super) refs: HashMap<u32, usize>,
 }
 
 impl Entry {
-    fn total(&self) -> usize {
+    pub(super) fn total(&self) -> usize {
         self.refs.values().sum()
     }
 }
 
 pub(crate) struct State {
-    objects: Mutex<HashMap<String, Entry>>,
-    types: HashMap<String, Arc<Factory>>,
-    address: Address,
+    pub(super) objects: Mutex<HashMap<String, Entry>>,
+    pub(super) types: HashMap<String, Arc<Factory>>,
+    pub(super) address: Address,
     authkey: Option<Vec<u8>>,
-    stop: AtomicBool,
+    pub(super) stop: AtomicBool,
     next_conn: AtomicU64,
+    /// Counts removals from `objects` (under its lock), so that a
+    /// connection's cached lookup knows when it may be stale.
+    pub(super) removals: AtomicU64,
     /// Local client processes holding references, watched through pidfds.
-    watched: Mutex<HashMap<u32, OwnedFd>>,
+    pub(super) watched: Mutex<HashMap<u32, OwnedFd>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -115,9 +120,17 @@ impl Server {
     /// [`Error::Address`] or [`Error::Io`] when the address cannot be bound.
     pub fn bind(address: impl ToAddress, authkey: &[u8]) -> Result<Server> {
         let listener = Listener::bind(address, None)?;
+        // What `__iter__` of a dict or set answers with (`#PROXY`).
+        let mut types: HashMap<String, Arc<Factory>> = HashMap::new();
+        types.insert(
+            "Iterator".into(),
+            Arc::new(|a: Args| {
+                Ok(Arc::new(super::set::IterObj::new(a.args.first())?) as Arc<dyn Object>)
+            }),
+        );
         Ok(Server {
             listener,
-            types: HashMap::new(),
+            types,
             authkey: authkey.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -147,7 +160,7 @@ impl Server {
     /// Registers every type id of Python's `SyncManager` (`dict`, `list`,
     /// `Queue`, `JoinableQueue`, `Value`, `Array`, `Namespace`, `Lock`,
     /// `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`, `Event`,
-    /// `Barrier`).
+    /// `Barrier`, and Python 3.14's `set`).
     pub fn register_sync_types(&mut self) -> &mut Self {
         for (typeid, f) in super::objects::sync_types() {
             self.types.insert(typeid.to_string(), f);
@@ -179,6 +192,7 @@ impl Server {
             authkey: Some(self.authkey),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            removals: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
         });
         let stop = self.stop;
@@ -227,61 +241,37 @@ impl Server {
     }
 }
 
-/// Drops references held by local client processes that have died.
-fn reaper(state: &State, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
-        std::thread::sleep(REAP_EVERY);
-        let dead: Vec<u32> = {
-            let watched = lock(&state.watched);
-            watched
-                .iter()
-                .filter(|(_, fd)| {
-                    sys::wait_readable(fd.as_fd(), Some(Instant::now())).unwrap_or(true)
-                })
-                .map(|(pid, _)| *pid)
-                .collect()
-        };
-        if dead.is_empty() {
-            continue;
-        }
-        let mut dropped = Vec::new();
-        {
-            let mut objects = lock(&state.objects);
-            for e in objects.values_mut() {
-                for pid in &dead {
-                    e.refs.remove(pid);
-                }
-            }
-            objects.retain(|_, e| {
-                let keep = e.total() > 0;
-                if !keep {
-                    dropped.push(e.obj.clone());
-                }
-                keep
-            });
-            let mut watched = lock(&state.watched);
-            for pid in &dead {
-                watched.remove(pid);
-            }
-        }
-        // Objects are dropped outside the lock: one may hold proxies.
-        drop(dropped);
-    }
-}
-
-fn traceback(msg: impl Into<String>) -> Fail {
+pub(super) fn traceback(msg: impl Into<String>) -> Fail {
     Fail::Traceback(msg.into())
 }
 
-/// A request: `(ident, method, args, kwds)`.
+/// A request `(ident, method, args, kwds)`; `ident` and `method` are in
+/// the connection's [`Names`].
 struct Request {
-    ident: Option<String>,
-    method: String,
+    has_ident: bool,
     args: Args,
 }
 
-fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
-    let v = pickle::loads_objects(frame).map_err(|e| {
+/// The ident and method of the request being served, kept between
+/// requests so that reading them allocates nothing.
+#[derive(Default)]
+struct Names {
+    ident: String,
+    method: String,
+}
+
+fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request, Fail> {
+    // Plain values in one pass; anything else through the general reader.
+    if let Some(head) = fast::decode_request(frame, &mut names.ident, &mut names.method) {
+        return Ok(Request {
+            has_ident: head.has_ident,
+            args: Args {
+                args: head.args,
+                kwds: head.kwds,
+            },
+        });
+    }
+    let v = fast::decode(frame).map_err(|e| {
         traceback(format!(
             "the request holds a value a multiproc manager cannot store (only None, bool, \
              int within 64 bits, float, str, bytes, list, tuple and dict are): {e}"
@@ -297,17 +287,20 @@ fn parse_request(frame: &[u8]) -> std::result::Result<Request, Fail> {
     else {
         return Err(bad());
     };
-    let ident = match ident {
-        Value::None => None,
-        Value::Str(s) => Some(s),
+    let has_ident = match ident {
+        Value::None => false,
+        Value::Str(s) => {
+            names.ident = s;
+            true
+        }
         _ => return Err(bad()),
     };
+    names.method = method;
     let (Value::Tuple(args), Value::Dict(kwds)) = (args, kwds) else {
         return Err(bad());
     };
     Ok(Request {
-        ident,
-        method,
+        has_ident,
         args: Args {
             args: args.into_iter().map(wire::normalize).collect(),
             kwds: kwds
@@ -347,6 +340,8 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         out: Vec::new(),
     });
     let mut served = 0u64;
+    let mut cache = Cached::default();
+    let mut names = Names::default();
     loop {
         // Quick ACKs matter for the handshake and the first requests, which
         // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
@@ -356,18 +351,19 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             sockopt::quickack(conn.as_fd());
         }
         served += 1;
-        let Ok(frame) = conn.recv_bytes() else {
+        let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame, &mut names))) else {
             return false;
         };
-        let result = match parse_request(&frame) {
+        let mut proxy = None;
+        let result = match parsed {
             // The frame was whole, so the stream is still in step: refuse
             // this request and go on serving the connection.
             Err(f) => Err(f),
-            Ok(req) => match &req.ident {
-                None => match req.method.as_str() {
+            Ok(req) => match req.has_ident.then_some(names.ident.as_str()) {
+                None => match names.method.as_str() {
                     "shutdown" => {
                         let mut r = replies.borrow_mut();
-                        r.push(&wire::reply(Ok(Value::None)));
+                        fast::reply(&mut r.out, Ok(Value::None));
                         let _ = r.flush();
                         return true;
                     }
@@ -386,12 +382,27 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    dispatch(state, ident, &req.method, req.args, &call)
+                    match dispatch(state, &mut cache, ident, &names.method, req.args, &call) {
+                        Ok(Answer::Value(v)) => Ok(v),
+                        Ok(Answer::Proxy { typeid, value }) => {
+                            match new_object(state, typeid, vec![value], pid) {
+                                Ok(p) => {
+                                    proxy = Some(p);
+                                    Ok(Value::None)
+                                }
+                                Err(f) => Err(f),
+                            }
+                        }
+                        Err(f) => Err(f),
+                    }
                 }
             },
         };
         let mut r = replies.borrow_mut();
-        r.push(&wire::reply(result));
+        match proxy {
+            Some(p) => fast::proxy_reply(&mut r.out, &p),
+            None => fast::reply(&mut r.out, result),
+        }
         // While more requests are already buffered (a pipelining client),
         // replies are gathered and written together.
         if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
@@ -410,18 +421,6 @@ struct Replies {
 const REPLY_BATCH: usize = 64 << 10;
 
 impl Replies {
-    fn push(&mut self, payload: &[u8]) {
-        match i32::try_from(payload.len()) {
-            Ok(n) => self.out.extend_from_slice(&n.to_be_bytes()),
-            Err(_) => {
-                self.out.extend_from_slice(&(-1i32).to_be_bytes());
-                self.out
-                    .extend_from_slice(&(payload.len() as u64).to_be_bytes());
-            }
-        }
-        self.out.extend_from_slice(payload);
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         use std::io::Write;
         if self.out.is_empty() {
@@ -436,185 +435,60 @@ impl Replies {
     }
 }
 
-fn ident_arg(args: &Args) -> std::result::Result<String, Fail> {
-    match args.args.first() {
-        Some(Value::Str(s)) => Ok(s.clone()),
-        _ => Err(traceback("expected an object id")),
-    }
+/// What a method call answers: a value, or a value to be served as a new
+/// object of `typeid` (a `#PROXY` reply).
+enum Answer {
+    Value(Value),
+    Proxy { typeid: &'static str, value: Value },
 }
 
-fn watch(state: &State, pid: u32) {
-    if pid == 0 || pid == std::process::id() {
-        return;
-    }
-    let mut watched = lock(&state.watched);
-    if let std::collections::hash_map::Entry::Vacant(slot) = watched.entry(pid) {
-        if let Ok(fd) = sys::pidfd_open(pid) {
-            slot.insert(fd);
-        }
-    }
+/// The object a connection called last, while no object has been removed
+/// since (an id may be reused by a new object once the old one is gone).
+#[derive(Default)]
+struct Cached {
+    ident: String,
+    removals: u64,
+    obj: Option<Arc<dyn Object>>,
 }
 
-fn incref(state: &State, ident: &str, pid: u32) -> std::result::Result<(), Fail> {
-    let mut objects = lock(&state.objects);
-    let e = objects
-        .get_mut(ident)
-        .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-    *e.refs.entry(pid).or_insert(0) += 1;
-    drop(objects);
-    watch(state, pid);
-    Ok(())
-}
-
-fn special(
-    state: &Arc<State>,
-    method: &str,
-    mut args: Args,
-    pid: u32,
-) -> std::result::Result<Value, Fail> {
-    match method {
-        "dummy" => Ok(Value::None),
-        "create" => {
-            if args.args.is_empty() {
-                return Err(traceback("create needs a type id"));
+impl Cached {
+    fn lookup(&mut self, state: &State, ident: &str) -> std::result::Result<Arc<dyn Object>, Fail> {
+        let removals = state.removals.load(Ordering::SeqCst);
+        if let Some(obj) = &self.obj {
+            if self.ident == ident && self.removals == removals {
+                return Ok(obj.clone());
             }
-            let Value::Str(typeid) = args.args.remove(0) else {
-                return Err(traceback("the type id is not a str"));
-            };
-            let factory = state.types.get(&typeid).cloned().ok_or_else(|| {
-                traceback(format!("KeyError: type id {typeid:?} is not registered"))
-            })?;
-            let obj =
-                catch_unwind(AssertUnwindSafe(|| factory(args))).map_err(|p| panic_fail(&p))??;
-            let ident = format!("{:x}", Arc::as_ptr(&obj) as *const () as usize);
-            let exposed: Vec<String> = obj.exposed().iter().map(|s| s.to_string()).collect();
-            let reply = Value::Tuple(vec![
-                Value::Str(ident.clone()),
-                Value::Tuple(exposed.iter().map(|s| Value::Str(s.clone())).collect()),
-            ]);
-            let mut objects = lock(&state.objects);
-            let e = objects.entry(ident).or_insert_with(|| Entry {
-                obj,
-                typeid,
-                exposed,
-                refs: HashMap::new(),
-            });
-            *e.refs.entry(pid).or_insert(0) += 1;
-            drop(objects);
-            watch(state, pid);
-            Ok(reply)
         }
-        "incref" => incref(state, &ident_arg(&args)?, pid).map(|()| Value::None),
-        "decref" => {
-            let ident = ident_arg(&args)?;
-            let mut objects = lock(&state.objects);
-            let e = objects
-                .get_mut(&ident)
-                .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-            let from = if e.refs.get(&pid).is_some_and(|n| *n > 0) {
-                pid
-            } else {
-                // A reference taken elsewhere (e.g. over TCP, or by a
-                // process that handed it over): release any.
-                *e.refs
-                    .iter()
-                    .find(|(_, n)| **n > 0)
-                    .map(|(p, _)| p)
-                    .ok_or_else(|| traceback("AssertionError: refcount is already 0"))?
-            };
-            let n = e.refs.get_mut(&from).expect("found above");
-            *n -= 1;
-            if *n == 0 {
-                e.refs.remove(&from);
-            }
-            let dead = (e.total() == 0).then(|| objects.remove(&ident));
-            drop(objects);
-            drop(dead);
-            Ok(Value::None)
-        }
-        "number_of_objects" => Ok(Value::Int(lock(&state.objects).len() as i64)),
-        "debug_info" => {
-            let objects = lock(&state.objects);
-            let mut s = String::new();
-            for (id, e) in objects.iter() {
-                let mut r = e.obj.repr();
-                r.truncate(75);
-                s.push_str(&format!(
-                    "  {id}:       refcount={} ({})\n    {r}\n",
-                    e.total(),
-                    e.typeid
-                ));
-            }
-            Ok(Value::Str(s))
-        }
-        "get_methods" => {
-            let token = args
-                .args
-                .first()
-                .ok_or_else(|| traceback("get_methods needs a token"))?;
-            let id = wire::Token::from_python(token)
-                .map_err(|e| traceback(e.to_string()))?
-                .id;
-            let objects = lock(&state.objects);
-            let e = objects
-                .get(&id)
-                .ok_or_else(|| traceback(format!("KeyError: {id:?}")))?;
-            Ok(Value::Tuple(
-                e.exposed.iter().map(|s| Value::Str(s.clone())).collect(),
-            ))
-        }
-        other => Err(traceback(format!("AssertionError: {other:?} unrecognized"))),
-    }
-}
-
-fn panic_fail(p: &Box<dyn std::any::Any + Send>) -> Fail {
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    Fail::builtin("RuntimeError", format!("panicked: {msg}"))
-}
-
-/// Proxies in the arguments that name objects of this server keep those
-/// objects alive as long as the server runs (they may be stored in a
-/// container and read back later by any process).
-fn pin_nested(state: &State, v: &Value) {
-    match v {
-        Value::List(items) | Value::Tuple(items) => items.iter().for_each(|i| pin_nested(state, i)),
-        Value::Dict(items) => items.iter().for_each(|(k, v)| {
-            pin_nested(state, k);
-            pin_nested(state, v)
-        }),
-        Value::Object(o) => {
-            let args = &o.args;
-            if let Some(token) = args.iter().find_map(|a| wire::Token::from_python(a).ok()) {
-                let _ = incref(state, &token.id, 0);
-            }
-            args.iter().for_each(|a| pin_nested(state, a));
-        }
-        _ => {}
+        let objects = lock(&state.objects);
+        let obj = objects
+            .get(ident)
+            .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?
+            .obj
+            .clone();
+        // Read again under the lock: removals happen under it.
+        self.removals = state.removals.load(Ordering::SeqCst);
+        drop(objects);
+        self.ident.clear();
+        self.ident.push_str(ident);
+        self.obj = Some(obj.clone());
+        Ok(obj)
     }
 }
 
 fn dispatch(
     state: &State,
+    cache: &mut Cached,
     ident: &str,
     method: &str,
     args: Args,
     call: &Call<'_>,
-) -> std::result::Result<Value, Fail> {
-    let (obj, exposed) = {
-        let objects = lock(&state.objects);
-        let e = objects
-            .get(ident)
-            .ok_or_else(|| traceback(format!("KeyError: {ident:?} is not a live object")))?;
-        (e.obj.clone(), e.exposed.iter().any(|m| m == method))
-    };
+) -> std::result::Result<Answer, Fail> {
+    let obj = cache.lookup(state, ident)?;
+    let exposed = obj.exposed().contains(&method);
     if !exposed {
         return match method {
-            "#GETVALUE" => Ok(obj.value()),
-            "__repr__" | "__str__" => Ok(Value::Str(obj.repr())),
+            "#GETVALUE" => Ok(Answer::Value(obj.value())),
+            "__repr__" | "__str__" => Ok(Answer::Value(Value::Str(obj.repr()))),
             _ => Err(traceback(format!(
                 "AttributeError: method {method:?} of {ident:?} is not exposed"
             ))),
@@ -622,8 +496,12 @@ fn dispatch(
     }
     args.args.iter().for_each(|a| pin_nested(state, a));
     args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
-    catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
-        .unwrap_or_else(|p| Err(panic_fail(&p)))
+    let value = catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
+        .unwrap_or_else(|p| Err(panic_fail(&p)))?;
+    Ok(match obj.method_to_typeid(method) {
+        Some(typeid) => Answer::Proxy { typeid, value },
+        None => Answer::Value(value),
+    })
 }
 
 impl std::fmt::Debug for Server {

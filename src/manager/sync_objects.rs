@@ -37,6 +37,9 @@ fn block_timeout(
 struct QueueState {
     items: VecDeque<Value>,
     unfinished: u64,
+    /// Calls waiting on `changed`: a change wakes them only when there are
+    /// some (a wake is a system call).
+    waiters: usize,
 }
 
 pub(crate) struct QueueObj {
@@ -52,6 +55,7 @@ impl QueueObj {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 unfinished: 0,
+                waiters: 0,
             }),
             changed: Condvar::new(),
         }
@@ -59,6 +63,26 @@ impl QueueObj {
 
     fn full(&self, s: &QueueState) -> bool {
         self.maxsize > 0 && s.items.len() >= self.maxsize
+    }
+
+    /// [`Call::wait_while`], counted in `waiters`.
+    fn wait<'g>(
+        &self,
+        call: &Call<'_>,
+        mut s: MutexGuard<'g, QueueState>,
+        timeout: Option<Duration>,
+        ready: impl FnMut(&mut QueueState) -> bool,
+    ) -> (MutexGuard<'g, QueueState>, bool) {
+        s.waiters += 1;
+        let (mut s, ok) = call.wait_while(&self.changed, s, timeout, ready);
+        s.waiters -= 1;
+        (s, ok)
+    }
+
+    fn changed(&self, s: &QueueState) {
+        if s.waiters > 0 {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -90,8 +114,8 @@ impl Object for QueueObj {
                 } else {
                     (false, None)
                 };
-                let (mut s, ok) = if block {
-                    call.wait_while(&self.changed, s, timeout, |s| !self.full(s))
+                let (mut s, ok) = if block && self.full(&s) {
+                    self.wait(call, s, timeout, |s| !self.full(s))
                 } else {
                     let ok = !self.full(&s);
                     (s, ok)
@@ -101,7 +125,7 @@ impl Object for QueueObj {
                 }
                 s.items.push_back(item);
                 s.unfinished += 1;
-                self.changed.notify_all();
+                self.changed(&s);
                 Ok(Value::None)
             }
             "get" | "get_nowait" => {
@@ -110,18 +134,20 @@ impl Object for QueueObj {
                 } else {
                     (false, None)
                 };
-                let (mut s, ok) = if block {
-                    call.wait_while(&self.changed, s, timeout, |s| !s.items.is_empty())
+                let waited = block && s.items.is_empty();
+                let (mut s, ok) = if waited {
+                    self.wait(call, s, timeout, |s| !s.items.is_empty())
                 } else {
                     let ok = !s.items.is_empty();
                     (s, ok)
                 };
-                // A caller that hung up gets nothing: the item stays queued.
-                if !ok || call.caller_gone() {
+                // A caller that hung up while it waited gets nothing: the
+                // item stays queued.
+                if !ok || (waited && call.caller_gone()) {
                     return Err(Fail::empty());
                 }
                 let item = s.items.pop_front().expect("not empty");
-                self.changed.notify_all();
+                self.changed(&s);
                 Ok(item)
             }
             "task_done" => {
@@ -133,11 +159,11 @@ impl Object for QueueObj {
                     ));
                 }
                 s.unfinished -= 1;
-                self.changed.notify_all();
+                self.changed(&s);
                 Ok(Value::None)
             }
             "join" => {
-                drop(call.wait_while(&self.changed, s, None, |s| s.unfinished == 0));
+                drop(self.wait(call, s, None, |s| s.unfinished == 0));
                 Ok(Value::None)
             }
             other => Err(Fail::Traceback(format!("Queue has no method {other:?}"))),

@@ -150,21 +150,6 @@ impl Token {
     }
 }
 
-/// Encodes a request `(ident, method, args, kwds)`.
-pub(crate) fn request(
-    ident: Option<&str>,
-    method: &str,
-    args: Vec<Value>,
-    kwds: Vec<(Value, Value)>,
-) -> Vec<u8> {
-    pickle::dumps(&Value::Tuple(vec![
-        ident.map_or(Value::None, |s| Value::Str(s.to_string())),
-        Value::Str(method.to_string()),
-        Value::Tuple(args),
-        Value::Dict(kwds),
-    ]))
-}
-
 /// Encodes a reply.
 pub(crate) fn reply(result: std::result::Result<Value, Fail>) -> Vec<u8> {
     let v = match result {
@@ -222,7 +207,36 @@ pub(crate) fn normalize(v: Value) -> Value {
 
 /// Decodes a reply frame into the value or the error it carries.
 pub(crate) fn parse_reply(frame: &[u8]) -> Result<Value> {
-    let v = pickle::loads_objects(frame)?;
+    parse_reply_kind(frame).map(|r| match r {
+        Reply::Return(v) | Reply::Proxy(v) => v,
+    })
+}
+
+/// A reply that is not an error.
+pub(crate) enum Reply {
+    /// `#RETURN`: the value.
+    Return(Value),
+    /// `#PROXY`: `(exposed, Token)` of a new object the caller now holds
+    /// one reference to.
+    Proxy(Value),
+}
+
+/// Decodes a reply frame, telling `#RETURN` from `#PROXY`.
+pub(crate) fn parse_reply_kind(frame: &[u8]) -> Result<Reply> {
+    if let Some((kind, v)) = super::fast::decode_reply(frame) {
+        // Plain values need no normalizing.
+        match kind {
+            "#RETURN" => return Ok(Reply::Return(v)),
+            "#TRACEBACK" | "#UNSERIALIZABLE" => {
+                return Err(Error::Remote {
+                    kind: "RemoteError".into(),
+                    message: describe(&[v]),
+                });
+            }
+            _ => {}
+        }
+    }
+    let v = super::fast::decode(frame)?;
     let Value::Tuple(mut t) = v else {
         return Err(Error::Decode("manager reply is not a tuple".into()));
     };
@@ -234,7 +248,8 @@ pub(crate) fn parse_reply(frame: &[u8]) -> Result<Value> {
         return Err(Error::Decode("manager reply kind is not a str".into()));
     };
     match kind.as_str() {
-        "#RETURN" | "#PROXY" => Ok(normalize(payload)),
+        "#RETURN" => Ok(Reply::Return(normalize(payload))),
+        "#PROXY" => Ok(Reply::Proxy(payload)),
         "#ERROR" => Err(match payload {
             Value::Object(o) => match o.callable.as_global() {
                 Some((_, "Empty")) => Error::Empty,
@@ -271,9 +286,10 @@ pub(crate) fn call(
     args: Vec<Value>,
     kwds: Vec<(Value, Value)>,
 ) -> Result<Value> {
-    conn.send_bytes(&request(ident, method, args, kwds))?;
-    let frame = conn.recv_bytes()?;
-    parse_reply(&frame)
+    let mut buf = Vec::new();
+    super::fast::request(&mut buf, ident, method, &args, &kwds)?;
+    conn.send_bytes(&buf[4..])?;
+    conn.recv_with(|frame, _| parse_reply(frame))
 }
 
 /// Opens an authenticated connection to a manager.
