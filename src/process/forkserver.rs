@@ -215,9 +215,24 @@ pub(crate) struct Forked {
     pub(crate) status: OwnedFd,
 }
 
+/// What the caller writes on the child's channel while the server works:
+/// given a client end of the server for the child, it sends the child's
+/// first frames, so that the child finds them as soon as it starts.
+pub(crate) type Presend<'a> = &'a mut dyn FnMut(OwnedFd) -> Result<()>;
+
 /// Asks the server (started on first use, restarted if it died) to fork a
 /// child whose channel is `child_chan`.
-pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
+///
+/// `presend`, if given, is called once, right after the request is sent
+/// and before the answer is read; its result is returned with the child.
+/// (If the server then turns out to be dead, the child of the next server
+/// reads what it sent: the client end it holds is then that of the dead
+/// server, which the child replaces on its first start of its own.)
+pub(crate) fn fork_child(
+    child_chan: BorrowedFd<'_>,
+    mut presend: Option<Presend<'_>>,
+) -> Result<(Forked, Option<Result<()>>)> {
+    let mut present = None;
     let mut last_err = None;
     for _attempt in 0..2 {
         let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
@@ -242,6 +257,11 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         ];
         let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
         drop(status_there);
+        if sent.is_ok() {
+            if let Some(f) = presend.take() {
+                present = Some(client.control.try_clone().map_err(Error::from).and_then(f));
+            }
+        }
         let reply = sent.and_then(|_| {
             let mut buf = [0u8; 8];
             let mut got = VecDeque::new();
@@ -256,11 +276,12 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         });
         match reply {
             Ok((pid, pidfd)) => {
-                return Ok(Forked {
+                let forked = Forked {
                     pid,
                     pidfd,
                     status: status_here,
-                });
+                };
+                return Ok((forked, present));
             }
             Err(e) => {
                 // The server is gone (killed, or crashed): reap it and start
