@@ -299,7 +299,7 @@ impl Reporter<'_> {
             Err(Error::Encode(why)) => {
                 meta[8] = ENCODE | (meta[8] & MEASURED);
                 let why = format!("cannot send the task's result: {why}");
-                self.conn.send_parts(&[&meta, why.as_bytes()], &[])
+                self.conn.send_parts(&[meta, why.as_bytes()], &[])
             }
             other => other,
         }
