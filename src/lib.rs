@@ -239,6 +239,7 @@ pub use pool::Progress;
 pub use pool::futures;
 pub use pool::{AsyncResult, Executor, IMap, Pool, PoolBuilder, Shutdown, TaskFuture};
 pub use process::forkserver::server_pid as forkserver_pid;
+pub use process::forkserver::{set_spare as set_forkserver_spare, spare as forkserver_spare};
 pub use process::limits::Limits;
 pub use process::{
     ActiveChild, ParentProcess, Process, ProcessHandle, ProcessInfo, Run, StartMethod, Target,

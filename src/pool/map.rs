@@ -25,6 +25,25 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.map_tasks_measured::<F, A, R>(args, chunksize, on_ok, on_err, true)
+    }
+
+    /// [`map_tasks`](Self::map_tasks); `usage` says whether the caller
+    /// will see the tasks' resource use (a plain `map` returns only the
+    /// list, so its workers need not measure it).
+    fn map_tasks_measured<F, A, R>(
+        &self,
+        args: Vec<A>,
+        chunksize: Option<usize>,
+        on_ok: Option<results::OnOk<Vec<R>>>,
+        on_err: Option<results::OnErr>,
+        usage: bool,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, Output = R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let chunksize = match chunksize {
             Some(c) => check_chunksize(c)?,
             None => args.len().div_ceil(self.processes * 4).max(1),
@@ -41,7 +60,7 @@ impl Pool {
         }
         let entry = task_entry_offset(worker::chunk_entry::<F, A, R> as TaskEntry);
         let chunks = args.len().div_ceil(chunksize);
-        let sink: Arc<dyn Sink> = Arc::new(MapSink::new(chunks, chunksize, slot.clone()));
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::new(chunks, chunksize, slot.clone(), usage));
         let mut tasks: Vec<Task> = Vec::with_capacity(chunks);
         for (i, chunk) in args.chunks(chunksize).enumerate() {
             let (payload, fds) = encode_chunk(chunk, i * chunksize)?;
@@ -103,7 +122,10 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, items)?.get()
+        let _ = f;
+        let args: Vec<(T,)> = items.into_iter().map(|x| (x,)).collect();
+        self.map_tasks_measured::<F, (T,), R>(args, None, None, None, false)?
+            .get()
     }
 
     /// [`map`](Self::map) with an explicit chunk size.
@@ -129,7 +151,7 @@ impl Pool {
     {
         let _ = f;
         let args: Vec<(T,)> = items.into_iter().map(|x| (x,)).collect();
-        self.map_tasks::<F, (T,), R>(args, Some(chunksize), None, None)?
+        self.map_tasks_measured::<F, (T,), R>(args, Some(chunksize), None, None, false)?
             .get()
     }
 

@@ -23,6 +23,12 @@ pub(crate) trait Sink: Send + Sync {
     fn record_usage(&self, index: usize, usage: ResourceUsage) {
         let _ = (index, usage);
     }
+
+    /// Whether the caller can see what the tasks used (otherwise the
+    /// workers do not measure it, unless a CPU limit per task needs it).
+    fn wants_usage(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) type OnOk<T> = Box<dyn FnOnce(&T) + Send>;
@@ -327,6 +333,10 @@ impl<R: DeserializeOwned + Send> Sink for Slot<R> {
     fn record_usage(&self, _index: usize, usage: ResourceUsage) {
         self.add_usage(usage);
     }
+
+    fn wants_usage(&self) -> bool {
+        true
+    }
 }
 
 fn decode_result<R: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<R> {
@@ -572,11 +582,19 @@ pub(crate) struct MapSink<R> {
     st: Mutex<MapState<R>>,
     chunksize: usize,
     slot: Arc<Slot<Vec<R>>>,
+    /// The caller holds the map's `AsyncResult` (not a plain `map`).
+    usage: bool,
 }
 
 impl<R> MapSink<R> {
-    pub(crate) fn new(chunks: usize, chunksize: usize, slot: Arc<Slot<Vec<R>>>) -> Self {
+    pub(crate) fn new(
+        chunks: usize,
+        chunksize: usize,
+        slot: Arc<Slot<Vec<R>>>,
+        usage: bool,
+    ) -> Self {
         MapSink {
+            usage,
             st: Mutex::new(MapState {
                 chunks: (0..chunks).map(|_| None).collect(),
                 remaining: chunks,
@@ -591,6 +609,10 @@ impl<R> MapSink<R> {
 impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
     fn record_usage(&self, _index: usize, usage: ResourceUsage) {
         self.slot.add_usage(usage);
+    }
+
+    fn wants_usage(&self) -> bool {
+        self.usage
     }
 
     fn deliver(&self, index: usize, outcome: Outcome<'_>) {

@@ -276,7 +276,14 @@ impl Supervisor {
         frame.push(worker::TASKS);
         let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
         for job in w.outstanding.range(first..) {
-            worker::push_task(&mut frame, job.id, job.entry, job.fds.len(), &job.payload);
+            worker::push_task(
+                &mut frame,
+                job.id,
+                job.entry,
+                job.fds.len(),
+                job.sink.wants_usage(),
+                &job.payload,
+            );
             fds.extend(job.fds.iter().map(|f| f.as_fd()));
         }
         let sent = w.conn.send_parts(&[&frame], &fds);
@@ -404,7 +411,9 @@ impl Supervisor {
                     worker::DECODE => Err(Error::Decode(text(body))),
                     _ => Err(Error::Bootstrap(text(body))),
                 };
-                job.sink.record_usage(job.index, usage);
+                if let Some(usage) = usage {
+                    job.sink.record_usage(job.index, usage);
+                }
                 job.sink.deliver(job.index, outcome);
                 let job = outstanding.pop_front().expect("front exists");
                 *inflight_bytes -= job.payload.len();

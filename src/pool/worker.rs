@@ -6,14 +6,18 @@
 //!
 //! Supervisor to worker, one frame per batch: a kind byte, then for
 //! [`TASKS`] a sequence of tasks, each `id: u64`, `entry: u64` (the task
-//! function's offset from the bootstrap anchor), `nfds: u32`, `len: u32`
-//! (all little-endian) and `len` argument bytes. The frame's descriptors are
+//! function's offset from the bootstrap anchor), `nfds: u32` (its top bit,
+//! [`MEASURE`], asks for the task's resource use), `len: u32` (all
+//! little-endian) and `len` argument bytes. The frame's descriptors are
 //! the tasks' handles, in task order. [`STOP`] ends the worker.
 //!
-//! Worker to supervisor, one frame per task: `id: u64`, a status byte, the
-//! task's resource use (`cpu_ns: u64`, `peak_rss: u64`) and the body — the
-//! encoded result (with its handles) for [`OK`], an encoded [`RemotePanic`]
-//! for [`PANIC`], an error message otherwise.
+//! Worker to supervisor, one frame per task: `id: u64`, a status byte and,
+//! when the status has its [`MEASURED`] bit, the task's resource use
+//! (`cpu_ns: u64`, `peak_rss: u64`), then the body — the encoded result
+//! (with its handles) for [`OK`], an encoded [`RemotePanic`] for [`PANIC`],
+//! an error message otherwise. A task is measured when its caller can see
+//! the figure (an `AsyncResult`, a future) or a CPU limit per task is set;
+//! otherwise the worker skips the `getrusage` and the 16 bytes.
 #![allow(unsafe_code)]
 
 use crate::codec::{self, Handle, le};
@@ -45,8 +49,13 @@ pub(crate) const INIT_FAILED: u8 = 5;
 
 /// Size of a task's header in a batch frame.
 pub(crate) const TASK_HEADER: usize = 24;
-/// Size of a result's header.
-pub(crate) const RESULT_HEADER: usize = 25;
+/// Size of a result's header without, and with, the resource use.
+pub(crate) const RESULT_HEADER: usize = 9;
+pub(crate) const RESULT_HEADER_MEASURED: usize = 25;
+/// Bit of a task's `nfds`: report what the task used.
+pub(crate) const MEASURE: u32 = 1 << 31;
+/// Bit of a result's status: the resource use follows.
+pub(crate) const MEASURED: u8 = 0x80;
 
 /// What a task function reports.
 pub(crate) enum Status {
@@ -196,19 +205,43 @@ fn inner(e: Error) -> String {
 }
 
 /// Parses a result frame's header: `(task id, status, usage, body)`.
-pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, ResourceUsage, &[u8])> {
+pub(crate) fn parse_result(b: &[u8]) -> Result<(u64, u8, Option<ResourceUsage>, &[u8])> {
     if b.len() < RESULT_HEADER {
         return Err(Error::BadFrame("short pool result".into()));
     }
-    let usage = ResourceUsage::from_bytes(b[9..RESULT_HEADER].try_into().expect("16 bytes"));
-    Ok((le::u64_at(b, 0), b[8], usage, &b[RESULT_HEADER..]))
+    let status = b[8];
+    if status & MEASURED == 0 {
+        return Ok((le::u64_at(b, 0), status, None, &b[RESULT_HEADER..]));
+    }
+    if b.len() < RESULT_HEADER_MEASURED {
+        return Err(Error::BadFrame("short pool result".into()));
+    }
+    let usage = ResourceUsage::from_bytes(
+        b[RESULT_HEADER..RESULT_HEADER_MEASURED]
+            .try_into()
+            .expect("16 bytes"),
+    );
+    Ok((
+        le::u64_at(b, 0),
+        status & !MEASURED,
+        Some(usage),
+        &b[RESULT_HEADER_MEASURED..],
+    ))
 }
 
-/// Appends one task to a batch frame.
-pub(crate) fn push_task(frame: &mut Vec<u8>, id: u64, entry: u64, nfds: usize, args: &[u8]) {
+/// Appends one task to a batch frame; `measure` asks for its resource use.
+pub(crate) fn push_task(
+    frame: &mut Vec<u8>,
+    id: u64,
+    entry: u64,
+    nfds: usize,
+    measure: bool,
+    args: &[u8],
+) {
+    let nfds = nfds as u32 | if measure { MEASURE } else { 0 };
     frame.extend_from_slice(&id.to_le_bytes());
     frame.extend_from_slice(&entry.to_le_bytes());
-    frame.extend_from_slice(&(nfds as u32).to_le_bytes());
+    frame.extend_from_slice(&nfds.to_le_bytes());
     frame.extend_from_slice(&(args.len() as u32).to_le_bytes());
     frame.extend_from_slice(args);
 }
@@ -217,8 +250,8 @@ struct Reporter<'a> {
     conn: &'a Connection,
     out: Vec<u8>,
     out_fds: Vec<OwnedFd>,
-    /// What the task being reported used.
-    usage: ResourceUsage,
+    /// What the task being reported used, if it was measured.
+    usage: Option<ResourceUsage>,
 }
 
 impl Reporter<'_> {
@@ -238,22 +271,35 @@ impl Reporter<'_> {
     }
 
     fn report(&mut self, id: u64, code: u8, text: Option<&str>) -> Result<()> {
-        let mut meta = [0u8; RESULT_HEADER];
+        let mut meta = [0u8; RESULT_HEADER_MEASURED];
         meta[..8].copy_from_slice(&id.to_le_bytes());
         meta[8] = code;
-        meta[9..].copy_from_slice(&std::mem::take(&mut self.usage).to_bytes());
-        let fds: Vec<_> = self.out_fds.iter().map(|f| f.as_fd()).collect();
+        let meta_len = match self.usage.take() {
+            Some(usage) => {
+                meta[8] |= MEASURED;
+                meta[RESULT_HEADER..].copy_from_slice(&usage.to_bytes());
+                RESULT_HEADER_MEASURED
+            }
+            None => RESULT_HEADER,
+        };
+        let meta = &mut meta[..meta_len];
+        let no_fds = self.out_fds.is_empty();
+        let fds: Vec<_> = if no_fds {
+            Vec::new()
+        } else {
+            self.out_fds.iter().map(|f| f.as_fd()).collect()
+        };
         let body = text.map_or(&self.out[..], str::as_bytes);
-        let sent = self.conn.send_parts(&[&meta, body], &fds);
+        let sent = self.conn.send_parts(&[meta, body], &fds);
         drop(fds);
         self.out.clear();
         self.out_fds.clear();
         match sent {
             // Too many handles in the result: report that instead.
             Err(Error::Encode(why)) => {
-                meta[8] = ENCODE;
+                meta[8] = ENCODE | (meta[8] & MEASURED);
                 let why = format!("cannot send the task's result: {why}");
-                self.conn.send_parts(&[&meta, why.as_bytes()], &[])
+                self.conn.send_parts(&[meta, why.as_bytes()], &[])
             }
             other => other,
         }
@@ -279,7 +325,7 @@ pub(crate) fn worker_main(
         conn: &conn,
         out: Vec::new(),
         out_fds: Vec::new(),
-        usage: ResourceUsage::default(),
+        usage: None,
     };
     if let Some(init) = init {
         let mut table: Vec<Option<OwnedFd>> =
@@ -317,7 +363,9 @@ pub(crate) fn worker_main(
             }
             let id = le::u64_at(&bytes, at);
             let offset = le::u64_at(&bytes, at + 8);
-            let nfds = le::u32_at(&bytes, at + 16) as usize;
+            let nfds_word = le::u32_at(&bytes, at + 16);
+            let measure = nfds_word & MEASURE != 0 || limits::task_cpu_limited();
+            let nfds = (nfds_word & !MEASURE) as usize;
             let len = le::u32_at(&bytes, at + 20) as usize;
             at += TASK_HEADER;
             if bytes.len() - at < len || table.len() - fd_at < nfds {
@@ -341,10 +389,18 @@ pub(crate) fn worker_main(
                     // Out of range only for a malformed array, which the
                     // supervisor never sends; the task runs regardless.
                     let _ = started.set(slot, id);
-                    let cpu_before = limits::task_start();
-                    let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
-                    drop(own);
-                    rep.usage = limits::task_end(cpu_before);
+                    let status = if measure {
+                        let cpu_before = limits::task_start();
+                        let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
+                        drop(own);
+                        rep.usage = Some(limits::task_end(cpu_before));
+                        status
+                    } else {
+                        let status = entry(args, &mut own, &mut rep.out, &mut rep.out_fds);
+                        drop(own);
+                        limits::task_unmeasured();
+                        status
+                    };
                     rep.send(id, status)
                 }
                 Err(why) => rep.report(id, BAD_ENTRY, Some(&why)),

@@ -7,12 +7,24 @@
 //! socket pair (atomic messages, so several processes may share one client
 //! end):
 //!
-//! * request: 8 bytes `[magic u32][protocol u32]` + 5 descriptors
-//!   `[child channel, status channel, stdin, stdout, stderr]`;
+//! * request: 12 bytes `[magic u32][protocol u32][flags u32]` + 5
+//!   descriptors `[child channel, status channel, stdin, stdout, stderr]`;
+//!   flag 1 asks the server to keep a spare;
 //! * on the status channel the server answers `[pid u32]` + the child's pidfd
 //!   right after forking, and later `[kind u8][value i32]` (0 = exited with
 //!   code, 1 = killed by signal) followed by the child's resource usage
 //!   `[cpu ns u64][peak rss u64]` once it has reaped the child.
+//!
+//! **The spare.** After answering a request that asks for it, the server
+//! forks a *spare*: a child that sets `PR_SET_PDEATHSIG` (SIGKILL), closes
+//! every descriptor but its own socket pair to the server, and blocks
+//! reading it. The next request hands the child's channel and standard
+//! streams to the spare in one message instead of forking, so a start
+//! costs a message rather than a fork; the spare clears its death signal,
+//! lays out its descriptors as a freshly forked child does and runs
+//! `child_main`. An unused spare ends when the server closes its socket
+//! (the server kills and reaps it on its way out, or when a request does
+//! not want a spare) or, if the server is killed, by its death signal.
 //!
 //! The server exits when every client end is closed, so it never outlives
 //! the processes that use it. It ignores SIGINT, so Ctrl-C in a terminal
@@ -27,9 +39,83 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"mpFS");
-const PROTOCOL: u32 = 1;
+const PROTOCOL: u32 = 2;
+/// Length of a request: magic, protocol, flags.
+const REQUEST: usize = 12;
+/// Request flag: keep a spare child ready for the next request.
+const FLAG_SPARE: u32 = 1;
+
+/// The environment variable that turns the spare off (`0`, `no`, `off` or
+/// `false`).
+pub(crate) const SPARE_VAR: &str = "MULTIPROC_FORKSERVER_SPARE";
+
+/// 0: not decided yet (read [`SPARE_VAR`]), 1: on, 2: off.
+static SPARE_SETTING: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fork server keeps a spare child ready for this process's
+/// next start.
+///
+/// By default the fork server forks one child ahead of time, which only
+/// waits for its descriptors; a start with the forkserver method then hands
+/// the new process to that spare instead of forking on demand, and the
+/// server forks the next spare after it has answered. The spare does
+/// nothing before it is used (the child reads its header, identity, logging
+/// and limits as any child does) and dies with the server.
+///
+/// `set_forkserver_spare(false)` (or `MULTIPROC_FORKSERVER_SPARE=0` in the
+/// environment, read on first use and inherited by children) makes every
+/// later start fork on demand; the server ends an idle spare at the next
+/// request. The setting is per process: each start says whether it wants
+/// a spare kept.
+///
+/// # Examples
+/// ```
+/// fn noop() {}
+/// multiproc::set_forkserver_spare(false);
+/// let mut p = multiproc::Process::new(noop, ());
+/// p.start()?;
+/// p.join()?;
+/// assert!(!multiproc::forkserver_spare());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn set_spare(enabled: bool) {
+    SPARE_SETTING.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether the fork server keeps a spare child for this process (see
+/// [`set_forkserver_spare`](crate::set_forkserver_spare)).
+///
+/// # Examples
+/// ```
+/// if std::env::var_os("MULTIPROC_FORKSERVER_SPARE").is_none() {
+///     assert!(multiproc::forkserver_spare());
+/// }
+/// ```
+pub fn spare() -> bool {
+    match SPARE_SETTING.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let off = std::env::var(SPARE_VAR).is_ok_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "0" | "no" | "off" | "false"
+                )
+            });
+            // A concurrent `set_spare` wins.
+            let _ = SPARE_SETTING.compare_exchange(
+                0,
+                if off { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            SPARE_SETTING.load(Ordering::Relaxed) == 1
+        }
+    }
+}
 
 struct Client {
     control: OwnedFd,
@@ -129,9 +215,24 @@ pub(crate) struct Forked {
     pub(crate) status: OwnedFd,
 }
 
+/// What the caller writes on the child's channel while the server works:
+/// given a client end of the server for the child, it sends the child's
+/// first frames, so that the child finds them as soon as it starts.
+pub(crate) type Presend<'a> = &'a mut dyn FnMut(OwnedFd) -> Result<()>;
+
 /// Asks the server (started on first use, restarted if it died) to fork a
 /// child whose channel is `child_chan`.
-pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
+///
+/// `presend`, if given, is called once, right after the request is sent
+/// and before the answer is read; its result is returned with the child.
+/// (If the server then turns out to be dead, the child of the next server
+/// reads what it sent: the client end it holds is then that of the dead
+/// server, which the child replaces on its first start of its own.)
+pub(crate) fn fork_child(
+    child_chan: BorrowedFd<'_>,
+    mut presend: Option<Presend<'_>>,
+) -> Result<(Forked, Option<Result<()>>)> {
+    let mut present = None;
     let mut last_err = None;
     for _attempt in 0..2 {
         let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,9 +241,11 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         }
         let client = guard.as_ref().expect("set above");
         let (status_here, status_there) = sys::socketpair(SocketKind::SeqPacket)?;
-        let mut req = [0u8; 8];
+        let mut req = [0u8; REQUEST];
         req[..4].copy_from_slice(&MAGIC.to_le_bytes());
-        req[4..].copy_from_slice(&PROTOCOL.to_le_bytes());
+        req[4..8].copy_from_slice(&PROTOCOL.to_le_bytes());
+        let flags = if spare() { FLAG_SPARE } else { 0 };
+        req[8..].copy_from_slice(&flags.to_le_bytes());
         // A closed standard stream is replaced by a harmless placeholder.
         let stdio = [0, 1, 2].map(|fd| sys::stdio(fd).unwrap_or(status_there.as_fd()));
         let fds = [
@@ -154,6 +257,11 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         ];
         let sent = sys::send_msg(client.control.as_fd(), &[IoSlice::new(&req)], &fds);
         drop(status_there);
+        if sent.is_ok() {
+            if let Some(f) = presend.take() {
+                present = Some(client.control.try_clone().map_err(Error::from).and_then(f));
+            }
+        }
         let reply = sent.and_then(|_| {
             let mut buf = [0u8; 8];
             let mut got = VecDeque::new();
@@ -168,11 +276,12 @@ pub(crate) fn fork_child(child_chan: BorrowedFd<'_>) -> Result<Forked> {
         });
         match reply {
             Ok((pid, pidfd)) => {
-                return Ok(Forked {
+                let forked = Forked {
                     pid,
                     pidfd,
                     status: status_here,
-                });
+                };
+                return Ok((forked, present));
             }
             Err(e) => {
                 // The server is gone (killed, or crashed): reap it and start
@@ -196,6 +305,66 @@ struct Live {
     status: OwnedFd,
 }
 
+/// A child forked ahead of time that waits for its descriptors (the spare).
+struct Spare {
+    pid: u32,
+    pidfd: OwnedFd,
+    /// The server's end of the spare's socket: one message with the child's
+    /// channel and standard streams makes it a child.
+    sock: OwnedFd,
+}
+
+/// What the spare receives with its descriptors.
+const SPARE_GO: [u8; 4] = *b"mpGO";
+
+/// Forks a spare. `None` when the fork fails (the next request forks).
+fn make_spare() -> Option<Spare> {
+    let (here, there) = sys::socketpair(SocketKind::SeqPacket).ok()?;
+    let server = sys::getpid();
+    // SAFETY: this process is single-threaded (the server runs before main
+    // and starts no threads), so the child may run any code.
+    match unsafe { sys::fork() } {
+        Ok(Fork::Child) => spare_main(here, there, server),
+        Ok(Fork::Parent(pid)) => {
+            drop(there);
+            match sys::pidfd_open(pid) {
+                Ok(pidfd) => Some(Spare {
+                    pid,
+                    pidfd,
+                    sock: here,
+                }),
+                Err(_) => {
+                    // Without a pidfd the spare cannot be watched: closing
+                    // `here` ends it; reap it by pid.
+                    drop(here);
+                    let _ = sys::reap_pid(pid);
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    }
+}
+
+/// Ends an unused spare and reaps it.
+fn retire_spare(spare: Spare) {
+    drop(spare.sock);
+    let _ = sys::pidfd_send_signal(spare.pidfd.as_fd(), libc::SIGKILL);
+    let _ = sys::waitid_pidfd(spare.pidfd.as_fd(), true);
+}
+
+/// Hands the request's channel and standard streams to the spare. On
+/// success the spare is that child from now on.
+fn hand_to_spare(spare: &Spare, req: &[OwnedFd]) -> bool {
+    let fds = [
+        req[0].as_fd(),
+        req[2].as_fd(),
+        req[3].as_fd(),
+        req[4].as_fd(),
+    ];
+    sys::send_msg(spare.sock.as_fd(), &[IoSlice::new(&SPARE_GO)], &fds).is_ok()
+}
+
 /// The server's loop. Never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
     // SIGINT stays blocked (never acted on) in the server. A child inherits
@@ -206,16 +375,27 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     sys::block_signal(libc::SIGINT, true);
     sys::set_signal(libc::SIGPIPE, sys::Disposition::Ignore);
     let mut live: Vec<Live> = Vec::new();
+    let mut spare: Option<Spare> = None;
     let mut fds = VecDeque::new();
     loop {
         let mut watch: Vec<BorrowedFd<'_>> = vec![control.as_fd()];
+        if let Some(s) = &spare {
+            watch.push(s.pidfd.as_fd());
+        }
+        let first_live = watch.len();
         watch.extend(live.iter().map(|l| l.pidfd.as_fd()));
         let ready = match sys::poll_readable(&watch, None) {
             Ok(r) => r,
             Err(_) => sys::exit_now(1),
         };
+        if first_live == 2 && ready[1] {
+            // The spare died unused (killed by someone): reap it.
+            if let Some(s) = spare.take() {
+                retire_spare(s);
+            }
+        }
         // Reap first, so that pidfds are not polled again after exit.
-        let exited: Vec<usize> = ready[1..]
+        let exited: Vec<usize> = ready[first_live..]
             .iter()
             .enumerate()
             .filter(|(_, r)| **r)
@@ -245,38 +425,106 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         fds.clear();
         let mut buf = [0u8; 16];
         let n = match sys::recv_msg_into(control.as_fd(), &mut buf, &mut fds, false) {
-            Ok(0) | Err(_) => sys::exit_now(0),
+            Ok(0) | Err(_) => {
+                if let Some(s) = spare.take() {
+                    retire_spare(s);
+                }
+                sys::exit_now(0)
+            }
             Ok(n) => n,
         };
-        let valid = n == 8
+        let valid = n == REQUEST
             && buf[..4] == MAGIC.to_le_bytes()
             && buf[4..8] == PROTOCOL.to_le_bytes()
             && fds.len() == 5;
         if !valid {
             continue;
         }
+        let want_spare = le::u32_at(&buf, 8) & FLAG_SPARE != 0;
         let req: Vec<OwnedFd> = fds.drain(..).collect();
-        // SAFETY: this process is single-threaded (the server runs before
-        // main and starts no threads), so the child may run any code.
-        let forked = unsafe { sys::fork() };
-        match forked {
-            Ok(Fork::Child) => become_forked_child(req),
-            Ok(Fork::Parent(pid)) => {
-                let Ok(pidfd) = sys::pidfd_open(pid) else {
-                    continue;
-                };
-                let reply = pid.to_le_bytes();
-                let _ = sys::send_msg(req[1].as_fd(), &[IoSlice::new(&reply)], &[pidfd.as_fd()]);
-                let mut req = req;
-                let status = req.swap_remove(1);
-                live.push(Live { pidfd, status });
+        let mut child = None;
+        if let Some(s) = spare.take() {
+            if want_spare && hand_to_spare(&s, &req) {
+                child = Some((s.pid, s.pidfd));
+                // The spare has its message; closing our end of its socket
+                // is all that is left of it.
+            } else {
+                retire_spare(s);
             }
-            Err(_) => {} // The client sees its status channel close.
+        }
+        if child.is_none() {
+            // SAFETY: this process is single-threaded (the server runs
+            // before main and starts no threads), so the child may run any
+            // code.
+            let forked = unsafe { sys::fork() };
+            child = match forked {
+                Ok(Fork::Child) => become_forked_child(&req[0], [&req[2], &req[3], &req[4]]),
+                Ok(Fork::Parent(pid)) => sys::pidfd_open(pid).ok().map(|fd| (pid, fd)),
+                Err(_) => None, // The client sees its status channel close.
+            };
+        }
+        if let Some((pid, pidfd)) = child {
+            let reply = pid.to_le_bytes();
+            let _ = sys::send_msg(req[1].as_fd(), &[IoSlice::new(&reply)], &[pidfd.as_fd()]);
+            let mut req = req;
+            let status = req.swap_remove(1);
+            live.push(Live { pidfd, status });
+        }
+        // The next child's spare is forked after the answer, while this
+        // child starts.
+        if want_spare && spare.is_none() {
+            spare = make_spare();
         }
     }
 }
 
-fn become_forked_child(req: Vec<OwnedFd>) -> ! {
+/// A spare's life: wait (doing nothing else) for the descriptors of the
+/// child it is to become, or exit when the server ends.
+fn spare_main(here: OwnedFd, sock: OwnedFd, server: u32) -> ! {
+    let _abort = super::bootstrap::AbortOnUnwind;
+    // The server's end of our socket is the server's business.
+    drop(here);
+    // Die with the server, even by SIGKILL; if it is already gone the
+    // signal will never come.
+    if sys::kill_on_parent_death(true).is_err() || sys::getppid() != server {
+        sys::exit_now(0);
+    }
+    // Keep only our socket (on 3) and the server's standard streams, which
+    // the child's replace.
+    // SAFETY: this fresh child never returns to the server's frames, so no
+    // owner of descriptor 3 (or of those closed below) is used or dropped
+    // again; `sock` is forgotten after its move.
+    let moved = unsafe { sys::dup2(sock.as_raw_fd(), 3) };
+    if moved.is_err() {
+        sys::exit_now(0);
+    }
+    std::mem::forget(sock);
+    // SAFETY: as above.
+    if unsafe { sys::close_from(4) }.is_err() {
+        sys::exit_now(0);
+    }
+    // SAFETY: descriptor 3 was just installed and nothing else owns it.
+    let sock = unsafe { sys::owned_from_raw(3) };
+    let mut got = VecDeque::new();
+    let mut buf = [0u8; 8];
+    let n = match sys::recv_msg_into(sock.as_fd(), &mut buf, &mut got, false) {
+        Ok(n) => n,
+        Err(_) => sys::exit_now(0),
+    };
+    if n != SPARE_GO.len() || buf[..4] != SPARE_GO || got.len() != 4 {
+        // End of stream (the server retired us or exited), or garbage.
+        sys::exit_now(0);
+    }
+    // From here on this is an ordinary child of the server, which outlives
+    // it like one forked on demand.
+    if sys::kill_on_parent_death(false).is_err() {
+        sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
+    }
+    let fds: Vec<OwnedFd> = got.into_iter().collect();
+    become_forked_child(&fds[0], [&fds[1], &fds[2], &fds[3]])
+}
+
+fn become_forked_child(chan: &OwnedFd, stdio: [&OwnedFd; 3]) -> ! {
     // A panic from here on must not unwind into the server's frames copied
     // into this child: it aborts (`child_main` never returns).
     let _abort = super::bootstrap::AbortOnUnwind;
@@ -284,14 +532,14 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
     // channel on 3; close everything else the server holds.
     // Move sources above the targets first so that dup2 never clobbers one.
     let mut moved = [0i32; 4];
-    for (i, src) in [&req[0], &req[2], &req[3], &req[4]].into_iter().enumerate() {
+    for (i, src) in [chan, stdio[0], stdio[1], stdio[2]].into_iter().enumerate() {
         match sys::dup_above(src.as_fd(), 64) {
             Ok(fd) => moved[i] = fd.into_raw_fd(),
             Err(_) => sys::exit_now(role::EXIT_BOOTSTRAP_FAILED),
         }
     }
-    // Everything the server holds, these included, is closed by number below.
-    std::mem::forget(req);
+    // Everything the server holds, the sources included, is closed by
+    // number below; their owners live in frames never returned to.
     for (target, src) in [(3, moved[0]), (0, moved[1]), (1, moved[2]), (2, moved[3])] {
         // SAFETY: this fresh child never returns to the server's frames, so
         // no owner of `target` is used or dropped again.
@@ -300,7 +548,8 @@ fn become_forked_child(req: Vec<OwnedFd>) -> ! {
         }
     }
     // SAFETY: as above: the owners of descriptors 4 and up (the server's
-    // channels, `req`, `moved`) are forgotten or in frames never returned to.
+    // channels, the request's descriptors, `moved`) are in frames never
+    // returned to.
     if unsafe { sys::close_from(4) }.is_err() {
         sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
     }

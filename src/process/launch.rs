@@ -18,13 +18,27 @@ use std::sync::Arc;
 /// Erased arguments: anything that can be sent on a connection.
 pub(super) trait Payload: Send {
     fn send_on(&self, chan: &Connection) -> Result<()>;
+    /// The encoded frame payload and its handles, as `send_on` would send.
+    fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>)>;
 }
 
 impl<T: Serialize + Send> Payload for T {
     fn send_on(&self, chan: &Connection) -> Result<()> {
         chan.send(self)
     }
+
+    fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut out = Vec::new();
+        let mut fds = Vec::new();
+        crate::codec::encode_into(self, &mut out, &mut fds)?;
+        Ok((out, fds))
+    }
 }
+
+/// Arguments at most this long (encoded) are written on a fork server
+/// child's channel before the server answers: far below a socket's
+/// buffer, so the write never waits for a reader.
+const PRESEND_MAX: usize = 16 * 1024;
 
 pub(super) enum Job {
     Entry { offset: u64, args: Box<dyn Payload> },
@@ -102,40 +116,68 @@ impl<R: DeserializeOwned> Process<R> {
             Err(e) => return Err((Some(job), e)),
         };
         let chan = Connection::new(here, true, true);
-        let (pid, pidfd, reaper, job) = match method {
-            StartMethod::ForkServer => match forkserver::fork_child(there.as_fd()) {
-                Ok(f) => (f.pid, f.pidfd, Reaper::ForkServer(f.status), Some(job)),
+        // With the fork server, small arguments and the header are written
+        // while the server hands the request to a child, so the child finds
+        // them when it starts rather than waiting for this process again.
+        let mut early = None;
+        if method == StartMethod::ForkServer {
+            if let Job::Entry { args, .. } = &job {
+                match args.encode() {
+                    Ok((bytes, fds)) if bytes.len() <= PRESEND_MAX => early = Some((bytes, fds)),
+                    Ok(_) => {}
+                    // As when the arguments fail to encode after the
+                    // launch: the process object is closed.
+                    Err(e) => return Err((None, e)),
+                }
+            }
+        }
+        let mut self_pidfd = Some(self_pidfd);
+        let mut child_limits = child_limits;
+        let mut presend_header = |client: OwnedFd| -> Result<()> {
+            let (bytes, fds) = early.as_ref().expect("checked by the caller");
+            let mut header = Header::new(
+                entry,
+                self.name.clone(),
+                daemon,
+                self.identity.clone(),
+                method,
+                self_pidfd.take().expect("called once"),
+                Some(client),
+            );
+            header.limits = child_limits.take();
+            chan.send(&header)?;
+            let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            chan.send_parts(&[bytes], &fds)
+        };
+        let presend: Option<forkserver::Presend<'_>> = if early.is_some() {
+            Some(&mut presend_header)
+        } else {
+            None
+        };
+        let (pid, pidfd, reaper, job, present) = match method {
+            StartMethod::ForkServer => match forkserver::fork_child(there.as_fd(), presend) {
+                Ok((f, present)) => (
+                    f.pid,
+                    f.pidfd,
+                    Reaper::ForkServer(f.status),
+                    Some(job),
+                    present,
+                ),
                 Err(e) => return Err((Some(job), e)),
             },
             StartMethod::Spawn => {
                 let spawned = role::spawn(role::CHILD, None, there.as_fd())
                     .and_then(|pid| Ok((pid, sys::pidfd_open(pid)?)));
                 match spawned {
-                    Ok((pid, pidfd)) => (pid, pidfd, Reaper::Direct, Some(job)),
+                    Ok((pid, pidfd)) => (pid, pidfd, Reaper::Direct, Some(job), None),
                     Err(e) => return Err((Some(job), e.into())),
                 }
             }
             StartMethod::Fork => match fork_now(there, job) {
-                Ok((pid, pidfd, job)) => (pid, pidfd, Reaper::Direct, job),
+                Ok((pid, pidfd, job)) => (pid, pidfd, Reaper::Direct, job, None),
                 Err((job, e)) => return Err((job, e)),
             },
         };
-        // Built after the launch so that a fork server started by it is
-        // shared with the child too.
-        let mut header = Header::new(
-            entry,
-            self.name.clone(),
-            daemon,
-            self.identity.clone(),
-            method,
-            self_pidfd,
-            // Children of the fork server share it; spawned and forked
-            // children start their own when they need one.
-            (method == StartMethod::ForkServer)
-                .then(forkserver::client_for_child)
-                .flatten(),
-        );
-        header.limits = child_limits;
         let child = Arc::new(ChildShared::new(
             pid,
             self.name.clone(),
@@ -151,14 +193,36 @@ impl<R: DeserializeOwned> Process<R> {
             limits: self.limits.clone().zip(marker),
             verdict: std::sync::OnceLock::new(),
         };
-        // Hand the child its header and arguments. If this fails the child
-        // is already running and will fail its bootstrap; join reports it.
+        // Hand the child its header and arguments (unless they were sent
+        // while the fork server worked). If this fails the child is already
+        // running and will fail its bootstrap; join reports it.
         let chan = started.chan.as_ref().expect("set above");
-        let sent = chan.send(&header).and_then(|_| match &job {
-            Some(Job::Entry { args, .. }) => args.send_on(chan),
-            _ => Ok(()),
-        });
-        drop(header);
+        let sent = match (present, self_pidfd) {
+            (Some(sent), _) => sent,
+            (None, Some(self_pidfd)) => {
+                // Built after the launch so that a fork server started by
+                // it is shared with the child too.
+                let mut header = Header::new(
+                    entry,
+                    self.name.clone(),
+                    daemon,
+                    self.identity.clone(),
+                    method,
+                    self_pidfd,
+                    // Children of the fork server share it; spawned and
+                    // forked children start their own when they need one.
+                    (method == StartMethod::ForkServer)
+                        .then(forkserver::client_for_child)
+                        .flatten(),
+                );
+                header.limits = child_limits;
+                chan.send(&header).and_then(|_| match &job {
+                    Some(Job::Entry { args, .. }) => args.send_on(chan),
+                    _ => Ok(()),
+                })
+            }
+            (None, None) => Err(Error::State("the process header was already used")),
+        };
         // The arguments (and any handles in them) are released now.
         drop(job);
         if let Err(e) = sent {

@@ -305,6 +305,22 @@ pub(crate) fn task_start() -> Duration {
     used
 }
 
+/// Whether a CPU-time limit per task is set in this worker (then every
+/// task is measured, since the next task's limit counts from the last
+/// task's end).
+pub(crate) fn task_cpu_limited() -> bool {
+    TASK_CPU_NS.load(Ordering::Relaxed) != 0
+}
+
+/// In a pool worker, after a task that was not measured: the next measured
+/// task reads its starting CPU time afresh and resets the peak mark first,
+/// so that it is not charged with what this one used.
+pub(crate) fn task_unmeasured() {
+    LAST_CPU_NS.store(u64::MAX, Ordering::Relaxed);
+    LAST_PEAK.store(u64::MAX, Ordering::Relaxed);
+    RESET_PEAK.store(true, Ordering::Relaxed);
+}
+
 /// In a pool worker, after a task that started when [`task_start`]
 /// returned `cpu_before`: what the task used.
 pub(crate) fn task_end(cpu_before: Duration) -> ResourceUsage {
