@@ -251,6 +251,7 @@ pub use shm::{
     Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
     ValueGuard,
 };
+pub use shm::{SharedBytes, SharedBytesMut, SharedSlice, SharedSliceMut};
 pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,
