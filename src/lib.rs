@@ -226,6 +226,7 @@ mod sys;
 mod thread_pool;
 mod usage;
 
+pub use codec::SPILL_MIN;
 pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
     Address, Client, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, Pipe,

@@ -272,3 +272,110 @@ fn other_serde_formats_cannot_carry_it() {
     assert!(serde_json::to_string(&s).is_err());
     let _ = s.as_fd();
 }
+
+// ------------------------------------------------- large messages (spilled)
+
+fn echo_len_and_back(v: Vec<f64>) -> (usize, Vec<f64>) {
+    (v.len(), v)
+}
+
+fn large_values_as_argument_and_result_with(method: StartMethod) {
+    // 8 MiB of f64: past SPILL_MIN both ways.
+    let v: Vec<f64> = (0..(1 << 20)).map(|i| i as f64).collect();
+    assert!(v.len() * 8 >= SPILL_MIN);
+    let mut p = Process::new(echo_len_and_back, (v.clone(),)).start_method(method);
+    p.start().unwrap();
+    p.join().unwrap();
+    let (n, back) = p.take_result().unwrap();
+    assert_eq!(n, v.len());
+    assert_eq!(back, v);
+}
+
+#[test]
+fn large_values_travel_as_arguments_and_results() {
+    common::for_each_method(large_values_as_argument_and_result_with);
+}
+
+fn echo_bytes(c: Connection) {
+    while let Ok(b) = c.recv::<serde_bytes::ByteBuf>() {
+        if b.is_empty() {
+            return;
+        }
+        c.send(&b).unwrap();
+    }
+}
+
+#[test]
+fn large_messages_through_a_pipe_with_handles() -> Result<()> {
+    let (a, b) = Pipe::new()?;
+    let mut p = Process::new(echo_bytes, (b,));
+    p.start()?;
+    for len in [SPILL_MIN - 1, SPILL_MIN, 3 * SPILL_MIN + 5, 10] {
+        let v = serde_bytes::ByteBuf::from(vec![(len % 255) as u8; len]);
+        a.send(&v)?;
+        assert_eq!(a.recv::<serde_bytes::ByteBuf>()?, v);
+    }
+    // A spilled message keeps the handles it carries.
+    let s = pattern(4096);
+    let (x, y) = Pipe::new()?;
+    x.send(&(vec![3u8; SPILL_MIN], s.clone()))?;
+    let (big, same): (Vec<u8>, SharedBytes) = y.recv()?;
+    assert_eq!(big.len(), SPILL_MIN);
+    assert_eq!(same, s);
+    // The receiver's limit applies to the spilled size.
+    y.set_max_message_size(1 << 20);
+    x.send(&serde_bytes::ByteBuf::from(vec![0u8; SPILL_MIN]))?;
+    assert!(matches!(
+        y.recv::<serde_bytes::ByteBuf>(),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    a.send(&serde_bytes::ByteBuf::new())?;
+    p.join()?;
+    Ok(())
+}
+
+/// A message forged to look like a spilled one: its 28 bytes are the
+/// envelope (the handle's index, 0, is the last byte), and the handle is
+/// the descriptor it names.
+fn forged_envelope(fd: OwnedFd, len: u64) -> ([u8; 27], Handle<OwnedFd>) {
+    let mut b = [0u8; 27];
+    b[..16].copy_from_slice(b"\xa7mp\x00spill\x00\x93\x1c\x5e\xd2\x04\xb8");
+    b[20..27].copy_from_slice(&len.to_le_bytes()[..7]);
+    (b, Handle(fd))
+}
+
+#[test]
+fn a_forged_large_message_is_refused() {
+    let (a, b) = Pipe::new().unwrap();
+    for (fd, want) in [
+        (memfd(4096, 0), "not sealed"),
+        (memfd(4096, libc::F_SEAL_WRITE), "not sealed"),
+        (
+            std::os::unix::net::UnixStream::pair().unwrap().0.into(),
+            "not a sealable memory file",
+        ),
+    ] {
+        a.send(&forged_envelope(fd, 4096)).unwrap();
+        match b.recv::<serde_bytes::ByteBuf>() {
+            Err(Error::Decode(m)) => assert!(m.contains(want), "{m}"),
+            other => panic!("a forged large message was not refused: {other:?}"),
+        }
+    }
+    let all = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    a.send(&forged_envelope(memfd(4096, all), 8192)).unwrap();
+    assert!(matches!(
+        b.recv::<serde_bytes::ByteBuf>(),
+        Err(Error::Decode(_))
+    ));
+    // A sealed file with a valid encoding is simply decoded.
+    let f = memfd(4096, 0);
+    // SAFETY: plain pwrite/fcntl on a live descriptor with a valid buffer.
+    unsafe {
+        let enc = [3u8, 1, 2, 3];
+        assert_eq!(libc::pwrite(f.as_raw_fd(), enc.as_ptr().cast(), 4, 0), 4);
+        assert_eq!(libc::ftruncate(f.as_raw_fd(), 4), 0);
+        assert_eq!(libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, all), 0);
+    }
+    a.send(&forged_envelope(f, 4)).unwrap();
+    assert_eq!(b.recv::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
+}

@@ -207,6 +207,15 @@ pub(crate) fn write_all_at(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64)
     Ok(())
 }
 
+/// A new memory file holding a copy of `data` (written with `pwrite`, so
+/// nothing writable is ever mapped), sealed by [`seal_read_only`].
+pub(crate) fn sealed_copy(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    let fd = memfd_create_sealable(name, data.len())?;
+    write_all_at(std::os::fd::AsFd::as_fd(&fd), data, 0)?;
+    seal_read_only(std::os::fd::AsFd::as_fd(&fd))?;
+    Ok(fd)
+}
+
 /// Seals a memory file made by [`memfd_create_sealable`] against every
 /// change: no write (through a descriptor or a mapping), no shrinking, no
 /// growing, no change of the seals. Fails with `EBUSY` while a writable
@@ -364,11 +373,17 @@ impl UnsealedFile {
     /// Unmaps the file, seals it against every change and maps it again,
     /// read-only.
     pub(crate) fn seal(self) -> io::Result<SealedFile> {
+        SealedFile::from_fd(self.seal_fd()?)
+    }
+
+    /// Unmaps the file and seals it against every change; returns its
+    /// descriptor (for a file this process only sends).
+    pub(crate) fn seal_fd(self) -> io::Result<OwnedFd> {
         let UnsealedFile { fd, map } = self;
         // The write seal is refused while a writable mapping exists.
         drop(map);
         seal_read_only(std::os::fd::AsFd::as_fd(&fd))?;
-        SealedFile::from_fd(fd)
+        Ok(fd)
     }
 }
 
@@ -385,10 +400,7 @@ impl SealedFile {
     /// A sealed memory file holding a copy of `data` (written with
     /// `pwrite`, so the creator maps nothing writable).
     pub(crate) fn from_slice(name: &CStr, data: &[u8]) -> io::Result<SealedFile> {
-        let fd = memfd_create_sealable(name, data.len())?;
-        write_all_at(std::os::fd::AsFd::as_fd(&fd), data, 0)?;
-        seal_read_only(std::os::fd::AsFd::as_fd(&fd))?;
-        SealedFile::from_fd(fd)
+        SealedFile::from_fd(sealed_copy(name, data)?)
     }
 
     /// Takes a memory file received from elsewhere, after checking that it
