@@ -226,6 +226,7 @@ mod sys;
 mod thread_pool;
 mod usage;
 
+pub use codec::SPILL_MIN;
 pub use codec::{DEFAULT_MAX_DECODE_DEPTH, Handle, handle, max_decode_depth, set_max_decode_depth};
 pub use connection::{
     Address, Client, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, Pipe,
@@ -252,6 +253,7 @@ pub use shm::{
     Array, ArrayGuard, Item, RawArray, RawValue, ShareableList, SharedMemory, ShmSafe, Value,
     ValueGuard,
 };
+pub use shm::{SharedBytes, SharedBytesMut, SharedSlice, SharedSliceMut};
 pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, LockResult, RLock, RLockGuard, Semaphore,

@@ -946,7 +946,9 @@ fn children_are_named_after_the_program() {
 
 // ------------------------------------------- a stalled result, hostile data
 
-const BIG_RESULT: usize = 64 << 20;
+// Far larger than a socket buffer, but under SPILL_MIN: a larger result
+// would travel in a sealed memory file and never block the writer.
+const BIG_RESULT: usize = multiproc::SPILL_MIN - 4096;
 
 fn big_pattern() -> Vec<u8> {
     (0..BIG_RESULT).map(|i| (i % 251) as u8).collect()

@@ -15,6 +15,10 @@
 mod catch;
 mod depth;
 pub(crate) mod le;
+mod spill;
+
+pub use spill::SPILL_MIN;
+pub(crate) use spill::{decode_message, encode_message};
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;

@@ -297,7 +297,9 @@ impl Connection {
     ///
     /// Handles inside the value are duplicated and passed along; the
     /// caller's copies stay open. `Ok` means the message was handed to the
-    /// kernel, not that the peer has read it.
+    /// kernel, not that the peer has read it. From
+    /// [`SPILL_MIN`](crate::SPILL_MIN) bytes of encoding on, the message
+    /// travels in a sealed memory file instead of the socket's bytes.
     ///
     /// # Errors
     /// [`Error::Encode`] if serialization fails (nothing is sent);
@@ -309,7 +311,10 @@ impl Connection {
         buf.clear();
         fds.clear();
         buf.extend_from_slice(&[0u8; HEADER]);
-        let res = codec::encode_into(value, buf, fds);
+        let res = match self.framing {
+            Framing::Python => codec::encode_into(value, buf, fds),
+            _ => codec::encode_message(value, buf, fds),
+        };
         if let Err(e) = res {
             fds.clear();
             return Err(e);
@@ -409,8 +414,9 @@ impl Connection {
     /// Receives a value, giving up at `deadline` (`None`: never).
     pub(crate) fn recv_at<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
         let depth = self.max_decode_depth();
+        let max = self.max_message_size();
         self.with_frame(deadline, |p, fds| {
-            codec::decode_limited(p.as_slice(), fds, depth)
+            codec::decode_message(p.as_slice(), fds, depth, max)
         })
     }
 

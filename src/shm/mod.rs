@@ -17,6 +17,7 @@
 
 mod array;
 mod atomic;
+mod buffer;
 mod pod;
 mod shareable_list;
 mod shared_memory;
@@ -24,6 +25,7 @@ pub(crate) mod tracker;
 mod value;
 
 pub use array::{Array, ArrayGuard, RawArray};
+pub use buffer::{SharedBytes, SharedBytesMut, SharedSlice, SharedSliceMut};
 pub use pod::ShmSafe;
 pub use shareable_list::{Item, ShareableList};
 pub use shared_memory::SharedMemory;

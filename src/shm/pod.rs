@@ -68,3 +68,45 @@ pub(crate) use crate::mem::segment::type_tag;
 pub(crate) fn locked_tag<T>() -> u64 {
     type_tag::<T>() ^ 0x4c4f_434b_4544_0000 // "LOCKED"
 }
+
+/// The bytes of a slice of `ShmSafe` values.
+pub(crate) fn as_bytes<T: ShmSafe>(s: &[T]) -> &[u8] {
+    // SAFETY: a `ShmSafe` type has no padding bytes, so every byte of the
+    // slice is initialized; `u8` has alignment 1; the length is the
+    // slice's size in bytes, and the borrow keeps the memory alive.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+}
+
+/// `bytes` as a slice of `T`, or `None` when they are not aligned for `T`
+/// or not a whole number of `T`s. A zero-sized `T` gives an empty slice.
+pub(crate) fn from_bytes<T: ShmSafe>(bytes: &[u8]) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if size == 0 {
+        return Some(&[]);
+    }
+    if bytes.len() % size != 0 || bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+        return None;
+    }
+    // SAFETY: the pointer is aligned for `T` and the length is a whole
+    // number of `T`s (both checked above); every bit pattern is a valid
+    // `ShmSafe` value; the returned borrow has the lifetime of `bytes`, so
+    // the memory stays alive and is not written through it.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+}
+
+/// `bytes` as a mutable slice of `T`, on the terms of [`from_bytes`].
+pub(crate) fn from_bytes_mut<T: ShmSafe>(bytes: &mut [u8]) -> Option<&mut [T]> {
+    let size = std::mem::size_of::<T>();
+    if size == 0 {
+        return Some(&mut []);
+    }
+    if bytes.len() % size != 0 || bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+        return None;
+    }
+    // SAFETY: as in `from_bytes`; in addition, any value written through
+    // the result is plain bytes without padding, so the `u8` view stays
+    // fully initialized, and the exclusive borrow is handed on.
+    Some(unsafe {
+        std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), bytes.len() / size)
+    })
+}

@@ -6,6 +6,30 @@
 use super::*;
 use crate::codec::le;
 
+thread_local! {
+    /// The buffer a record that wraps around the ring's end is copied into
+    /// before it is decoded, reused by this thread's gets.
+    static WRAPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A wrapped record's buffer is kept for reuse only up to this capacity.
+const WRAPPED_KEEP: usize = 4 << 20;
+
+/// Runs `f` on a reused buffer of `n` bytes (of unspecified contents): a
+/// large item that wraps costs no fresh allocation, and so no page faults
+/// nor zeroing, each time.
+fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut v = WRAPPED.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    if v.len() < n {
+        v.resize(n, 0);
+    }
+    let r = f(&mut v[..n]);
+    if v.capacity() <= WRAPPED_KEEP {
+        WRAPPED.with(|w| *w.borrow_mut() = v);
+    }
+    r
+}
+
 impl<M: RingMem> Core<M> {
     /// Takes the consumer lock for a get, or the item a get through this
     /// view parked with it (see [`get`](Self::get)).
@@ -162,11 +186,10 @@ impl<M: RingMem> Core<M> {
                 }
                 let out = fds_of(nfds).and_then(|fds| match self.slice_at(h + HDR, clen) {
                     Some(bytes) => decode(bytes, fds),
-                    None => {
-                        let mut v = vec![0u8; clen as usize];
-                        self.read_at(h + HDR, &mut v);
-                        decode(&v, fds)
-                    }
+                    None => with_scratch(clen as usize, |v| {
+                        self.read_at(h + HDR, v);
+                        decode(v, fds)
+                    }),
                 });
                 self.consumed(h + rec, true);
                 return out.map_err(GetFail::Err);

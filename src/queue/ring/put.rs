@@ -226,10 +226,14 @@ impl<M: RingMem> Core<M> {
         let fds = if let Some(dst) = direct {
             encode(dst).map_err(PutFail::Err)?
         } else {
-            scratch.clear();
-            scratch.resize(len as usize, 0);
-            let fds = encode(scratch).map_err(PutFail::Err)?;
-            self.write_at(t + HDR, scratch);
+            // The encoder writes every byte: only grow, never clear (no
+            // zeroing of a reused buffer).
+            if scratch.len() < len as usize {
+                scratch.resize(len as usize, 0);
+            }
+            let buf = &mut scratch[..len as usize];
+            let fds = encode(buf).map_err(PutFail::Err)?;
+            self.write_at(t + HDR, buf);
             fds
         };
         if fds.len() > MAX_ITEM_FDS {
