@@ -146,7 +146,10 @@ fn a_child_from_the_spare_outlives_the_server_like_any_child() {
     // Ask the kernel: with the server gone, the handle cannot know.
     let pid = p.pid().unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
     assert!(
         matches!(state, Some("S" | "R")),
         "the child died with the fork server: {stat}"
