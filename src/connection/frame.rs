@@ -41,10 +41,7 @@ pub(super) struct Reader {
 }
 
 struct Partial {
-    /// Zero-filled as it grows (each byte once), so the kernel can write
-    /// into it as an initialised buffer; the first `got` bytes arrived.
     payload: Vec<u8>,
-    got: usize,
     len: usize,
     nfds: usize,
 }
@@ -347,45 +344,41 @@ pub(super) fn read_frame(
         }
         return Ok(Frame::Direct { len, nfds });
     }
-    let mut payload = vec![0u8; len.min(EAGER_ALLOC as usize).max(buffered.len())];
-    payload[..buffered.len()].copy_from_slice(buffered);
-    let got = buffered.len();
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(EAGER_ALLOC as usize));
+    payload.extend_from_slice(buffered);
     r.start = 0;
     r.end = 0;
-    finish_large(
-        fd,
-        r,
-        Partial {
-            payload,
-            got,
-            len,
-            nfds,
-        },
-        deadline,
-    )
+    finish_large(fd, r, Partial { payload, len, nfds }, deadline)
 }
 
 /// Reads the rest of a large frame's payload; if `deadline` passes first,
 /// leaves it in `r.partial`.
+///
+/// The payload is read with plain `recv` into the vector's uninitialised
+/// spare capacity (no zero-filling). A frame's descriptors all ride on its
+/// header bytes (one batch per byte, see [`send_frame`]), which were read
+/// with `recvmsg`, so none belong to these bytes; any a peer attached here
+/// anyway are closed by the kernel.
 fn finish_large(
     fd: BorrowedFd<'_>,
     r: &mut Reader,
     mut p: Partial,
     deadline: Option<Instant>,
 ) -> Result<Frame> {
-    while p.got < p.len {
-        let left = p.len - p.got;
-        if p.payload.len() == p.got {
+    while p.payload.len() < p.len {
+        let left = p.len - p.payload.len();
+        if p.payload.capacity() == p.payload.len() {
             // Grow by what has arrived so far (at most doubling), never to
-            // the claimed length at once. Each byte is zeroed once, here.
-            p.payload.resize(p.got + p.got.min(left).max(1), 0);
+            // the claimed length at once.
+            p.payload.reserve_exact(p.payload.len().min(left).max(1));
         }
-        let want = (p.payload.len() - p.got).min(left);
-        let dest = &mut p.payload[p.got..p.got + want];
-        let fds = &mut r.fds;
-        match read_with(fd, deadline, |nb| sys::recv_msg_into(fd, dest, fds, nb)) {
+        let want = (p.payload.capacity() - p.payload.len()).min(left);
+        let spare = &mut p.payload.spare_capacity_mut()[..want];
+        match read_with(fd, deadline, |nb| sys::recv_uninit(fd, spare, nb)) {
             Ok(0) => return Err(Error::Truncated),
-            Ok(n) => p.got += n,
+            // SAFETY: recv initialised the first `n` spare bytes (n <= want).
+            #[allow(unsafe_code)]
+            Ok(n) => unsafe { p.payload.set_len(p.payload.len() + n) },
             Err(e) => {
                 if e.is_timeout() {
                     r.partial = Some(p);
@@ -394,7 +387,6 @@ fn finish_large(
             }
         }
     }
-    p.payload.truncate(p.len);
     Ok(Frame::Owned {
         payload: p.payload,
         nfds: p.nfds,

@@ -89,6 +89,29 @@ pub(crate) fn send_msg<F: AsFd>(
     retry(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
 }
 
+/// Receives into `buf`, which may be uninitialised, without ancillary
+/// data: descriptors attached to these bytes are closed by the kernel.
+/// Returns the number of bytes read (initialised at the front of `buf`);
+/// 0 means end of stream.
+///
+/// # Errors
+/// The socket's error.
+///
+/// # References
+/// recv(2)
+pub(crate) fn recv_uninit(
+    sock: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    retry(|| rustix::net::recv(sock, &mut *buf, flags).map(|((got, _), _)| got.len()))
+}
+
 /// Receives into `buf`; descriptors that arrive are appended to `fds`
 /// (close-on-exec). Returns the number of bytes read; 0 means end of stream.
 ///
