@@ -133,12 +133,14 @@ impl From<i64> for Value {
 /// ```
 pub fn dumps(value: &Value) -> Vec<u8> {
     let mut out = vec![0x80, 3];
-    write(value, &mut out);
+    write_value(value, &mut out);
     out.push(b'.');
     out
 }
 
-fn write(v: &Value, out: &mut Vec<u8>) {
+/// Writes one value's opcodes (no header, no STOP): the short forms
+/// where protocols 2 and 3 have them.
+pub(crate) fn write_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::None => out.push(b'N'),
         Value::Bool(true) => out.push(0x88),
@@ -148,40 +150,32 @@ fn write(v: &Value, out: &mut Vec<u8>) {
             out.push(b'G');
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Value::Str(s) => {
-            out.push(b'X');
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
+        Value::Str(s) => write_str(s, out),
         Value::Bytes(b) => {
-            out.push(b'B');
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            if let Ok(n) = u8::try_from(b.len()) {
+                out.extend_from_slice(&[b'C', n]);
+            } else {
+                out.push(b'B');
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            }
             out.extend_from_slice(b);
         }
         Value::List(items) => {
             out.push(b']');
             if !items.is_empty() {
                 out.push(b'(');
-                items.iter().for_each(|i| write(i, out));
+                items.iter().for_each(|i| write_value(i, out));
                 out.push(b'e');
             }
         }
-        Value::Tuple(items) => {
-            if items.is_empty() {
-                out.push(b')');
-            } else {
-                out.push(b'(');
-                items.iter().for_each(|i| write(i, out));
-                out.push(b't');
-            }
-        }
+        Value::Tuple(items) => write_tuple(items, out),
         Value::Dict(items) => {
             out.push(b'}');
             if !items.is_empty() {
                 out.push(b'(');
                 for (k, v) in items {
-                    write(k, out);
-                    write(v, out);
+                    write_value(k, out);
+                    write_value(v, out);
                 }
                 out.push(b'u');
             }
@@ -194,15 +188,38 @@ fn write(v: &Value, out: &mut Vec<u8>) {
             out.push(b'\n');
         }
         Value::Object(o) => {
-            write(&o.callable, out);
-            write(&Value::Tuple(o.args.clone()), out);
+            write_value(&o.callable, out);
+            write_tuple(&o.args, out);
             out.push(if o.new { 0x81 } else { b'R' });
             if let Some(st) = &o.state {
-                write(st, out);
+                write_value(st, out);
                 out.push(b'b');
             }
         }
     }
+}
+
+/// Writes a tuple of `items` (TUPLE1..3 for short ones).
+pub(crate) fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
+    match items.len() {
+        0 => out.push(b')'),
+        n @ 1..=3 => {
+            items.iter().for_each(|i| write_value(i, out));
+            out.push(0x84 + n as u8);
+        }
+        _ => {
+            out.push(b'(');
+            items.iter().for_each(|i| write_value(i, out));
+            out.push(b't');
+        }
+    }
+}
+
+/// Writes a string (BINUNICODE).
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'X');
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn write_int(n: i64, out: &mut Vec<u8>) {

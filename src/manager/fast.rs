@@ -12,7 +12,7 @@
 
 use super::wire::Fail;
 use crate::error::{Error, Result};
-use crate::pickle::{self, Value};
+use crate::pickle::{self, Value, write_str, write_tuple, write_value};
 
 /// Deepest nesting accepted (as `pickle::loads`).
 const MAX_DEPTH: u32 = 500;
@@ -35,96 +35,6 @@ fn end_frame(out: &mut Vec<u8>, at: usize) -> Result<()> {
     })?;
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
-}
-
-fn write_str(s: &str, out: &mut Vec<u8>) {
-    if let Ok(n) = u8::try_from(s.len()) {
-        out.extend_from_slice(&[0x8c, n]);
-    } else {
-        out.push(b'X');
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn write_int(n: i64, out: &mut Vec<u8>) {
-    if let Ok(b) = u8::try_from(n) {
-        out.extend_from_slice(&[b'K', b]);
-    } else if let Ok(w) = u16::try_from(n) {
-        out.push(b'M');
-        out.extend_from_slice(&w.to_le_bytes());
-    } else if let Ok(i) = i32::try_from(n) {
-        out.push(b'J');
-        out.extend_from_slice(&i.to_le_bytes());
-    } else {
-        out.extend_from_slice(&[0x8a, 8]);
-        out.extend_from_slice(&n.to_le_bytes());
-    }
-}
-
-/// Writes one value's opcodes (no header, no STOP).
-pub(crate) fn write_value(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::None => out.push(b'N'),
-        Value::Bool(true) => out.push(0x88),
-        Value::Bool(false) => out.push(0x89),
-        Value::Int(n) => write_int(*n, out),
-        Value::Float(f) => {
-            out.push(b'G');
-            out.extend_from_slice(&f.to_be_bytes());
-        }
-        Value::Str(s) => write_str(s, out),
-        Value::Bytes(b) => {
-            if let Ok(n) = u8::try_from(b.len()) {
-                out.extend_from_slice(&[b'C', n]);
-            } else {
-                out.push(b'B');
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            }
-            out.extend_from_slice(b);
-        }
-        Value::List(items) => {
-            out.push(b']');
-            if !items.is_empty() {
-                out.push(b'(');
-                items.iter().for_each(|i| write_value(i, out));
-                out.push(b'e');
-            }
-        }
-        Value::Tuple(items) => write_tuple(items, out),
-        Value::Dict(items) => {
-            out.push(b'}');
-            if !items.is_empty() {
-                out.push(b'(');
-                for (k, v) in items {
-                    write_value(k, out);
-                    write_value(v, out);
-                }
-                out.push(b'u');
-            }
-        }
-        // Globals and objects are rare here: the general writer, without
-        // its header and STOP.
-        other => {
-            let p = pickle::dumps(other);
-            out.extend_from_slice(&p[2..p.len() - 1]);
-        }
-    }
-}
-
-fn write_tuple(items: &[Value], out: &mut Vec<u8>) {
-    match items.len() {
-        0 => out.push(b')'),
-        n @ 1..=3 => {
-            items.iter().for_each(|i| write_value(i, out));
-            out.push(0x84 + n as u8);
-        }
-        _ => {
-            out.push(b'(');
-            items.iter().for_each(|i| write_value(i, out));
-            out.push(b't');
-        }
-    }
 }
 
 /// Appends one framed request `(ident, method, args, kwds)` to `out`.
