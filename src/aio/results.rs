@@ -5,6 +5,21 @@ use crate::error::Result;
 use crate::pool::{AsyncResult, TaskFuture};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::time::Duration;
+
+/// Waits on tokio's blocking pool, in [`SLICE`]s, until `wait(r, SLICE)`
+/// says the result is ready; returns it.
+async fn ready<R: Send + 'static>(r: R, wait: fn(&R, Duration) -> bool) -> R {
+    let mut r = Some(r);
+    blocking_slices(move || {
+        if r.as_ref().is_some_and(|r| wait(r, SLICE)) {
+            r.take()
+        } else {
+            None
+        }
+    })
+    .await
+}
 
 impl<T: Send + 'static> IntoFuture for AsyncResult<T> {
     type Output = Result<T>;
@@ -18,18 +33,7 @@ impl<T: Send + 'static> IntoFuture for AsyncResult<T> {
     /// dropping the `AsyncResult` does); its blocking slice ends within
     /// 100 ms.
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let mut r = Some(self);
-            let r = blocking_slices(move || {
-                if r.as_ref().is_some_and(|r| r.wait_timeout(SLICE)) {
-                    r.take()
-                } else {
-                    None
-                }
-            })
-            .await;
-            r.get()
-        })
+        Box::pin(async move { ready(self, AsyncResult::wait_timeout).await.get() })
     }
 }
 
@@ -40,17 +44,6 @@ impl<T: Send + 'static> IntoFuture for TaskFuture<T> {
     /// `future.await` is [`result`](TaskFuture::result) without blocking
     /// the runtime, as for [`AsyncResult`].
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let mut r = Some(self);
-            let r = blocking_slices(move || {
-                if r.as_ref().is_some_and(|r| r.wait_timeout(SLICE)) {
-                    r.take()
-                } else {
-                    None
-                }
-            })
-            .await;
-            r.result()
-        })
+        Box::pin(async move { ready(self, TaskFuture::wait_timeout).await.result() })
     }
 }
