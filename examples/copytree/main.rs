@@ -2,7 +2,7 @@
 //! with several worker processes and one progress bar.
 //!
 //! ```text
-//! cargo run --release --example copytree -- [-j N] [--no-progress] [--no-offload] SOURCE DEST
+//! cargo run --release --example copytree -- [-j N] [--no-progress] [--no-offload] [--verify-bytes] SOURCE DEST
 //! ```
 //!
 //! Permissions, modification times, extended attributes and symbolic links
@@ -11,7 +11,11 @@
 //! verified is listed, with exit code 1. Large files are split into parts
 //! that several workers copy at once: cloned (`FICLONE`) or copied by the
 //! kernel (`copy_file_range`) where the filesystem can, else from a memory
-//! mapping of the source; `--no-offload` always takes the mapping. The
+//! mapping of the source; `--no-offload` always takes the mapping. A clone
+//! is verified by the block maps (`FIEMAP`) of the source and the copy,
+//! which must report the same physical extents, shared, for every byte
+//! range; where they do not, and always with `--verify-bytes`, it is read
+//! back and compared byte for byte. The
 //! logic is in `tool.rs`, which the tests use directly; `bench/copytree`
 //! times it against `cp -a`.
 
