@@ -967,7 +967,9 @@ type Batch = (Vec<Job>, Vec<(usize, u64)>);
 
 /// Splits the files into jobs and the jobs into batches: each part of a
 /// large file is a batch of its own (they come first: they take longest),
-/// small files travel several to a batch.
+/// small files travel several to a batch. A file split into parts that the
+/// parent cloned and whose clone its block map proves (`CloneCheck::BlockMap`)
+/// needs no job: its index goes to `verified`.
 fn batches(
     files: &mut [Tracked],
     part_size: u64,
@@ -975,6 +977,7 @@ fn batches(
     offload: Offload,
     clone_check: CloneCheck,
     report: &mut Report,
+    verified: &mut Vec<usize>,
 ) -> Vec<Batch> {
     let mut out = Vec::new();
     let mut whole = Vec::new();
@@ -990,17 +993,27 @@ fn batches(
         let made = fs::symlink_metadata(&f.src).and_then(|meta| {
             let to = File::create(&f.dst)?;
             // (A source that cannot be opened is not cloned; its parts say why.)
-            let cloned =
-                offload == Offload::Auto && File::open(&f.src).is_ok_and(|from| clone(&from, &to));
+            let from = File::open(&f.src).ok().filter(|_| offload == Offload::Auto);
+            let cloned = from.as_ref().is_some_and(|from| clone(from, &to));
             if !cloned {
                 reserve(&to, f.size)?;
             }
-            Ok((meta, cloned))
+            // The whole clone proved by its map here: no worker reads it.
+            let mapped = cloned
+                && clone_check == CloneCheck::BlockMap
+                && from
+                    .as_ref()
+                    .is_some_and(|from| shares_blocks(from, &to, 0, f.size, f.size));
+            Ok((meta, cloned, mapped))
         });
         match made {
-            Ok((meta, cloned)) => {
+            Ok((meta, cloned, mapped)) => {
                 f.meta = Some(meta);
                 f.cloned = cloned;
+                if mapped {
+                    verified.push(i);
+                    continue;
+                }
             }
             Err(e) => {
                 f.failed = true;
@@ -1140,15 +1153,6 @@ pub fn copy_tree(opts: &Options) -> Report {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let nfiles = p.files.len();
-    let pool = match Pool::new(opts.jobs) {
-        Ok(pool) => pool,
-        Err(e) => {
-            report
-                .errors
-                .push(format!("cannot start the worker pool: {e}"));
-            return report;
-        }
-    };
     let mut files: Vec<Tracked> = p
         .files
         .into_iter()
@@ -1164,6 +1168,7 @@ pub fn copy_tree(opts: &Options) -> Report {
         })
         .collect();
     let part_size = opts.part_size.max(SMALL);
+    let mut verified = Vec::new();
     let batches = batches(
         &mut files,
         part_size,
@@ -1171,15 +1176,44 @@ pub fn copy_tree(opts: &Options) -> Report {
         opts.offload,
         opts.clone_check,
         &mut report,
+        &mut verified,
     );
     let mut done = 0;
     for f in files.iter().filter(|f| f.failed) {
         done += 1;
         bar.inc(f.size);
     }
+    for i in verified {
+        let size = files[i].size;
+        let copied = Copied {
+            cloned: size,
+            mapped: size,
+            ..Copied::default()
+        };
+        bar.inc(size);
+        finish(&mut files[i], Ok(copied), &mut report);
+        done += 1;
+    }
     let (jobs, owners): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
+    // No pool when there is nothing left for workers (every file a clone
+    // that its map proved).
+    let pool = match (!jobs.is_empty()).then(|| Pool::new(opts.jobs)) {
+        None => None,
+        Some(Ok(pool)) => Some(pool),
+        Some(Err(e)) => {
+            report
+                .errors
+                .push(format!("cannot start the worker pool: {e}"));
+            // Leave nothing that could pass for a copy.
+            for &(i, _) in owners.iter().flatten() {
+                let _ = fs::remove_file(&files[i].dst);
+            }
+            return report;
+        }
+    };
     let mut owners = owners.into_iter();
-    for res in pool.imap(copy_batch, jobs) {
+    let results = pool.as_ref().map(|pool| pool.imap(copy_batch, jobs));
+    for res in results.into_iter().flatten() {
         let owner = owners.next().expect("one owner list per batch");
         let results: Vec<Result<Copied, String>> = match res {
             Ok(results) if results.len() == owner.len() => results,
@@ -1213,8 +1247,10 @@ pub fn copy_tree(opts: &Options) -> Report {
             }
         }
     }
-    pool.close();
-    let _ = pool.join();
+    if let Some(pool) = pool {
+        pool.close();
+        let _ = pool.join();
+    }
     // Directory times last: creating entries changed them.
     for (dir, src, meta) in p.dirs.iter().rev() {
         let kept = File::open(dir).and_then(|copy| {
