@@ -7,7 +7,8 @@
 //!
 //! Permissions, modification times, extended attributes and symbolic links
 //! are kept, every file is verified after the copy (read back and compared
-//! byte for byte with its source), and any file that could not be copied or
+//! byte for byte with its source, or a clone by its block map, below), and
+//! any file that could not be copied or
 //! verified is listed, with exit code 1. Large files are split into parts
 //! that several workers copy at once: cloned (`FICLONE`) or copied by the
 //! kernel (`copy_file_range`) where the filesystem can, else from a memory
