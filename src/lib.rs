@@ -211,6 +211,7 @@ mod context;
 pub mod distributed;
 mod error;
 mod exclusive;
+pub mod fiemap;
 #[cfg(feature = "tokio")]
 pub mod green;
 pub mod manager;

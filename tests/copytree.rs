@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod tool;
 
+use multiproc::fiemap::Extent;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ fn run(src: &Path, dst: &Path) -> (i32, tool::Report) {
         // Small parts, so that the 20 MiB files are copied in parts.
         part_size: 4 << 20,
         offload: tool::Offload::Auto,
+        clone_check: tool::CloneCheck::BlockMap,
     };
     let report = tool::copy_tree(&opts);
     let code = tool::main_with_args(
@@ -268,7 +270,7 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
     // shrank after the walk) is refused before any byte is copied.
     fs::write(&dst, vec![0u8; 4 << 20]).unwrap();
     let err =
-        tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20, tool::Offload::Auto, false).unwrap_err();
+        tool::copy_part(&src, &dst, 0, 1 << 20, 4 << 20, tool::Offload::Auto, None).unwrap_err();
     assert!(err.contains("changed size"), "{err}");
     // The buffered path (for filesystems that cannot map files) copies and
     // verifies a range, and refuses a source of another size.
@@ -291,12 +293,14 @@ fn a_source_that_changes_size_is_an_error_and_leaves_no_copy() {
     }
     // A whole file is copied (by the kernel where it can, else through the
     // mapping path) and verified.
-    let copied = tool::copy_file(&src, &dst, tool::Offload::Auto).unwrap();
+    let copied =
+        tool::copy_file(&src, &dst, tool::Offload::Auto, tool::CloneCheck::BlockMap).unwrap();
     assert_eq!(copied.total(), 3 << 20);
     assert!(fs::read(&src).unwrap() == fs::read(&dst).unwrap());
     // A source that is not a regular file is refused; no copy is made.
     fs::remove_file(&dst).unwrap();
-    let err = tool::copy_file(&base, &dst, tool::Offload::Auto).unwrap_err();
+    let err =
+        tool::copy_file(&base, &dst, tool::Offload::Auto, tool::CloneCheck::BlockMap).unwrap_err();
     assert!(err.contains("not a regular file"), "{err}");
     assert!(!dst.exists());
     fs::remove_dir_all(&base).unwrap();
@@ -322,6 +326,7 @@ fn a_source_truncated_during_the_copy_leaves_no_partial_copy() {
         progress: false,
         part_size: 2 << 20,
         offload: tool::Offload::Auto,
+        clone_check: tool::CloneCheck::BlockMap,
     };
     let cutter = {
         let big = big.clone();
@@ -520,6 +525,7 @@ fn copy_ok(src: &Path, dst: &Path, offload: tool::Offload) -> tool::Report {
         progress: false,
         part_size: 4 << 20,
         offload,
+        clone_check: tool::CloneCheck::BlockMap,
     });
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.copied.total(), report.bytes);
@@ -593,7 +599,8 @@ fn a_file_larger_than_one_kernel_copy_is_copied_exactly() {
     random_fill(&mut body, 3);
     let (src, dst) = (base.join("src.bin"), base.join("dst.bin"));
     fs::write(&src, &body).unwrap();
-    let copied = tool::copy_file(&src, &dst, tool::Offload::Auto).unwrap();
+    let copied =
+        tool::copy_file(&src, &dst, tool::Offload::Auto, tool::CloneCheck::BlockMap).unwrap();
     assert_eq!(copied.total(), size);
     if kernel {
         assert_eq!(copied.kernel + copied.cloned, size, "{copied:?}");
@@ -602,8 +609,7 @@ fn a_file_larger_than_one_kernel_copy_is_copied_exactly() {
     // A part that starts at a page boundary and runs over several calls.
     fs::write(&dst, vec![0u8; size as usize]).unwrap();
     let (offset, len) = (tool::CHUNK / 2, 2 * tool::CHUNK + 99);
-    let copied =
-        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, false).unwrap();
+    let copied = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, None).unwrap();
     assert_eq!(copied.total(), len);
     if kernel {
         assert_eq!(copied.kernel, len, "{copied:?}");
@@ -690,9 +696,14 @@ fn the_workers_take_over_where_the_kernel_copy_stops() {
     fs::remove_dir_all(&base).unwrap();
 }
 
-/// What the kernel put in place (a clone, or its copy) is read back and
-/// compared like any copy: a part whose copy differs from the source in
-/// one byte fails, naming the bytes, and an equal one passes.
+/// A part of a clone, verified by block map where the maps prove it.
+const MAP: Option<tool::CloneCheck> = Some(tool::CloneCheck::BlockMap);
+
+/// What the kernel put in place (a clone, or its copy) is verified: a
+/// "clone" whose block map is not the source's (here a copy with the same
+/// bytes, or one byte changed) is read back and compared like any copy, so
+/// a part whose copy differs from the source in one byte fails, naming the
+/// bytes, and an equal one passes.
 #[test]
 fn what_the_kernel_placed_is_verified() {
     let base = scratch("verify-placed");
@@ -703,17 +714,24 @@ fn what_the_kernel_placed_is_verified() {
     fs::write(&src, &body).unwrap();
     // Not a clone of the source but the same bytes: passes as one.
     fs::write(&dst, &body).unwrap();
-    let copied = tool::copy_part(&src, &dst, 0, size, size, tool::Offload::Auto, true).unwrap();
-    assert_eq!(copied.cloned, size);
+    let copied = tool::copy_part(&src, &dst, 0, size, size, tool::Offload::Auto, MAP).unwrap();
+    // Its map is not the source's: it was compared byte for byte.
+    assert_eq!((copied.cloned, copied.mapped), (size, 0));
     let (offset, len) = (tool::CHUNK, 2 * tool::CHUNK + 5);
-    let copied = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap();
-    assert_eq!(copied.cloned, len);
+    let copied = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, MAP).unwrap();
+    assert_eq!((copied.cloned, copied.mapped), (len, 0));
+    let bytes = Some(tool::CloneCheck::Bytes);
+    let copied =
+        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, bytes).unwrap();
+    assert_eq!((copied.cloned, copied.mapped), (len, 0));
     // One byte changed in the copy.
     let bad = 2 * tool::CHUNK + 300_000;
     body[bad as usize] ^= 1;
     fs::write(&dst, &body).unwrap();
+    let err = tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, MAP).unwrap_err();
+    assert!(err.contains("verification failed"), "{err}");
     let err =
-        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, true).unwrap_err();
+        tool::copy_part(&src, &dst, offset, len, size, tool::Offload::Auto, bytes).unwrap_err();
     assert!(err.contains("verification failed"), "{err}");
     let piece = 256 << 10;
     let from = bad / piece * piece;
@@ -722,6 +740,244 @@ fn what_the_kernel_placed_is_verified() {
         "{err}"
     );
     // A range before the changed byte still passes.
-    tool::copy_part(&src, &dst, 0, tool::CHUNK, size, tool::Offload::Auto, true).unwrap();
+    tool::copy_part(&src, &dst, 0, tool::CHUNK, size, tool::Offload::Auto, MAP).unwrap();
     fs::remove_dir_all(&base).unwrap();
+}
+
+fn extent(logical: u64, physical: u64, length: u64, flags: u32) -> Extent {
+    Extent {
+        logical,
+        physical,
+        length,
+        flags,
+    }
+}
+
+/// The block-map comparison: the same extents, shared on the copy, prove
+/// a clone however the maps split them; anything else does not.
+#[test]
+fn block_maps_prove_a_clone_only_when_they_agree() {
+    const S: u32 = Extent::SHARED;
+    const M: u64 = 1 << 20;
+    let src = [
+        extent(0, 100 * M, 4 * M, 0),
+        // A hole at 4..6 MiB.
+        extent(6 * M, 300 * M, 2 * M, Extent::LAST),
+    ];
+    let clone = [
+        // Split in two where the source has one extent.
+        extent(0, 100 * M, M, S),
+        extent(M, 101 * M, 3 * M, S),
+        extent(6 * M, 300 * M, 2 * M, S | Extent::LAST),
+    ];
+    assert!(tool::maps_share(&src, &clone, 0, 8 * M));
+    // A range cut inside extents, and the hole alone.
+    assert!(tool::maps_share(&src, &clone, M / 2, 6 * M));
+    assert!(tool::maps_share(&src, &clone, 4 * M, 2 * M));
+    // Not marked shared.
+    let mut unshared = clone;
+    unshared[1].flags = 0;
+    assert!(!tool::maps_share(&src, &unshared, 0, 8 * M));
+    // ...which matters only inside the range.
+    assert!(tool::maps_share(&src, &unshared, 6 * M, 2 * M));
+    // One block elsewhere (a block of the copy rewritten).
+    let mut moved = clone;
+    moved[1].physical += 4096;
+    assert!(!tool::maps_share(&src, &moved, 0, 8 * M));
+    // A hole where the source has data, and data where it has a hole.
+    assert!(!tool::maps_share(&src, &clone[..2], 0, 8 * M));
+    let filled = [clone[0], clone[1], extent(4 * M, 104 * M, 4 * M, S)];
+    assert!(!tool::maps_share(&src, &filled, 0, 8 * M));
+    // Addresses that mean nothing, on either side.
+    for flag in [
+        Extent::UNKNOWN,
+        Extent::DELALLOC,
+        Extent::ENCODED,
+        Extent::DATA_ENCRYPTED,
+        Extent::NOT_ALIGNED,
+        Extent::DATA_INLINE,
+        Extent::DATA_TAIL,
+    ] {
+        let mut odd = clone;
+        odd[0].flags |= flag;
+        assert!(!tool::maps_share(&src, &odd, 0, 8 * M), "{flag:#x}");
+        let mut odd_src = src;
+        odd_src[0].flags |= flag;
+        assert!(!tool::maps_share(&odd_src, &clone, 0, 8 * M), "{flag:#x}");
+    }
+    // Unwritten (reads as zeros) on one side only.
+    let mut unwritten = clone;
+    unwritten[2].flags |= Extent::UNWRITTEN;
+    assert!(!tool::maps_share(&src, &unwritten, 0, 8 * M));
+    // Out of order.
+    let swapped = [clone[1], clone[0], clone[2]];
+    assert!(!tool::maps_share(&src, &swapped, 0, 8 * M));
+}
+
+/// A filesystem image mounted on a loop device; unmounted and removed when
+/// dropped.
+struct LoopMount {
+    dir: PathBuf,
+    base: PathBuf,
+}
+
+impl LoopMount {
+    /// Makes a 512 MiB (sparse) `fs` image under a scratch directory and
+    /// mounts it; `None`, with the reason printed, where `mkfs.<fs>`, loop
+    /// devices or the right to mount are missing.
+    fn new(fs: &str) -> Option<LoopMount> {
+        use std::process::{Command, Stdio};
+        let base = scratch(&format!("loop-{fs}"));
+        let (image, dir) = (base.join("image"), base.join("mnt"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::File::create(&image)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let ok = |c: &mut Command| {
+            c.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(Command::new(format!("mkfs.{fs}")).arg("-q").arg(&image)) {
+            eprintln!("skipping {fs}: mkfs.{fs} is missing or failed");
+            fs::remove_dir_all(&base).unwrap();
+            return None;
+        }
+        if !ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&dir))
+        {
+            eprintln!("skipping {fs}: cannot mount a loop device here (needs root and /dev/loop*)");
+            fs::remove_dir_all(&base).unwrap();
+            return None;
+        }
+        Some(LoopMount { dir, base })
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+/// On xfs and btrfs (loop-mounted) large files are cloned, and the clones
+/// are verified by their block maps, whole and in parts; `--verify-bytes`
+/// reads them back instead. A clone with one byte rewritten has that
+/// block elsewhere: its map no longer proves it, the bytes are compared,
+/// and verification fails, while a range without the byte still passes by
+/// its map.
+#[test]
+fn clones_on_xfs_and_btrfs_are_verified_by_their_block_maps() {
+    for name in ["xfs", "btrfs"] {
+        let Some(mount) = LoopMount::new(name) else {
+            continue;
+        };
+        let src = mount.dir.join("src");
+        let large = write_mixed_tree(&src, 7);
+        let report = copy_ok(&src, &mount.dir.join("mapped"), tool::Offload::Auto);
+        assert_same_tree(&src, &mount.dir.join("mapped"), 3);
+        eprintln!("{name}: {:?}", report.copied);
+        assert_eq!(report.copied.cloned, large, "{name}: {:?}", report.copied);
+        assert_eq!(report.copied.mapped, large, "{name}: {:?}", report.copied);
+
+        let opts = tool::Options {
+            source: src.clone(),
+            dest: mount.dir.join("bytes"),
+            jobs: 2,
+            progress: false,
+            part_size: 4 << 20,
+            offload: tool::Offload::Auto,
+            clone_check: tool::CloneCheck::Bytes,
+        };
+        let report = tool::copy_tree(&opts);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_same_tree(&src, &mount.dir.join("bytes"), 3);
+        assert_eq!(report.copied.cloned, large, "{name}: {:?}", report.copied);
+        assert_eq!(report.copied.mapped, 0, "{name}: {:?}", report.copied);
+
+        // A real clone, then one byte of it rewritten.
+        let (from, to) = (src.join("sub/parts.bin"), mount.dir.join("altered.bin"));
+        let size = fs::metadata(&from).unwrap().len();
+        let clone = fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&to)
+            .unwrap();
+        assert!(tool::clone(&fs::File::open(&from).unwrap(), &clone));
+        let bad = 2 * tool::CHUNK + 300_000;
+        {
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8];
+            clone.read_exact_at(&mut b, bad).unwrap();
+            clone.write_all_at(&[b[0] ^ 1], bad).unwrap();
+        }
+        drop(clone);
+        let head =
+            tool::copy_part(&from, &to, 0, tool::CHUNK, size, tool::Offload::Auto, MAP).unwrap();
+        assert_eq!(
+            (head.cloned, head.mapped),
+            (tool::CHUNK, tool::CHUNK),
+            "{name}"
+        );
+        let err = tool::copy_part(&from, &to, 0, size, size, tool::Offload::Auto, MAP).unwrap_err();
+        assert!(err.contains("verification failed"), "{name}: {err}");
+        let piece = 256 << 10;
+        let start = bad / piece * piece;
+        assert!(err.contains(&format!("bytes {start}..")), "{name}: {err}");
+
+        // A file of 300 extents between holes: its map takes several
+        // FIEMAP calls, and the clone's matches it.
+        let (from, to) = (
+            mount.dir.join("holes.bin"),
+            mount.dir.join("holes-clone.bin"),
+        );
+        let holes = fs::File::create(&from).unwrap();
+        let size = 300 * (64 << 10);
+        holes.set_len(size).unwrap();
+        for i in 0..300 {
+            use std::os::unix::fs::FileExt;
+            holes
+                .write_all_at(&[i as u8 | 1; 4096], i * (64 << 10))
+                .unwrap();
+        }
+        drop(holes);
+        let map =
+            multiproc::fiemap::extents(fs::File::open(&from).unwrap(), 0, size, true).unwrap();
+        assert!(map.len() >= 300, "{name}: {} extents", map.len());
+        let clone = fs::File::create(&to).unwrap();
+        let src_file = fs::File::open(&from).unwrap();
+        assert!(tool::clone(&src_file, &clone));
+        assert!(
+            tool::shares_blocks(&src_file, &clone, 0, size, size),
+            "{name}"
+        );
+        // A range that starts and ends inside holes.
+        assert!(
+            tool::shares_blocks(&src_file, &clone, 10_000, size / 2, size),
+            "{name}"
+        );
+        assert!(
+            !tool::shares_blocks(&src_file, &src_file, 0, size, size + 1),
+            "{name}"
+        );
+    }
+}
+
+/// `--verify-bytes` asks for byte comparison of clones; the block map is
+/// the default.
+#[test]
+fn verify_bytes_is_a_command_line_switch() {
+    let parse = |args: &[&str]| tool::parse_args(args.iter().map(Into::into)).unwrap();
+    assert_eq!(parse(&["a", "b"]).clone_check, tool::CloneCheck::BlockMap);
+    assert_eq!(
+        parse(&["--verify-bytes", "a", "b"]).clone_check,
+        tool::CloneCheck::Bytes
+    );
 }

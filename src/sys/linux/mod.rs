@@ -7,6 +7,7 @@
 
 mod eventfd;
 mod fd;
+mod fiemap;
 mod futex;
 mod ident;
 mod libc_only;
@@ -16,6 +17,7 @@ mod socket;
 
 pub(crate) use eventfd::*;
 pub(crate) use fd::*;
+pub(crate) use fiemap::*;
 pub(crate) use futex::*;
 pub(crate) use ident::*;
 pub(crate) use libc_only::*;
