@@ -465,3 +465,77 @@ fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
     j.put_nowait(3).unwrap();
     assert_eq!(j.unfinished_tasks().unwrap(), 2);
 }
+
+/// A `put` blocked on a full bounded queue waits on the server (no
+/// polling: it used to run its script every 10 ms, about 300 times in
+/// 3 s), and wakes as soon as an acknowledgement makes room.
+#[test]
+fn blocked_put_waits_on_the_server_and_wakes_on_room() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue_with_maxsize::<u32>("room", 1).unwrap();
+    q.put(1).unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let b2 = b.clone();
+    let putter = std::thread::spawn(move || {
+        let q = b2.queue::<u32>("room").unwrap();
+        let t0 = Instant::now();
+        let r = q.put_timeout(2, Duration::from_secs(30));
+        (r.is_ok(), Instant::now(), t0.elapsed())
+    });
+    // Let the putter find the queue full and block.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = calls(&mut c);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = calls(&mut c);
+    let used: u64 = after
+        .iter()
+        .filter(|(k, _)| k.as_str() != "info")
+        .map(|(k, v)| v - before.get(k).unwrap_or(&0))
+        .sum();
+    // Two round trips (the script and a one-second XREAD) per second.
+    assert!(used <= 15, "{used} commands in 3 s of waiting: {after:?}");
+    assert!(!putter.is_finished(), "the put did not wait for room");
+    // Take the item and acknowledge it (dropping a handle acknowledges
+    // what it took): that makes room.
+    let taker = b.queue::<u32>("room").unwrap();
+    assert_eq!(taker.get().unwrap(), 1);
+    let room_at = Instant::now();
+    drop(taker);
+    let (ok, woke_at, waited) = putter.join().unwrap();
+    assert!(ok, "the put failed after {waited:?}");
+    let latency = woke_at.saturating_duration_since(room_at);
+    // Without a wake-up it would look again only at the end of its
+    // one-second read.
+    assert!(
+        latency < Duration::from_millis(500),
+        "the put woke {latency:?} after room appeared"
+    );
+    assert_eq!(q.get().unwrap(), 2);
+}
+
+/// `put_timeout` on a full queue returns by its deadline (plus a round
+/// trip) while it waits on the server, and `put_nowait` does not wait.
+#[test]
+fn put_timeout_on_a_full_queue_keeps_its_deadline() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue_with_maxsize::<u32>("deadline", 1).unwrap();
+    q.put(1).unwrap();
+    for ms in [50u64, 1300] {
+        let t0 = Instant::now();
+        let r = q.put_timeout(2, Duration::from_millis(ms));
+        let waited = t0.elapsed();
+        assert!(r.unwrap_err().is_full());
+        assert!(
+            waited >= Duration::from_millis(ms) && waited < Duration::from_millis(ms + 2000),
+            "put_timeout({ms} ms) took {waited:?}"
+        );
+    }
+    let t0 = Instant::now();
+    assert!(q.put_nowait(2).unwrap_err().is_full());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
