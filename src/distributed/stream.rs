@@ -431,7 +431,6 @@ impl Core {
     }
 
     /// [`add_ack`](Self::add_ack) without the wake-up of waiting puts.
-
     fn add_ack_only(&self, p: &mut redis::Pipeline, ids: &[String]) {
         // A plain queue trims its stream once per TRIM_EVERY acknowledged
         // items (the trim is a script that looks at the group; a lone
