@@ -466,9 +466,26 @@ fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
     assert_eq!(j.unfinished_tasks().unwrap(), 2);
 }
 
-/// A `put` blocked on a full bounded queue waits on the server (no
-/// polling: it used to run its script every 10 ms, about 300 times in
-/// 3 s), and wakes as soon as an acknowledgement makes room.
+fn put_when_room(url: String) {
+    let b = Backend::connect(&url).unwrap();
+    b.queue::<u32>("room")
+        .unwrap()
+        .put_timeout(2, Duration::from_secs(60))
+        .unwrap();
+}
+
+/// Clients blocked in a command on the server now (INFO clients).
+fn blocked_clients(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `put` blocked on a full bounded queue (in another process) waits on
+/// the server (no polling: it used to run its script every 10 ms, about
+/// 300 times in 3 s), and wakes as soon as an acknowledgement makes room.
 #[test]
 fn blocked_put_waits_on_the_server_and_wakes_on_room() {
     let s = RedisServer::start();
@@ -479,22 +496,21 @@ fn blocked_put_waits_on_the_server_and_wakes_on_room() {
         .unwrap()
         .get_connection()
         .unwrap();
-    let b2 = b.clone();
-    let putter = std::thread::spawn(move || {
-        let q = b2.queue::<u32>("room").unwrap();
-        let t0 = Instant::now();
-        let r = q.put_timeout(2, Duration::from_secs(30));
-        (r.is_ok(), Instant::now(), t0.elapsed())
-    });
-    // Let the putter find the queue full and block.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut putter = Process::new(put_when_room, (s.url(),));
+    putter.start().unwrap();
+    // Wait until the putter found the queue full and blocks on the server
+    // (the polling put never blocks there: give it 10 s).
+    let t0 = Instant::now();
+    while blocked_clients(&mut c) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let before = calls(&mut c);
     std::thread::sleep(Duration::from_secs(3));
     let after = calls(&mut c);
     let used = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     // Two round trips (the script and a one-second XREAD) per second; the
-    // counts of the commands the script runs are counted too, so the total
-    // has a looser bound.
+    // commands the script runs are counted too, so the total has a looser
+    // bound.
     let trips = used("evalsha") + used("eval") + used("xread");
     let total: u64 = after
         .keys()
@@ -506,23 +522,23 @@ fn blocked_put_waits_on_the_server_and_wakes_on_room() {
         trips <= 10 && total <= 50,
         "{trips} round trips, {total} commands in 3 s of waiting: {after:?}"
     );
-    assert!(!putter.is_finished(), "the put did not wait for room");
+    assert!(putter.is_alive(), "the put did not wait for room");
     // Take the item and acknowledge it (dropping a handle acknowledges
     // what it took): that makes room.
     let taker = b.queue::<u32>("room").unwrap();
     assert_eq!(taker.get().unwrap(), 1);
     let room_at = Instant::now();
     drop(taker);
-    let (ok, woke_at, waited) = putter.join().unwrap();
-    assert!(ok, "the put failed after {waited:?}");
-    let latency = woke_at.saturating_duration_since(room_at);
-    // Without a wake-up it would look again only at the end of its
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), 2);
+    let latency = room_at.elapsed();
+    // Without a wake-up the put would look again only at the end of its
     // one-second read.
     assert!(
         latency < Duration::from_millis(500),
-        "the put woke {latency:?} after room appeared"
+        "the put landed {latency:?} after room appeared"
     );
-    assert_eq!(q.get().unwrap(), 2);
+    putter.join().unwrap();
+    assert_eq!(putter.exitcode(), Some(0));
 }
 
 /// `put_timeout` on a full queue returns by its deadline (plus a round
