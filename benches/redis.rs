@@ -5,6 +5,9 @@
 //!   "Redis round trips";
 //! * `redis/put_get`: one `put` then one `get` of a `u64` on a
 //!   [`RedisQueue`] (target: ≤ 3 round trips, i.e. ≤ 3 × `raw_ping`);
+//! * `redis/raw_stream_put_get`: the Redis commands of one `put` and one
+//!   `get` (`XADD`; `XACK` + `XREADGROUP` in one pipeline) sent on a raw
+//!   connection: the floor of `put_get` for a queue on a stream;
 //! * `redis/batched_1000`: `put_many` of 1,000 `u64` then `get_many` of
 //!   them (target: ≥ 100,000 items/s);
 //! * `redis/pool_map_10k`: a [`RedisPool`] map of a trivial entry point
@@ -96,6 +99,48 @@ fn bench(c: &mut Criterion, server: &redis_support::RedisServer) {
         b.iter(|| {
             q.put(black_box(7)).unwrap();
             black_box(q.get().unwrap())
+        })
+    });
+
+    // The floor of a queue on a stream: the same commands as put + get
+    // (an XADD; then the XACK of the item before and an XREADGROUP in one
+    // pipeline) on a raw connection, with nothing of this crate around them.
+    let mut rc = client.get_connection().unwrap();
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("raw_stream")
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query::<()>(&mut rc)
+        .unwrap();
+    let mut last: Option<String> = None;
+    g.bench_function("raw_stream_put_get", |b| {
+        b.iter(|| {
+            redis::cmd("XADD")
+                .arg("raw_stream")
+                .arg("*")
+                .arg("d")
+                .arg(&[7u8][..])
+                .query::<String>(&mut rc)
+                .unwrap();
+            let mut p = redis::pipe();
+            if let Some(id) = last.take() {
+                p.cmd("XACK").arg("raw_stream").arg("g").arg(id).ignore();
+            }
+            p.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg("raw_stream")
+                .arg(">");
+            let (r,): (redis::streams::StreamReadReply,) = p.query(&mut rc).unwrap();
+            last = Some(r.keys[0].ids[0].id.clone());
         })
     });
 

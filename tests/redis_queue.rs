@@ -465,3 +465,101 @@ fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
     j.put_nowait(3).unwrap();
     assert_eq!(j.unfinished_tasks().unwrap(), 2);
 }
+
+fn put_when_room(url: String) {
+    let b = Backend::connect(&url).unwrap();
+    b.queue::<u32>("room")
+        .unwrap()
+        .put_timeout(2, Duration::from_secs(60))
+        .unwrap();
+}
+
+/// Clients blocked in a command on the server now (INFO clients).
+fn blocked_clients(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `put` blocked on a full bounded queue (in another process) waits on
+/// the server (no polling: it used to run its script every 10 ms, about
+/// 300 times in 3 s), and wakes as soon as an acknowledgement makes room.
+#[test]
+fn blocked_put_waits_on_the_server_and_wakes_on_room() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue_with_maxsize::<u32>("room", 1).unwrap();
+    q.put(1).unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut putter = Process::new(put_when_room, (s.url(),));
+    putter.start().unwrap();
+    // Wait until the putter found the queue full and blocks on the server
+    // (the polling put never blocks there: give it 10 s).
+    let t0 = Instant::now();
+    while blocked_clients(&mut c) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = calls(&mut c);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = calls(&mut c);
+    let used = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
+    // Two round trips (the script and a one-second XREAD) per second; the
+    // commands the script runs are counted too, so the total has a looser
+    // bound.
+    let trips = used("evalsha") + used("eval") + used("xread");
+    let total: u64 = after
+        .keys()
+        .filter(|k| k.as_str() != "info")
+        .map(|k| used(k))
+        .sum();
+    eprintln!("a put waiting 3 s for room: {trips} round trips, {total} commands");
+    assert!(
+        trips <= 10 && total <= 50,
+        "{trips} round trips, {total} commands in 3 s of waiting: {after:?}"
+    );
+    assert!(putter.is_alive(), "the put did not wait for room");
+    // Take the item and acknowledge it (dropping a handle acknowledges
+    // what it took): that makes room.
+    let taker = b.queue::<u32>("room").unwrap();
+    assert_eq!(taker.get().unwrap(), 1);
+    let room_at = Instant::now();
+    drop(taker);
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).unwrap(), 2);
+    let latency = room_at.elapsed();
+    // Without a wake-up the put would look again only at the end of its
+    // one-second read.
+    assert!(
+        latency < Duration::from_millis(500),
+        "the put landed {latency:?} after room appeared"
+    );
+    putter.join().unwrap();
+    assert_eq!(putter.exitcode(), Some(0));
+}
+
+/// `put_timeout` on a full queue returns by its deadline (plus a round
+/// trip) while it waits on the server, and `put_nowait` does not wait.
+#[test]
+fn put_timeout_on_a_full_queue_keeps_its_deadline() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.queue_with_maxsize::<u32>("deadline", 1).unwrap();
+    q.put(1).unwrap();
+    for ms in [50u64, 1300] {
+        let t0 = Instant::now();
+        let r = q.put_timeout(2, Duration::from_millis(ms));
+        let waited = t0.elapsed();
+        assert!(r.unwrap_err().is_full());
+        assert!(
+            waited >= Duration::from_millis(ms) && waited < Duration::from_millis(ms + 2000),
+            "put_timeout({ms} ms) took {waited:?}"
+        );
+    }
+    let t0 = Instant::now();
+    assert!(q.put_nowait(2).unwrap_err().is_full());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}

@@ -78,6 +78,40 @@
 //! stops for longer than the lease without dying may therefore see its item
 //! delivered a second time elsewhere.
 //!
+//! # Round trips
+//! What each queue operation costs, in round trips to the server (a
+//! pipeline or a script is one):
+//!
+//! | operation | round trips |
+//! |---|---|
+//! | `put` (unbounded) | 1 (`XADD`) |
+//! | `put`, `put_nowait` (bounded) | 1 (a script: the bound check and the `XADD`s) |
+//! | `put_many` of n items | 1 (n pipelined `XADD`s, or one script when bounded) |
+//! | `get`, `get_nowait`, `get_many` | 1 (`XACK` of what the handle took before, for a [`RedisQueue`], and `XREADGROUP` in one pipeline) |
+//! | `task_done` | 1 |
+//! | `qsize`, `is_empty`, `is_full`, `unfinished_tasks` | 1 (a script) |
+//!
+//! So one `put` then one `get` is two round trips. Besides: once per half
+//! lease a `get` first looks for a dead consumer's items (`XAUTOCLAIM`),
+//! and a plain queue trims acknowledged entries once per 64 (a script, in
+//! the pipeline of a `get`). A `get` with nothing to take blocks on the
+//! server (`XREADGROUP … BLOCK`, in slices of at most one second); a `put`
+//! that waits for room in a full bounded queue blocks too: the bound check
+//! reads the last id of the queue's *room* wake stream in the same script,
+//! then the put waits in `XREAD BLOCK` from that id; every acknowledgement
+//! in a bounded queue (the `get` after, `get_many`, `task_done`, dropping a
+//! handle) appends to that stream in its own pipeline, so a waiting put
+//! wakes as soon as there is room and costs two round trips per second
+//! while there is none. `join` waits the same way on the queue's own wake
+//! stream.
+//!
+//! Measured against a raw `PING` (`benches/redis.rs`), a put → get costs
+//! about three `PING`s, not two: `XADD` and above all `XREADGROUP` (which
+//! records the item as pending for the lease) take the server more time than
+//! a `PING`. The bench's `raw_stream_put_get` row sends the same commands on
+//! a raw connection; it is the floor of this design, and `put_get` stays
+//! close to it.
+//!
 //! # Persistence
 //! "No acknowledged item is lost" across a restart of Redis itself needs
 //! the server to persist every write before it answers:

@@ -143,7 +143,8 @@ impl Backend {
 macro_rules! queue_api {
     ($ty:ident, $ctor:literal) => {
         impl<T: Serialize + DeserializeOwned> $ty<T> {
-            /// Puts `item`, waiting for room in a bounded queue.
+            /// Puts `item`, waiting for room in a bounded queue (blocked on
+            /// the server: the acknowledgement that makes room wakes it).
             ///
             /// # Errors
             /// [`PutError::Closed`] after [`close`](Self::close),

@@ -3,7 +3,7 @@
 //! thread, claims of a dead consumer's entries; see the module docs of
 //! [`crate::distributed`] for the delivery guarantee.
 
-use super::wake::{NOTIFY_LUA, Waiters};
+use super::wake::{LAST_ID_LUA, NOTIFY_LUA, Waiters, add_notify};
 use super::{BLOCK_SLICE, Backend, Conn, unique_id};
 use crate::error::{Error, Result};
 use redis::Value;
@@ -22,8 +22,6 @@ const FIELD: &str = "d";
 /// A plain queue trims acknowledged entries from its stream after this
 /// many acknowledgements.
 const TRIM_EVERY: usize = 64;
-/// How often a blocked `put` on a full queue looks again.
-const FULL_POLL: Duration = Duration::from_millis(10);
 
 /// Lua: the state of the consumer group `g` of the stream `key`:
 /// `waiting` (entries not yet delivered: the group's lag), `pending`
@@ -71,18 +69,21 @@ local function trim(key)
 end
 ";
 
-/// Adds `ARGV[2..]` as items unless that would take the queue past
-/// `ARGV[1]` unacknowledged items (0: unbounded). Returns how many were
-/// added (0 when full).
+/// Adds `ARGV[2..]` as items to the stream `KEYS[1]` unless that would
+/// take the queue past `ARGV[1]` unacknowledged items (0: unbounded).
+/// Returns `{added, room}`: how many were added (0 when full) and, when
+/// full, the last id of the room wake stream `KEYS[2]` (read in the same
+/// script, so that an acknowledgement after this check wakes the putter's
+/// `XREAD` from that id at once).
 const PUT_LUA: &str = r"
 local n = #ARGV - 1
 local max = tonumber(ARGV[1])
 if max > 0 then
   local waiting, pending = group_state(KEYS[1])
-  if waiting + pending + n > max then return 0 end
+  if waiting + pending + n > max then return {0, last_id(KEYS[2])} end
 end
 for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
-return n
+return {n, ''}
 ";
 
 /// Acknowledges `ARGV[..]` in the stream `KEYS[1]` and trims what is done
@@ -150,6 +151,9 @@ pub(crate) struct Core {
     put_script: redis::Script,
     /// Wakes `join` when `task_done` empties the queue.
     waiters: Waiters,
+    /// Wakes a `put` waiting for room in a bounded queue: every
+    /// acknowledgement in a bounded queue appends to this wake stream.
+    room: Waiters,
     /// [`ACK_LUA`] with its helpers, sent with `EVAL` (it goes in
     /// pipelines, where a missing script could not be loaded on the fly).
     ack_lua: String,
@@ -279,8 +283,9 @@ impl Core {
             }),
             held: Arc::new(Mutex::new(VecDeque::new())),
             heartbeat: Mutex::new(None),
-            put_script: redis::Script::new(&script(PUT_LUA)),
+            put_script: redis::Script::new(&format!("{LAST_ID_LUA}{}", script(PUT_LUA))),
             waiters: Waiters::new(backend, &stream_key),
+            room: Waiters::new(backend, &format!("{stream_key}:room")),
             ack_lua: script(ACK_LUA),
             acked: AtomicUsize::new(0),
         };
@@ -346,22 +351,26 @@ impl Core {
                 self.state().conn.run(|c| p.query::<()>(c))?;
                 return Ok(true);
             }
-            let added: usize = {
+            let (added, seen): (usize, String) = {
                 let mut st = self.state();
                 let mut inv = self.put_script.key(&self.stream);
-                inv.arg(self.maxsize);
+                inv.key(self.room.key()).arg(self.maxsize);
                 for b in items {
                     inv.arg(b.as_slice());
                 }
                 st.conn.run(|c| inv.invoke(c))?
             };
-            if added > 0 || items.is_empty() {
+            if added > 0 {
                 return Ok(true);
             }
             if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
-            std::thread::sleep(FULL_POLL);
+            // Full: block until an acknowledgement appends to the room
+            // stream after `seen` (one that came after the check above ends
+            // the read at once), the deadline, or BLOCK_SLICE (then look
+            // again: a server that went away is noticed).
+            self.room.wait(&seen, None, deadline)?;
         }
     }
 
@@ -407,11 +416,22 @@ impl Core {
     }
 
     /// Acknowledges `ids` (and trims what is done from the stream), in the
-    /// pipeline `p`.
+    /// pipeline `p`; in a bounded queue, also wakes the puts waiting for
+    /// room.
     pub(crate) fn add_ack(&self, p: &mut redis::Pipeline, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
+        self.add_ack_only(p, ids);
+        if self.maxsize > 0 {
+            // The acknowledgement made room: wake the puts waiting for it
+            // (after the ack, in the same pipeline).
+            add_notify(p, self.room.key());
+        }
+    }
+
+    /// [`add_ack`](Self::add_ack) without the wake-up of waiting puts.
+    fn add_ack_only(&self, p: &mut redis::Pipeline, ids: &[String]) {
         // A plain queue trims its stream once per TRIM_EVERY acknowledged
         // items (the trim is a script that looks at the group; a lone
         // XACK is the cheapest acknowledgement). A joinable queue runs the

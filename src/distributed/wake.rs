@@ -4,7 +4,8 @@
 //! Every object that can be waited on has a small stream, its *wake
 //! stream* (`<key>:wake`, trimmed to a few entries). Whatever may end a
 //! wait (a release, `set`, the last party of a barrier, `task_done` that
-//! empties a queue) appends an entry to it. A waiter checks the object and
+//! empties a queue, an acknowledgement that makes room in a bounded queue,
+//! on that queue's separate room stream) appends an entry to it. A waiter checks the object and
 //! reads the wake stream's last id in the same script (atomically), then
 //! blocks in `XREAD BLOCK … STREAMS <wake> <that id>` on a connection of
 //! its own: a change after the check appends a later entry and ends the
