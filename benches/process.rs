@@ -6,6 +6,8 @@
 //! * `forkserver`, `spawn`, `fork`: `Process::new(noop, ())`, `start()`,
 //!   `join()` with that start method. The fork server is started (and a
 //!   first child run) before measuring, so `forkserver` is the steady state.
+//! * `forkserver_nospare`: the same with `set_forkserver_spare(false)`, so
+//!   each start forks on demand: the spare's gain (or loss) in this run.
 //! * `forkserver_cold`: the first forkserver start + join of a fresh
 //!   process, which includes starting the server. Each iteration re-executes
 //!   this binary; only the start + join inside it is timed.
@@ -163,6 +165,11 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("process");
     group.sample_size(20);
     bench_method(&mut group, "forkserver", StartMethod::ForkServer);
+    group.bench_function("forkserver_nospare", |b| {
+        multiproc::set_forkserver_spare(false);
+        b.iter(|| start_join(black_box(StartMethod::ForkServer)));
+        multiproc::set_forkserver_spare(true);
+    });
     bench_method(&mut group, "spawn", StartMethod::Spawn);
     group.bench_function("fork", |b| {
         b.iter_custom(|iters| in_helper(fork_method_loop, iters))

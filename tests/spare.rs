@@ -118,8 +118,8 @@ fn sleep_long() {
 
 #[test]
 fn a_child_from_the_spare_outlives_the_server_like_any_child() {
-    // The spare dies with the server (PR_SET_PDEATHSIG); once it is a
-    // child it must not: the death signal is cleared.
+    // An idle spare ends with the server (end of stream on its socket);
+    // once it is a child it must not.
     let _g = serial();
     multiproc::set_forkserver_spare(true);
     let server = started_server();
@@ -190,9 +190,8 @@ fn kill_server_and_check(server: u32, spare: u32) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Its socket's end of stream (the kernel closes the server's
-    // descriptors first) or its death signal, whichever it saw first.
-    let ended = (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
-        || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    // descriptors when it dies): it exits quietly.
+    let ended = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     assert!(ended, "the spare ended with status {status:#x}");
 }
 
@@ -250,4 +249,44 @@ fn the_spare_holds_no_descriptor_of_the_server() {
         assert!(Instant::now() < deadline, "the spare holds {fds:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn wait_for_word(conn: multiproc::Connection) -> u32 {
+    conn.recv::<u32>().unwrap_or(0)
+}
+
+#[test]
+fn join_waits_for_a_child_that_outlives_its_server() {
+    // A fork server child's status comes from the server; with the server
+    // gone, join must wait for the child itself, not report an end at the
+    // server's end of stream.
+    let _g = serial();
+    multiproc::set_forkserver_spare(true);
+    let server = started_server();
+    let (here, there) = multiproc::Pipe::new().unwrap();
+    let mut p = Process::new(wait_for_word, (there,));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    // SAFETY: kill takes plain integers; `server` is our child, not yet
+    // reaped, so the pid is not recycled.
+    assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{server}/stat"))
+        .unwrap_or_default()
+        .contains(") Z")
+    {
+        assert!(Instant::now() < deadline, "the fork server did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The child blocks on the pipe: joining must time out.
+    assert!(!p.join_timeout(Duration::from_millis(300)).unwrap());
+    assert!(p.is_alive());
+    here.send(&7u32).unwrap();
+    assert!(p.join_timeout(Duration::from_secs(30)).unwrap());
+    assert_eq!(p.take_result().unwrap(), 7);
+    // Reparented to this process if an earlier test made it a subreaper.
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks, and the
+    // pid is only reaped here if it is our child.
+    unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
 }

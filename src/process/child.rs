@@ -93,6 +93,19 @@ impl ChildShared {
         if let Some(s) = self.try_status()? {
             return Ok(Some(s));
         }
+        if let Reaper::ForkServer(chan) = &self.reaper {
+            // The server's message comes right after it has reaped the
+            // child: one wake-up for the exit and the status, instead of
+            // one for the exit and another for the message.
+            if !sys::wait_readable(chan.as_fd(), deadline)? {
+                return Ok(None);
+            }
+            if let Some(s) = self.try_status()? {
+                return Ok(Some(s));
+            }
+            // End of stream while the child runs: the server went away
+            // first. Wait for the child itself.
+        }
         if !sys::wait_readable(self.pidfd.as_fd(), deadline)? {
             return Ok(None);
         }

@@ -16,15 +16,19 @@
 //!   `[cpu ns u64][peak rss u64]` once it has reaped the child.
 //!
 //! **The spare.** After answering a request that asks for it, the server
-//! forks a *spare*: a child that sets `PR_SET_PDEATHSIG` (SIGKILL), closes
-//! every descriptor but its own socket pair to the server, and blocks
-//! reading it. The next request hands the child's channel and standard
-//! streams to the spare in one message instead of forking, so a start
-//! costs a message rather than a fork; the spare clears its death signal,
-//! lays out its descriptors as a freshly forked child does and runs
-//! `child_main`. An unused spare ends when the server closes its socket
-//! (the server kills and reaps it on its way out, or when a request does
-//! not want a spare) or, if the server is killed, by its death signal.
+//! forks a *spare*: a child that closes every descriptor but its own end of
+//! a socket pair to the server, and blocks reading it. The next request
+//! hands the child's channel and standard streams to the spare in one
+//! message instead of forking, so a start costs a message rather than a
+//! fork; the spare lays out its descriptors as a freshly forked child does
+//! and runs `child_main`. An unused spare ends at its socket's end of
+//! stream: when the server closes it (the server kills and reaps it on its
+//! way out, or when a request does not want a spare) or when the server
+//! dies, even by SIGKILL, since no other process holds the server's end.
+//! The spare has no parent-death signal: the server may die right after
+//! handing it a request, before the spare has read it, and the child it
+//! becomes must outlive the server like one forked on demand (the handed
+//! message stays readable after the server's end is closed).
 //!
 //! The server exits when every client end is closed, so it never outlives
 //! the processes that use it. It ignores SIGINT, so Ctrl-C in a terminal
@@ -320,11 +324,10 @@ const SPARE_GO: [u8; 4] = *b"mpGO";
 /// Forks a spare. `None` when the fork fails (the next request forks).
 fn make_spare() -> Option<Spare> {
     let (here, there) = sys::socketpair(SocketKind::SeqPacket).ok()?;
-    let server = sys::getpid();
     // SAFETY: this process is single-threaded (the server runs before main
     // and starts no threads), so the child may run any code.
     match unsafe { sys::fork() } {
-        Ok(Fork::Child) => spare_main(here, there, server),
+        Ok(Fork::Child) => spare_main(here, there),
         Ok(Fork::Parent(pid)) => {
             drop(there);
             match sys::pidfd_open(pid) {
@@ -480,15 +483,11 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
 
 /// A spare's life: wait (doing nothing else) for the descriptors of the
 /// child it is to become, or exit when the server ends.
-fn spare_main(here: OwnedFd, sock: OwnedFd, server: u32) -> ! {
+fn spare_main(here: OwnedFd, sock: OwnedFd) -> ! {
     let _abort = super::bootstrap::AbortOnUnwind;
-    // The server's end of our socket is the server's business.
+    // The server's end of our socket is the server's alone, so that its
+    // death (even by SIGKILL) is our end of stream.
     drop(here);
-    // Die with the server, even by SIGKILL; if it is already gone the
-    // signal will never come.
-    if sys::kill_on_parent_death(true).is_err() || sys::getppid() != server {
-        sys::exit_now(0);
-    }
     // Keep only our socket (on 3) and the server's standard streams, which
     // the child's replace.
     // SAFETY: this fresh child never returns to the server's frames, so no
@@ -517,9 +516,6 @@ fn spare_main(here: OwnedFd, sock: OwnedFd, server: u32) -> ! {
     }
     // From here on this is an ordinary child of the server, which outlives
     // it like one forked on demand.
-    if sys::kill_on_parent_death(false).is_err() {
-        sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
-    }
     let fds: Vec<OwnedFd> = got.into_iter().collect();
     become_forked_child(&fds[0], [&fds[1], &fds[2], &fds[3]])
 }

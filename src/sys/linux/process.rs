@@ -32,25 +32,6 @@ pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// Whether the kernel SIGKILLs this process when the thread that forked it
-/// ends (`on`), or sends nothing (the default).
-///
-/// # References
-/// prctl(2) (`PR_SET_PDEATHSIG`)
-pub(crate) fn kill_on_parent_death(on: bool) -> io::Result<()> {
-    Ok(rustix::process::set_parent_process_death_signal(
-        on.then_some(Signal::KILL),
-    )?)
-}
-
-/// The parent's pid (0 when the parent is outside this pid namespace).
-///
-/// # References
-/// getppid(2)
-pub(crate) fn getppid() -> u32 {
-    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
-}
-
 /// Waits for the child `pid` to end and reaps it.
 ///
 /// # References
