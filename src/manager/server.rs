@@ -90,6 +90,9 @@ pub struct Server {
     types: HashMap<String, Arc<Factory>>,
     authkey: Vec<u8>,
     stop: Arc<AtomicBool>,
+    /// Readable (a message or its end) when the owner wants the server
+    /// to stop: watched by the accept loop itself.
+    stop_conn: Option<Connection>,
 }
 
 /// Stops a [`Server`] from another thread (or a signal-handling thread).
@@ -133,7 +136,16 @@ impl Server {
             types,
             authkey: authkey.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
+            stop_conn: None,
         })
+    }
+
+    /// Makes [`serve_forever`](Self::serve_forever) return once `conn` is
+    /// readable (a message, or its end when the owner is gone), with no
+    /// thread and no connection on the way out.
+    pub(crate) fn stop_on(&mut self, conn: Connection) -> &mut Self {
+        self.stop_conn = Some(conn);
+        self
     }
 
     /// The bound address (with the real port for port `0`).
@@ -206,6 +218,14 @@ impl Server {
         loop {
             if stop.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
                 return Ok(());
+            }
+            if let Some(owner) = &self.stop_conn {
+                let fds = [self.listener.as_fd(), owner.as_fd()];
+                match sys::poll_readable(&fds, None) {
+                    Ok(ready) if ready[1] => return Ok(()),
+                    Ok(ready) if !ready[0] => continue,
+                    _ => {}
+                }
             }
             let conn = match self.listener.accept() {
                 Ok(c) => c,
