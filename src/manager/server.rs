@@ -269,6 +269,12 @@ pub(super) fn traceback(msg: impl Into<String>) -> Fail {
 /// the connection's [`Names`].
 struct Request {
     has_ident: bool,
+    /// Read by the one-pass reader: plain values only, so no proxy
+    /// tokens inside to pin.
+    plain: bool,
+    /// The arguments held Python sets (now lists of their items): only an
+    /// object that [takes sets](Object::takes_sets) accepts them.
+    sets: bool,
     args: Args,
 }
 
@@ -278,13 +284,21 @@ struct Request {
 struct Names {
     ident: String,
     method: String,
+    scratch: fast::Scratch,
 }
 
 fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request, Fail> {
     // Plain values in one pass; anything else through the general reader.
-    if let Some(head) = fast::decode_request(frame, &mut names.ident, &mut names.method) {
+    if let Some(head) = fast::decode_request(
+        frame,
+        &mut names.ident,
+        &mut names.method,
+        &mut names.scratch,
+    ) {
         return Ok(Request {
             has_ident: head.has_ident,
+            plain: true,
+            sets: false,
             args: Args {
                 args: head.args,
                 kwds: head.kwds,
@@ -319,8 +333,11 @@ fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request
     let (Value::Tuple(args), Value::Dict(kwds)) = (args, kwds) else {
         return Err(bad());
     };
+    let sets = args.iter().any(holds_set) || kwds.iter().any(|(_, v)| holds_set(v));
     Ok(Request {
         has_ident,
+        plain: false,
+        sets,
         args: Args {
             args: args.into_iter().map(wire::normalize).collect(),
             kwds: kwds
@@ -402,7 +419,19 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    match dispatch(state, &mut cache, ident, &names.method, req.args, &call) {
+                    let how = Decoded {
+                        plain: req.plain,
+                        sets: req.sets,
+                    };
+                    match dispatch(
+                        state,
+                        &mut cache,
+                        ident,
+                        &names.method,
+                        req.args,
+                        how,
+                        &call,
+                    ) {
                         Ok(Answer::Value(v)) => Ok(v),
                         Ok(Answer::Proxy { typeid, value }) => {
                             match new_object(state, typeid, vec![value], pid) {
@@ -455,6 +484,29 @@ impl Replies {
     }
 }
 
+/// How a request's arguments were read.
+#[derive(Clone, Copy)]
+struct Decoded {
+    plain: bool,
+    sets: bool,
+}
+
+/// Whether `v` holds a Python set or frozenset (as read from the wire,
+/// before [`wire::normalize`] turns it into a list).
+fn holds_set(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            matches!(
+                o.callable.as_global(),
+                Some(("builtins", "set" | "frozenset"))
+            ) || o.args.iter().any(holds_set)
+        }
+        Value::List(items) | Value::Tuple(items) => items.iter().any(holds_set),
+        Value::Dict(items) => items.iter().any(|(k, v)| holds_set(k) || holds_set(v)),
+        _ => false,
+    }
+}
+
 /// What a method call answers: a value, or a value to be served as a new
 /// object of `typeid` (a `#PROXY` reply).
 enum Answer {
@@ -501,9 +553,16 @@ fn dispatch(
     ident: &str,
     method: &str,
     args: Args,
+    how: Decoded,
     call: &Call<'_>,
 ) -> std::result::Result<Answer, Fail> {
     let obj = cache.lookup(state, ident)?;
+    if how.sets && !obj.takes_sets() {
+        return Err(traceback(
+            "the request holds a set, which only a set can take (a multiproc manager stores \
+             only None, bool, int within 64 bits, float, str, bytes, list, tuple and dict)",
+        ));
+    }
     let exposed = obj.exposed().contains(&method);
     if !exposed {
         return match method {
@@ -514,8 +573,10 @@ fn dispatch(
             ))),
         };
     }
-    args.args.iter().for_each(|a| pin_nested(state, a));
-    args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
+    if !how.plain {
+        args.args.iter().for_each(|a| pin_nested(state, a));
+        args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
+    }
     let value = catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
         .unwrap_or_else(|p| Err(panic_fail(&p)))?;
     Ok(match obj.method_to_typeid(method) {
