@@ -4,7 +4,7 @@
 use super::fast;
 use super::object::{Args, Call, Object};
 use super::sockopt;
-use super::special::{new_object, panic_fail, pin_nested, reaper, special};
+use super::special::{new_object, panic_fail, pin_nested, special};
 use super::wire::{self, Fail};
 use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
 use crate::error::{Error, Result};
@@ -52,6 +52,13 @@ pub(crate) struct State {
     pub(super) removals: AtomicU64,
     /// Local client processes holding references, watched through pidfds.
     pub(super) watched: Mutex<HashMap<u32, OwnedFd>>,
+    /// The reaper thread is started with the first watched client (a
+    /// server no local client uses never starts it).
+    pub(super) reaper: std::sync::Once,
+    /// This state, for the reaper thread to hold.
+    pub(super) me: std::sync::Weak<State>,
+    /// The [`Stopper`]'s flag, which also ends the reaper.
+    pub(super) outer_stop: Arc<AtomicBool>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,7 +204,8 @@ impl Server {
     /// [`Error::Io`] when accepting fails for a reason other than a bad
     /// peer (e.g. out of descriptors for a long time).
     pub fn serve_forever(self) -> Result<()> {
-        let state = Arc::new(State {
+        let stop = self.stop;
+        let state = Arc::new_cyclic(|me| State {
             objects: Mutex::new(HashMap::new()),
             types: self.types,
             address: self.listener.address().clone(),
@@ -206,14 +214,10 @@ impl Server {
             next_conn: AtomicU64::new(1),
             removals: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
+            reaper: std::sync::Once::new(),
+            me: me.clone(),
+            outer_stop: stop.clone(),
         });
-        let stop = self.stop;
-        {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("manager-reaper".into())
-                .spawn(move || reaper(&state, &stop))?;
-        }
         let mut failures = 0u32;
         loop {
             if stop.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
