@@ -227,6 +227,26 @@ fn str_op<'a>(r: &mut Reader<'a>) -> std::result::Result<&'a str, Fallback> {
     Ok(s)
 }
 
+/// Reads a string opcode into `into`; when it holds the same text already
+/// (the same object and method as the last request), nothing is checked
+/// or copied.
+fn str_into(r: &mut Reader<'_>, into: &mut String) -> std::result::Result<(), Fallback> {
+    let at = r.pos;
+    let len = match r.u8()? {
+        0x8c => usize::from(r.u8()?),
+        b'X' => u32::from_le_bytes(r.arr()?) as usize,
+        _ => return Err(Fallback),
+    };
+    if r.take(len)? == into.as_bytes() {
+        return skip_memo(r);
+    }
+    r.pos = at;
+    let s = str_op(r)?;
+    into.clear();
+    into.push_str(s);
+    Ok(())
+}
+
 fn skip_memo(r: &mut Reader<'_>) -> std::result::Result<(), Fallback> {
     loop {
         match r.data.get(r.pos) {
@@ -287,16 +307,15 @@ pub(crate) fn decode_request(
         if r.u8()? != b'(' {
             return Err(Fallback);
         }
-        ident.clear();
         let has_ident = if r.data.get(r.pos) == Some(&b'N') {
             r.pos += 1;
+            ident.clear();
             false
         } else {
-            ident.push_str(str_op(&mut r)?);
+            str_into(&mut r, ident)?;
             true
         };
-        method.clear();
-        method.push_str(str_op(&mut r)?);
+        str_into(&mut r, method)?;
         run(&mut r, stack, marks, End::Tuple)?;
         skip_memo(&mut r)?;
         if r.u8()? != b'.' || r.pos != data.len() || stack.len() != 2 {
@@ -602,6 +621,17 @@ mod tests {
             decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
         assert!(h.has_ident);
         assert_eq!((ident.as_str(), method.as_str()), ("7f01", "get"));
+        // The same names again are kept; others replace them.
+        let h =
+            decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
+        assert_eq!(
+            (ident.as_str(), method.as_str(), h.args.len()),
+            ("7f01", "get", 1)
+        );
+        out.clear();
+        request(&mut out, Some("7f0"), "getx", &[], &[]).unwrap();
+        decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
+        assert_eq!((ident.as_str(), method.as_str()), ("7f0", "getx"));
         assert_eq!((h.args, h.kwds), (vec![Value::Int(1)], kw.to_vec()));
         // CPython 3.11's frames, with memo stores.
         let p = b"\x80\x04\x95\x2b\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f46a0c00c00\x94\x8c\x0b__setitem__\x94\x8c\x01a\x94K\x01\x86\x94}\x94t\x94.";
