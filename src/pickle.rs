@@ -262,6 +262,12 @@ enum Node {
     List(Vec<usize>),
     Tuple(Vec<usize>),
     Dict(Vec<(usize, usize)>),
+    /// `EMPTY_SET` + `ADDITEMS`, or `FROZENSET`: read (objects only) as
+    /// Python's protocol-2 form, `builtins.set([...])`.
+    Set {
+        items: Vec<usize>,
+        frozen: bool,
+    },
 }
 
 struct Reader<'a> {
@@ -478,6 +484,38 @@ fn loads_inner(data: &[u8], objects: bool) -> Result<Value> {
                     .ok_or_else(|| bad(format!("memo {key} missing")))?;
                 stack.push(node);
             }
+            // EMPTY_SET, FROZENSET (the items above the mark), ADDITEMS
+            // (the items above the mark into the set below it).
+            0x8f if objects => {
+                nodes.push(Node::Set {
+                    items: Vec::new(),
+                    frozen: false,
+                });
+                stack.push(nodes.len() - 1);
+            }
+            0x90 | 0x91 if objects => {
+                let m = marks.pop().ok_or_else(|| bad("pickle mark missing"))?;
+                if m > stack.len() || (op == 0x90 && m == 0) {
+                    return Err(bad("pickle stack underflow"));
+                }
+                let items = stack.split_off(m);
+                if op == 0x91 {
+                    nodes.push(Node::Set {
+                        items,
+                        frozen: true,
+                    });
+                    stack.push(nodes.len() - 1);
+                } else {
+                    let target = *stack.last().expect("checked above");
+                    match &mut nodes[target] {
+                        Node::Set {
+                            items: set,
+                            frozen: false,
+                        } => set.extend(items),
+                        _ => return Err(bad("ADDITEMS on something that is not a set")),
+                    }
+                }
+            }
             b'c' if objects => {
                 let mut line = || -> Result<String> {
                     let rest = &r.data[r.pos..];
@@ -610,6 +648,11 @@ fn build(nodes: &[Node], i: usize, depth: usize, budget: &mut usize) -> Result<V
             state,
         } => build_object(nodes, [*callable, *args], *new, *state, depth, budget)?,
         Node::List(ids) => Value::List(all(ids, budget)?),
+        Node::Set { items, frozen } => Value::call(
+            "builtins",
+            if *frozen { "frozenset" } else { "set" },
+            vec![Value::List(all(items, budget)?)],
+        ),
         Node::Tuple(ids) => Value::Tuple(all(ids, budget)?),
         Node::Dict(kvs) => {
             let mut out = Vec::with_capacity(kvs.len());
@@ -653,6 +696,38 @@ fn build_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_opcodes_read_as_python_sets_only_with_objects() {
+        // pickle.dumps({1, 2}, 4) and pickle.dumps([frozenset({3})], 4).
+        let set = b"\x80\x04\x95\t\x00\x00\x00\x00\x00\x00\x00\x8f\x94(K\x01K\x02\x90.";
+        let frozen = b"\x80\x04\x95\t\x00\x00\x00\x00\x00\x00\x00]\x94(K\x03\x91\x94a.";
+        assert_eq!(
+            loads_objects(set).unwrap(),
+            Value::call(
+                "builtins",
+                "set",
+                vec![Value::List(vec![Value::Int(1), Value::Int(2)])]
+            )
+        );
+        assert_eq!(
+            loads_objects(frozen).unwrap(),
+            Value::List(vec![Value::call(
+                "builtins",
+                "frozenset",
+                vec![Value::List(vec![Value::Int(3)])]
+            )])
+        );
+        assert!(loads(set).is_err() && loads(frozen).is_err());
+        // ADDITEMS on a frozenset or a list, or with no mark: refused.
+        for bad in [
+            &b"\x80\x04(K\x01\x91(K\x02\x90."[..],
+            b"\x80\x04](K\x02\x90.",
+            b"\x80\x04\x8fK\x02\x90.",
+        ] {
+            assert!(loads_objects(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ints_round_trip_at_every_width() {

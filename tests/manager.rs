@@ -123,6 +123,10 @@ fn dict_methods_follow_python() {
     d.clear().unwrap();
     assert_eq!(d.popitem().unwrap(), None);
     assert_eq!(d.len().unwrap(), 0);
+    // A key given twice keeps its first place and its last value, as
+    // Python's `update` of pairs does.
+    d.update([(k("x"), 1), (k("y"), 2), (k("x"), 3)]).unwrap();
+    assert_eq!(d.items().unwrap(), [(k("x"), 3), (k("y"), 2)]);
 }
 
 #[test]

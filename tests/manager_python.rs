@@ -315,3 +315,76 @@ fn an_unmodified_cpython_client_iterates_our_dict_through_a_proxy_reply() {
     stop.stop();
     t.join().unwrap().unwrap();
 }
+
+const PY_SET_CLIENT: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager
+
+BaseManager.register('get_set')
+BaseManager.register('get_dict')
+m = BaseManager(address=sys.argv[1], authkey=b'sets')
+m.connect()
+s = m.get_set()
+s._callmethod('update', ({1, 2, 3},))
+s._callmethod('difference_update', (frozenset({3}),))
+print('has 2:', s._callmethod('__contains__', (2,)))
+print('superset:', s._callmethod('issuperset', ({1, 2},)))
+d = m.get_dict()
+try:
+    d['s'] = {1, 2}
+    print('set stored in a dict')
+except Exception as e:
+    print('set refused:', type(e).__name__)
+d['x'] = 1
+print('still served:', d['x'])
+"#;
+
+/// CPython pickles set literals with the `EMPTY_SET`/`ADDITEMS` and
+/// `FROZENSET` opcodes: a set takes them as arguments, a dict refuses them
+/// (it has no set values), and the connection goes on.
+#[test]
+fn an_unmodified_cpython_client_passes_set_literals_to_our_set() {
+    let path = std::env::temp_dir().join(format!("mp-manager-sets-{}.sock", std::process::id()));
+    let mut server = Server::bind(path.to_str().unwrap(), b"sets").unwrap();
+    let set = objects::set();
+    server
+        .register_shared("get_set", set.clone())
+        .register_shared("get_dict", objects::dict());
+    let addr = server.address().clone();
+    let stop = server.stopper();
+    let t = std::thread::spawn(move || server.serve_forever());
+
+    let out = python(PY_SET_CLIENT, &[path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
+    for line in [
+        "has 2: True",
+        "superset: True",
+        "set refused: RemoteError",
+        "still served: 1",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "missing {line:?} in:\n{stdout}\n{stderr}"
+        );
+    }
+    let mut items = match set.value() {
+        multiproc::pickle::Value::Object(o) => match o.args.into_iter().next() {
+            Some(multiproc::pickle::Value::List(items)) => items,
+            other => panic!("not a set's items: {other:?}"),
+        },
+        other => panic!("not a set: {other:?}"),
+    };
+    items.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(
+        items,
+        [
+            multiproc::pickle::Value::Int(1),
+            multiproc::pickle::Value::Int(2)
+        ]
+    );
+    drop(addr);
+    stop.stop();
+    t.join().unwrap().unwrap();
+}

@@ -202,18 +202,24 @@ impl PyDict {
         Value::Dict(self.entries.clone())
     }
 
-    pub(crate) fn update_from(&mut self, v: &Value) -> Result<(), Fail> {
+    /// `update(v)`: `v` a dict or a sequence of `(key, value)` pairs,
+    /// whose keys and values are moved in (no copies).
+    pub(crate) fn update_from(&mut self, v: Value) -> Result<(), Fail> {
         match v {
             Value::Dict(items) => {
+                self.reserve(items.len());
                 for (k, v) in items {
-                    self.set(k.clone(), v.clone())?;
+                    self.set(k, v)?;
                 }
             }
             Value::List(items) | Value::Tuple(items) => {
+                self.reserve(items.len());
                 for item in items {
                     match item {
                         Value::List(kv) | Value::Tuple(kv) if kv.len() == 2 => {
-                            self.set(kv[0].clone(), kv[1].clone())?
+                            let mut kv = kv.into_iter();
+                            let (k, v) = (kv.next().expect("two"), kv.next().expect("two"));
+                            self.set(k, v)?
                         }
                         _ => return Err(Fail::type_error("update needs (key, value) pairs")),
                     }
@@ -227,6 +233,14 @@ impl PyDict {
             }
         }
         Ok(())
+    }
+
+    /// Room for `n` more keys (at most a million at a time: the pairs
+    /// may repeat keys).
+    fn reserve(&mut self, n: usize) {
+        let n = n.min(1 << 20);
+        self.entries.reserve(n);
+        self.index.reserve(n);
     }
 }
 
@@ -260,6 +274,16 @@ impl Object for Dict {
 
     fn call(&self, method: &str, a: Args, _: &Call<'_>) -> Result<Value, Fail> {
         let mut d = lock(&self.0);
+        if method == "update" {
+            // The arguments are moved in.
+            if let Some(v) = a.args.into_iter().next() {
+                d.update_from(v)?;
+            }
+            for (k, v) in a.kwds {
+                d.set(k, v)?;
+            }
+            return Ok(Value::None);
+        }
         let key = || a.required(0, "key");
         Ok(match method {
             "__getitem__" => {
@@ -323,15 +347,6 @@ impl Object for Dict {
                         v
                     }
                 }
-            }
-            "update" => {
-                if let Some(v) = a.args.first() {
-                    d.update_from(v)?;
-                }
-                for (k, v) in &a.kwds {
-                    d.set(k.clone(), v.clone())?;
-                }
-                Value::None
             }
             other => return Err(Fail::Traceback(format!("dict has no method {other:?}"))),
         })

@@ -227,6 +227,26 @@ fn str_op<'a>(r: &mut Reader<'a>) -> std::result::Result<&'a str, Fallback> {
     Ok(s)
 }
 
+/// Reads a string opcode into `into`; when it holds the same text already
+/// (the same object and method as the last request), nothing is checked
+/// or copied.
+fn str_into(r: &mut Reader<'_>, into: &mut String) -> std::result::Result<(), Fallback> {
+    let at = r.pos;
+    let len = match r.u8()? {
+        0x8c => usize::from(r.u8()?),
+        b'X' => u32::from_le_bytes(r.arr()?) as usize,
+        _ => return Err(Fallback),
+    };
+    if r.take(len)? == into.as_bytes() {
+        return skip_memo(r);
+    }
+    r.pos = at;
+    let s = str_op(r)?;
+    into.clear();
+    into.push_str(s);
+    Ok(())
+}
+
 fn skip_memo(r: &mut Reader<'_>) -> std::result::Result<(), Fallback> {
     loop {
         match r.data.get(r.pos) {
@@ -251,6 +271,14 @@ pub(crate) struct RequestHead {
     pub(crate) kwds: Vec<(Value, Value)>,
 }
 
+/// The reader's stacks, kept between requests so that reading one
+/// allocates only for the values it holds.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    stack: Stack,
+    marks: Vec<usize>,
+}
+
 /// Reads a request of plain values in one pass, its ident and method
 /// into `ident` and `method` (no allocation once they have grown).
 /// `None` when the frame needs the general reader.
@@ -258,7 +286,16 @@ pub(crate) fn decode_request(
     data: &[u8],
     ident: &mut String,
     method: &mut String,
+    scratch: &mut Scratch,
 ) -> Option<RequestHead> {
+    if scratch.stack.values.capacity() > 4096 {
+        // A big request (an `update`) grew them: do not keep that.
+        *scratch = Scratch::default();
+    }
+    let Scratch { stack, marks } = scratch;
+    stack.values.clear();
+    stack.depths.clear();
+    marks.clear();
     let mut r = Reader { data, pos: 0 };
     let head = (|| -> std::result::Result<RequestHead, Fallback> {
         if r.u8()? != 0x80 || !(2..=5).contains(&r.u8()?) {
@@ -270,19 +307,16 @@ pub(crate) fn decode_request(
         if r.u8()? != b'(' {
             return Err(Fallback);
         }
-        ident.clear();
         let has_ident = if r.data.get(r.pos) == Some(&b'N') {
             r.pos += 1;
+            ident.clear();
             false
         } else {
-            ident.push_str(str_op(&mut r)?);
+            str_into(&mut r, ident)?;
             true
         };
-        method.clear();
-        method.push_str(str_op(&mut r)?);
-        let mut stack = Stack::default();
-        let mut marks = Vec::new();
-        run(&mut r, &mut stack, &mut marks, End::Tuple)?;
+        str_into(&mut r, method)?;
+        run(&mut r, stack, marks, End::Tuple)?;
         skip_memo(&mut r)?;
         if r.u8()? != b'.' || r.pos != data.len() || stack.len() != 2 {
             return Err(Fallback);
@@ -327,6 +361,21 @@ pub(crate) fn decode_reply(data: &[u8]) -> Option<(&str, Value)> {
             r.take(9)?;
         }
         let kind = str_op(&mut r)?;
+        // Most replies are one scalar: read it without a stack.
+        let at = r.pos;
+        let op = r.u8()?;
+        if let Some(v) = scalar(op, &mut r)? {
+            skip_memo(&mut r)?;
+            if r.data.get(r.pos) == Some(&0x86) {
+                r.pos += 1;
+                skip_memo(&mut r)?;
+                if r.u8()? != b'.' || r.pos != data.len() {
+                    return Err(Fallback);
+                }
+                return Ok((kind, v));
+            }
+        }
+        r.pos = at;
         let mut stack = Stack::default();
         let mut marks = Vec::new();
         run(&mut r, &mut stack, &mut marks, End::Pair)?;
@@ -339,6 +388,49 @@ pub(crate) fn decode_reply(data: &[u8]) -> Option<(&str, Value)> {
     reply.ok()
 }
 
+/// Reads the scalar (None, bool, int, float, str, bytes) that opcode
+/// `op` starts; `None` when `op` is not one.
+fn scalar(op: u8, r: &mut Reader<'_>) -> std::result::Result<Option<Value>, Fallback> {
+    Ok(Some(match op {
+        b'N' => Value::None,
+        0x88 => Value::Bool(true),
+        0x89 => Value::Bool(false),
+        b'K' => Value::Int(r.u8()?.into()),
+        b'M' => Value::Int(u16::from_le_bytes(r.arr()?).into()),
+        b'J' => Value::Int(i32::from_le_bytes(r.arr()?).into()),
+        0x8a => {
+            let n = usize::from(r.u8()?);
+            let b = r.take(n)?;
+            if n > 8 {
+                return Err(Fallback);
+            }
+            let fill = if b.last().is_some_and(|x| x & 0x80 != 0) {
+                0xff
+            } else {
+                0
+            };
+            let mut full = [fill; 8];
+            full[..n].copy_from_slice(b);
+            Value::Int(i64::from_le_bytes(full))
+        }
+        b'G' => Value::Float(f64::from_be_bytes(r.arr()?)),
+        0x8c | b'X' | 0x8d | b'C' | b'B' | 0x8e => {
+            let len = match op {
+                0x8c | b'C' => u64::from(r.u8()?),
+                b'X' | b'B' => u64::from(u32::from_le_bytes(r.arr()?)),
+                _ => u64::from_le_bytes(r.arr()?),
+            };
+            let b = r.take(usize::try_from(len).map_err(|_| Fallback)?)?;
+            if matches!(op, 0x8c | b'X' | 0x8d) {
+                Value::Str(std::str::from_utf8(b).map_err(|_| Fallback)?.to_owned())
+            } else {
+                Value::Bytes(b.to_vec())
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
 /// Runs opcodes until `end`.
 fn run(
     r: &mut Reader<'_>,
@@ -348,7 +440,11 @@ fn run(
 ) -> std::result::Result<(), Fallback> {
     loop {
         let op = r.u8()?;
-        let v = match op {
+        if let Some(v) = scalar(op, r)? {
+            stack.push(v, 0)?;
+            continue;
+        }
+        match op {
             0x80 => {
                 if !(2..=5).contains(&r.u8()?) {
                     return Err(Fallback);
@@ -370,41 +466,6 @@ fn run(
             b'r' => {
                 r.take(4)?;
                 continue;
-            }
-            b'N' => Value::None,
-            0x88 => Value::Bool(true),
-            0x89 => Value::Bool(false),
-            b'K' => Value::Int(r.u8()?.into()),
-            b'M' => Value::Int(u16::from_le_bytes(r.arr()?).into()),
-            b'J' => Value::Int(i32::from_le_bytes(r.arr()?).into()),
-            0x8a => {
-                let n = usize::from(r.u8()?);
-                let b = r.take(n)?;
-                if n > 8 {
-                    return Err(Fallback);
-                }
-                let fill = if b.last().is_some_and(|x| x & 0x80 != 0) {
-                    0xff
-                } else {
-                    0
-                };
-                let mut full = [fill; 8];
-                full[..n].copy_from_slice(b);
-                Value::Int(i64::from_le_bytes(full))
-            }
-            b'G' => Value::Float(f64::from_be_bytes(r.arr()?)),
-            0x8c | b'X' | 0x8d | b'C' | b'B' | 0x8e => {
-                let len = match op {
-                    0x8c | b'C' => u64::from(r.u8()?),
-                    b'X' | b'B' => u64::from(u32::from_le_bytes(r.arr()?)),
-                    _ => u64::from_le_bytes(r.arr()?),
-                };
-                let b = r.take(usize::try_from(len).map_err(|_| Fallback)?)?;
-                if matches!(op, 0x8c | b'X' | 0x8d) {
-                    Value::Str(std::str::from_utf8(b).map_err(|_| Fallback)?.to_owned())
-                } else {
-                    Value::Bytes(b.to_vec())
-                }
             }
             b']' | b')' | b'}' => {
                 stack.push(
@@ -452,8 +513,7 @@ fn run(
                 continue;
             }
             _ => return Err(Fallback),
-        };
-        stack.push(v, 0)?;
+        }
     }
     if end != End::Stop {
         // STOP inside an unfinished request or reply.
@@ -557,20 +617,32 @@ mod tests {
         let mut out = Vec::new();
         let kw = [(Value::from("block"), Value::Bool(false))];
         request(&mut out, Some("7f01"), "get", &[Value::Int(1)], &kw).unwrap();
-        let h = decode_request(&out[4..], &mut ident, &mut method).unwrap();
+        let h =
+            decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
         assert!(h.has_ident);
         assert_eq!((ident.as_str(), method.as_str()), ("7f01", "get"));
+        // The same names again are kept; others replace them.
+        let h =
+            decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
+        assert_eq!(
+            (ident.as_str(), method.as_str(), h.args.len()),
+            ("7f01", "get", 1)
+        );
+        out.clear();
+        request(&mut out, Some("7f0"), "getx", &[], &[]).unwrap();
+        decode_request(&out[4..], &mut ident, &mut method, &mut Scratch::default()).unwrap();
+        assert_eq!((ident.as_str(), method.as_str()), ("7f0", "getx"));
         assert_eq!((h.args, h.kwds), (vec![Value::Int(1)], kw.to_vec()));
         // CPython 3.11's frames, with memo stores.
         let p = b"\x80\x04\x95\x2b\x00\x00\x00\x00\x00\x00\x00(\x8c\x0c7f46a0c00c00\x94\x8c\x0b__setitem__\x94\x8c\x01a\x94K\x01\x86\x94}\x94t\x94.";
-        let h = decode_request(p, &mut ident, &mut method).unwrap();
+        let h = decode_request(p, &mut ident, &mut method, &mut Scratch::default()).unwrap();
         assert_eq!(
             (ident.as_str(), method.as_str()),
             ("7f46a0c00c00", "__setitem__")
         );
         assert_eq!(h.args, [Value::from("a"), Value::Int(1)]);
         let p = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00(N\x8c\x05dummy\x94)}\x94t\x94.";
-        let h = decode_request(p, &mut ident, &mut method).unwrap();
+        let h = decode_request(p, &mut ident, &mut method, &mut Scratch::default()).unwrap();
         assert!(!h.has_ident && h.args.is_empty() && h.kwds.is_empty());
         assert_eq!(method, "dummy");
         // Not a request: left to the general path, which reports it.
@@ -582,7 +654,7 @@ mod tests {
             b"\x80\x02(N\x8c\x05m",
         ] {
             assert!(
-                decode_request(bad, &mut ident, &mut method).is_none(),
+                decode_request(bad, &mut ident, &mut method, &mut Scratch::default()).is_none(),
                 "{bad:?}"
             );
         }

@@ -457,18 +457,9 @@ fn serve_manager<R: Registry>(
     server.register_sync_types();
     R::register(&mut server);
     // The owner stops the server through a pipe rather than a `shutdown`
-    // request: no connection and handshake on the way out.
-    let stopper = server.stopper();
-    let watcher = std::thread::Builder::new()
-        .name("manager-stop".into())
-        .spawn(move || {
-            let _ = stop.recv_bytes();
-            stopper.stop();
-        });
-    if let Err(e) = watcher {
-        let _ = ready.send(&Err::<(), String>(e.to_string()));
-        return;
-    }
+    // request: no connection and handshake on the way out, and the accept
+    // loop watches it itself (no thread to wake).
+    server.stop_on(stop);
     let _ = ready.send(&Ok::<(), String>(()));
     drop(ready);
     let _ = server.serve_forever();

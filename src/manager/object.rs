@@ -137,6 +137,12 @@ pub trait Object: Send + Sync + 'static {
     fn repr(&self) -> String {
         format!("<{} object>", std::any::type_name::<Self>())
     }
+    /// Whether the methods take Python sets (`{1, 2}`, `frozenset(...)`)
+    /// as arguments, read as lists of their items. Other objects refuse
+    /// them: a set has no plain-value form to store.
+    fn takes_sets(&self) -> bool {
+        false
+    }
 }
 
 /// Python's truth value of a plain value.

@@ -407,7 +407,7 @@ pub(crate) fn sync_types() -> Vec<(&'static str, Arc<Factory>)> {
             "dict",
             factory(|a| {
                 let d = Dict::default();
-                if let Some(v) = a.args.first() {
+                if let Some(v) = a.args.into_iter().next() {
                     lock(&d.0).update_from(v)?;
                 }
                 for (k, v) in a.kwds {

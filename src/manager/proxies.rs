@@ -235,11 +235,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// # Errors
     /// As for [`BaseProxy::call`].
     pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        // Sent as a dict (one pair after another, no tuple per pair); a
+        // key given twice ends with its last value, as with pairs.
         let items = pairs
             .into_iter()
-            .map(|(k, v)| Ok(Value::Tuple(vec![arg(&k)?, arg(&v)?])))
+            .map(|(k, v)| Ok((arg(&k)?, arg(&v)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.base.call("update", vec![Value::List(items)])
+        self.base.call("update", vec![Value::Dict(items)])
     }
 
     /// `d.pop(key)`, or `None` when the key is missing.

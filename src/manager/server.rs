@@ -4,7 +4,7 @@
 use super::fast;
 use super::object::{Args, Call, Object};
 use super::sockopt;
-use super::special::{new_object, panic_fail, pin_nested, reaper, special};
+use super::special::{new_object, panic_fail, pin_nested, special};
 use super::wire::{self, Fail};
 use crate::connection::{Address, Client, Connection, Listener, ToAddress, auth};
 use crate::error::{Error, Result};
@@ -52,6 +52,13 @@ pub(crate) struct State {
     pub(super) removals: AtomicU64,
     /// Local client processes holding references, watched through pidfds.
     pub(super) watched: Mutex<HashMap<u32, OwnedFd>>,
+    /// The reaper thread is started with the first watched client (a
+    /// server no local client uses never starts it).
+    pub(super) reaper: std::sync::Once,
+    /// This state, for the reaper thread to hold.
+    pub(super) me: std::sync::Weak<State>,
+    /// The [`Stopper`]'s flag, which also ends the reaper.
+    pub(super) outer_stop: Arc<AtomicBool>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +97,9 @@ pub struct Server {
     types: HashMap<String, Arc<Factory>>,
     authkey: Vec<u8>,
     stop: Arc<AtomicBool>,
+    /// Readable (a message or its end) when the owner wants the server
+    /// to stop: watched by the accept loop itself.
+    stop_conn: Option<Connection>,
 }
 
 /// Stops a [`Server`] from another thread (or a signal-handling thread).
@@ -133,7 +143,16 @@ impl Server {
             types,
             authkey: authkey.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
+            stop_conn: None,
         })
+    }
+
+    /// Makes [`serve_forever`](Self::serve_forever) return once `conn` is
+    /// readable (a message, or its end when the owner is gone), with no
+    /// thread and no connection on the way out.
+    pub(crate) fn stop_on(&mut self, conn: Connection) -> &mut Self {
+        self.stop_conn = Some(conn);
+        self
     }
 
     /// The bound address (with the real port for port `0`).
@@ -185,7 +204,8 @@ impl Server {
     /// [`Error::Io`] when accepting fails for a reason other than a bad
     /// peer (e.g. out of descriptors for a long time).
     pub fn serve_forever(self) -> Result<()> {
-        let state = Arc::new(State {
+        let stop = self.stop;
+        let state = Arc::new_cyclic(|me| State {
             objects: Mutex::new(HashMap::new()),
             types: self.types,
             address: self.listener.address().clone(),
@@ -194,18 +214,22 @@ impl Server {
             next_conn: AtomicU64::new(1),
             removals: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
+            reaper: std::sync::Once::new(),
+            me: me.clone(),
+            outer_stop: stop.clone(),
         });
-        let stop = self.stop;
-        {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("manager-reaper".into())
-                .spawn(move || reaper(&state, &stop))?;
-        }
         let mut failures = 0u32;
         loop {
             if stop.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
                 return Ok(());
+            }
+            if let Some(owner) = &self.stop_conn {
+                let fds = [self.listener.as_fd(), owner.as_fd()];
+                match sys::poll_readable(&fds, None) {
+                    Ok(ready) if ready[1] => return Ok(()),
+                    Ok(ready) if !ready[0] => continue,
+                    _ => {}
+                }
             }
             let conn = match self.listener.accept() {
                 Ok(c) => c,
@@ -249,6 +273,12 @@ pub(super) fn traceback(msg: impl Into<String>) -> Fail {
 /// the connection's [`Names`].
 struct Request {
     has_ident: bool,
+    /// Read by the one-pass reader: plain values only, so no proxy
+    /// tokens inside to pin.
+    plain: bool,
+    /// The arguments held Python sets (now lists of their items): only an
+    /// object that [takes sets](Object::takes_sets) accepts them.
+    sets: bool,
     args: Args,
 }
 
@@ -258,13 +288,21 @@ struct Request {
 struct Names {
     ident: String,
     method: String,
+    scratch: fast::Scratch,
 }
 
 fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request, Fail> {
     // Plain values in one pass; anything else through the general reader.
-    if let Some(head) = fast::decode_request(frame, &mut names.ident, &mut names.method) {
+    if let Some(head) = fast::decode_request(
+        frame,
+        &mut names.ident,
+        &mut names.method,
+        &mut names.scratch,
+    ) {
         return Ok(Request {
             has_ident: head.has_ident,
+            plain: true,
+            sets: false,
             args: Args {
                 args: head.args,
                 kwds: head.kwds,
@@ -299,8 +337,11 @@ fn parse_request(frame: &[u8], names: &mut Names) -> std::result::Result<Request
     let (Value::Tuple(args), Value::Dict(kwds)) = (args, kwds) else {
         return Err(bad());
     };
+    let sets = args.iter().any(holds_set) || kwds.iter().any(|(_, v)| holds_set(v));
     Ok(Request {
         has_ident,
+        plain: false,
+        sets,
         args: Args {
             args: args.into_iter().map(wire::normalize).collect(),
             kwds: kwds
@@ -382,7 +423,19 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         gone: &gone,
                         flush: &flush,
                     };
-                    match dispatch(state, &mut cache, ident, &names.method, req.args, &call) {
+                    let how = Decoded {
+                        plain: req.plain,
+                        sets: req.sets,
+                    };
+                    match dispatch(
+                        state,
+                        &mut cache,
+                        ident,
+                        &names.method,
+                        req.args,
+                        how,
+                        &call,
+                    ) {
                         Ok(Answer::Value(v)) => Ok(v),
                         Ok(Answer::Proxy { typeid, value }) => {
                             match new_object(state, typeid, vec![value], pid) {
@@ -435,6 +488,29 @@ impl Replies {
     }
 }
 
+/// How a request's arguments were read.
+#[derive(Clone, Copy)]
+struct Decoded {
+    plain: bool,
+    sets: bool,
+}
+
+/// Whether `v` holds a Python set or frozenset (as read from the wire,
+/// before [`wire::normalize`] turns it into a list).
+fn holds_set(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            matches!(
+                o.callable.as_global(),
+                Some(("builtins", "set" | "frozenset"))
+            ) || o.args.iter().any(holds_set)
+        }
+        Value::List(items) | Value::Tuple(items) => items.iter().any(holds_set),
+        Value::Dict(items) => items.iter().any(|(k, v)| holds_set(k) || holds_set(v)),
+        _ => false,
+    }
+}
+
 /// What a method call answers: a value, or a value to be served as a new
 /// object of `typeid` (a `#PROXY` reply).
 enum Answer {
@@ -481,9 +557,16 @@ fn dispatch(
     ident: &str,
     method: &str,
     args: Args,
+    how: Decoded,
     call: &Call<'_>,
 ) -> std::result::Result<Answer, Fail> {
     let obj = cache.lookup(state, ident)?;
+    if how.sets && !obj.takes_sets() {
+        return Err(traceback(
+            "the request holds a set, which only a set can take (a multiproc manager stores \
+             only None, bool, int within 64 bits, float, str, bytes, list, tuple and dict)",
+        ));
+    }
     let exposed = obj.exposed().contains(&method);
     if !exposed {
         return match method {
@@ -494,8 +577,10 @@ fn dispatch(
             ))),
         };
     }
-    args.args.iter().for_each(|a| pin_nested(state, a));
-    args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
+    if !how.plain {
+        args.args.iter().for_each(|a| pin_nested(state, a));
+        args.kwds.iter().for_each(|(_, a)| pin_nested(state, a));
+    }
     let value = catch_unwind(AssertUnwindSafe(|| obj.call(method, args, call)))
         .unwrap_or_else(|p| Err(panic_fail(&p)))?;
     Ok(match obj.method_to_typeid(method) {

@@ -141,6 +141,10 @@ impl SetObj {
 }
 
 impl Object for SetObj {
+    fn takes_sets(&self) -> bool {
+        true
+    }
+
     fn exposed(&self) -> &[&'static str] {
         SET_EXPOSED
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Drops references held by local client processes that have died.
-pub(super) fn reaper(state: &State, stop: &AtomicBool) {
+fn reaper(state: &State, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
         std::thread::sleep(REAP_EVERY);
         let dead: Vec<u32> = {
@@ -74,6 +74,18 @@ fn watch(state: &State, pid: u32) {
             slot.insert(fd);
         }
     }
+    drop(watched);
+    state.reaper.call_once(|| {
+        let Some(st) = state.me.upgrade() else {
+            return;
+        };
+        let stop = st.outer_stop.clone();
+        // Without the thread, the references of dead clients stay (as
+        // they would over TCP); the server itself goes on.
+        let _ = std::thread::Builder::new()
+            .name("manager-reaper".into())
+            .spawn(move || reaper(&st, &stop));
+    });
 }
 
 pub(super) fn incref(state: &State, ident: &str, pid: u32) -> std::result::Result<(), Fail> {

@@ -79,8 +79,13 @@ impl QueueObj {
         (s, ok)
     }
 
-    fn changed(&self, s: &QueueState) {
-        if s.waiters > 0 {
+    /// Unlocks the state after a change, then wakes the waiters if there
+    /// are some: woken under the lock, a waiter would find it held and
+    /// sleep again (two switches instead of one).
+    fn changed(&self, s: MutexGuard<'_, QueueState>) {
+        let wake = s.waiters > 0;
+        drop(s);
+        if wake {
             self.changed.notify_all();
         }
     }
@@ -108,7 +113,11 @@ impl Object for QueueObj {
             "empty" => Ok(Value::Bool(s.items.is_empty())),
             "full" => Ok(Value::Bool(self.full(&s))),
             "put" | "put_nowait" => {
-                let item = a.required(0, "obj")?.clone();
+                let mut a = a;
+                let item = match a.args.first_mut() {
+                    Some(v) => std::mem::replace(v, Value::None),
+                    None => a.required(0, "obj")?.clone(),
+                };
                 let (block, timeout) = if method == "put" {
                     block_timeout(&a, 1, "block")?
                 } else {
@@ -125,7 +134,7 @@ impl Object for QueueObj {
                 }
                 s.items.push_back(item);
                 s.unfinished += 1;
-                self.changed(&s);
+                self.changed(s);
                 Ok(Value::None)
             }
             "get" | "get_nowait" => {
@@ -147,7 +156,7 @@ impl Object for QueueObj {
                     return Err(Fail::empty());
                 }
                 let item = s.items.pop_front().expect("not empty");
-                self.changed(&s);
+                self.changed(s);
                 Ok(item)
             }
             "task_done" => {
@@ -159,7 +168,7 @@ impl Object for QueueObj {
                     ));
                 }
                 s.unfinished -= 1;
-                self.changed(&s);
+                self.changed(s);
                 Ok(Value::None)
             }
             "join" => {
