@@ -1305,3 +1305,37 @@ fn barrier_wait_in_child(b: multiproc::manager::BarrierProxy) {
 fn barrier_pass_in_child(b: multiproc::manager::BarrierProxy) {
     b.wait().unwrap();
 }
+
+fn wait_on_condition(c: multiproc::manager::ConditionProxy, e: multiproc::manager::EventProxy) {
+    c.acquire().unwrap();
+    e.set().unwrap();
+    let _ = c.wait();
+}
+
+#[test]
+fn a_condition_waiter_killed_in_its_wait_leaves_the_lock_free() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let c = AsyncProxy::new(m.condition().unwrap());
+            let waiting = AsyncProxy::new(m.event().unwrap());
+            let mut p = Process::new(wait_on_condition, ((*c).clone(), (*waiting).clone()));
+            p.start().unwrap();
+            waiting.wait_async().await.unwrap();
+            // The child's wait has released the lock (or is about to).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p.kill().unwrap();
+            p.join_async().await.unwrap();
+            // The manager sees the waiter gone within its 200 ms poll; it
+            // must not take the lock back for it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::timeout(Duration::from_secs(5), c.acquire_async())
+                .await
+                .expect("the dead waiter kept the condition's lock")
+                .unwrap();
+            c.notify_all().unwrap();
+            c.release().unwrap();
+        })
+    });
+}
