@@ -238,11 +238,16 @@ impl<P: Proxy + Send + Sync + 'static> AsyncProxy<P> {
             match r {
                 Ok(v) if unclaimed == Unclaimed::Stash => {
                     // If the future is gone by now, the item goes to the
-                    // stash before the turn passes on.
-                    Hold::new((Ok(v), waits), |(r, mut w): (Result<Value>, _)| {
+                    // stash before the turn passes on; the `Inner` lives
+                    // until then, so that, dropped meanwhile, it still sees
+                    // the item (and puts it back).
+                    let alive = inner.clone();
+                    Hold::new((Ok(v), waits), move |(r, mut w): (Result<Value>, _)| {
                         if let Ok(v) = r {
                             w.stash.push_back(v);
                         }
+                        drop(w);
+                        drop(alive);
                     })
                 }
                 Ok(Value::Bool(true)) if unclaimed == Unclaimed::Release => {
