@@ -50,7 +50,7 @@
 //! Before that, the first poll looks at the futex word inline, as the
 //! blocking waits spin before they sleep: for a bounded, adaptive moment
 //! (at most 20 µs; halved after each spin that finds nothing, down to
-//! 1 µs; doubled after one that succeeds; none on a one-CPU machine). A
+//! 1 µs; back to 20 µs after one that succeeds; none on a one-CPU machine). A
 //! peer in another process that answers within it (a ping-pong) costs no
 //! thread wake-up at all; the poll holds its runtime thread for at most
 //! those 20 µs.
