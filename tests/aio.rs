@@ -978,3 +978,364 @@ fn manager_proxy_twins_across_processes() {
         })
     });
 }
+
+fn manager_put(q: multiproc::manager::QueueProxy<u32>, items: Vec<u32>) {
+    for i in items {
+        q.put(i).unwrap();
+    }
+}
+
+/// Runs `test` on a current-thread and on a multi-thread runtime whose
+/// threads (the blocking pool's included) are named `name`.
+fn both_named(name: &'static str, test: Test) {
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+}
+
+/// Context switches so far of this process's threads named `name`.
+fn switches_of_threads_named(name: &str) -> u64 {
+    let mut n = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn idle_manager_waiters_make_no_calls() {
+    // Each call to the manager wakes the thread that makes it (to read
+    // the reply): idle waiters that made calls would show as wake-ups of
+    // the runtime's threads.
+    both_named("idle-mgr-wait", || {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..3 {
+                let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+                tasks.spawn(async move {
+                    let _ = q.get_async().await;
+                });
+            }
+            let e = AsyncProxy::new(m.event().unwrap());
+            let e2 = e.clone();
+            tasks.spawn(async move {
+                let _ = e2.wait_async().await;
+            });
+            let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+            let q2 = q.clone();
+            tasks.spawn(async move {
+                let _ = q2.get_async_timeout(Duration::from_secs(60)).await;
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = switches_of_threads_named("idle-mgr-wait");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let woken = switches_of_threads_named("idle-mgr-wait") - before;
+            eprintln!("idle manager waiters: {woken} wake-ups in 1 s");
+            // In 100 ms slices, five waiters were 50 calls a second.
+            assert!(woken < 15, "idle waiters woke {woken} times in 1 s");
+            // They still wait, and are woken by a put or a set.
+            assert!(!tasks.is_empty());
+            e.set().unwrap();
+            q.put_async(1).await.unwrap();
+            let t0 = Instant::now();
+            let mut done = 0;
+            while done < 2 {
+                tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+                    .await
+                    .expect("the set and the put wake their waiters")
+                    .unwrap()
+                    .unwrap();
+                done += 1;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            tasks.abort_all();
+        })
+    });
+}
+
+/// Polls `f` once, leaving it pending.
+async fn poll_once<F: Future + Unpin>(f: &mut F)
+where
+    F::Output: std::fmt::Debug,
+{
+    tokio::select! {
+        biased;
+        r = f => panic!("ready at once: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+/// Waits (up to 10 s) until the managed queue holds `n` items.
+async fn until_qsize(q: &multiproc::manager::QueueProxy<u32>, n: usize) {
+    let t0 = Instant::now();
+    while q.qsize().unwrap() != n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "qsize stays {}",
+            q.qsize().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_dropped_manager_get_keeps_its_item_for_the_next_get() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+            let plain = (*q).clone();
+            // A get dropped while the queue is empty takes nothing.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), q.get_async())
+                    .await
+                    .is_err()
+            );
+            let mut p = Process::new(manager_put, (plain.clone(), vec![1]));
+            p.start().unwrap();
+            p.join_async().await.unwrap();
+            assert_eq!(q.get_async().await.unwrap(), 1);
+            // A get whose item the manager handed out before the future
+            // was dropped: the item is kept and comes first.
+            let mut f = Box::pin(q.get_async());
+            poll_once(&mut f).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut p = Process::new(manager_put, (plain.clone(), vec![2, 3]));
+            p.start().unwrap();
+            p.join_async().await.unwrap();
+            until_qsize(&plain, 1).await;
+            drop(f);
+            assert_eq!(q.get_async().await.unwrap(), 2);
+            assert_eq!(
+                q.get_async_timeout(Duration::from_secs(5)).await.unwrap(),
+                3
+            );
+            // Timed gets: the manager is told the deadline.
+            let t0 = Instant::now();
+            assert!(matches!(
+                q.get_async_timeout(Duration::from_millis(200)).await,
+                Err(multiproc::Error::Empty)
+            ));
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+            assert!(took < Duration::from_millis(2200), "{took:?}");
+        })
+    });
+}
+
+#[test]
+fn dropping_the_async_proxy_puts_kept_items_back() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let q = AsyncProxy::new(m.queue::<u32>().unwrap());
+            let plain = (*q).clone();
+            let mut f = Box::pin(q.get_async());
+            poll_once(&mut f).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut p = Process::new(manager_put, (plain.clone(), vec![7, 8]));
+            p.start().unwrap();
+            p.join_async().await.unwrap();
+            // The manager handed 7 to the pending get.
+            until_qsize(&plain, 1).await;
+            drop(f);
+            drop(q);
+            // 7 goes back, at the end.
+            until_qsize(&plain, 2).await;
+            assert_eq!(plain.get().unwrap(), 8);
+            assert_eq!(plain.get().unwrap(), 7);
+        })
+    });
+}
+
+#[test]
+fn manager_event_wait_async_timeout_is_one_call_with_its_deadline() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let e = AsyncProxy::new(m.event().unwrap());
+            let t0 = Instant::now();
+            assert!(
+                !e.wait_async_timeout(Duration::from_millis(200))
+                    .await
+                    .unwrap()
+            );
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+            assert!(took < Duration::from_millis(2200), "{took:?}");
+            // A dropped wait leaves the next one working.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), e.wait_async())
+                    .await
+                    .is_err()
+            );
+            let e2 = (*e).clone();
+            let setter = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                e2.set().unwrap();
+            });
+            assert!(e.wait_async_timeout(Duration::from_secs(10)).await.unwrap());
+            setter.join().unwrap();
+        })
+    });
+}
+
+fn hold_condition(c: multiproc::manager::ConditionProxy, e: multiproc::manager::EventProxy) {
+    c.acquire().unwrap();
+    e.set().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.release().unwrap();
+}
+
+#[test]
+fn a_dropped_manager_condition_acquire_keeps_no_lock() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            use multiproc::manager::Proxy;
+            use multiproc::pickle::Value;
+            let m = multiproc::Manager::start().unwrap();
+            let c = AsyncProxy::new(m.condition().unwrap());
+            let held = AsyncProxy::new(m.event().unwrap());
+            let mut p = Process::new(hold_condition, ((*c).clone(), (*held).clone()));
+            p.start().unwrap();
+            held.wait_async().await.unwrap();
+            // Dropped while the child holds the lock.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), c.acquire_async())
+                    .await
+                    .is_err()
+            );
+            p.join_async().await.unwrap();
+            // Its call may take the lock once the child lets go; it is given
+            // back.
+            let other = (*c).clone();
+            let t0 = Instant::now();
+            loop {
+                let got = other
+                    .base()
+                    .call_method("acquire", vec![Value::Bool(false)])
+                    .unwrap();
+                if got == Value::Bool(true) {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "a dropped acquire kept the lock"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other.release().unwrap();
+            // The twin still works.
+            c.acquire_async().await.unwrap();
+            c.release().unwrap();
+        })
+    });
+}
+
+#[test]
+fn a_dropped_manager_barrier_wait_breaks_the_barrier() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let b = AsyncProxy::new(m.barrier(2).unwrap());
+            let other = (*b).clone();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), b.wait_async())
+                    .await
+                    .is_err()
+            );
+            // Not counted as arrived: the barrier breaks, as when a waiter
+            // times out.
+            let t0 = Instant::now();
+            while !other.broken().unwrap() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "a dropped wait still counts as arrived"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut p = Process::new(barrier_wait_in_child, (other,));
+            p.start().unwrap();
+            p.join_async().await.unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            // After a reset, parties in two processes pass it.
+            b.reset().unwrap();
+            let mut p = Process::new(barrier_pass_in_child, ((*b).clone(),));
+            p.start().unwrap();
+            let i = b.wait_async().await.unwrap();
+            p.join_async().await.unwrap();
+            assert!(i < 2);
+        })
+    });
+}
+
+fn barrier_wait_in_child(b: multiproc::manager::BarrierProxy) {
+    assert!(b.wait().is_err(), "the barrier is broken");
+}
+
+fn barrier_pass_in_child(b: multiproc::manager::BarrierProxy) {
+    b.wait().unwrap();
+}
+
+fn wait_on_condition(c: multiproc::manager::ConditionProxy, e: multiproc::manager::EventProxy) {
+    c.acquire().unwrap();
+    e.set().unwrap();
+    let _ = c.wait();
+}
+
+#[test]
+fn a_condition_waiter_killed_in_its_wait_leaves_the_lock_free() {
+    both(|| {
+        Box::pin(async {
+            use multiproc::aio::AsyncProxy;
+            let m = multiproc::Manager::start().unwrap();
+            let c = AsyncProxy::new(m.condition().unwrap());
+            let waiting = AsyncProxy::new(m.event().unwrap());
+            let mut p = Process::new(wait_on_condition, ((*c).clone(), (*waiting).clone()));
+            p.start().unwrap();
+            waiting.wait_async().await.unwrap();
+            // The child's wait has released the lock (or is about to).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p.kill().unwrap();
+            p.join_async().await.unwrap();
+            // The manager sees the waiter gone within its 200 ms poll; it
+            // must not take the lock back for it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::timeout(Duration::from_secs(5), c.acquire_async())
+                .await
+                .expect("the dead waiter kept the condition's lock")
+                .unwrap();
+            c.notify_all().unwrap();
+            c.release().unwrap();
+        })
+    });
+}

@@ -36,6 +36,7 @@
 //! (`RawLock::restore_dead`), so that the next acquirer still learns that
 //! the owner died.
 
+use super::spin::{spin, spin_until};
 use super::{SLICE, blocking_slices, queue::turn_for};
 use crate::mem::robust_lock::Acquired;
 use crate::sync::{
@@ -132,6 +133,13 @@ impl Target {
         }
     }
 
+    fn is_locked(&self) -> bool {
+        match self {
+            Target::Lock(l) => l.shm_state().raw.is_locked(),
+            Target::RLock(r, _) => r.state().raw.is_locked(),
+        }
+    }
+
     /// Releases the lock (held by this target).
     fn release(&self) {
         match self {
@@ -153,6 +161,17 @@ impl Target {
     /// Takes the lock, awaiting it as long as it takes.
     async fn acquire(&self) -> Acquired {
         if let Some((a, _)) = self.take(None) {
+            return a;
+        }
+        // The holder often lets go within microseconds: look inline for a
+        // bounded moment (see `spin.rs`) before waiting in a thread.
+        if let Some((a, _)) = spin(self.key(), || {
+            if self.is_locked() {
+                None
+            } else {
+                self.take(None)
+            }
+        }) {
             return a;
         }
         let t = self.clone();
@@ -481,7 +500,7 @@ impl<'a> AsyncConditionGuard<'a> {
             self.held = false;
             waiting.armed = true;
             target.release();
-            if st.seq.load(Ordering::Acquire) == seq {
+            if !spin_until(seq_key, || st.seq.load(Ordering::Acquire) != seq) {
                 let c = cond.clone();
                 in_turn(seq_key, move || {
                     let st = c.state();
@@ -714,9 +733,10 @@ impl Barrier {
             }
         }
         let mut leave = Leave(self, generation, true);
-        if self.generation_word().load(Ordering::Acquire) == generation {
+        let word = self.generation_word();
+        let key = word as *const _ as usize;
+        if !spin_until(key, || word.load(Ordering::Acquire) != generation) {
             let b = self.clone();
-            let key = self.generation_word() as *const _ as usize;
             in_turn(key, move || {
                 let word = b.generation_word();
                 let mut until = Instant::now() + SLICE;

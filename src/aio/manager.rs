@@ -2,27 +2,31 @@
 //!
 //! A proxy talks to its manager over one blocking connection per process
 //! (a call writes a request and waits for the reply). [`AsyncProxy`] shares
-//! a proxy between tasks and runs its calls in tokio's blocking pool, on
-//! the same connection as the proxy's blocking calls, so that what a
+//! a proxy between tasks and runs its quick calls in tokio's blocking pool,
+//! on the same connection as the proxy's blocking calls, so that what a
 //! manager ties to a connection (an `RLock` or `Condition` hold) is the
-//! same for both. Waits that may last (a queue `get`, a lock `acquire`, an
-//! event `wait`) go in slices of 100 ms, between which a dropped future is
-//! noticed.
+//! same for both. Waits go on a connection of their own: see
+//! [`AsyncProxy`].
 
 use super::lock::Hold;
 use super::{SLICE, blocking_slices, unwrap_blocking};
 use crate::error::{Error, Result};
 use crate::manager::{
-    BarrierProxy, ConditionProxy, DictProxy, EventProxy, LockProxy, Proxy, QueueProxy,
+    BarrierProxy, BaseProxy, ConditionProxy, DictProxy, EventProxy, LockProxy, Proxy, QueueProxy,
+    from_value,
 };
 use crate::pickle::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How long after its deadline a timed wait gives up on a manager that
+/// does not answer (and cancels its call).
+const GRACE: Duration = Duration::from_millis(50);
 
 /// A manager proxy with awaitable calls, shared by tasks (clones share
 /// the proxy and its connection).
@@ -31,6 +35,28 @@ use std::time::{Duration, Instant};
 /// methods stay reachable through `Deref`. Every proxy has the generic
 /// [`call_async`](Self::call_async); the queue, dict and synchronization
 /// proxies have typed twins.
+///
+/// # Waits: one call on a connection of their own
+///
+/// A queue `get`, an event or barrier `wait`, a `Lock` or semaphore
+/// `acquire` may last. Each is **one** blocking call (with its deadline, if
+/// any, sent to the manager), made from a thread of tokio's blocking pool
+/// on a second connection of the `AsyncProxy`'s own (a proxy of the same
+/// object, made at the first wait and kept), so an idle waiter makes no
+/// calls at all and does not hold up the proxy's other calls. Per
+/// `AsyncProxy` (clones included) one task at a time waits so, first come
+/// first served; the others wait for their turn at no cost.
+///
+/// A dropped wait is cancelled by half-closing that connection (`shutdown`
+/// for writing): the manager notices that its caller is gone at its next
+/// look (a put or set wakes it, else it looks every 200 ms) and gives the
+/// wait up, leaving the item in the queue or the lock free. The reply path
+/// stays open, so what the manager had already handed out still arrives:
+/// an item is kept for the next get, a lock is released. The next wait
+/// opens a new connection; until the cancelled call has ended, it waits.
+///
+/// The calls tied to the proxy's connection (a managed `RLock`, a
+/// `Condition`) stay on it, in calls of at most 100 ms.
 ///
 /// # Examples
 ///
@@ -53,9 +79,83 @@ pub struct AsyncProxy<P> {
 
 struct Inner<P> {
     proxy: P,
-    /// Queue items a dropped `get_async` received after it was dropped:
-    /// the next get returns them first, so that none is lost.
-    stash: Mutex<VecDeque<Box<dyn Any + Send>>>,
+    /// The turn to wait, with the waiting connection.
+    waits: Arc<tokio::sync::Mutex<Waits>>,
+}
+
+/// What the waiting calls of an [`AsyncProxy`] share.
+#[derive(Default)]
+struct Waits {
+    /// A proxy of the same object with a connection of its own, for the
+    /// waiting calls; made at the first.
+    waiter: Option<BaseProxy>,
+    /// Queue items received for dropped gets, oldest first: the next gets
+    /// return them before they ask the manager.
+    stash: VecDeque<Value>,
+}
+
+impl<P> Drop for Inner<P> {
+    fn drop(&mut self) {
+        // No task waits (each holds the `Inner`), so the turn is free.
+        let Ok(mut waits) = self.waits.try_lock() else {
+            return;
+        };
+        if waits.stash.is_empty() {
+            return;
+        }
+        // Items kept for gets that will never come go back to the queue
+        // (at its back): nothing is lost.
+        let Waits { waiter, stash } = std::mem::take(&mut *waits);
+        let Some(waiter) = waiter else { return };
+        super::lock::detached(move || {
+            for v in stash {
+                let put = waiter.call_method("put", vec![v, Value::Bool(true), Value::Float(5.0)]);
+                if let Err(e) = put {
+                    log::warn!("an item kept for a dropped get could not be put back: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Shared by a waiting call's future and its thread: whether the future
+/// was dropped, and the connection's socket to half-close when it is.
+#[derive(Default)]
+struct Cancel {
+    dropped: bool,
+    socket: Option<OwnedFd>,
+    shut: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Cancels the call of a dropped future.
+struct OnDrop(Arc<Mutex<Cancel>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let mut c = lock(&self.0);
+        c.dropped = true;
+        if let Some(fd) = &c.socket {
+            // The manager sees its caller gone and gives the wait up; the
+            // reply (if one is on its way) can still be read.
+            let _ = crate::sys::shutdown(fd.as_fd(), true);
+            c.shut = true;
+        }
+    }
+}
+
+/// What a waiting call does with its result when its future is gone.
+#[derive(Clone, Copy, PartialEq)]
+enum Unclaimed {
+    /// Keep it for the next get (a queue item).
+    Stash,
+    /// Drop it (an event's or a barrier's answer).
+    Drop,
+    /// Release what it took (a lock or semaphore acquire answering true).
+    Release,
 }
 
 impl<P> Clone for AsyncProxy<P> {
@@ -93,7 +193,7 @@ impl<P> AsyncProxy<P> {
         AsyncProxy {
             inner: Arc::new(Inner {
                 proxy,
-                stash: Mutex::new(VecDeque::new()),
+                waits: Arc::default(),
             }),
         }
     }
@@ -108,6 +208,114 @@ impl<P: Send + Sync + 'static> AsyncProxy<P> {
 }
 
 impl<P: Proxy + Send + Sync + 'static> AsyncProxy<P> {
+    /// Makes one waiting call, `method` with the arguments `args` makes
+    /// of the time left until `deadline`, on the waiting connection (see
+    /// the module docs). `None` when the deadline passed (with `GRACE` for
+    /// the call) without an answer.
+    async fn wait_call(
+        &self,
+        method: &'static str,
+        args: fn(Option<Duration>) -> Vec<Value>,
+        deadline: Option<Instant>,
+        unclaimed: Unclaimed,
+    ) -> Option<Result<Value>> {
+        let turn = self.inner.waits.clone().lock_owned();
+        let mut waits = match deadline {
+            None => turn.await,
+            Some(d) => tokio::time::timeout_at(d.into(), turn).await.ok()?,
+        };
+        if unclaimed == Unclaimed::Stash {
+            if let Some(v) = waits.stash.pop_front() {
+                return Some(Ok(v));
+            }
+        }
+        let inner = self.inner.clone();
+        let cancel = Arc::new(Mutex::new(Cancel::default()));
+        let _on_drop = OnDrop(cancel.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let r = Self::call_waiting(&inner, &mut waits, &cancel, method, args, deadline);
+            let inner = inner.clone();
+            match r {
+                Ok(v) if unclaimed == Unclaimed::Stash => {
+                    // If the future is gone by now, the item goes to the
+                    // stash before the turn passes on; the `Inner` lives
+                    // until then, so that, dropped meanwhile, it still sees
+                    // the item (and puts it back).
+                    let alive = inner.clone();
+                    Hold::new((Ok(v), waits), move |(r, mut w): (Result<Value>, _)| {
+                        if let Ok(v) = r {
+                            w.stash.push_back(v);
+                        }
+                        drop(w);
+                        drop(alive);
+                    })
+                }
+                Ok(Value::Bool(true)) if unclaimed == Unclaimed::Release => {
+                    let back = inner.clone();
+                    Hold::new(
+                        (Ok(Value::Bool(true)), waits),
+                        move |(_, w): (Result<Value>, _)| {
+                            drop(w);
+                            super::lock::detached(move || {
+                                let _ = back.proxy.base().call_method("release", vec![]);
+                            });
+                        },
+                    )
+                }
+                r => Hold::plain((r, waits)),
+            }
+        });
+        let done = match deadline {
+            None => task.await,
+            Some(d) => tokio::time::timeout_at((d + GRACE).into(), task)
+                .await
+                .ok()?,
+        };
+        let (r, _turn) = unwrap_blocking(done).keep();
+        Some(r)
+    }
+
+    /// The blocking part of [`wait_call`](Self::wait_call).
+    fn call_waiting(
+        inner: &Inner<P>,
+        waits: &mut Waits,
+        cancel: &Mutex<Cancel>,
+        method: &str,
+        args: fn(Option<Duration>) -> Vec<Value>,
+        deadline: Option<Instant>,
+    ) -> Result<Value> {
+        let waiter = match waits.waiter.take() {
+            Some(w) => w,
+            None => inner.proxy.base().try_clone()?,
+        };
+        let socket = waiter.socket();
+        let r = match socket {
+            Err(e) => Err(e),
+            Ok(fd) => {
+                let go = {
+                    let mut c = lock(cancel);
+                    c.socket = Some(fd);
+                    !c.dropped
+                };
+                let r = if go {
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    waiter.call_method(method, args(left))
+                } else {
+                    Err(Error::Empty)
+                };
+                let mut c = lock(cancel);
+                c.socket = None;
+                if c.shut {
+                    // Half-closed: useless for another call.
+                    waiter.disconnect();
+                }
+                r
+            }
+        };
+        waits.waiter = Some(waiter);
+        r
+    }
+
     /// Awaitable [`BaseProxy::call_method`](crate::manager::BaseProxy::call_method):
     /// calls `method` with plain arguments.
     ///
@@ -229,47 +437,21 @@ impl<T> AsyncProxy<QueueProxy<T>>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn unstash(inner: &Inner<QueueProxy<T>>) -> Option<T> {
-        let mut stash = inner.stash.lock().unwrap_or_else(|e| e.into_inner());
-        let v = stash.pop_front()?;
-        // Only this type's gets stash into it.
-        Some(
-            *v.downcast::<T>()
-                .expect("a stashed item of the queue's type"),
-        )
-    }
-
-    /// The get loop: `deadline` `None` waits as long as it takes.
+    /// The get: `deadline` `None` waits as long as it takes.
     async fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
-        if let Some(v) = Self::unstash(&self.inner) {
-            return Ok(v);
+        fn args(left: Option<Duration>) -> Vec<Value> {
+            match left {
+                None => vec![],
+                Some(t) => vec![Value::Bool(true), Value::Float(t.as_secs_f64())],
+            }
         }
-        let inner = self.inner.clone();
-        let got = blocking_slices(move || {
-            let mut slice = SLICE;
-            if let Some(d) = deadline {
-                slice = slice.min(d.saturating_duration_since(Instant::now()));
-            }
-            let r = match Self::unstash(&inner) {
-                Some(v) => Ok(v),
-                None => inner.proxy.get_timeout(slice),
-            };
-            match r {
-                Ok(v) => {
-                    let back = inner.clone();
-                    Some(Ok(Hold::new(v, move |v| {
-                        back.stash
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push_front(Box::new(v));
-                    })))
-                }
-                Err(Error::Empty) if deadline.is_none_or(|d| Instant::now() < d) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await?;
-        Ok(got.keep())
+        match self
+            .wait_call("get", args, deadline, Unclaimed::Stash)
+            .await
+        {
+            None => Err(Error::Empty),
+            Some(r) => from_value(r?),
+        }
     }
 
     /// Awaitable [`QueueProxy::get`].
@@ -282,17 +464,29 @@ where
     ///
     /// Outside a tokio runtime.
     ///
+    /// Waiting is one call on the `AsyncProxy`'s waiting connection (see
+    /// [`AsyncProxy`]): an idle waiter makes no
+    /// calls. Gets through one `AsyncProxy` (and its clones) take turns,
+    /// first come first served.
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: an item received after the future was dropped is kept
-    /// in this `AsyncProxy` (shared by its clones) and returned by the next
-    /// get through it, so none is lost while the `AsyncProxy` is used. (It
-    /// may come after an item that a get started meanwhile received.)
+    /// Cancel safe: dropping a pending `get_async` cancels its call (the
+    /// manager gives the wait up within 200 ms, the item staying in the
+    /// queue); an item the manager had already taken for it is **kept**
+    /// and returned by the next get through this `AsyncProxy` (or one of
+    /// its clones), before any item still in the queue, so the order is
+    /// the queue's. If the `AsyncProxy` and all its clones are dropped
+    /// first, kept items are put back at the queue's end. A get after a
+    /// dropped one waits until the dropped call has ended.
     pub async fn get_async(&self) -> Result<T> {
         self.get_until(None).await
     }
 
-    /// [`get_async`](Self::get_async) for at most `timeout`.
+    /// [`get_async`](Self::get_async) for at most `timeout`, which the
+    /// manager is told: one call. Returns within 50 ms of the deadline
+    /// whatever the manager does (a manager that has not answered by then
+    /// has its call cancelled, as for a dropped get).
     ///
     /// # Errors
     ///
@@ -363,8 +557,13 @@ where
 impl AsyncProxy<LockProxy> {
     /// Awaitable [`LockProxy::acquire`] (a managed `Lock`, `RLock`,
     /// `Semaphore` or `BoundedSemaphore`), returning a guard that releases
-    /// when dropped. The hold belongs to the proxy's connection, as for the
-    /// blocking calls.
+    /// when dropped.
+    ///
+    /// A `Lock` or semaphore is acquired in one call on the `AsyncProxy`'s
+    /// waiting connection (see [`AsyncProxy`]), so an idle waiter
+    /// makes no calls. An `RLock` belongs to the connection that took it,
+    /// so it is acquired on the proxy's own connection, as by the blocking
+    /// calls, in calls of at most 100 ms.
     ///
     /// # Errors
     ///
@@ -376,22 +575,35 @@ impl AsyncProxy<LockProxy> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a dropped `acquire_async` never keeps the lock (one
-    /// taken after the drop is released).
+    /// Cancel safe: a dropped `acquire_async` never keeps the lock (its
+    /// call is cancelled, and a lock it took all the same is released).
     pub async fn acquire_async(&self) -> Result<AsyncProxyGuard> {
-        let inner = self.inner.clone();
-        blocking_slices(move || match inner.proxy.acquire_timeout(SLICE) {
-            Ok(true) => {
-                let back = inner.clone();
-                Some(Ok(Hold::new((), move |()| {
-                    let _ = back.proxy.release();
-                })))
+        if self.base().token().typeid == "RLock" {
+            let inner = self.inner.clone();
+            blocking_slices(move || match inner.proxy.acquire_timeout(SLICE) {
+                Ok(true) => {
+                    let back = inner.clone();
+                    Some(Ok(Hold::new((), move |()| {
+                        let _ = back.proxy.release();
+                    })))
+                }
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .await?
+            .keep();
+        } else {
+            fn args(_: Option<Duration>) -> Vec<Value> {
+                vec![]
             }
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .await?
-        .keep();
+            let r = self
+                .wait_call("acquire", args, None, Unclaimed::Release)
+                .await
+                .expect("no deadline");
+            if !from_value::<bool>(r?)? {
+                return Err(Error::Decode("acquire answered false".into()));
+            }
+        }
         Ok(AsyncProxyGuard { lock: self.clone() })
     }
 }
@@ -414,7 +626,9 @@ impl Drop for AsyncProxyGuard {
 }
 
 impl AsyncProxy<EventProxy> {
-    /// Awaitable [`EventProxy::wait`].
+    /// Awaitable [`EventProxy::wait`]: one call on the `AsyncProxy`'s
+    /// waiting connection (see [`AsyncProxy`]), so an idle waiter
+    /// makes no calls.
     ///
     /// # Errors
     ///
@@ -422,18 +636,14 @@ impl AsyncProxy<EventProxy> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only waits.
+    /// Cancel safe: it only waits (a dropped wait's call is cancelled).
     pub async fn wait_async(&self) -> Result<()> {
-        let inner = self.inner.clone();
-        blocking_slices(move || match inner.proxy.wait_timeout(SLICE) {
-            Ok(true) => Some(Ok(())),
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .await
+        self.wait_until(None).await.map(|_| ())
     }
 
-    /// Awaitable [`EventProxy::wait_timeout`]; true when set.
+    /// Awaitable [`EventProxy::wait_timeout`]; true when set. The manager
+    /// is told the timeout (one call); returns within 50 ms of it whatever
+    /// the manager does.
     ///
     /// # Errors
     ///
@@ -443,15 +653,28 @@ impl AsyncProxy<EventProxy> {
     ///
     /// Cancel safe.
     pub async fn wait_async_timeout(&self, timeout: Duration) -> Result<bool> {
-        match tokio::time::timeout(timeout, self.wait_async()).await {
-            Ok(r) => r.map(|()| true),
-            Err(_) => Ok(false),
+        self.wait_until(Instant::now().checked_add(timeout)).await
+    }
+
+    async fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {
+        fn args(left: Option<Duration>) -> Vec<Value> {
+            left.map(|t| vec![Value::Float(t.as_secs_f64())])
+                .unwrap_or_default()
+        }
+        match self
+            .wait_call("wait", args, deadline, Unclaimed::Drop)
+            .await
+        {
+            None => Ok(false),
+            Some(r) => from_value(r?),
         }
     }
 }
 
 impl AsyncProxy<ConditionProxy> {
-    /// Awaitable [`ConditionProxy::acquire`].
+    /// Awaitable [`ConditionProxy::acquire`]: the lock is taken for the
+    /// proxy's connection (which the condition's waits and notifies must
+    /// use), in calls of at most 100 ms.
     ///
     /// # Errors
     ///
@@ -459,11 +682,29 @@ impl AsyncProxy<ConditionProxy> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: a dropped `acquire_async` may still take the lock
-    /// for the proxy's connection; release it with
-    /// [`ConditionProxy::release`].
+    /// Cancel safe: a dropped `acquire_async` never keeps the lock (one its
+    /// call took after the drop is released).
     pub async fn acquire_async(&self) -> Result<()> {
-        self.run(|c| c.acquire()).await
+        let inner = self.inner.clone();
+        blocking_slices(move || {
+            let r = inner.proxy.base().call_method(
+                "acquire",
+                vec![Value::Bool(true), Value::Float(SLICE.as_secs_f64())],
+            );
+            match r.and_then(from_value::<bool>) {
+                Ok(true) => {
+                    let back = inner.clone();
+                    Some(Ok(Hold::new((), move |()| {
+                        let _ = back.proxy.release();
+                    })))
+                }
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await?
+        .keep();
+        Ok(())
     }
 
     /// Awaitable [`ConditionProxy::wait_timeout`] (`None`: as long as it
@@ -475,8 +716,15 @@ impl AsyncProxy<ConditionProxy> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: a dropped wait goes on in the manager until it is
-    /// notified or times out, and then holds the lock again.
+    /// Not cancel safe. The condition's lock belongs to the proxy's
+    /// connection, so the wait must be made on it, and the manager's wait
+    /// ends only when notified, at its timeout, or when that connection
+    /// closes (which would leave the lock to a connection that is gone).
+    /// So a dropped wait goes on in the manager until it is notified or
+    /// times out, and then the connection holds the lock again, as after a
+    /// wait (asyncio's state after a cancelled wait); the proxy's next call
+    /// (a `release`, say) waits until then. Give the wait a timeout where
+    /// it may be dropped.
     pub async fn wait_async(&self, timeout: Option<Duration>) -> Result<bool> {
         self.run(move |c| match timeout {
             None => c.wait().map(|()| true),
@@ -487,7 +735,9 @@ impl AsyncProxy<ConditionProxy> {
 }
 
 impl AsyncProxy<BarrierProxy> {
-    /// Awaitable [`BarrierProxy::wait`]; the arrival index.
+    /// Awaitable [`BarrierProxy::wait`] (with the barrier's default
+    /// timeout); the arrival index. One call on the `AsyncProxy`'s waiting
+    /// connection (see [`AsyncProxy`]).
     ///
     /// # Errors
     ///
@@ -495,8 +745,18 @@ impl AsyncProxy<BarrierProxy> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: a dropped wait still counts as arrived.
+    /// Cancel safe in that nothing is left behind: dropping a pending wait
+    /// cancels its call, and the manager then **breaks** the barrier (the
+    /// other waiters get `BrokenBarrierError`), as when a waiter times out
+    /// or its process dies; a party that left is not counted as arrived.
     pub async fn wait_async(&self) -> Result<usize> {
-        self.run(|b| b.wait()).await
+        fn args(_: Option<Duration>) -> Vec<Value> {
+            vec![]
+        }
+        let r = self
+            .wait_call("wait", args, None, Unclaimed::Drop)
+            .await
+            .expect("no deadline");
+        from_value(r?)
     }
 }

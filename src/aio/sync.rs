@@ -4,21 +4,18 @@
 //! cannot watch. The twins wait on the futex in a thread of tokio's
 //! blocking pool, in 100 ms slices between which they check whether the
 //! future was dropped: a waiter thread asleep in the kernel, and a dropped
-//! future frees its thread within 100 ms (`Event::wait_async` first looks
-//! for up to 50 µs between yields to the runtime, which spares a ping-pong
-//! two thread wake-ups per round). Per
+//! future frees its thread within 100 ms. Before that, the first poll
+//! looks inline for a bounded, adaptive moment (at most 20 µs, see
+//! `spin.rs`), which spares a ping-pong two thread wake-ups per round. Per
 //! primitive and process only one task at a time waits so (the others
 //! queue for their turn, see `lock.rs`), so many waiting tasks are one
 //! thread.
 
 use super::SLICE;
 use super::lock::{Hold, in_turn};
+use super::spin::spin_until;
 use crate::sync::{BoundedSemaphore, Event, Semaphore};
-use std::time::{Duration, Instant};
-
-/// How long `Event::wait_async` keeps looking (yielding to the runtime in
-/// between) before it waits in a thread.
-const SPIN: Duration = Duration::from_micros(50);
+use std::time::Duration;
 
 impl Event {
     /// Awaitable [`wait`](Event::wait): until the event is set.
@@ -42,19 +39,12 @@ impl Event {
     /// # }).unwrap();
     /// ```
     pub async fn wait_async(&self) {
-        // A setter in another process often answers within microseconds
-        // (a ping-pong): look again between yields to the runtime for a
-        // moment before handing the wait to a thread (two thread wake-ups
-        // more). Bounded, so an idle waiter still costs nothing after it.
-        let spin_until = Instant::now() + SPIN;
-        loop {
-            if self.is_set() {
-                return;
-            }
-            if Instant::now() >= spin_until {
-                break;
-            }
-            tokio::task::yield_now().await;
+        // A setter in another process often answers within a microsecond
+        // (a ping-pong): look for it inline, for a bounded adaptive moment
+        // (see `spin.rs`), before handing the wait to a thread (two thread
+        // wake-ups more). An idle waiter costs nothing after it.
+        if spin_until(self.identity(), || self.is_set()) {
+            return;
         }
         let e = self.clone();
         in_turn(self.identity(), move || {
@@ -90,7 +80,7 @@ macro_rules! sem_async {
             /// Cancel safe: a dropped `acquire_async` never keeps a unit (one
             /// taken by its waiting thread after the drop is released).
             pub async fn acquire_async(&self) {
-                if self.try_acquire() {
+                if spin_until(self.identity(), || self.value() > 0 && self.try_acquire()) {
                     return;
                 }
                 let s = self.clone();

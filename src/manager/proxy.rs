@@ -298,6 +298,28 @@ impl BaseProxy {
     pub fn get_value(&self) -> Result<Value> {
         self.call_method("#GETVALUE", vec![])
     }
+
+    /// A new proxy of the same object with its own reference and
+    /// connection ([`Clone`], reporting failure instead of panicking).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_clone(&self) -> Result<BaseProxy> {
+        BaseProxy::attach(self.token.clone(), self.authkey.clone())
+    }
+
+    /// A duplicate of this process's connection socket (opened if need
+    /// be): another thread may half-close it while a call waits on it.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn socket(&self) -> Result<std::os::fd::OwnedFd> {
+        let slot = self.link()?;
+        let link = slot.as_ref().expect("connected");
+        Ok(std::os::fd::AsFd::as_fd(&link.conn).try_clone_to_owned()?)
+    }
+
+    /// Forgets this process's connection; the next call opens a new one.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn disconnect(&self) {
+        *lock(&self.conn) = None;
+    }
 }
 
 /// True when `v` holds an object (a proxy, perhaps), whose decoding may

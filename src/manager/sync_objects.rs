@@ -404,8 +404,13 @@ impl Object for CondObj {
                     call.wait_while(&self.changed, s, timeout, |c| c.notified.contains(&ticket));
                 s.notified.remove(&ticket);
                 s.waiting.retain(|t| *t != ticket);
-                // Take the lock back, whatever happened (as Python does).
-                let (mut s, _) = call.wait_while(&self.changed, s, None, |c| c.owner.is_none());
+                // Take the lock back, whatever happened (as Python does);
+                // but not for a caller that is gone (its process died), which
+                // would keep the lock, or take it from its holder.
+                let (mut s, free) = call.wait_while(&self.changed, s, None, |c| c.owner.is_none());
+                if !free || call.caller_gone() {
+                    return Ok(Value::Bool(false));
+                }
                 s.owner = Some(me);
                 s.count = saved;
                 Ok(Value::Bool(notified))
