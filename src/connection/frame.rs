@@ -9,6 +9,7 @@
 //! or without a deadline, goes on from there.
 
 use super::Framing;
+use super::spin::Spin;
 use crate::codec::le;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -221,11 +222,23 @@ fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)
 /// One read from the socket, waiting no longer than `deadline` for bytes
 /// to arrive ([`Error::Timeout`] then). `recv(nonblocking)` makes the read.
 /// Returns 0 at end of stream.
+///
+/// An empty socket is first asked again without blocking for a while
+/// (`spin`, see the `spin` module), within the deadline, and only then
+/// waited on.
 fn read_with(
     fd: BorrowedFd<'_>,
     deadline: Option<Instant>,
+    spin: &Spin,
     mut recv: impl FnMut(bool) -> io::Result<usize>,
 ) -> Result<usize> {
+    let spun = spin.run(deadline, || match recv(true) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        other => other.map(Some),
+    })?;
+    if let Some(n) = spun {
+        return Ok(n);
+    }
     let Some(deadline) = deadline else {
         return Ok(recv(false)?);
     };
@@ -248,14 +261,22 @@ fn read_some(
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
     deadline: Option<Instant>,
+    spin: &Spin,
 ) -> Result<usize> {
-    read_with(fd, deadline, |nb| sys::recv_msg_into(fd, buf, fds, nb))
+    read_with(fd, deadline, spin, |nb| {
+        sys::recv_msg_into(fd, buf, fds, nb)
+    })
 }
 
 /// [`read_some`] into the free end of the read buffer (moving the
 /// unread bytes to its start first when the free end is used up). Returns
 /// false at end of stream.
-fn fill(fd: BorrowedFd<'_>, r: &mut Reader, deadline: Option<Instant>) -> Result<bool> {
+fn fill(
+    fd: BorrowedFd<'_>,
+    r: &mut Reader,
+    deadline: Option<Instant>,
+    spin: &Spin,
+) -> Result<bool> {
     if r.start > 0 && r.end == r.buf.len() {
         r.buf.copy_within(r.start..r.end, 0);
         r.end -= r.start;
@@ -263,7 +284,7 @@ fn fill(fd: BorrowedFd<'_>, r: &mut Reader, deadline: Option<Instant>) -> Result
     }
     let end = r.end;
     let Reader { buf, fds, .. } = r;
-    let n = read_some(fd, &mut buf[end..], fds, deadline)?;
+    let n = read_some(fd, &mut buf[end..], fds, deadline, spin)?;
     r.end += n;
     Ok(n > 0)
 }
@@ -276,11 +297,12 @@ pub(super) fn read_frame(
     r: &mut Reader,
     framing: Framing,
     deadline: Option<Instant>,
+    spin: &Spin,
     max: u64,
     dest: Option<&mut [u8]>,
 ) -> Result<Frame> {
     if let Some(partial) = r.partial.take() {
-        return finish_large(fd, r, partial, deadline);
+        return finish_large(fd, r, partial, deadline, spin);
     }
     if r.end == r.start {
         r.start = 0;
@@ -290,7 +312,7 @@ pub(super) fn read_frame(
         if let Some(h) = parse_header(framing, &r.buf[r.start..r.end])? {
             break h;
         }
-        if !fill(fd, r, deadline)? {
+        if !fill(fd, r, deadline, spin)? {
             return Err(if r.end == r.start {
                 Error::Eof
             } else {
@@ -315,7 +337,7 @@ pub(super) fn read_frame(
             r.start = 0;
         }
         while r.end - r.start < total {
-            if !fill(fd, r, deadline)? {
+            if !fill(fd, r, deadline, spin)? {
                 return Err(Error::Truncated);
             }
         }
@@ -336,7 +358,7 @@ pub(super) fn read_frame(
         r.start = 0;
         r.end = 0;
         while got < len {
-            let n = read_some(fd, &mut dest[got..len], &mut r.fds, None)?;
+            let n = read_some(fd, &mut dest[got..len], &mut r.fds, None, spin)?;
             if n == 0 {
                 return Err(Error::Truncated);
             }
@@ -348,7 +370,7 @@ pub(super) fn read_frame(
     payload.extend_from_slice(buffered);
     r.start = 0;
     r.end = 0;
-    finish_large(fd, r, Partial { payload, len, nfds }, deadline)
+    finish_large(fd, r, Partial { payload, len, nfds }, deadline, spin)
 }
 
 /// Reads the rest of a large frame's payload; if `deadline` passes first,
@@ -364,6 +386,7 @@ fn finish_large(
     r: &mut Reader,
     mut p: Partial,
     deadline: Option<Instant>,
+    spin: &Spin,
 ) -> Result<Frame> {
     while p.payload.len() < p.len {
         let left = p.len - p.payload.len();
@@ -374,7 +397,7 @@ fn finish_large(
         }
         let want = (p.payload.capacity() - p.payload.len()).min(left);
         let spare = &mut p.payload.spare_capacity_mut()[..want];
-        match read_with(fd, deadline, |nb| sys::recv_uninit(fd, spare, nb)) {
+        match read_with(fd, deadline, spin, |nb| sys::recv_uninit(fd, spare, nb)) {
             Ok(0) => return Err(Error::Truncated),
             // SAFETY: recv initialised the first `n` spare bytes (n <= want).
             #[allow(unsafe_code)]

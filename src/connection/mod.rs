@@ -20,6 +20,18 @@
 //! stream. [`Connection::poll`] and [`wait`] keep to their timeouts too,
 //! also while another thread is receiving on the same end.
 //!
+//! A receive (or [`Connection::poll`]) that finds nothing to read first
+//! spins for a short, adaptive time, asking the socket again without
+//! blocking, and only then sleeps in the kernel. A peer that answers
+//! within the spin (another process busy on another CPU) then costs no
+//! kernel wake-up on either side, which is most of a round trip's time on
+//! a virtual machine. The spin is at most [`DEFAULT_SPIN`] (50 µs) per
+//! receive, shrinks while spins keep failing (so an idle or overloaded
+//! waiter soon stops spinning), counts against timeouts and deadlines, and
+//! is off on a machine with one CPU. [`Connection::set_spin`] changes it
+//! for one end, `MULTIPROC_CONNECTION_SPIN_US` (microseconds, `0` for off)
+//! for every connection of a process. [`wait`] does not spin.
+//!
 //! Received values are decoded within a nesting limit
 //! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
 //! overflow the receiver's stack.
@@ -30,12 +42,14 @@
 pub(crate) mod auth;
 mod frame;
 mod listener;
+mod spin;
 mod wait;
 
 pub use auth::{
     answer_challenge, answer_challenge_deadline, deliver_challenge, deliver_challenge_deadline,
 };
 pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ToAddress};
+pub use spin::DEFAULT_SPIN;
 pub use wait::{Waitable, wait};
 
 pub(crate) use frame::MAX_FDS;
@@ -46,6 +60,7 @@ use crate::sys;
 use frame::{Frame, HEADER, Payload, READ_BUF, Reader, send_frame, write_header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use spin::Spin;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -101,6 +116,7 @@ pub struct Connection {
     max_message: AtomicU64,
     max_depth: AtomicU32,
     framing: Framing,
+    spin: Spin,
 }
 
 /// Creates pairs of connected [`Connection`]s (Python's `Pipe()`).
@@ -170,6 +186,7 @@ impl Connection {
             max_message: AtomicU64::new(DEFAULT_MAX_MESSAGE),
             max_depth: AtomicU32::new(codec::max_decode_depth()),
             framing,
+            spin: Spin::new(),
         }
     }
 
@@ -206,6 +223,7 @@ impl Connection {
         let c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
         c.set_max_message_size(self.max_message_size());
         c.set_max_decode_depth(self.max_decode_depth());
+        c.set_spin(self.spin());
         Ok(c)
     }
 
@@ -260,6 +278,47 @@ impl Connection {
     /// [`set_max_decode_depth`](Self::set_max_decode_depth)).
     pub fn max_decode_depth(&self) -> u32 {
         self.max_depth.load(Ordering::Relaxed)
+    }
+
+    /// Sets how long a receive (or [`poll`](Self::poll)) on this end keeps
+    /// asking an empty socket without blocking before it sleeps;
+    /// `Duration::ZERO` turns this off.
+    ///
+    /// While a receiver spins, it is not waiting in the kernel, so the
+    /// peer's send has nobody to wake: between two busy processes a round
+    /// trip then costs a few system calls instead of two kernel wake-ups.
+    /// The spin adapts: it halves after each spin that found nothing, stops
+    /// below an eighth of this limit (then one blocking receive in 32 still
+    /// tries a short spin), and doubles back up to the limit while spins
+    /// succeed; so a receiver spends at most this much CPU per receive, and
+    /// next to nothing while it mostly waits. A spin counts against the receive's timeout or
+    /// deadline. On a machine with one CPU nobody spins.
+    ///
+    /// The default is [`DEFAULT_SPIN`] (50 µs), or the whole number of
+    /// microseconds in the environment variable
+    /// `MULTIPROC_CONNECTION_SPIN_US` (read once per process; `0` turns
+    /// spinning off). The setting belongs to this end: it is copied by
+    /// [`try_clone`](Self::try_clone) but does not travel when the
+    /// connection is sent to another process.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// b.set_spin(Duration::ZERO); // always block at once
+    /// a.send(&1u8)?;
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set_spin(&self, limit: Duration) {
+        self.spin.set_limit(limit);
+    }
+
+    /// The longest spin of a receive on this end (see
+    /// [`set_spin`](Self::set_spin)); zero when it never spins.
+    pub fn spin(&self) -> Duration {
+        self.spin.limit()
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
@@ -493,7 +552,7 @@ impl Connection {
         loop {
             match self.has_buffered_message()? {
                 Some(true) => return Ok(true),
-                Some(false) => return Ok(sys::wait_readable(self.fd.as_fd(), deadline)?),
+                Some(false) => return Ok(self.wait_readable(deadline)?),
                 None => {
                     let slice = Instant::now() + BUSY_SLICE;
                     let until = deadline.map_or(slice, |d| d.min(slice));
@@ -506,6 +565,16 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Waits until the socket is readable or `deadline` passes, spinning
+    /// first like a receive does (see [`set_spin`](Self::set_spin)).
+    fn wait_readable(&self, deadline: Option<Instant>) -> std::io::Result<bool> {
+        let fd = self.fd.as_fd();
+        let spun = self
+            .spin
+            .run(deadline, || Ok(sys::readable_now(fd)?.then_some(())))?;
+        Ok(spun.is_some() || sys::wait_readable(fd, deadline)?)
     }
 
     /// Whether a whole message (or an earlier protocol error) already sits in
@@ -600,6 +669,7 @@ impl Connection {
             &mut r,
             self.framing,
             deadline,
+            &self.spin,
             max,
             dest.as_deref_mut(),
         );

@@ -41,6 +41,17 @@ pub(crate) fn poll_readable(
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
+/// Whether `fd` is readable (or hung up) right now, without waiting and
+/// without allocating.
+///
+/// # References
+/// poll(2)
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+    let n = retry(|| rustix::event::poll(&mut pfd, Some(&Timespec::default())))?;
+    Ok(n > 0 && !pfd[0].revents().is_empty())
+}
+
 /// Waits until `fd` is readable or `deadline` passes; `true` if readable.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
     Ok(poll_readable(&[fd], deadline)?[0])
