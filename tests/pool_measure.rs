@@ -3,7 +3,7 @@
 //! ones must not be charged with what they used.
 
 use multiproc::Pool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 
@@ -12,11 +12,19 @@ fn touch(mib: usize) -> usize {
     std::hint::black_box(v).len()
 }
 
+/// Spins until this thread has used `ms` milliseconds of CPU time (not wall
+/// time: on a loaded machine a wall-clock loop gets only part of a core).
 fn burn(ms: u64) -> u64 {
-    let t = Instant::now();
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    let start = cpu();
     let mut x = 0u64;
-    while t.elapsed() < Duration::from_millis(ms) {
-        x = std::hint::black_box(x.wrapping_add(1));
+    while cpu() - start < Duration::from_millis(ms) {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
     }
     x
 }
