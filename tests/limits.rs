@@ -88,6 +88,23 @@ fn doubling_memory_limit_names_the_limit(method: StartMethod) {
     }
 }
 
+fn pool_doubling_memory_limit_names_the_limit(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(method)
+        .worker_limits(Limits::new().memory(512 * MIB))
+        .build()
+        .unwrap();
+    match pool.apply(grow, ()) {
+        Err(Error::LimitExceeded {
+            limit: Limit::Memory(bytes),
+            ..
+        }) => assert_eq!(bytes, 512 * MIB),
+        other => panic!("{method}: expected the memory limit, got {other:?}"),
+    }
+    assert_eq!(pool.apply(touch, (1,)).unwrap(), 7 * (1 << 20) / 4096);
+}
+
 /// Run by [`memory_limit_is_reported_with_rust_backtrace_set`] with
 /// `RUST_BACKTRACE` set for the whole process (so for every child, with
 /// every start method), where std prints a backtrace between the failed
@@ -97,6 +114,7 @@ fn doubling_memory_limit_names_the_limit(method: StartMethod) {
 fn memory_limit_under_the_inherited_environment() {
     for_each_method(memory_limit_names_the_limit);
     for_each_method(doubling_memory_limit_names_the_limit);
+    for_each_method(pool_doubling_memory_limit_names_the_limit);
 }
 
 #[test]
