@@ -19,16 +19,19 @@
 //!     also prints a backtrace before it aborts; looking up debug info
 //!     makes system calls that fail (`ENOENT`), so `errno` cannot be
 //!     relied on then (nor when stderr is closed); or
-//!   - the address space in use (`/proc/self/statm`, read with
-//!     async-signal-safe calls) is above half the limit: then a request no
-//!     larger than what is already mapped could have failed, which covers
-//!     a process that grows by blocks or by doubling a buffer.
+//!   - the address space the child mapped since the limit was set
+//!     (`/proc/self/statm`, read then and, with async-signal-safe calls, in
+//!     the handler) is more than half of what the limit left: then a
+//!     request no larger than what the child has mapped since could have
+//!     failed, which covers a child that grows by blocks or by doubling a
+//!     buffer.
 //!
-//!   What remains: an abort of another cause in a process using more than
-//!   half its limit is reported as [`Limit::Memory`], and with
-//!   `RUST_BACKTRACE` set a single request larger than everything mapped so
-//!   far (say `vec![0u8; 1 << 40]` early in the child) that fails is
-//!   reported as SIGABRT when the backtrace printing changed `errno`.
+//!   What remains: an abort of another cause in a child that has mapped
+//!   more than half of what its limit left is reported as
+//!   [`Limit::Memory`], and with `RUST_BACKTRACE` set a single failed
+//!   request larger than all the child mapped before it (say
+//!   `vec![0u8; 1 << 40]` early in the child) is reported as SIGABRT when
+//!   the backtrace printing changed `errno`.
 //! * **CPU time**: `RLIMIT_CPU`, in whole seconds (rounded up). When it is
 //!   used up the kernel sends SIGXCPU, which ends the process; for a
 //!   [`Process`](crate::Process) the hard limit is one second later (SIGKILL
@@ -66,11 +69,11 @@ use std::time::Duration;
 ///   headroom for thread stacks and allocator arenas. An allocation past it
 ///   aborts the child; the abort is recognised by the `ENOMEM` left by the
 ///   failed allocation or, when that is gone (std prints a backtrace first
-///   under `RUST_BACKTRACE`), by an address space above half the limit. A
-///   single request larger than all that is mapped, made under
-///   `RUST_BACKTRACE`, may be reported as a plain SIGABRT; another abort in
-///   a child using over half its limit is reported as the limit. cgroup
-///   memory limits are not used.
+///   under `RUST_BACKTRACE`), by the child having mapped more than half of
+///   what the limit left it. A single request larger than all the child
+///   mapped before, made under `RUST_BACKTRACE`, may be reported as a
+///   plain SIGABRT; another abort in a child past that half is reported as
+///   the limit. cgroup memory limits are not used.
 /// * [`cpu_time`](Self::cpu_time) caps user + system CPU time
 ///   (`RLIMIT_CPU`), in whole seconds, rounded up.
 ///
@@ -173,9 +176,11 @@ const MEMORY_HIT: u8 = b'M';
 
 /// The child's end of the marker pipe, or -1.
 static MARKER_FD: AtomicI32 = AtomicI32::new(-1);
-/// The `RLIMIT_AS` in place in the child, in bytes (0: none), and the page
-/// size, for the SIGABRT handler.
+/// For the SIGABRT handler: the `RLIMIT_AS` in place in the child, in
+/// bytes (0: none), the address space in use when it was set, in pages,
+/// and the page size.
 static AS_LIMIT: AtomicU64 = AtomicU64::new(0);
+static AS_BASE_PAGES: AtomicU64 = AtomicU64::new(0);
 static PAGE_SIZE: AtomicU64 = AtomicU64::new(0);
 /// The per-task CPU limit of a pool worker in nanoseconds (0: none).
 static TASK_CPU_NS: AtomicU64 = AtomicU64::new(0);
@@ -215,6 +220,7 @@ pub(crate) fn apply_in_child(limits: ChildLimits) -> Result<(), String> {
     if let Some(bytes) = limits.memory {
         set_limit(rustix::process::Resource::As, bytes, Some(bytes))
             .map_err(|e| format!("cannot set the memory limit: {e}"))?;
+        AS_BASE_PAGES.store(statm_pages().unwrap_or(0), Ordering::Relaxed);
         let set = rustix::process::getrlimit(rustix::process::Resource::As).current;
         AS_LIMIT.store(set.unwrap_or(0), Ordering::Relaxed);
         // SAFETY: sysconf has no preconditions.
@@ -250,17 +256,29 @@ extern "C" fn on_abort(_sig: libc::c_int) {
     }
 }
 
-/// In the SIGABRT handler: whether the address space in use (the first
-/// field of `/proc/self/statm`) is above half the `RLIMIT_AS` set with the
-/// memory limit, that is, whether an allocation no larger than what is
-/// already mapped could have failed. Only async-signal-safe calls (open,
-/// read, close); false when the file cannot be read.
+/// In the SIGABRT handler: whether the address space mapped since the
+/// memory limit was set (the first field of `/proc/self/statm`, now and
+/// then) is more than half of what the limit left, that is, whether a
+/// request no larger than what the child has mapped since then could have
+/// failed. Only async-signal-safe calls; false when the file cannot be
+/// read.
 fn address_space_near_limit() -> bool {
     let limit = AS_LIMIT.load(Ordering::Relaxed);
     let page = PAGE_SIZE.load(Ordering::Relaxed);
     if limit == 0 || page == 0 {
         return false;
     }
+    let Some(now) = statm_pages() else {
+        return false;
+    };
+    let base = AS_BASE_PAGES.load(Ordering::Relaxed).saturating_mul(page);
+    let grown = now.saturating_mul(page).saturating_sub(base);
+    grown > limit.saturating_sub(base) / 2
+}
+
+/// This process's address space in pages, from `/proc/self/statm`, read
+/// with async-signal-safe calls only (open, read, close).
+fn statm_pages() -> Option<u64> {
     let mut buf = [0u8; 128];
     // SAFETY: open(2), read(2) and close(2) are async-signal-safe; the
     // path is a NUL-terminated static string, `buf` is a local buffer of
@@ -272,17 +290,14 @@ fn address_space_near_limit() -> bool {
             libc::O_RDONLY | libc::O_CLOEXEC,
         );
         if fd < 0 {
-            return false;
+            return None;
         }
         let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
         libc::close(fd);
         n
     };
-    let Ok(n) = usize::try_from(n) else {
-        return false;
-    };
+    let n = usize::try_from(n).ok()?;
     statm_size_pages(&buf[..n.min(buf.len())])
-        .is_some_and(|pages| pages.saturating_mul(page) > limit / 2)
 }
 
 /// The first field of `/proc/self/statm` (the address space in pages).
@@ -500,7 +515,6 @@ mod tests {
 
     #[test]
     fn this_process_statm_is_read() {
-        let statm = std::fs::read("/proc/self/statm").unwrap();
-        assert!(statm_size_pages(&statm).is_some_and(|p| p > 0));
+        assert!(super::statm_pages().is_some_and(|p| p > 0));
     }
 }
