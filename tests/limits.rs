@@ -62,6 +62,86 @@ fn process_memory_limit_is_reported_as_such() {
     for_each_method(memory_limit_names_the_limit);
 }
 
+/// Grows one `Vec<u8>` by 1 MiB steps, so that it doubles its capacity,
+/// until something stops it.
+fn grow() -> usize {
+    let chunk = vec![1u8; 1 << 20];
+    let mut v: Vec<u8> = Vec::new();
+    loop {
+        v.extend_from_slice(&chunk);
+        std::hint::black_box(&v);
+    }
+}
+
+fn doubling_memory_limit_names_the_limit(method: StartMethod) {
+    let mut p = Process::new(grow, ())
+        .start_method(method)
+        .limits(Limits::new().memory(512 * MIB));
+    p.start().unwrap();
+    assert!(p.join_timeout(Duration::from_secs(60)).unwrap());
+    match p.take_result() {
+        Err(Error::LimitExceeded {
+            limit: Limit::Memory(bytes),
+            ..
+        }) => assert_eq!(bytes, 512 * MIB),
+        other => panic!("{method}: expected the memory limit, got {other:?}"),
+    }
+}
+
+fn pool_doubling_memory_limit_names_the_limit(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(method)
+        .worker_limits(Limits::new().memory(512 * MIB))
+        .build()
+        .unwrap();
+    match pool.apply(grow, ()) {
+        Err(Error::LimitExceeded {
+            limit: Limit::Memory(bytes),
+            ..
+        }) => assert_eq!(bytes, 512 * MIB),
+        other => panic!("{method}: expected the memory limit, got {other:?}"),
+    }
+    assert_eq!(pool.apply(touch, (1,)).unwrap(), 7 * (1 << 20) / 4096);
+}
+
+/// Run by [`memory_limit_is_reported_with_rust_backtrace_set`] with
+/// `RUST_BACKTRACE` set for the whole process (so for every child, with
+/// every start method), where std prints a backtrace between the failed
+/// allocation and the abort.
+#[test]
+#[ignore = "run with RUST_BACKTRACE set by memory_limit_is_reported_with_rust_backtrace_set"]
+fn memory_limit_under_the_inherited_environment() {
+    for_each_method(memory_limit_names_the_limit);
+    for_each_method(doubling_memory_limit_names_the_limit);
+    for_each_method(pool_doubling_memory_limit_names_the_limit);
+}
+
+#[test]
+fn memory_limit_is_reported_with_rust_backtrace_set() {
+    let exe = std::env::current_exe().unwrap();
+    for style in ["1", "full"] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "memory_limit_under_the_inherited_environment",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("RUST_BACKTRACE", style)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "RUST_BACKTRACE={style}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn cpu_limit_names_the_limit(method: StartMethod) {
     let mut p = Process::new(spin, ())
         .start_method(method)

@@ -9,15 +9,29 @@
 //!
 //! * **memory**: `RLIMIT_AS`, a cap on the process's address space. An
 //!   allocation past it fails; Rust then aborts the process (SIGABRT). A
-//!   SIGABRT handler installed with the limit notes, when the abort follows
-//!   an out-of-memory failure (`errno` is `ENOMEM`), that the limit was hit
-//!   and writes that on a pipe to the parent, which then reports
-//!   [`Limit::Memory`] instead of a bare SIGABRT. One case escapes it: with
-//!   `RUST_BACKTRACE` set, std prints a backtrace between the failure and
-//!   the abort; when there is memory enough for that (a single huge
-//!   request, far above what is left) and a system call made while printing
-//!   fails, `errno` no longer tells, and the child is reported as killed by
-//!   SIGABRT.
+//!   SIGABRT handler installed with the limit tells such an abort from
+//!   others and writes that on a pipe to the parent, which then reports
+//!   [`Limit::Memory`] instead of a bare SIGABRT. The handler counts an
+//!   abort as the limit's when either
+//!   - `errno` is `ENOMEM`, as the failed allocation left it: std prints
+//!     `memory allocation of N bytes failed` and aborts. With
+//!     `RUST_BACKTRACE` set (`1` or `full`, read once per process), std
+//!     also prints a backtrace before it aborts; looking up debug info
+//!     makes system calls that fail (`ENOENT`), so `errno` cannot be
+//!     relied on then (nor when stderr is closed); or
+//!   - the address space the child mapped since the limit was set
+//!     (`/proc/self/statm`, read then and, with async-signal-safe calls, in
+//!     the handler) is more than half of what the limit left: then a
+//!     request no larger than what the child has mapped since could have
+//!     failed, which covers a child that grows by blocks or by doubling a
+//!     buffer.
+//!
+//!   What remains: an abort of another cause in a child that has mapped
+//!   more than half of what its limit left is reported as
+//!   [`Limit::Memory`], and with `RUST_BACKTRACE` set a single failed
+//!   request larger than all the child mapped before it (say
+//!   `vec![0u8; 1 << 40]` early in the child) is reported as SIGABRT when
+//!   the backtrace printing changed `errno`.
 //! * **CPU time**: `RLIMIT_CPU`, in whole seconds (rounded up). When it is
 //!   used up the kernel sends SIGXCPU, which ends the process; for a
 //!   [`Process`](crate::Process) the hard limit is one second later (SIGKILL
@@ -54,11 +68,12 @@ use std::time::Duration;
 ///   so it counts reserved as well as resident memory: leave tens of MiB of
 ///   headroom for thread stacks and allocator arenas. An allocation past it
 ///   aborts the child; the abort is recognised by the `ENOMEM` left by the
-///   failed allocation. With `RUST_BACKTRACE` set, std prints a backtrace
-///   between the failure and the abort; when that printing finds memory
-///   enough (a single request far larger than what was left) and one of its
-///   system calls fails, the cause can no longer be told and the child is
-///   reported as killed by SIGABRT. cgroup memory limits are not used.
+///   failed allocation or, when that is gone (std prints a backtrace first
+///   under `RUST_BACKTRACE`), by the child having mapped more than half of
+///   what the limit left it. A single request larger than all the child
+///   mapped before, made under `RUST_BACKTRACE`, may be reported as a
+///   plain SIGABRT; another abort in a child past that half is reported as
+///   the limit. cgroup memory limits are not used.
 /// * [`cpu_time`](Self::cpu_time) caps user + system CPU time
 ///   (`RLIMIT_CPU`), in whole seconds, rounded up.
 ///
@@ -161,6 +176,12 @@ const MEMORY_HIT: u8 = b'M';
 
 /// The child's end of the marker pipe, or -1.
 static MARKER_FD: AtomicI32 = AtomicI32::new(-1);
+/// For the SIGABRT handler: the `RLIMIT_AS` in place in the child, in
+/// bytes (0: none), the address space in use when it was set, in pages,
+/// and the page size.
+static AS_LIMIT: AtomicU64 = AtomicU64::new(0);
+static AS_BASE_PAGES: AtomicU64 = AtomicU64::new(0);
+static PAGE_SIZE: AtomicU64 = AtomicU64::new(0);
 /// The per-task CPU limit of a pool worker in nanoseconds (0: none).
 static TASK_CPU_NS: AtomicU64 = AtomicU64::new(0);
 
@@ -197,9 +218,15 @@ pub(crate) fn apply_in_child(limits: ChildLimits) -> Result<(), String> {
         }
     }
     if let Some(bytes) = limits.memory {
-        install_abort_handler();
         set_limit(rustix::process::Resource::As, bytes, Some(bytes))
             .map_err(|e| format!("cannot set the memory limit: {e}"))?;
+        AS_BASE_PAGES.store(statm_pages().unwrap_or(0), Ordering::Relaxed);
+        let set = rustix::process::getrlimit(rustix::process::Resource::As).current;
+        AS_LIMIT.store(set.unwrap_or(0), Ordering::Relaxed);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        PAGE_SIZE.store(u64::try_from(page).unwrap_or(0), Ordering::Relaxed);
+        install_abort_handler();
     }
     Ok(())
 }
@@ -208,10 +235,11 @@ extern "C" fn on_abort(_sig: libc::c_int) {
     // SAFETY: reading errno through its thread-local location is
     // async-signal-safe; the handler runs on the thread that aborted, so it
     // sees that thread's errno (the `ENOMEM` of the failed allocation when
-    // Rust's allocation-failure path led here).
+    // Rust's allocation-failure path led here and left it alone). Read
+    // before this handler makes a system call of its own.
     let enomem = unsafe { *libc::__errno_location() } == libc::ENOMEM;
     let fd = MARKER_FD.load(Ordering::Relaxed);
-    if enomem && fd >= 0 {
+    if fd >= 0 && (enomem || address_space_near_limit()) {
         // SAFETY: write(2) and signal(2) are async-signal-safe; `fd` is the
         // marker pipe this process owns for its whole life (never closed),
         // and the byte lives in static memory.
@@ -226,6 +254,62 @@ extern "C" fn on_abort(_sig: libc::c_int) {
         libc::signal(libc::SIGABRT, libc::SIG_DFL);
         libc::raise(libc::SIGABRT);
     }
+}
+
+/// In the SIGABRT handler: whether the address space mapped since the
+/// memory limit was set (the first field of `/proc/self/statm`, now and
+/// then) is more than half of what the limit left, that is, whether a
+/// request no larger than what the child has mapped since then could have
+/// failed. Only async-signal-safe calls; false when the file cannot be
+/// read.
+fn address_space_near_limit() -> bool {
+    let limit = AS_LIMIT.load(Ordering::Relaxed);
+    let page = PAGE_SIZE.load(Ordering::Relaxed);
+    if limit == 0 || page == 0 {
+        return false;
+    }
+    let Some(now) = statm_pages() else {
+        return false;
+    };
+    let base = AS_BASE_PAGES.load(Ordering::Relaxed).saturating_mul(page);
+    let grown = now.saturating_mul(page).saturating_sub(base);
+    grown > limit.saturating_sub(base) / 2
+}
+
+/// This process's address space in pages, from `/proc/self/statm`, read
+/// with async-signal-safe calls only (open, read, close).
+fn statm_pages() -> Option<u64> {
+    let mut buf = [0u8; 128];
+    // SAFETY: open(2), read(2) and close(2) are async-signal-safe; the
+    // path is a NUL-terminated static string, `buf` is a local buffer of
+    // `buf.len()` bytes that read(2) fills at most, and the descriptor is
+    // this function's own, closed before it returns.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let n = usize::try_from(n).ok()?;
+    statm_size_pages(&buf[..n.min(buf.len())])
+}
+
+/// The first field of `/proc/self/statm` (the address space in pages).
+fn statm_size_pages(statm: &[u8]) -> Option<u64> {
+    let digits = statm.iter().take_while(|b| b.is_ascii_digit());
+    let mut pages: u64 = 0;
+    let mut any = false;
+    for &d in digits {
+        pages = pages.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(pages)
 }
 
 fn install_abort_handler() {
@@ -414,4 +498,23 @@ pub(crate) fn verdict(
         return Some(Limit::CpuTime(cpu));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statm_size_pages;
+
+    #[test]
+    fn statm_first_field() {
+        assert_eq!(statm_size_pages(b"65536 1200 800 1 0 300 0\n"), Some(65536));
+        assert_eq!(statm_size_pages(b"7"), Some(7));
+        assert_eq!(statm_size_pages(b""), None);
+        assert_eq!(statm_size_pages(b" 12"), None);
+        assert_eq!(statm_size_pages(b"99999999999999999999999 1"), None);
+    }
+
+    #[test]
+    fn this_process_statm_is_read() {
+        assert!(super::statm_pages().is_some_and(|p| p > 0));
+    }
 }
