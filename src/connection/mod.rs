@@ -289,8 +289,8 @@ impl Connection {
     /// trip then costs a few system calls instead of two kernel wake-ups.
     /// The spin adapts: it halves after each spin that found nothing, stops
     /// below an eighth of this limit (then one blocking receive in 32 still
-    /// tries a short spin), and doubles back up to the limit while spins
-    /// succeed; so a receiver spends at most this much CPU per receive, and
+    /// spins for the whole limit), and goes back to the whole limit after a
+    /// spin that succeeds; so a receiver spends at most this much CPU per receive, and
     /// next to nothing while it mostly waits. A spin counts against the receive's timeout or
     /// deadline. On a machine with one CPU nobody spins.
     ///

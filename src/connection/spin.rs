@@ -12,13 +12,16 @@
 //! | event | budget afterwards |
 //! |---|---|
 //! | data was there at the first try | unchanged (nothing was spent) |
-//! | the spin found data | doubled, at most the limit |
+//! | the spin found data | back to the whole limit |
 //! | the spin ran out (or found data only after its budget) | halved; below an eighth of the limit ([`FLOOR`]), off |
 //!
 //! While the budget is off, one receive in [`PROBE`] that finds the socket
-//! empty still spins for an eighth of the limit, and a success there starts
-//! the doubling again. So an idle waiter spends at most one limit of CPU
-//! per receive, and next to nothing once its spins keep failing. Failing
+//! empty still spins for the whole limit, and a success there turns the
+//! spin back on at the whole limit. (A probe shorter than the peer's answer
+//! would never succeed, and one preemption would switch a quick pair off
+//! for good.) So an idle waiter spends at most one limit of CPU per
+//! receive, and about a thirty-second of that once its spins keep
+//! failing. Failing
 //! spins are also what an overloaded machine produces (the peer waits for a
 //! CPU while this process spins, and would run sooner if it slept), so
 //! there the connection soon behaves as if it did not spin.
@@ -52,7 +55,7 @@ pub(crate) const SPIN_VAR: &str = "MULTIPROC_CONNECTION_SPIN_US";
 const FLOOR: u64 = 8;
 
 /// While spinning is off, one receive in this many that would block spins
-/// for the smallest budget, to find out whether the peer got quick again.
+/// for the whole limit, to find out whether the peer got quick again.
 const PROBE: u32 = 32;
 
 /// `spin_loop` hints between two tries (a try is a system call of about a
@@ -127,16 +130,21 @@ impl Spin {
         Duration::from_nanos(self.limit.load(Ordering::Relaxed))
     }
 
-    /// This spin's budget (0: none), counting the skipped spins while off.
-    fn budget(&self) -> u64 {
+    /// This spin's budget (0: none) and whether it is a probe made while
+    /// spinning is off, counting the skipped spins while off.
+    fn budget(&self) -> (u64, bool) {
         let limit = self.limit.load(Ordering::Relaxed);
         let floor = limit / FLOOR;
         let budget = self.budget.load(Ordering::Relaxed).min(limit);
         if budget >= floor.max(1) {
-            return budget;
+            return (budget, false);
         }
         let skipped = self.skipped.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        if skipped % PROBE == 0 { floor } else { 0 }
+        if skipped % PROBE == 0 {
+            (limit, true)
+        } else {
+            (0, false)
+        }
     }
 
     /// Calls `attempt` until it returns `Some`, for at most the current
@@ -158,15 +166,17 @@ impl Spin {
             return Ok(None);
         }
         match self.budget() {
-            0 => Ok(None),
-            budget => self.spin(budget, deadline, &mut attempt),
+            (0, _) => Ok(None),
+            (budget, probe) => self.spin(budget, probe, deadline, &mut attempt),
         }
     }
 
-    /// The spinning part of [`run`](Self::run), for `budget` nanoseconds.
+    /// The spinning part of [`run`](Self::run), for `budget` nanoseconds;
+    /// a failed `probe` leaves spinning off.
     fn spin<T>(
         &self,
         budget: u64,
+        probe: bool,
         deadline: Option<Instant>,
         attempt: &mut impl FnMut() -> io::Result<Option<T>>,
     ) -> io::Result<Option<T>> {
@@ -185,10 +195,10 @@ impl Spin {
             // preempted, say): that spin did not pay either.
             let late = end.is_some_and(|e| Instant::now() >= e);
             let limit = self.limit.load(Ordering::Relaxed);
-            let next = if late {
-                budget / 2
-            } else {
-                budget.saturating_mul(2).min(limit)
+            let next = match (late, probe) {
+                (false, _) => limit,
+                (true, false) => budget / 2,
+                (true, true) => 0,
             };
             if found.is_some() || late {
                 self.budget.store(next, Ordering::Relaxed);
@@ -246,13 +256,12 @@ mod tests {
         for _ in 0..PROBE - 1 {
             assert_eq!(run(&s, 3), (false, 1));
         }
-        // The probe succeeds: the budget doubles from the floor.
-        assert_eq!(run(&s, 3), (true, 3));
-        assert_eq!(s.budget.load(Ordering::Relaxed), 20_000_000);
-        assert_eq!(run(&s, 3), (true, 3));
-        assert_eq!(s.budget.load(Ordering::Relaxed), 40_000_000);
+        // The probe succeeds: the spin is back at the whole limit.
         assert_eq!(run(&s, 3), (true, 3));
         assert_eq!(s.budget.load(Ordering::Relaxed), 80_000_000);
+        // One failure halves it; the next success restores it.
+        assert!(!run(&s, 0).0);
+        assert_eq!(s.budget.load(Ordering::Relaxed), 40_000_000);
         assert_eq!(run(&s, 3), (true, 3));
         assert_eq!(s.budget.load(Ordering::Relaxed), 80_000_000);
     }
