@@ -580,15 +580,11 @@ impl AsyncProxy<LockProxy> {
     pub async fn acquire_async(&self) -> Result<AsyncProxyGuard> {
         if self.base().token().typeid == "RLock" {
             let inner = self.inner.clone();
-            blocking_slices(move || match inner.proxy.acquire_timeout(SLICE) {
-                Ok(true) => {
-                    let back = inner.clone();
-                    Some(Ok(Hold::new((), move |()| {
-                        let _ = back.proxy.release();
-                    })))
-                }
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
+            blocking_slices(move || {
+                let back = inner.clone();
+                slice_taken(inner.proxy.acquire_timeout(SLICE), move || {
+                    let _ = back.proxy.release();
+                })
             })
             .await?
             .keep();
@@ -671,6 +667,19 @@ impl AsyncProxy<EventProxy> {
     }
 }
 
+/// One slice of a lock acquire made in slices: the lock taken (a hold that
+/// calls `release` unless kept), not yet (`None`), or the call's error.
+fn slice_taken(
+    taken: Result<bool>,
+    release: impl FnOnce() + Send + 'static,
+) -> Option<Result<Hold<()>>> {
+    match taken {
+        Ok(true) => Some(Ok(Hold::new((), move |()| release()))),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 impl AsyncProxy<ConditionProxy> {
     /// Awaitable [`ConditionProxy::acquire`]: the lock is taken for the
     /// proxy's connection (which the condition's waits and notifies must
@@ -691,16 +700,10 @@ impl AsyncProxy<ConditionProxy> {
                 "acquire",
                 vec![Value::Bool(true), Value::Float(SLICE.as_secs_f64())],
             );
-            match r.and_then(from_value::<bool>) {
-                Ok(true) => {
-                    let back = inner.clone();
-                    Some(Ok(Hold::new((), move |()| {
-                        let _ = back.proxy.release();
-                    })))
-                }
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            }
+            let back = inner.clone();
+            slice_taken(r.and_then(from_value::<bool>), move || {
+                let _ = back.proxy.release();
+            })
         })
         .await?
         .keep();
