@@ -336,7 +336,7 @@ fn put_get_cost_against_ping() {
         redis::cmd("PING").query::<String>(&mut c).unwrap();
     }
     let ping = t0.elapsed() / n as u32;
-    let before = calls(&mut c);
+    let before = redis_support::command_calls(&mut c);
     let t0 = Instant::now();
     for i in 0..n {
         q.put(i).unwrap();
@@ -347,7 +347,7 @@ fn put_get_cost_against_ping() {
     // pipeline with one XREADGROUP (after the EVAL that acknowledges the
     // item before, which is not counted); now and then an XAUTOCLAIM looks
     // for a dead consumer's items.
-    let after = calls(&mut c);
+    let after = redis_support::command_calls(&mut c);
     let trips: u64 = ["xadd", "xreadgroup", "xautoclaim", "evalsha"]
         .iter()
         .map(|k| after.get(*k).unwrap_or(&0) - before.get(*k).unwrap_or(&0))
@@ -369,23 +369,6 @@ fn put_get_cost_against_ping() {
         rt.as_secs_f64() / ping.as_secs_f64()
     );
     assert_eq!(got, items.len());
-}
-
-/// Calls of each command so far (INFO commandstats).
-fn calls(c: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
-        })
-        .collect()
 }
 
 fn take_three_and_hang(url: String, lease_ms: u64) {
@@ -504,9 +487,9 @@ fn blocked_put_waits_on_the_server_and_wakes_on_room() {
     while blocked_clients(&mut c) == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let before = calls(&mut c);
+    let before = redis_support::command_calls(&mut c);
     std::thread::sleep(Duration::from_secs(3));
-    let after = calls(&mut c);
+    let after = redis_support::command_calls(&mut c);
     let used = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     // Two round trips (the script and a one-second XREAD) per second; the
     // commands the script runs are counted too, so the total has a looser

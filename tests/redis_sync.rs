@@ -223,22 +223,7 @@ fn dict_list_value_namespace() {
 fn commands(url: &str) -> std::collections::BTreeMap<String, u64> {
     let client = redis::Client::open(url).unwrap();
     let mut c = client.get_connection().unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut c)
-        .unwrap();
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
-        })
-        .collect()
+    redis_support::command_calls(&mut c)
 }
 
 /// The commands run between two [`commands`] snapshots (INFO and the
