@@ -422,6 +422,31 @@ fn manager_killed_fails_pending_and_later_calls() {
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
+/// The owner binds the server's socket and hands it over: once the server
+/// is gone, nothing may hold the socket, or a new call would wait in its
+/// listen queue for nobody.
+#[test]
+fn a_manager_killed_before_it_serves_fails_new_calls_at_once() {
+    for _ in 0..3 {
+        let m = Manager::start().unwrap();
+        let pid = m.pid().unwrap();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        while pid_alive(pid) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let t = Instant::now();
+        assert!(m.dict::<i32, i32>().is_err());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "a call to a dead manager took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
 fn own_a_manager(report: multiproc::Connection) {
     let m = Manager::start().unwrap();
     report.send(&m.pid().unwrap()).unwrap();

@@ -518,15 +518,8 @@ impl<'a> AsyncConditionGuard<'a> {
             died |= target.acquire().await == Acquired::OwnerDied;
             self.held = true;
             waiting.armed = false;
-            let signals = st.signals.load(Ordering::Relaxed);
-            if signals > 0 {
-                st.signals.store(signals - 1, Ordering::Relaxed);
-                break true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let w = st.waiters.load(Ordering::Relaxed);
-                st.waiters.store(w.saturating_sub(1), Ordering::Relaxed);
-                break false;
+            if let Some(woken) = st.settle(deadline) {
+                break woken;
             }
         };
         if died {

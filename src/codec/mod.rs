@@ -12,6 +12,76 @@
 //! nested deeper than the limit is [`Error::Decode`], so that no message,
 //! however hostile, can overflow the receiver's stack.
 
+/// Calls `$m!` with every visitor-taking method of serde's `Deserializer`,
+/// as `name(arg: Type, ...)`: the list a deserializer that wraps another one
+/// forwards ([`catch`] and [`depth`] both do).
+macro_rules! deserializer_methods {
+    ($m:ident) => {
+        $m!(
+            deserialize_any(),
+            deserialize_bool(),
+            deserialize_i8(),
+            deserialize_i16(),
+            deserialize_i32(),
+            deserialize_i64(),
+            deserialize_i128(),
+            deserialize_u8(),
+            deserialize_u16(),
+            deserialize_u32(),
+            deserialize_u64(),
+            deserialize_u128(),
+            deserialize_f32(),
+            deserialize_f64(),
+            deserialize_char(),
+            deserialize_str(),
+            deserialize_string(),
+            deserialize_bytes(),
+            deserialize_byte_buf(),
+            deserialize_option(),
+            deserialize_unit(),
+            deserialize_unit_struct(name: &'static str),
+            deserialize_newtype_struct(name: &'static str),
+            deserialize_seq(),
+            deserialize_tuple(len: usize),
+            deserialize_tuple_struct(name: &'static str, len: usize),
+            deserialize_map(),
+            deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+            deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+            deserialize_identifier(),
+            deserialize_ignored_any(),
+        );
+    };
+}
+
+/// Calls `$m!` with every `Visitor` method that takes one leaf value, as
+/// `name(Type)`; the rest (none, unit, containers) each wrapper writes out.
+macro_rules! visitor_leaf_methods {
+    ($m:ident) => {
+        $m!(
+            visit_bool(bool),
+            visit_i8(i8),
+            visit_i16(i16),
+            visit_i32(i32),
+            visit_i64(i64),
+            visit_i128(i128),
+            visit_u8(u8),
+            visit_u16(u16),
+            visit_u32(u32),
+            visit_u64(u64),
+            visit_u128(u128),
+            visit_f32(f32),
+            visit_f64(f64),
+            visit_char(char),
+            visit_str(&str),
+            visit_borrowed_str(&'de str),
+            visit_string(String),
+            visit_bytes(&[u8]),
+            visit_borrowed_bytes(&'de [u8]),
+            visit_byte_buf(Vec<u8>),
+        );
+    };
+}
+
 mod catch;
 mod depth;
 pub(crate) mod le;

@@ -298,6 +298,20 @@ impl Listener {
         })
     }
 
+    /// A listener on an already bound and listening Unix socket (one that
+    /// another process bound, handed over as `fd`), with no handshake and
+    /// nothing to remove when dropped (`address` is abstract).
+    pub(crate) fn from_abstract(fd: OwnedFd, address: Address) -> Listener {
+        Listener {
+            socket: Socket::Unix(UnixListener::from(fd)),
+            address,
+            authkey: None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+            unlink: None,
+            last_accepted: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The address this listener is bound to (with the real port for a TCP
     /// port `0`).
     pub fn address(&self) -> &Address {

@@ -118,16 +118,15 @@ pub use sync_proxies::{
 pub use value::{from_value, to_value};
 pub use wire::{Fail, Token};
 
-use crate::connection::{Address, Connection, Pipe, ToAddress};
+use crate::codec::Handle;
+use crate::connection::{Address, Connection, Listener, Pipe, ToAddress};
 use crate::error::{Error, Result};
 use crate::pickle::Value;
 use crate::process::{Process, StartMethod};
 use serde::Serialize;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// How long a new manager process may take to be ready.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection to a manager server: creates objects in it and hands out
 /// proxies (Python's `BaseManager` after `connect()`). [`connect`] makes
@@ -444,24 +443,19 @@ pub struct Manager {
 fn serve_manager<R: Registry>(
     address: String,
     authkey: Vec<u8>,
-    ready: Connection,
+    socket: Handle<OwnedFd>,
     stop: Connection,
 ) {
-    let mut server = match Server::bind(address.as_str(), &authkey) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(&Err::<(), String>(e.to_string()));
-            return;
-        }
+    let Ok(address) = address.parse::<Address>() else {
+        return;
     };
+    let mut server = Server::on(Listener::from_abstract(socket.0, address), &authkey);
     server.register_sync_types();
     R::register(&mut server);
     // The owner stops the server through a pipe rather than a `shutdown`
     // request: no connection and handshake on the way out, and the accept
     // loop watches it itself (no thread to wake).
     server.stop_on(stop);
-    let _ = ready.send(&Ok::<(), String>(()));
-    drop(ready);
     let _ = server.serve_forever();
 }
 
@@ -470,9 +464,15 @@ static MANAGERS: AtomicU64 = AtomicU64::new(0);
 impl Manager {
     /// Starts a manager process with the default start method.
     ///
+    /// The owner binds the server's socket and hands it to the new process,
+    /// so `start` returns as soon as that process is started, without
+    /// waiting for it to serve: a call made meanwhile waits in the socket's
+    /// listen queue until the server takes it. Should the server die, its
+    /// socket dies with it, and calls fail at once (nothing else holds it).
+    ///
     /// # Errors
-    /// [`Error::Io`] and the errors of [`Process::start`]; [`Error::Timeout`]
-    /// when the server is not ready within 30 s.
+    /// [`Error::Io`] when the socket cannot be bound, and the errors of
+    /// [`Process::start`].
     pub fn start() -> Result<Manager> {
         Self::start_inner::<()>(None)
     }
@@ -506,11 +506,16 @@ impl Manager {
             MANAGERS.fetch_add(1, Ordering::Relaxed),
             tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let (here, there) = Pipe::one_way()?;
+        // The owner binds the socket and hands it over: `start` need not
+        // wait for the server to be ready (a call made before the server
+        // accepts waits in the listen queue), and a bind error is the
+        // owner's, at once.
+        let listener = Listener::bind(address.as_str(), None)?;
+        let socket = listener.as_fd().try_clone_to_owned()?;
         let (stop_there, stop) = Pipe::one_way()?;
         let mut p = Process::new(
             serve_manager::<R>,
-            (address.clone(), key.to_vec(), there, stop_there),
+            (address.clone(), key.to_vec(), Handle(socket), stop_there),
         )
         .name("SyncManager")
         .daemon(true);
@@ -518,17 +523,9 @@ impl Manager {
             p = p.start_method(m);
         }
         p.start()?;
-        let ready = here.recv_timeout::<std::result::Result<(), String>>(START_TIMEOUT);
-        let mut fail = |e: Error| {
-            let _ = p.kill();
-            let _ = p.join_timeout(Duration::from_secs(5));
-            e
-        };
-        match ready {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(fail(Error::Bootstrap(format!("manager server: {why}")))),
-            Err(e) => return Err(fail(e)),
-        }
+        // Only the server may hold the socket: if it dies, connecting must
+        // fail rather than wait in a queue nobody reads.
+        drop(listener);
         Ok(Manager {
             remote: RemoteManager {
                 address: address.parse()?,

@@ -129,7 +129,12 @@ impl Server {
     /// # Errors
     /// [`Error::Address`] or [`Error::Io`] when the address cannot be bound.
     pub fn bind(address: impl ToAddress, authkey: &[u8]) -> Result<Server> {
-        let listener = Listener::bind(address, None)?;
+        Ok(Self::on(Listener::bind(address, None)?, authkey))
+    }
+
+    /// A server on a listener bound elsewhere (with no handshake of its
+    /// own: the server runs it).
+    pub(crate) fn on(listener: Listener, authkey: &[u8]) -> Server {
         // What `__iter__` of a dict or set answers with (`#PROXY`).
         let mut types: HashMap<String, Arc<Factory>> = HashMap::new();
         types.insert(
@@ -138,13 +143,13 @@ impl Server {
                 Ok(Arc::new(super::set::IterObj::new(a.args.first())?) as Arc<dyn Object>)
             }),
         );
-        Ok(Server {
+        Server {
             listener,
             types,
             authkey: authkey.to_vec(),
             stop: Arc::new(AtomicBool::new(false)),
             stop_conn: None,
-        })
+        }
     }
 
     /// Makes [`serve_forever`](Self::serve_forever) return once `conn` is

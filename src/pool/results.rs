@@ -39,6 +39,27 @@ pub(crate) type OnDone<T> = Box<dyn FnOnce(std::result::Result<&T, &Error>) + Se
 /// or the position in the chunk of the item that panicked and its panic.
 pub(crate) type ChunkOut<R> = std::result::Result<Vec<R>, (u64, RemotePanic)>;
 
+/// Waits once on `cv` (no longer than until `deadline`, if any) and says
+/// whether the deadline had already passed, in which case it does not wait.
+fn wait_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, T>, bool) {
+    let Some(d) = deadline else {
+        return (cv.wait(guard).unwrap_or_else(|e| e.into_inner()), false);
+    };
+    let now = Instant::now();
+    if now >= d {
+        return (guard, true);
+    }
+    let guard = cv
+        .wait_timeout(guard, d - now)
+        .unwrap_or_else(|e| e.into_inner())
+        .0;
+    (guard, false)
+}
+
 /// Told the position it was registered with when a watched slot finishes
 /// (for `futures::wait` and `futures::as_completed`).
 pub(crate) struct Watch {
@@ -67,19 +88,10 @@ impl Watch {
     pub(crate) fn take(&self, deadline: Option<Instant>) -> Vec<usize> {
         let mut st = self.done.lock().unwrap_or_else(|e| e.into_inner());
         while st.is_empty() {
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    st = self
-                        .cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+            let passed;
+            (st, passed) = wait_until(&self.cv, st, deadline);
+            if passed {
+                break;
             }
         }
         std::mem::take(&mut *st)
@@ -242,19 +254,10 @@ impl<T> Slot<T> {
     fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, SlotState<T>> {
         let mut st = self.lock();
         while !st.done || st.lent {
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    st = self
-                        .cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+            let passed;
+            (st, passed) = wait_until(&self.cv, st, deadline);
+            if passed {
+                break;
             }
         }
         st
@@ -692,19 +695,11 @@ impl<R> IterSink<R> {
                 }
                 return st.done.remove(&k);
             }
-            st = match deadline {
-                None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    self.cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            let passed;
+            (st, passed) = wait_until(&self.cv, st, deadline);
+            if passed {
+                return None;
+            }
         }
     }
 }

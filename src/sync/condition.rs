@@ -54,6 +54,24 @@ impl CondState {
         }
         k
     }
+
+    /// After a wake-up, the lock taken again: takes a signal meant for a
+    /// waiter (`Some(true)`), or gives up the wait once `deadline` has
+    /// passed (`Some(false)`, no longer counted as a waiter), or says to
+    /// wait again (`None`).
+    pub(crate) fn settle(&self, deadline: Option<Instant>) -> Option<bool> {
+        let signals = self.signals.load(Ordering::Relaxed);
+        if signals > 0 {
+            self.signals.store(signals - 1, Ordering::Relaxed);
+            return Some(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let w = self.waiters.load(Ordering::Relaxed);
+            self.waiters.store(w.saturating_sub(1), Ordering::Relaxed);
+            return Some(false);
+        }
+        None
+    }
 }
 
 /// The lock under a [`Condition`], for the async twins.
@@ -338,15 +356,8 @@ impl ConditionGuard<'_> {
             let count = c.release_all();
             sys::futex_wait(&st.seq, seq, deadline);
             died |= c.reacquire(count) == Acquired::OwnerDied;
-            let signals = st.signals.load(Ordering::Relaxed);
-            if signals > 0 {
-                st.signals.store(signals - 1, Ordering::Relaxed);
-                break true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let w = st.waiters.load(Ordering::Relaxed);
-                st.waiters.store(w.saturating_sub(1), Ordering::Relaxed);
-                break false;
+            if let Some(woken) = st.settle(deadline) {
+                break woken;
             }
         };
         if died {
