@@ -8,6 +8,9 @@
 //! * `redis/raw_stream_put_get`: the Redis commands of one `put` and one
 //!   `get` (`XADD`; `XACK` + `XREADGROUP` in one pipeline) sent on a raw
 //!   connection: the floor of `put_get` for a queue on a stream;
+//! * `redis/raw_list_put_get`: the floor of a queue on lists instead, for
+//!   comparison: `LPUSH`; then `LREM` of the item before from a
+//!   processing list and `LMOVE` of the next into it, in one pipeline;
 //! * `redis/batched_1000`: `put_many` of 1,000 `u64` then `get_many` of
 //!   them (target: ≥ 100,000 items/s);
 //! * `redis/pool_map_10k`: a [`RedisPool`] map of a trivial entry point
@@ -141,6 +144,36 @@ fn bench(c: &mut Criterion, server: &redis_support::RedisServer) {
                 .arg(">");
             let (r,): (redis::streams::StreamReadReply,) = p.query(&mut rc).unwrap();
             last = Some(r.keys[0].ids[0].id.clone());
+        })
+    });
+
+    // The same round trips on lists (a possible other core: the item
+    // waits in a per-consumer processing list until acknowledged).
+    let mut taken = false;
+    let item = [7u8; 9];
+    g.bench_function("raw_list_put_get", |b| {
+        b.iter(|| {
+            redis::cmd("LPUSH")
+                .arg("raw_list")
+                .arg(&item[..])
+                .query::<i64>(&mut rc)
+                .unwrap();
+            let mut p = redis::pipe();
+            if taken {
+                p.cmd("LREM")
+                    .arg("raw_list:taken")
+                    .arg(1)
+                    .arg(&item[..])
+                    .ignore();
+            }
+            p.cmd("LMOVE")
+                .arg("raw_list")
+                .arg("raw_list:taken")
+                .arg("RIGHT")
+                .arg("LEFT");
+            let (r,): (Vec<u8>,) = p.query(&mut rc).unwrap();
+            taken = true;
+            black_box(r)
         })
     });
 

@@ -546,3 +546,116 @@ fn put_timeout_on_a_full_queue_keeps_its_deadline() {
     assert!(q.put_nowait(2).unwrap_err().is_full());
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
+
+fn take_in_batches_and_hang(url: String, lease_ms: u64) {
+    let b = Backend::connect(&url)
+        .unwrap()
+        .with_lease(Duration::from_millis(lease_ms));
+    let q = b.queue::<u32>("batches").unwrap();
+    let took = b.queue::<usize>("took").unwrap();
+    // The first take of a handle looks for dead consumers' items; the
+    // second is a scripted batched read that acknowledges the first 40.
+    let first = q.get_many(40, Duration::from_secs(30)).unwrap().len();
+    let second = q.get_many(100, Duration::from_secs(30)).unwrap().len();
+    took.put_many(&[first, second]).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// A `get_many` of 32 or more reads through one script (acknowledgement,
+/// trim, room wake-up and `XREADGROUP`): what it took is pending like any
+/// taken item (delivered again when its taker dies), what it acknowledged
+/// is gone, an entry without an item is skipped, and the acknowledgement
+/// wakes the puts waiting for room in a bounded queue.
+#[test]
+fn scripted_batched_get_keeps_the_guarantees() {
+    let s = RedisServer::start();
+    let lease = Duration::from_millis(1000);
+    let b = backend(&s).with_lease(lease);
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+
+    // Items read by the script of a consumer that dies come back; the
+    // ones it acknowledged do not.
+    let q = b.queue::<u32>("batches").unwrap();
+    q.put_many(&(0..100).collect::<Vec<_>>()).unwrap();
+    let mut p = Process::new(
+        take_in_batches_and_hang,
+        (s.url(), lease.as_millis() as u64),
+    );
+    p.start().unwrap();
+    let took = b.queue::<usize>("took").unwrap();
+    let counts = [
+        took.get_timeout(Duration::from_secs(30)).unwrap(),
+        took.get_timeout(Duration::from_secs(30)).unwrap(),
+    ];
+    assert_eq!(counts, [40, 60]);
+    p.kill().unwrap();
+    p.join().unwrap();
+    let before = redis_support::command_calls(&mut c);
+    let mut back: Vec<u32> = Vec::new();
+    let t0 = Instant::now();
+    while back.len() < 60 && t0.elapsed() < lease * 20 {
+        match q.get_many(1000, lease * 2) {
+            Ok(got) => back.extend(got),
+            Err(Error::Empty) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    back.sort();
+    assert_eq!(back, (40..100).collect::<Vec<_>>());
+    assert!(matches!(q.get_many(1000, lease * 2), Err(Error::Empty)));
+    let after = redis_support::command_calls(&mut c);
+    let evalsha = |m: &std::collections::BTreeMap<String, u64>| m.get("evalsha").copied();
+    assert!(
+        evalsha(&after).unwrap_or(0) > evalsha(&before).unwrap_or(0),
+        "the batched reads went through the script: {before:?} -> {after:?}"
+    );
+
+    // An entry without an item field is taken and skipped.
+    let q = b.queue::<u32>("planted").unwrap();
+    let key = format!("{}:q:planted", b.prefix());
+    q.put_many(&(0..50).collect::<Vec<_>>()).unwrap();
+    redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("x")
+        .arg("hostile")
+        .query::<String>(&mut c)
+        .unwrap();
+    q.put_many(&(50..100).collect::<Vec<_>>()).unwrap();
+    assert_eq!(q.get_many(1, Duration::from_secs(5)).unwrap(), [0]);
+    let got = q.get_many(1000, Duration::from_secs(5)).unwrap();
+    assert_eq!(got, (1..100).collect::<Vec<_>>());
+    assert_eq!(q.qsize(), 0);
+
+    // The script's acknowledgement wakes the puts waiting for room.
+    let q = b.queue_with_maxsize::<u32>("bounded", 40).unwrap();
+    let room = format!("{}:q:bounded:room:wake", b.prefix());
+    q.put_many(&(0..40).collect::<Vec<_>>()).unwrap();
+    assert_eq!(q.get_many(1, Duration::from_secs(5)).unwrap(), [0]);
+    let woken = |c: &mut redis::Connection| -> usize {
+        let info: redis::Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&room)
+            .query(c)
+            .unwrap_or(redis::Value::Nil);
+        let mut added = 0;
+        if let redis::Value::Array(kv) = info {
+            for pair in kv.chunks(2) {
+                if let [redis::Value::BulkString(k), redis::Value::Int(v)] = pair
+                    && k == b"entries-added"
+                {
+                    added = *v as usize;
+                }
+            }
+        }
+        added
+    };
+    let wakes = woken(&mut c);
+    assert_eq!(q.get_many(100, Duration::from_secs(5)).unwrap().len(), 39);
+    assert!(woken(&mut c) > wakes, "no wake-up for the waiting puts");
+    q.put_nowait(40).unwrap();
+    assert!(q.put_nowait(41).unwrap_err().is_full());
+}
