@@ -32,6 +32,19 @@
 //! for one end, `MULTIPROC_CONNECTION_SPIN_US` (microseconds, `0` for off)
 //! for every connection of a process. [`wait`] does not spin.
 //!
+//! The two ends of a [`Pipe`] also share a small memory file (two pages,
+//! sealed against resizing; an end that travels to another process carries
+//! it, so such an end holds two descriptors). While a receive spins, a
+//! small message without handles (at most 4,032 bytes of frame) is handed
+//! over through it instead of the socket: the receiver polls a word, the
+//! sender writes the message next to it and waits until the receiver has
+//! taken it (at most 30 µs; otherwise it takes it back and uses the
+//! socket). Nobody makes a system call then. Every other message, and
+//! every message while nobody spins, goes on the socket as before; the
+//! order of one sender's messages is kept whichever way each travels.
+//! Connections of a [`Listener`] or [`Client`] have no such file. Spinning
+//! off (see [`Connection::set_spin`]) turns it off too.
+//!
 //! Received values are decoded within a nesting limit
 //! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
 //! overflow the receiver's stack.

@@ -20,16 +20,19 @@
 //!
 //! The state word holds a `kind` (IDLE, SPINNING, WRITING, FULL, TAKING),
 //! the pid of whoever set that kind, `inflight` (socket sends under way),
-//! `dirty` (a socket send finished that no receiver has drained since), a
-//! generation (counted up by each WRITING) and `off` (the slot is no
+//! `seq` (socket sends finished, mod 2^10), `drained` (`seq` when a
+//! receiver last found the socket empty; `dirty` means `seq != drained`),
+//! a generation (counted up by each WRITING) and `off` (the slot is no
 //! longer used: `inflight` overflowed).
 //!
 //! # Protocol
 //!
 //! *Receiver* (a receive at a message boundary with nothing buffered, while
-//! the spin is on): clear `dirty`, read the socket without blocking (bytes:
-//! take them, done), then CAS the word it read to SPINNING (any change in
-//! between, such as a socket send finishing, fails the CAS: start over).
+//! the spin is on): unless the word shows no socket send under way and not
+//! `dirty` (the socket is then still empty: no system call), read the
+//! socket without blocking (bytes: take them, done); then CAS the word it
+//! read to SPINNING with `drained = seq` (any change in between, such as a
+//! socket send finishing, fails the CAS: start over).
 //! Then spin on the word without system calls: FULL → CAS it to TAKING,
 //! copy the message out, store IDLE; `dirty` → leave (CAS back to IDLE)
 //! and read the socket. When the spin budget runs out, CAS SPINNING back to
@@ -49,12 +52,16 @@
 //! socket: no message is lost, and a send waits no longer than that.
 //! Every other send (too big, with handles, nobody spinning) counts itself
 //! in `inflight` (one CAS), writes the socket, then takes itself out of
-//! `inflight` and sets `dirty` (one CAS).
+//! `inflight` and counts up `seq` (one CAS).
 //!
 //! *Order*: a sender uses the slot only when the word shows SPINNING with
-//! no socket send in flight and none finished since the receiver cleared
-//! `dirty` and found the socket empty; so every message sent earlier on the
-//! socket is already in that receiver's hands. A receiver that sees `dirty`
+//! no socket send in flight and none finished since a receiver found the
+//! socket empty; so every message sent earlier on the socket is already in
+//! that receiver's hands. (`seq` wraps after 1,024 socket sends: a
+//! receiver preempted between its read of the word and its CAS while
+//! exactly a multiple of 1,024 sends finish could be fooled; likewise a
+//! sender preempted between writing and publishing while 1,024 other
+//! messages of its own process pass through the slot.) A receiver that sees `dirty`
 //! reads the socket first. Messages of one thread keep their order whatever
 //! way each travels (socket, slot, handles, large).
 //!
@@ -113,19 +120,35 @@ const SPINNING: u64 = 1;
 const WRITING: u64 = 2;
 const FULL: u64 = 3;
 const TAKING: u64 = 4;
-const DIRTY: u64 = 1 << 3;
-const OFF: u64 = 1 << 4;
-const INFLIGHT_SHIFT: u32 = 5;
+const OFF: u64 = 1 << 3;
+const INFLIGHT_SHIFT: u32 = 4;
 const INFLIGHT_ONE: u64 = 1 << INFLIGHT_SHIFT;
-const INFLIGHT: u64 = ((1 << 9) - 1) << INFLIGHT_SHIFT;
-const GEN_SHIFT: u32 = 14;
-const GEN: u64 = ((1 << 28) - 1) << GEN_SHIFT;
+const INFLIGHT: u64 = ((1 << 8) - 1) << INFLIGHT_SHIFT;
+/// Socket sends finished (mod 2^10).
+const SEQ_SHIFT: u32 = 12;
+const SEQ: u64 = ((1 << 10) - 1) << SEQ_SHIFT;
+/// `SEQ` when a receiver last found the socket empty and spun.
+const DRAINED_SHIFT: u32 = 22;
+const DRAINED: u64 = ((1 << 10) - 1) << DRAINED_SHIFT;
+const GEN_SHIFT: u32 = 32;
+const GEN: u64 = ((1 << 10) - 1) << GEN_SHIFT;
 /// Pids are below 2^22 (`PID_MAX_LIMIT`).
 const PID_SHIFT: u32 = 42;
 const PID: u64 = !0 << PID_SHIFT;
 
 fn kind(w: u64) -> u64 {
     w & KIND
+}
+
+/// Whether a socket send finished since a receiver last found the socket
+/// empty.
+fn dirty(w: u64) -> bool {
+    (w & SEQ) >> SEQ_SHIFT != (w & DRAINED) >> DRAINED_SHIFT
+}
+
+/// `w` marked drained: no socket send finished since.
+fn drained(w: u64) -> u64 {
+    (w & !DRAINED) | (((w & SEQ) >> SEQ_SHIFT) << DRAINED_SHIFT)
 }
 
 fn pid(w: u64) -> u32 {
@@ -263,7 +286,7 @@ impl SlotEnd {
     pub(super) fn try_put(&self, parts: &[&[u8]], total: usize) -> SocketSend<'_> {
         let dir = self.dir(self.side);
         let w = dir.word.load(Ordering::Relaxed);
-        if total > CAPACITY || kind(w) != SPINNING || w & (DIRTY | OFF | INFLIGHT) != 0 {
+        if total > CAPACITY || kind(w) != SPINNING || dirty(w) || w & (OFF | INFLIGHT) != 0 {
             return SocketSend::Socket(self.socket_send());
         }
         let me = me();
@@ -384,7 +407,7 @@ impl Drop for SocketGuard<'_> {
                 } else {
                     w
                 };
-                Some(w | DIRTY)
+                Some((w & !SEQ) | ((w & SEQ).wrapping_add(1 << SEQ_SHIFT) & SEQ))
             });
     }
 }
@@ -422,7 +445,7 @@ impl Rx<'_> {
         let w = self.dir.word.load(Ordering::Acquire);
         if self.armed {
             self.tries = self.tries.wrapping_add(1);
-            let leave = w & DIRTY != 0 || (self.tries % SOCKET_EVERY == 0 && readable()?);
+            let leave = dirty(w) || (self.tries % SOCKET_EVERY == 0 && readable()?);
             return Ok(match kind(w) {
                 FULL => self.take(w, buf),
                 // A socket send finished, or one under way already put
@@ -444,31 +467,25 @@ impl Rx<'_> {
             WRITING | TAKING => return Ok(None),
             _ => {}
         }
-        let mut w = w;
-        if w & DIRTY != 0 {
-            match self.dir.word.compare_exchange(
-                w,
-                w & !DIRTY,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => w &= !DIRTY,
-                Err(_) => return Ok(None),
+        // No socket send finished or under way since a receiver found the
+        // socket empty: it still is, spin at once. Otherwise drain first.
+        if w & (OFF | INFLIGHT) != 0 || dirty(w) {
+            match recv(buf) {
+                Ok(n) => return Ok(Some(Ok(Got::Socket(n)))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
         }
-        match recv(buf) {
-            Ok(n) => return Ok(Some(Ok(Got::Socket(n)))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        // Any send finishing since `w` was read changes `SEQ` (or
+        // `INFLIGHT`) and fails this CAS.
         if w & OFF == 0
             && self
                 .dir
                 .word
                 .compare_exchange(
                     w,
-                    with_kind(w, SPINNING, self.me),
-                    Ordering::Relaxed,
+                    drained(with_kind(w, SPINNING, self.me)),
+                    Ordering::Acquire,
                     Ordering::Relaxed,
                 )
                 .is_ok()
@@ -641,7 +658,7 @@ mod tests {
         let f = frame(b"hi");
         assert!(matches!(a.try_put(&[&f], f.len()), SocketSend::Socket(_)));
         // The finished socket send left `dirty` behind.
-        assert_ne!(a.dir(0).word.load(Ordering::Relaxed) & DIRTY, 0);
+        assert!(dirty(a.dir(0).word.load(Ordering::Relaxed)));
     }
 
     #[test]
@@ -699,7 +716,7 @@ mod tests {
         let w = a.dir(0).word.load(Ordering::Relaxed);
         assert_eq!(kind(w), IDLE);
         assert_eq!(w & INFLIGHT, 0);
-        assert_ne!(w & DIRTY, 0);
+        assert!(dirty(w));
     }
 
     #[test]

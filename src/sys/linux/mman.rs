@@ -426,27 +426,6 @@ impl SealedFile {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::shm_path;
-
-    #[test]
-    fn shm_names_are_checked_as_glibc_checks_them() {
-        assert_eq!(shm_path(c"/abc").unwrap().as_bytes(), b"/dev/shm/abc");
-        assert_eq!(shm_path(c"//abc").unwrap().as_bytes(), b"/dev/shm/abc");
-        assert_eq!(shm_path(c"abc").unwrap().as_bytes(), b"/dev/shm/abc");
-        for bad in [c"", c"/", c"/.", c"/..", c"/a/b"] {
-            let e = shm_path(bad).unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
-        }
-        let long = std::ffi::CString::new(format!("/{}", "x".repeat(256))).unwrap();
-        assert_eq!(
-            shm_path(&long).unwrap_err().raw_os_error(),
-            Some(libc::ENAMETOOLONG)
-        );
-    }
-}
-
 /// Seals a memory file made by [`memfd_create_sealable`] against any
 /// change of size (and of its seals), leaving it writable: a mapping of it
 /// can then never turn into `SIGBUS` because someone shrank the file.
@@ -478,4 +457,25 @@ pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
         ));
     }
     file_len(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shm_path;
+
+    #[test]
+    fn shm_names_are_checked_as_glibc_checks_them() {
+        assert_eq!(shm_path(c"/abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"//abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        assert_eq!(shm_path(c"abc").unwrap().as_bytes(), b"/dev/shm/abc");
+        for bad in [c"", c"/", c"/.", c"/..", c"/a/b"] {
+            let e = shm_path(bad).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        }
+        let long = std::ffi::CString::new(format!("/{}", "x".repeat(256))).unwrap();
+        assert_eq!(
+            shm_path(&long).unwrap_err().raw_os_error(),
+            Some(libc::ENAMETOOLONG)
+        );
+    }
 }
