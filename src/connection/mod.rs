@@ -385,7 +385,8 @@ impl Connection {
     ///
     /// Handles inside the value are duplicated and passed along; the
     /// caller's copies stay open. `Ok` means the message was handed to the
-    /// kernel, not that the peer has read it. From
+    /// kernel (or, through a [`Pipe`]'s slot, to a receiver that was
+    /// spinning), not that the peer has read it. From
     /// [`SPILL_MIN`](crate::SPILL_MIN) bytes of encoding on, the message
     /// travels in a sealed memory file instead of the socket's bytes.
     ///
