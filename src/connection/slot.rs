@@ -16,7 +16,8 @@
 //! included, at most [`CAPACITY`] bytes) from offset 64. An end that
 //! travels to another process carries the memory file with it (two
 //! descriptors per end). Connections made by a `Listener` or a `Client`
-//! have no slot.
+//! have no slot, nor has a pipe whose memory file could not be made (no
+//! descriptor or memory left): it works the same over its socket.
 //!
 //! The state word holds a `kind` (IDLE, SPINNING, WRITING, FULL, TAKING),
 //! the pid of whoever set that kind, `inflight` (socket sends under way),
