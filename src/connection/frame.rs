@@ -9,6 +9,7 @@
 //! or without a deadline, goes on from there.
 
 use super::Framing;
+use super::slot::{Got, SlotEnd};
 use super::spin::Spin;
 use crate::codec::le;
 use crate::error::{Error, Result};
@@ -225,17 +226,21 @@ fn parse_header(framing: Framing, b: &[u8]) -> Result<Option<(usize, u64, usize)
 ///
 /// An empty socket is first asked again without blocking for a while
 /// (`spin`, see the `spin` module), within the deadline, and only then
-/// waited on.
+/// waited on. Without `spin` it is asked once.
 fn read_with(
     fd: BorrowedFd<'_>,
     deadline: Option<Instant>,
-    spin: &Spin,
+    spin: Option<&Spin>,
     mut recv: impl FnMut(bool) -> io::Result<usize>,
 ) -> Result<usize> {
-    let spun = spin.run(deadline, || match recv(true) {
+    let mut attempt = || match recv(true) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         other => other.map(Some),
-    })?;
+    };
+    let spun = match spin {
+        Some(spin) => spin.run(deadline, attempt)?,
+        None => attempt()?,
+    };
     if let Some(n) = spun {
         return Ok(n);
     }
@@ -261,7 +266,7 @@ fn read_some(
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
     deadline: Option<Instant>,
-    spin: &Spin,
+    spin: Option<&Spin>,
 ) -> Result<usize> {
     read_with(fd, deadline, spin, |nb| {
         sys::recv_msg_into(fd, buf, fds, nb)
@@ -275,7 +280,7 @@ fn fill(
     fd: BorrowedFd<'_>,
     r: &mut Reader,
     deadline: Option<Instant>,
-    spin: &Spin,
+    spin: Option<&Spin>,
 ) -> Result<bool> {
     if r.start > 0 && r.end == r.buf.len() {
         r.buf.copy_within(r.start..r.end, 0);
@@ -289,30 +294,67 @@ fn fill(
     Ok(n > 0)
 }
 
+/// Fills the empty read buffer at a message boundary from the socket or,
+/// while spinning, from the pipe's slot (see the `slot` module). Returns
+/// false at end of stream.
+fn fill_at_boundary(
+    fd: BorrowedFd<'_>,
+    r: &mut Reader,
+    deadline: Option<Instant>,
+    spin: &Spin,
+    slot: &SlotEnd,
+) -> Result<bool> {
+    let mut rx = slot.receiver();
+    let Reader { buf, fds, .. } = r;
+    let mut recv = |b: &mut [u8]| sys::recv_msg_into(fd, b, fds, true);
+    let mut readable = || sys::readable_now(fd);
+    let got = match spin.run(deadline, || rx.attempt(buf, &mut recv, &mut readable))? {
+        Some(got) => Some(got?),
+        None => rx.disarm(buf).transpose()?,
+    };
+    drop(rx);
+    match got {
+        Some(Got::Frame(n) | Got::Socket(n)) => {
+            r.end = n;
+            Ok(n > 0)
+        }
+        // The spin is spent: ask the socket once more, then block.
+        Some(Got::Dirty) | None => fill(fd, r, deadline, None),
+    }
+}
+
 /// Reads the next frame, or goes on with the one an earlier receive left
 /// unfinished. Every read waits no longer than `deadline`; when it passes,
-/// the bytes read so far are kept in `r` for the next call.
+/// the bytes read so far are kept in `r` for the next call. With a `slot`,
+/// a small message may come through it instead of the socket.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn read_frame(
     fd: BorrowedFd<'_>,
     r: &mut Reader,
     framing: Framing,
     deadline: Option<Instant>,
     spin: &Spin,
+    slot: Option<&SlotEnd>,
     max: u64,
     dest: Option<&mut [u8]>,
 ) -> Result<Frame> {
     if let Some(partial) = r.partial.take() {
-        return finish_large(fd, r, partial, deadline, spin);
+        return finish_large(fd, r, partial, deadline, Some(spin));
     }
     if r.end == r.start {
         r.start = 0;
         r.end = 0;
+        if let Some(slot) = slot.filter(|_| !spin.limit().is_zero()) {
+            if !fill_at_boundary(fd, r, deadline, spin, slot)? {
+                return Err(Error::Eof);
+            }
+        }
     }
     let (hdr, len, nfds) = loop {
         if let Some(h) = parse_header(framing, &r.buf[r.start..r.end])? {
             break h;
         }
-        if !fill(fd, r, deadline, spin)? {
+        if !fill(fd, r, deadline, Some(spin))? {
             return Err(if r.end == r.start {
                 Error::Eof
             } else {
@@ -337,7 +379,7 @@ pub(super) fn read_frame(
             r.start = 0;
         }
         while r.end - r.start < total {
-            if !fill(fd, r, deadline, spin)? {
+            if !fill(fd, r, deadline, Some(spin))? {
                 return Err(Error::Truncated);
             }
         }
@@ -358,7 +400,7 @@ pub(super) fn read_frame(
         r.start = 0;
         r.end = 0;
         while got < len {
-            let n = read_some(fd, &mut dest[got..len], &mut r.fds, None, spin)?;
+            let n = read_some(fd, &mut dest[got..len], &mut r.fds, None, Some(spin))?;
             if n == 0 {
                 return Err(Error::Truncated);
             }
@@ -370,7 +412,7 @@ pub(super) fn read_frame(
     payload.extend_from_slice(buffered);
     r.start = 0;
     r.end = 0;
-    finish_large(fd, r, Partial { payload, len, nfds }, deadline, spin)
+    finish_large(fd, r, Partial { payload, len, nfds }, deadline, Some(spin))
 }
 
 /// Reads the rest of a large frame's payload; if `deadline` passes first,
@@ -386,7 +428,7 @@ fn finish_large(
     r: &mut Reader,
     mut p: Partial,
     deadline: Option<Instant>,
-    spin: &Spin,
+    spin: Option<&Spin>,
 ) -> Result<Frame> {
     while p.payload.len() < p.len {
         let left = p.len - p.payload.len();

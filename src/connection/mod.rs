@@ -32,6 +32,19 @@
 //! for one end, `MULTIPROC_CONNECTION_SPIN_US` (microseconds, `0` for off)
 //! for every connection of a process. [`wait`] does not spin.
 //!
+//! The two ends of a [`Pipe`] also share a small memory file (two pages,
+//! sealed against resizing; an end that travels to another process carries
+//! it, so such an end holds two descriptors). While a receive spins, a
+//! small message without handles (at most 4,032 bytes of frame) is handed
+//! over through it instead of the socket: the receiver polls a word, the
+//! sender writes the message next to it and waits until the receiver has
+//! taken it (at most 30 µs; otherwise it takes it back and uses the
+//! socket). Nobody makes a system call then. Every other message, and
+//! every message while nobody spins, goes on the socket as before; the
+//! order of one sender's messages is kept whichever way each travels.
+//! Connections of a [`Listener`] or [`Client`] have no such file. Spinning
+//! off (see [`Connection::set_spin`]) turns it off too.
+//!
 //! Received values are decoded within a nesting limit
 //! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
 //! overflow the receiver's stack.
@@ -42,8 +55,10 @@
 pub(crate) mod auth;
 mod frame;
 mod listener;
+mod slot;
 mod spin;
 mod wait;
+mod wire;
 
 pub use auth::{
     answer_challenge, answer_challenge_deadline, deliver_challenge, deliver_challenge_deadline,
@@ -57,9 +72,10 @@ pub(crate) use frame::MAX_FDS;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys;
-use frame::{Frame, HEADER, Payload, READ_BUF, Reader, send_frame, write_header};
+use frame::{Frame, HEADER, Payload, READ_BUF, Reader, write_header};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use slot::SlotEnd;
 use spin::Spin;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -117,6 +133,9 @@ pub struct Connection {
     max_depth: AtomicU32,
     framing: Framing,
     spin: Spin,
+    /// The pipe's slot (see the `slot` module); `None` for connections
+    /// not made by [`Pipe`].
+    slot: Option<SlotEnd>,
 }
 
 /// Creates pairs of connected [`Connection`]s (Python's `Pipe()`).
@@ -142,9 +161,12 @@ impl Pipe {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<(Connection, Connection)> {
         let (a, b) = sys::socketpair(sys::SocketKind::Stream)?;
+        // Without a slot (no descriptor or memory left for it) the pipe
+        // works the same, over the socket only.
+        let (sa, sb) = SlotEnd::pair().ok().unzip();
         Ok((
-            Connection::new(a, true, true),
-            Connection::new(b, true, true),
+            Connection::new(a, true, true).with_slot(sa),
+            Connection::new(b, true, true).with_slot(sb),
         ))
     }
 
@@ -156,9 +178,11 @@ impl Pipe {
         let (r, w) = sys::socketpair(sys::SocketKind::Stream)?;
         sys::shutdown(r.as_fd(), true)?;
         sys::shutdown(w.as_fd(), false)?;
+        // The writer sends on page 0, which the reader (end 1) receives on.
+        let (sw, sr) = SlotEnd::pair().ok().unzip();
         Ok((
-            Connection::new(r, true, false),
-            Connection::new(w, false, true),
+            Connection::new(r, true, false).with_slot(sr),
+            Connection::new(w, false, true).with_slot(sw),
         ))
     }
 }
@@ -187,7 +211,13 @@ impl Connection {
             max_depth: AtomicU32::new(codec::max_decode_depth()),
             framing,
             spin: Spin::new(),
+            slot: None,
         }
+    }
+
+    fn with_slot(mut self, slot: Option<SlotEnd>) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// Wraps a connected Unix stream socket.
@@ -220,7 +250,8 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
-        let c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
+        let mut c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
+        c.slot = self.slot.clone();
         c.set_max_message_size(self.max_message_size());
         c.set_max_decode_depth(self.max_decode_depth());
         c.set_spin(self.spin());
@@ -356,7 +387,8 @@ impl Connection {
     ///
     /// Handles inside the value are duplicated and passed along; the
     /// caller's copies stay open. `Ok` means the message was handed to the
-    /// kernel, not that the peer has read it. From
+    /// kernel (or, through a [`Pipe`]'s slot, to a receiver that was
+    /// spinning), not that the peer has read it. From
     /// [`SPILL_MIN`](crate::SPILL_MIN) bytes of encoding on, the message
     /// travels in a sealed memory file instead of the socket's bytes.
     ///
@@ -393,7 +425,7 @@ impl Connection {
         }
         let header: &mut [u8; HEADER] = (&mut buf[..HEADER]).try_into().expect("header slot");
         let at = write_header(self.framing, header, len, fds.len());
-        let res = send_frame(self.fd.as_fd(), &[&buf[at..]], fds);
+        let res = self.send_frame(&[&buf[at..]], fds);
         fds.clear();
         if buf.capacity() > 4 * READ_BUF {
             *buf = Vec::new();
@@ -409,7 +441,7 @@ impl Connection {
         let _w = self.lock_writer()?;
         let mut header = [0u8; HEADER];
         let at = write_header(self.framing, &mut header, bytes.len() as u64, 0);
-        send_frame(self.fd.as_fd(), &[&header[at..], bytes], &[] as &[OwnedFd])
+        self.send_frame(&[&header[at..], bytes], &[] as &[OwnedFd])
     }
 
     /// Receives one value, blocking until it arrives.
@@ -623,7 +655,7 @@ impl Connection {
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&header[at..]);
         all.extend(parts.iter().filter(|p| !p.is_empty()));
-        send_frame(self.fd.as_fd(), &all, fds)
+        self.send_frame(&all, fds)
     }
 
     /// Receives one frame and hands its payload and descriptors to `f`.
@@ -670,6 +702,7 @@ impl Connection {
             self.framing,
             deadline,
             &self.spin,
+            self.slot.as_ref(),
             max,
             dest.as_deref_mut(),
         );
@@ -722,53 +755,5 @@ impl fmt::Debug for Connection {
             .field("writable", &self.writable)
             .field("framing", &self.framing)
             .finish()
-    }
-}
-
-/// A `Connection` travels inside messages and process arguments: the peer
-/// receives a working end of the same socket. Bytes already buffered by the
-/// sender's end do not travel, so send a connection before reading from it.
-impl Serialize for Connection {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            #[serde(with = "crate::handle")]
-            fd: BorrowedFd<'a>,
-            readable: bool,
-            writable: bool,
-            max: u64,
-            python: bool,
-        }
-        Wire {
-            fd: self.fd.as_fd(),
-            readable: self.readable,
-            writable: self.writable,
-            max: self.max_message_size(),
-            python: self.framing == Framing::Python,
-        }
-        .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Connection {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Wire {
-            #[serde(with = "crate::handle")]
-            fd: OwnedFd,
-            readable: bool,
-            writable: bool,
-            max: u64,
-            python: bool,
-        }
-        let w = Wire::deserialize(d)?;
-        let framing = if w.python {
-            Framing::Python
-        } else {
-            Framing::Native
-        };
-        let c = Connection::with_framing(w.fd, w.readable, w.writable, framing);
-        c.set_max_message_size(w.max);
-        Ok(c)
     }
 }

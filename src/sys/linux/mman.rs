@@ -426,6 +426,39 @@ impl SealedFile {
     }
 }
 
+/// Seals a memory file made by [`memfd_create_sealable`] against any
+/// change of size (and of its seals), leaving it writable: a mapping of it
+/// can then never turn into `SIGBUS` because someone shrank the file.
+///
+/// # References
+/// fcntl(2) (`F_ADD_SEALS`), memfd_create(2)
+pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::fs::SealFlags;
+    retry(|| rustix::fs::fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL))
+}
+
+/// Checks that `fd` is a memory file sealed against changes of size (as
+/// [`seal_size`] seals it), and returns its size.
+///
+/// # References
+/// fcntl(2) (`F_GET_SEALS`)
+pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    use rustix::fs::SealFlags;
+    let seals = retry(|| rustix::fs::fcntl_get_seals(fd)).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a memory file ({e})"),
+        )
+    })?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("memory file is not sealed against resizing (seals {seals:?})"),
+        ));
+    }
+    file_len(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::shm_path;
