@@ -653,6 +653,17 @@ mod tests {
         Ok(false)
     }
 
+    /// A receiver of `b` that found nothing and now spins (SPINNING).
+    fn spinning<'a>(b: &'a SlotEnd, buf: &mut [u8]) -> Rx<'a> {
+        let mut rx = b.receiver();
+        assert!(
+            rx.attempt(buf, &mut would_block, &mut never)
+                .unwrap()
+                .is_none()
+        );
+        rx
+    }
+
     #[test]
     fn nobody_spinning_means_the_socket() {
         let (a, _b) = SlotEnd::pair().unwrap();
@@ -665,13 +676,8 @@ mod tests {
     #[test]
     fn a_spinning_receiver_takes_the_message() {
         let (a, b) = SlotEnd::pair().unwrap();
-        let mut rx = b.receiver();
         let mut buf = vec![0u8; 4096];
-        assert!(
-            rx.attempt(&mut buf, &mut would_block, &mut never)
-                .unwrap()
-                .is_none()
-        );
+        let mut rx = spinning(&b, &mut buf);
         assert!(rx.armed);
         let f = frame(b"hello");
         std::thread::scope(|s| {
@@ -704,13 +710,8 @@ mod tests {
     #[test]
     fn an_untaken_message_goes_back_to_the_socket() {
         let (a, b) = SlotEnd::pair().unwrap();
-        let mut rx = b.receiver();
         let mut buf = vec![0u8; 4096];
-        assert!(
-            rx.attempt(&mut buf, &mut would_block, &mut never)
-                .unwrap()
-                .is_none()
-        );
+        let rx = spinning(&b, &mut buf);
         std::mem::forget(rx); // a receiver that stopped spinning for good
         let f = frame(b"x");
         assert!(matches!(a.try_put(&[&f], f.len()), SocketSend::Socket(_)));
@@ -723,13 +724,8 @@ mod tests {
     #[test]
     fn dirty_sends_the_receiver_to_the_socket_and_never_leaves_spinning() {
         let (a, b) = SlotEnd::pair().unwrap();
-        let mut rx = b.receiver();
         let mut buf = vec![0u8; 4096];
-        assert!(
-            rx.attempt(&mut buf, &mut would_block, &mut never)
-                .unwrap()
-                .is_none()
-        );
+        let mut rx = spinning(&b, &mut buf);
         drop(a.socket_send());
         let got = rx
             .attempt(&mut buf, &mut would_block, &mut never)
@@ -738,12 +734,7 @@ mod tests {
         assert!(matches!(got, Ok(Got::Dirty)));
         assert_eq!(kind(a.dir(0).word.load(Ordering::Relaxed)), IDLE);
         // A spinning receiver dropped leaves IDLE.
-        let mut rx = b.receiver();
-        assert!(
-            rx.attempt(&mut buf, &mut would_block, &mut never)
-                .unwrap()
-                .is_none()
-        );
+        let rx = spinning(&b, &mut buf);
         assert!(rx.armed);
         drop(rx);
         assert_eq!(kind(a.dir(0).word.load(Ordering::Relaxed)), IDLE);
