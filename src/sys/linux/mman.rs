@@ -237,17 +237,30 @@ pub(crate) fn seal_read_only(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// fcntl(2) (`F_GET_SEALS`), memfd_create(2)
 pub(crate) fn sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
     use rustix::fs::SealFlags;
+    len_if_sealed(
+        fd,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW,
+        "writes and resizing",
+    )
+}
+
+/// The size of the memory file `fd` if it carries the seals `need`
+/// (`against` names them for the error), else an `InvalidData` error.
+fn len_if_sealed(
+    fd: BorrowedFd<'_>,
+    need: rustix::fs::SealFlags,
+    against: &str,
+) -> io::Result<usize> {
     let seals = retry(|| rustix::fs::fcntl_get_seals(fd)).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("not a sealable memory file ({e})"),
         )
     })?;
-    let need = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW;
     if !seals.contains(need) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("memory file is not sealed against writes and resizing (seals {seals:?})"),
+            format!("memory file is not sealed against {against} (seals {seals:?})"),
         ));
     }
     file_len(fd)
@@ -444,19 +457,7 @@ pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// fcntl(2) (`F_GET_SEALS`)
 pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
     use rustix::fs::SealFlags;
-    let seals = retry(|| rustix::fs::fcntl_get_seals(fd)).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not a memory file ({e})"),
-        )
-    })?;
-    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("memory file is not sealed against resizing (seals {seals:?})"),
-        ));
-    }
-    file_len(fd)
+    len_if_sealed(fd, SealFlags::SHRINK | SealFlags::GROW, "resizing")
 }
 
 #[cfg(test)]
