@@ -65,6 +65,7 @@ pub use auth::{
 };
 pub use listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ToAddress};
 pub use spin::DEFAULT_SPIN;
+pub(crate) use spin::prime as prime_spin;
 pub use wait::{Waitable, wait};
 
 pub(crate) use frame::MAX_FDS;

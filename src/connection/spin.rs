@@ -67,7 +67,7 @@ const HINTS: u32 = 8;
 fn default_limit_ns() -> u64 {
     static LIMIT: OnceLock<u64> = OnceLock::new();
     *LIMIT.get_or_init(|| {
-        if crate::cpu_count() <= 1 {
+        if one_cpu() {
             return 0;
         }
         let default = nanos(DEFAULT_SPIN);
@@ -88,6 +88,23 @@ fn default_limit_ns() -> u64 {
 }
 
 /// A duration in nanoseconds, saturating at `u64::MAX`.
+/// Whether this process may run on one CPU only, asked once per process.
+/// (The answer costs a dozen system calls: the affinity mask, and the
+/// cgroup's CPU quota read from `/proc` and `/sys`.)
+fn one_cpu() -> bool {
+    static ONE: OnceLock<bool> = OnceLock::new();
+    *ONE.get_or_init(|| crate::cpu_count() <= 1)
+}
+
+/// Settles the default spin limit of this process now. The fork server
+/// calls it before it forks, so its children inherit the answer instead of
+/// each asking again (a dozen system calls, a tenth of a trivial child's
+/// start). They share the fork server's environment and CPU affinity, so
+/// the answer is theirs too.
+pub(crate) fn prime() {
+    default_limit_ns();
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -116,11 +133,7 @@ impl Spin {
     /// Sets the longest spin (`Duration::ZERO`: never spin). Has no effect
     /// on a machine with one CPU.
     pub(super) fn set_limit(&self, limit: Duration) {
-        let ns = if crate::cpu_count() <= 1 {
-            0
-        } else {
-            nanos(limit)
-        };
+        let ns = if one_cpu() { 0 } else { nanos(limit) };
         self.limit.store(ns, Ordering::Relaxed);
         self.budget.store(ns, Ordering::Relaxed);
     }

@@ -377,6 +377,9 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     sys::set_signal(libc::SIGINT, sys::Disposition::Ignore);
     sys::block_signal(libc::SIGINT, true);
     sys::set_signal(libc::SIGPIPE, sys::Disposition::Ignore);
+    // What every child would otherwise work out for itself on its first
+    // connection, settled once here and inherited.
+    crate::connection::prime_spin();
     let mut live: Vec<Live> = Vec::new();
     let mut spare: Option<Spare> = None;
     let mut fds = VecDeque::new();
