@@ -121,23 +121,19 @@ fn hostile_entry_is_an_error_for_that_item_only() {
     let s = RedisServer::start();
     let b = backend(&s);
     let q = b.queue::<Vec<String>>("hostile").unwrap();
-    // Entries planted by hand: garbage bytes, and no item field at all.
+    // Items planted by hand: garbage bytes, and text that is no item.
     let client = redis::Client::open(s.url()).unwrap();
     let mut c = client.get_connection().unwrap();
-    let key = format!("{}:q:hostile", b.prefix());
-    redis::cmd("XADD")
+    let key = format!("{}:lq:hostile", b.prefix());
+    redis::cmd("LPUSH")
         .arg(&key)
-        .arg("*")
-        .arg("d")
         .arg(&[0xff_u8, 0xff, 0xff, 0xff, 0x0f][..])
-        .query::<String>(&mut c)
+        .query::<i64>(&mut c)
         .unwrap();
-    redis::cmd("XADD")
+    redis::cmd("LPUSH")
         .arg(&key)
-        .arg("*")
-        .arg("cmd")
         .arg("rm -rf /")
-        .query::<String>(&mut c)
+        .query::<i64>(&mut c)
         .unwrap();
     q.put(vec!["fine".into()]).unwrap();
     assert!(matches!(q.get(), Err(Error::Decode(_))));
@@ -343,14 +339,16 @@ fn put_get_cost_against_ping() {
         assert_eq!(q.get().unwrap(), i);
     }
     let rt = t0.elapsed() / n as u32;
-    // Round trips, counted by the server: a put is one XADD; a get one
-    // pipeline with one XREADGROUP (after the EVAL that acknowledges the
-    // item before, which is not counted); now and then an XAUTOCLAIM looks
+    // Round trips, counted by the server: a put is one LPUSH; a get one
+    // pipeline with one BLMOVE (after the DEL that acknowledges the item
+    // before, which is not counted); now and then the claim script looks
     // for a dead consumer's items.
     let after = redis_support::command_calls(&mut c);
-    let trips: u64 = ["xadd", "xreadgroup", "xautoclaim", "evalsha"]
+    let used = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
+    assert!(used("lpush") >= n && used("blmove") >= n, "{after:?}");
+    let trips: u64 = ["lpush", "blmove", "lmove", "evalsha", "eval"]
         .iter()
-        .map(|k| after.get(*k).unwrap_or(&0) - before.get(*k).unwrap_or(&0))
+        .map(|k| used(k))
         .sum();
     let per_op = trips as f64 / n as f64;
     assert!(per_op <= 2.1, "{per_op:.2} round trips per put + get");
@@ -410,10 +408,11 @@ fn every_item_of_a_dead_consumer_comes_back_once() {
     assert!(matches!(q.get_timeout(lease * 2), Err(Error::Empty)));
 }
 
-/// Acknowledged items are trimmed from the stream (not deleted one by one),
-/// and the counts come from the consumer group, not the stream's length.
+/// Acknowledged items leave Redis: a handle's processing list holds only
+/// what it took and has not acknowledged, a plain unbounded queue keeps no
+/// counter, and a dropped handle leaves no key behind.
 #[test]
-fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
+fn acknowledged_items_leave_the_lists_and_counts_stay_right() {
     let s = RedisServer::start();
     let b = backend(&s);
     let q = b.queue::<u64>("trim").unwrap();
@@ -421,20 +420,50 @@ fn acknowledged_items_leave_the_stream_and_counts_stay_right() {
         .unwrap()
         .get_connection()
         .unwrap();
-    let key = format!("{}:q:trim", b.prefix());
+    let key = format!("{}:lq:trim", b.prefix());
+    let proc_key = format!("{key}:proc:{}", q.consumer());
+    let llen = |c: &mut redis::Connection, k: &str| -> usize {
+        redis::cmd("LLEN").arg(k).query(c).unwrap()
+    };
     let items: Vec<u64> = (0..1000).collect();
     q.put_many(&items).unwrap();
     assert_eq!(q.qsize(), 1000);
     assert_eq!(q.get_many(600, Duration::from_secs(5)).unwrap().len(), 600);
     assert_eq!(q.qsize(), 400);
-    // The next take acknowledges the 600 and trims them away.
+    assert_eq!(llen(&mut c, &proc_key), 600);
+    // The next take acknowledges the 600.
     assert_eq!(q.get_many(1000, Duration::from_secs(5)).unwrap().len(), 400);
     assert_eq!(q.qsize(), 0);
-    let len: usize = redis::cmd("XLEN").arg(&key).query(&mut c).unwrap();
-    assert_eq!(len, 400, "only the 400 not yet acknowledged are left");
+    assert_eq!(llen(&mut c, &key), 0);
+    assert_eq!(
+        llen(&mut c, &proc_key),
+        400,
+        "only the 400 not yet acknowledged are left"
+    );
+    let exists = |c: &mut redis::Connection, k: &str| -> bool {
+        redis::cmd("EXISTS").arg(k).query::<u8>(c).unwrap() == 1
+    };
+    assert!(
+        !exists(&mut c, &format!("{key}:count")),
+        "a plain queue counts nothing"
+    );
+    let consumers = format!("{key}:consumers");
+    let member = |c: &mut redis::Connection| -> bool {
+        redis::cmd("SISMEMBER")
+            .arg(&consumers)
+            .arg(q.consumer())
+            .query::<u8>(c)
+            .unwrap()
+            == 1
+    };
+    assert!(member(&mut c));
+    let lease_key = format!("{key}:lease:{}", q.consumer());
+    assert!(exists(&mut c, &lease_key));
     drop(q);
-    let len: usize = redis::cmd("XLEN").arg(&key).query(&mut c).unwrap();
-    assert_eq!(len, 0);
+    assert_eq!(llen(&mut c, &proc_key), 0);
+    assert!(!exists(&mut c, &lease_key));
+    let left: usize = redis::cmd("SCARD").arg(&consumers).query(&mut c).unwrap();
+    assert_eq!(left, 0);
     // A bounded joinable queue counts taken, unacknowledged items as full.
     let j = b.joinable_queue_with_maxsize::<u64>("trim2", 2).unwrap();
     j.put(1).unwrap();
@@ -553,19 +582,18 @@ fn take_in_batches_and_hang(url: String, lease_ms: u64) {
         .with_lease(Duration::from_millis(lease_ms));
     let q = b.queue::<u32>("batches").unwrap();
     let took = b.queue::<usize>("took").unwrap();
-    // The first take of a handle looks for dead consumers' items; the
-    // second is a scripted batched read that acknowledges the first 40.
+    // The second batched read acknowledges the first 40 in its script.
     let first = q.get_many(40, Duration::from_secs(30)).unwrap().len();
     let second = q.get_many(100, Duration::from_secs(30)).unwrap().len();
     took.put_many(&[first, second]).unwrap();
     std::thread::sleep(Duration::from_secs(600));
 }
 
-/// A `get_many` of 32 or more reads through one script (acknowledgement,
-/// trim, room wake-up and `XREADGROUP`): what it took is pending like any
-/// taken item (delivered again when its taker dies), what it acknowledged
-/// is gone, an entry without an item is skipped, and the acknowledgement
-/// wakes the puts waiting for room in a bounded queue.
+/// A `get_many` reads through one script (the acknowledgement, the room
+/// wake-up and the take): what it took is held like any taken item
+/// (delivered again when its taker dies), what it acknowledged is gone, an
+/// item that does not decode is skipped, and the acknowledgement wakes the
+/// puts waiting for room in a bounded queue.
 #[test]
 fn scripted_batched_get_keeps_the_guarantees() {
     let s = RedisServer::start();
@@ -613,16 +641,14 @@ fn scripted_batched_get_keeps_the_guarantees() {
         "the batched reads went through the script: {before:?} -> {after:?}"
     );
 
-    // An entry without an item field is taken and skipped.
+    // An item that does not decode is taken and skipped.
     let q = b.queue::<u32>("planted").unwrap();
-    let key = format!("{}:q:planted", b.prefix());
+    let key = format!("{}:lq:planted", b.prefix());
     q.put_many(&(0..50).collect::<Vec<_>>()).unwrap();
-    redis::cmd("XADD")
+    redis::cmd("LPUSH")
         .arg(&key)
-        .arg("*")
-        .arg("x")
-        .arg("hostile")
-        .query::<String>(&mut c)
+        .arg(&[0xff_u8; 8][..])
+        .query::<i64>(&mut c)
         .unwrap();
     q.put_many(&(50..100).collect::<Vec<_>>()).unwrap();
     assert_eq!(q.get_many(1, Duration::from_secs(5)).unwrap(), [0]);
@@ -632,7 +658,7 @@ fn scripted_batched_get_keeps_the_guarantees() {
 
     // The script's acknowledgement wakes the puts waiting for room.
     let q = b.queue_with_maxsize::<u32>("bounded", 40).unwrap();
-    let room = format!("{}:q:bounded:room:wake", b.prefix());
+    let room = format!("{}:lq:bounded:room:wake", b.prefix());
     q.put_many(&(0..40).collect::<Vec<_>>()).unwrap();
     assert_eq!(q.get_many(1, Duration::from_secs(5)).unwrap(), [0]);
     let woken = |c: &mut redis::Connection| -> usize {

@@ -148,6 +148,7 @@
 //! taken) and the next `get` goes on with the next item.
 #![allow(clippy::module_name_repetitions)]
 
+mod list;
 mod pool;
 mod queue;
 mod registry;

@@ -10,7 +10,7 @@ use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -142,21 +142,6 @@ return out
 /// (below it, the script's own cost outweighs what it saves).
 const SCRIPT_READ_MIN: usize = 32;
 
-/// `{waiting, pending}` of the stream `KEYS[1]`.
-const COUNTS_LUA: &str = r"
-local waiting, pending = group_state(KEYS[1])
-return {waiting, pending}
-";
-
-/// `join`: `{items not done, last wake id}` of the stream `KEYS[1]`.
-const JOIN_LUA: &str = r"
-local r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local seen = '0-0'
-if r[1] then seen = r[1][1] end
-local waiting, pending = group_state(KEYS[1])
-return {waiting + pending, seen}
-";
-
 /// A script with the group-state helpers in front of `body`.
 fn script(body: &str) -> String {
     format!("{NOTIFY_LUA}{STATE_LUA}{body}")
@@ -180,7 +165,6 @@ pub(crate) struct Core {
     pub(crate) stream: String,
     pub(crate) maxsize: usize,
     pub(crate) consumer: String,
-    pub(crate) closed: AtomicBool,
     joinable: bool,
     lease: Duration,
     state: Mutex<State>,
@@ -316,7 +300,6 @@ impl Core {
             stream,
             maxsize: stored.unwrap_or(maxsize),
             consumer: unique_id(),
-            closed: AtomicBool::new(false),
             joinable,
             lease: backend.lease(),
             state: Mutex::new(State {
@@ -669,22 +652,6 @@ impl Core {
         Ok(got)
     }
 
-    pub(crate) fn get_one<T: DeserializeOwned>(
-        &self,
-        deadline: Option<Instant>,
-        nowait: bool,
-    ) -> Result<T> {
-        // `take(1, …)` yields at most one entry: a second one would be held
-        // (and later acknowledged) without ever being handed out.
-        let got = self.take(1, deadline, nowait)?;
-        debug_assert!(got.len() <= 1);
-        let (id, bytes) = got.into_iter().next().ok_or(Error::Empty)?;
-        match bytes {
-            Some(b) => decode(&b),
-            None => Err(Error::Decode(format!("queue entry {id} has no item field"))),
-        }
-    }
-
     /// Takes up to `max` entries that are there now, through [`READ_LUA`]
     /// (acknowledging what a plain queue's handle took before in the same
     /// script). None when this is not the way to read: fewer than
@@ -772,78 +739,6 @@ impl Core {
         }
         Ok(out)
     }
-
-    /// `(waiting, pending)`: items not yet taken, items taken and not
-    /// acknowledged.
-    fn counts(&self) -> Result<(usize, usize)> {
-        let inv = redis::Script::new(&script(COUNTS_LUA));
-        let mut st = self.state();
-        let inv = inv.key(&self.stream);
-        st.conn.run(|c| inv.invoke::<(usize, usize)>(c))
-    }
-
-    pub(crate) fn qsize(&self) -> usize {
-        match self.counts() {
-            Ok((waiting, _)) => waiting,
-            Err(e) => {
-                log::warn!("qsize of {}: {e}", self.stream);
-                0
-            }
-        }
-    }
-
-    pub(crate) fn is_full(&self) -> bool {
-        self.maxsize > 0
-            && self
-                .counts()
-                .is_ok_and(|(waiting, pending)| waiting + pending >= self.maxsize)
-    }
-
-    pub(crate) fn task_done(&self) -> Result<()> {
-        let id = self.held().front().cloned().ok_or(Error::State(
-            "task_done() called more times than this handle took items",
-        ))?;
-        let mut p = redis::pipe();
-        self.add_ack(&mut p, std::slice::from_ref(&id));
-        self.state().conn.run(|c| p.query::<()>(c))?;
-        let mut held = self.held();
-        if held.front() == Some(&id) {
-            held.pop_front();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn unfinished(&self) -> Result<usize> {
-        self.counts().map(|(waiting, pending)| waiting + pending)
-    }
-
-    pub(crate) fn join_at(&self, deadline: Option<Instant>) -> bool {
-        let join = redis::Script::new(&script(JOIN_LUA));
-        loop {
-            let mut inv = join.key(&self.stream);
-            inv.key(self.waiters.key());
-            let got = self.state().conn.run(|c| inv.invoke::<(usize, String)>(c));
-            let seen = match got {
-                Ok((0, _)) => return true,
-                Ok((_, seen)) => seen,
-                Err(e) => {
-                    log::warn!("join of {}: {e}", self.stream);
-                    "0-0".to_string()
-                }
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            // Woken by the `task_done` that empties the queue; a failed
-            // server is retried once per BLOCK_SLICE.
-            if let Err(e) = self.waiters.wait(&seen, None, deadline) {
-                log::warn!("join of {}: {e}", self.stream);
-                std::thread::sleep(BLOCK_SLICE.min(
-                    deadline.map_or(BLOCK_SLICE, |d| d.saturating_duration_since(Instant::now())),
-                ));
-            }
-        }
-    }
 }
 
 impl Drop for Core {
@@ -872,5 +767,40 @@ impl Drop for Core {
                 self.stream
             );
         }
+    }
+}
+
+/// A typed queue on a stream: the pool's task and result queues (the
+/// public queues are on lists, `list.rs`). Its workers take through
+/// [`core`](Self::core), whose redelivery marks feed the dead-letter count.
+pub(crate) struct StreamQueue<T> {
+    core: Core,
+    _t: std::marker::PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> StreamQueue<T> {
+    /// Opens (creating when new) the unbounded stream queue `name`; a
+    /// joinable one is acknowledged through [`Core::finish`] only.
+    pub(crate) fn open(backend: &Backend, name: &str, joinable: bool) -> Result<StreamQueue<T>> {
+        Ok(StreamQueue {
+            core: Core::open(backend, name, 0, joinable)?,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Puts every item of `items` in one round trip, in order.
+    pub(crate) fn put_many(&self, items: &[T]) -> Result<()> {
+        let bytes = items.iter().map(encode).collect::<Result<Vec<_>>>()?;
+        self.core.put_bytes(&bytes, None, true).map(|_| ())
+    }
+
+    /// Takes up to `max` items, waiting at most `timeout` for the first.
+    pub(crate) fn get_many(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        self.core.get_many(max, Some(Instant::now() + timeout))
+    }
+
+    /// The stream under the queue.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 }
