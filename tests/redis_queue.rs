@@ -685,3 +685,218 @@ fn scripted_batched_get_keeps_the_guarantees() {
     q.put_nowait(40).unwrap();
     assert!(q.put_nowait(41).unwrap_err().is_full());
 }
+
+fn take_a_batch_and_hang(url: String, lease_ms: u64) {
+    let b = Backend::connect(&url)
+        .unwrap()
+        .with_lease(Duration::from_millis(lease_ms));
+    let q = b.queue::<u32>("batch-kill").unwrap();
+    let mut n = 0;
+    while n < 50 {
+        n += q.get_many(100, Duration::from_secs(30)).unwrap().len();
+    }
+    b.queue::<usize>("took-batch").unwrap().put(n).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// A batch taken by `get_many` whose taker is killed comes back, each item
+/// exactly once, and then the queue is empty.
+#[test]
+fn killed_consumers_batch_comes_back_exactly_once_per_item() {
+    let s = RedisServer::start();
+    let lease = Duration::from_millis(1000);
+    let b = backend(&s).with_lease(lease);
+    let q = b.queue::<u32>("batch-kill").unwrap();
+    q.put_many(&(0..50).collect::<Vec<_>>()).unwrap();
+    let mut p = Process::new(take_a_batch_and_hang, (s.url(), lease.as_millis() as u64));
+    p.start().unwrap();
+    let took = b.queue::<usize>("took-batch").unwrap();
+    assert_eq!(took.get_timeout(Duration::from_secs(30)).unwrap(), 50);
+    assert_eq!(q.qsize(), 0);
+    p.kill().unwrap();
+    p.join().unwrap();
+    let mut back: Vec<u32> = Vec::new();
+    let t0 = Instant::now();
+    while back.len() < 50 && t0.elapsed() < lease * 20 {
+        match q.get_many(1000, lease * 2) {
+            Ok(got) => back.extend(got),
+            Err(Error::Empty) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    back.sort();
+    assert_eq!(back, (0..50).collect::<Vec<_>>());
+    assert!(matches!(q.get_many(1000, lease * 2), Err(Error::Empty)));
+    drop(q);
+    // Nothing is left anywhere: no list, no consumer.
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:lq:batch-kill*", b.prefix()))
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| k.ends_with(":meta")),
+        "left behind: {keys:?}"
+    );
+}
+
+/// A joinable handle dropped with items not done gives them back at once
+/// (its lease key goes with it): another handle gets them well before the
+/// lease runs out, and `join` still waits for them.
+#[test]
+fn joinable_handle_dropped_with_items_not_done_gives_them_back() {
+    let s = RedisServer::start();
+    let lease = Duration::from_secs(6);
+    let b = backend(&s).with_lease(lease);
+    let a = b.joinable_queue::<u32>("handback").unwrap();
+    a.put_many(&[1, 2, 3]).unwrap();
+    assert_eq!(a.get().unwrap(), 1);
+    a.task_done().unwrap();
+    assert_eq!(a.get().unwrap(), 2);
+    assert_eq!(a.get().unwrap(), 3);
+    drop(a);
+    let other = b.joinable_queue::<u32>("handback").unwrap();
+    assert_eq!(other.unfinished_tasks().unwrap(), 2);
+    assert!(!other.join_timeout(Duration::from_millis(50)));
+    let t0 = Instant::now();
+    let got = [
+        other.get_timeout(lease * 2).unwrap(),
+        other.get_timeout(lease * 2).unwrap(),
+    ];
+    let waited = t0.elapsed();
+    // The oldest taken comes first.
+    assert_eq!(got, [2, 3]);
+    assert!(
+        waited < lease / 2,
+        "given back after {waited:?}, not at the next claim"
+    );
+    other.task_done().unwrap();
+    other.task_done().unwrap();
+    assert!(other.join_timeout(Duration::from_secs(5)));
+    assert!(matches!(
+        other.get_timeout(Duration::from_millis(100)),
+        Err(Error::Empty)
+    ));
+}
+
+/// The number of entries ever added to the stream `key` (0 when none).
+fn entries_added(c: &mut redis::Connection, key: &str) -> i64 {
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query(c)
+        .unwrap_or(redis::Value::Nil);
+    if let redis::Value::Array(kv) = info {
+        for pair in kv.chunks(2) {
+            if let [redis::Value::BulkString(k), redis::Value::Int(v)] = pair
+                && k == b"entries-added"
+            {
+                return *v;
+            }
+        }
+    }
+    0
+}
+
+/// In a bounded joinable queue a taken item holds its room until
+/// `task_done`: a `put` waits on the server, and `task_done` wakes it.
+#[test]
+fn bounded_joinable_put_waits_for_task_done_and_wakes() {
+    let s = RedisServer::start();
+    let b = backend(&s);
+    let q = b.joinable_queue_with_maxsize::<u32>("jroom", 1).unwrap();
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    q.put(1).unwrap();
+    let b2 = b.clone();
+    let putter = std::thread::spawn(move || {
+        let q = b2.joinable_queue::<u32>("jroom").unwrap();
+        q.put_timeout(2, Duration::from_secs(60)).is_ok()
+    });
+    let t0 = Instant::now();
+    while blocked_clients(&mut c) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(q.get().unwrap(), 1);
+    // Taken, not done: still no room.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!putter.is_finished(), "the put did not wait for task_done");
+    assert!(q.is_full());
+    let room = format!("{}:lq:jroom:room:wake", b.prefix());
+    let wakes = entries_added(&mut c, &room);
+    q.task_done().unwrap();
+    assert!(
+        entries_added(&mut c, &room) > wakes,
+        "task_done woke nobody"
+    );
+    assert!(putter.join().unwrap());
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 2);
+    q.task_done().unwrap();
+    assert!(q.join_timeout(Duration::from_secs(5)));
+}
+
+/// A server restarted without persistence loses every key: the handles
+/// reconnect, register again, and puts, gets, `task_done` and `join` work
+/// (no error that lasts).
+#[test]
+fn restart_without_persistence_then_queues_work_again() {
+    let mut s = RedisServer::start();
+    let lease = Duration::from_millis(1500);
+    let b = backend(&s).with_lease(lease);
+    let q = b.queue::<u32>("vanish").unwrap();
+    let j = b.joinable_queue::<u32>("vanish-j").unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    j.put(5).unwrap();
+    assert_eq!(j.get().unwrap(), 5);
+    s.stop();
+    s.restart();
+    // The first call on a dropped connection may fail; the next connects.
+    let t0 = Instant::now();
+    while q.put(2).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "put never worked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 2);
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)),
+        Err(Error::Empty)
+    ));
+    let t0 = Instant::now();
+    while j.put(6).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "put never worked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(j.unfinished_tasks().unwrap(), 1);
+    assert_eq!(j.get_timeout(Duration::from_secs(5)).unwrap(), 6);
+    j.task_done().unwrap();
+    assert!(j.join_timeout(Duration::from_secs(5)));
+    // Item 5 vanished with the server; its task_done finds nothing to
+    // acknowledge and counts nothing off.
+    j.task_done().unwrap();
+    assert_eq!(j.unfinished_tasks().unwrap(), 0);
+    // Registered again (set member and lease key), so what they take now
+    // is delivered again if they die.
+    let mut c = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for (name, consumer) in [("vanish", q.consumer()), ("vanish-j", j.consumer())] {
+        let key = format!("{}:lq:{name}", b.prefix());
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(format!("{key}:consumers"))
+            .arg(consumer)
+            .query(&mut c)
+            .unwrap();
+        let lease_key: bool = redis::cmd("EXISTS")
+            .arg(format!("{key}:lease:{consumer}"))
+            .query(&mut c)
+            .unwrap();
+        assert!(member && lease_key, "{name}: not registered again");
+    }
+}

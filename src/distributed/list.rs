@@ -30,59 +30,57 @@ use std::time::{Duration, Instant};
 /// same round trip).
 const PUSH_CHUNK: usize = 1000;
 
-/// Lua: `ack(proc, count, join_wake, room_wake, all, bounded)`:
-/// acknowledges what the processing list `proc` holds (`all`) or its
-/// oldest item, takes that many off the counter `count`, and wakes the
-/// joiners when nothing is left unacknowledged and, in a bounded queue,
-/// the puts waiting for room. Counts what is really removed, so an item
-/// that a claim already gave back (its consumer stalled past the lease) is
-/// not counted twice. Returns how many were acknowledged.
+/// Lua: `ack(proc, count, join_wake, room_wake, n, bounded)`:
+/// acknowledges the `n` oldest items of the processing list `proc` (the
+/// ones at its right: those a handle knows it holds), takes as many as
+/// were there off the counter `count`, and wakes the joiners when nothing
+/// is left unacknowledged and, in a bounded queue, the puts waiting for
+/// room. Counts what is really removed, so an item that a claim already
+/// gave back (its consumer stalled past the lease) is not counted twice.
+/// Returns how many were acknowledged.
 const ACK_FN_LUA: &str = r"
-local function ack(proc, count, join_wake, room_wake, all, bounded)
-  local n = 0
-  if all then
-    n = redis.call('LLEN', proc)
-    if n > 0 then redis.call('DEL', proc) end
-  elseif redis.call('RPOP', proc) then
-    n = 1
-  end
-  if n > 0 then
-    local left = redis.call('DECRBY', count, n)
+local function ack(proc, count, join_wake, room_wake, n, bounded)
+  local r = redis.call('RPOP', proc, n)
+  local k = 0
+  if r then k = #r end
+  if k > 0 then
+    local left = redis.call('DECRBY', count, k)
     if left <= 0 then
       if left < 0 then redis.call('SET', count, 0) end
       notify(join_wake)
     end
     if bounded then notify(room_wake) end
   end
-  return n
+  return k
 end
 ";
 
 /// Acknowledges for a counted queue: `KEYS` = processing list, counter,
-/// join wake, room wake; `ARGV[1]` = `all` or `one`, `ARGV[2]` = `1` for a
+/// join wake, room wake; `ARGV[1]` = how many, `ARGV[2]` = `1` for a
 /// bounded queue.
 const ACK_LUA: &str = r"
-return ack(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] == 'all', ARGV[2] == '1')
+return ack(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), ARGV[2] == '1')
 ";
 
-/// A batched take: acknowledges what the handle took before (`ARGV[2]`:
-/// `1` to acknowledge; `ARGV[3]`: `1` for a counted queue, which goes
-/// through `ack`; `ARGV[4]`: `1` for a bounded one), then moves up to
-/// `ARGV[1]` items from the taking end of the main list to the processing
-/// list (oldest at its right, as `BLMOVE … RIGHT LEFT` leaves them) and
-/// returns them, oldest first. `KEYS` = main list, processing list,
-/// counter, join wake, room wake, consumer set, lease key; with `ARGV[5]`
-/// (the lease in ms) the consumer `ARGV[6]` registers first.
+/// A batched take: acknowledges the `ARGV[2]` items the handle took before
+/// (none when `0`; `ARGV[3]`: `1` for a counted queue, which goes through
+/// `ack`; `ARGV[4]`: `1` for a bounded one), then moves up to `ARGV[1]`
+/// items from the taking end of the main list to the processing list
+/// (oldest at its right, as `BLMOVE … RIGHT LEFT` leaves them) and returns
+/// them, oldest first. `KEYS` = main list, processing list, counter, join
+/// wake, room wake, consumer set, lease key; with `ARGV[5]` (the lease in
+/// ms) the consumer `ARGV[6]` registers first.
 const TAKE_LUA: &str = r"
 if ARGV[5] then
   redis.call('SADD', KEYS[6], ARGV[6])
   redis.call('SET', KEYS[7], 1, 'PX', ARGV[5])
 end
-if ARGV[2] == '1' then
+local held = tonumber(ARGV[2])
+if held > 0 then
   if ARGV[3] == '1' then
-    ack(KEYS[2], KEYS[3], KEYS[4], KEYS[5], true, ARGV[4] == '1')
+    ack(KEYS[2], KEYS[3], KEYS[4], KEYS[5], held, ARGV[4] == '1')
   else
-    redis.call('DEL', KEYS[2])
+    redis.call('RPOP', KEYS[2], held)
   end
 end
 local r = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', ARGV[1])
@@ -92,6 +90,17 @@ for i = 1, #items, 1000 do
   redis.call('LPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
 end
 return items
+";
+
+/// Gives back what the processing list `KEYS[1]` holds beyond the
+/// `ARGV[1]` items at its right that its handle knows it holds (items a
+/// take moved there whose reply was lost, or everything when `ARGV[1]` is
+/// 0): they go to the taking end of the main list `KEYS[2]`, the oldest
+/// rightmost. Returns how many.
+const RETURN_LUA: &str = r"
+local extra = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+for i = 1, extra do redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') end
+return math.max(extra, 0)
 ";
 
 /// Puts `ARGV[2..]` on the main list `KEYS[1]` unless that would take the
@@ -164,6 +173,7 @@ pub(crate) struct Core {
     /// fly).
     ack_lua: String,
     claim_script: redis::Script,
+    return_script: redis::Script,
     join_script: redis::Script,
     /// Wakes `join` when the counter reaches 0.
     waiters: Waiters,
@@ -179,8 +189,28 @@ struct State {
     registered: bool,
     /// This handle has registered at least once (its drop cleans up).
     ever: bool,
-    /// Items this handle took and has not acknowledged.
+    /// Items this handle took and has not acknowledged: the oldest
+    /// `held` of its processing list.
     held: usize,
+    /// A take failed after it may have moved items to the processing
+    /// list: the next take gives back any beyond `held` first.
+    unsure: bool,
+}
+
+impl State {
+    /// Runs `f` on the connection; a failure also forgets the
+    /// registration (the connection, or the server, may be new next time,
+    /// and the next take registers again).
+    fn run<R>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R> {
+        let r = self.conn.run(f);
+        if r.is_err() {
+            self.registered = false;
+        }
+        r
+    }
 }
 
 impl Core {
@@ -241,6 +271,7 @@ impl Core {
                 registered: false,
                 ever: false,
                 held: 0,
+                unsure: false,
             }),
             heartbeat: Mutex::new(None),
             put_script: redis::Script::new(&format!("{helpers}{PUT_LUA}")),
@@ -248,6 +279,7 @@ impl Core {
             ack_script: redis::Script::new(&format!("{helpers}{ACK_LUA}")),
             ack_lua: format!("{helpers}{ACK_LUA}"),
             claim_script: redis::Script::new(CLAIM_LUA),
+            return_script: redis::Script::new(RETURN_LUA),
             join_script: redis::Script::new(&format!("{helpers}{JOIN_LUA}")),
             waiters: Waiters::new(backend, &main),
             room: Waiters::new(backend, &format!("{main}:room")),
@@ -293,7 +325,7 @@ impl Core {
                 }
                 cmd.ignore();
             }
-            self.state().conn.run(|c| p.query::<()>(c))?;
+            self.state().run(|c| p.query::<()>(c))?;
             return Ok(true);
         }
         loop {
@@ -304,7 +336,7 @@ impl Core {
                 for b in items {
                     inv.arg(b.as_slice());
                 }
-                st.conn.run(|c| inv.invoke(c))?
+                st.run(|c| inv.invoke(c))?
             };
             if added > 0 {
                 return Ok(true);
@@ -385,12 +417,11 @@ impl Core {
             .ignore();
     }
 
-    /// Adds the acknowledgement of everything this handle holds to `p`
-    /// (a plain queue's handle, before it takes again); true when there
-    /// was something to acknowledge.
-    fn add_ack_all(&self, st: &State, p: &mut redis::Pipeline) -> bool {
-        if self.joinable || st.held == 0 {
-            return false;
+    /// Adds the acknowledgement of the `n` items this handle holds (the
+    /// oldest of its processing list) to `p`.
+    fn add_ack(&self, n: usize, p: &mut redis::Pipeline) {
+        if n == 0 {
+            return;
         }
         if self.counted {
             p.cmd("EVAL")
@@ -400,13 +431,38 @@ impl Core {
                 .arg(&self.count)
                 .arg(self.waiters.key())
                 .arg(self.room.key())
-                .arg("all")
+                .arg(n)
                 .arg(u8::from(self.maxsize > 0))
                 .ignore();
         } else {
-            p.cmd("DEL").arg(&self.proc_key).ignore();
+            p.cmd("RPOP").arg(&self.proc_key).arg(n).ignore();
         }
-        true
+    }
+
+    /// What a plain queue's handle acknowledges before it takes again:
+    /// everything it holds (a joinable queue's handle, nothing).
+    fn to_ack(&self, st: &State) -> usize {
+        if self.joinable { 0 } else { st.held }
+    }
+
+    /// After a take whose reply was lost: gives back what it may have
+    /// moved to the processing list (anything beyond what this handle
+    /// knows it holds).
+    fn recover(&self, st: &mut State) -> Result<()> {
+        if !st.unsure {
+            return Ok(());
+        }
+        let mut inv = self.return_script.key(&self.proc_key);
+        inv.key(&self.main).arg(st.held);
+        let back: i64 = st.run(|c| inv.invoke(c))?;
+        if back > 0 {
+            log::info!(
+                "queue {}: {back} item(s) taken by a call that failed are given back",
+                self.main
+            );
+        }
+        st.unsure = false;
+        Ok(())
     }
 
     /// Gives the items of consumers whose lease ran out back to the main
@@ -418,7 +474,7 @@ impl Core {
         st.last_claim = Some(Instant::now());
         let mut inv = self.claim_script.key(&self.main);
         inv.key(&self.consumers).arg(&self.main);
-        let back: i64 = st.conn.run(|c| inv.invoke(c))?;
+        let back: i64 = st.run(|c| inv.invoke(c))?;
         if back > 0 {
             log::info!(
                 "queue {}: {back} item(s) of a consumer that stopped are delivered again",
@@ -428,25 +484,17 @@ impl Core {
         Ok(())
     }
 
-    /// Runs `p` on the state's connection; a failure forgets the
-    /// registration (the connection, or the server, may be new next time).
-    fn run<R: redis::FromRedisValue>(&self, st: &mut State, p: &redis::Pipeline) -> Result<R> {
-        let r = st.conn.run(|c| p.query::<R>(c));
-        if r.is_err() {
-            st.registered = false;
-        }
-        r
-    }
-
     /// Takes one item, waiting until `deadline` (None: forever; `nowait`:
     /// not at all).
     fn take_one(&self, deadline: Option<Instant>, nowait: bool) -> Result<Vec<u8>> {
         let mut st = self.state();
         loop {
+            self.recover(&mut st)?;
             self.claim_if_due(&mut st)?;
             let mut p = redis::pipe();
             self.add_register(&st, &mut p);
-            let acked = self.add_ack_all(&st, &mut p);
+            let acked = self.to_ack(&st);
+            self.add_ack(acked, &mut p);
             if nowait {
                 p.cmd("LMOVE")
                     .arg(&self.main)
@@ -471,11 +519,15 @@ impl Core {
                     .arg("LEFT")
                     .arg(format!("{:.3}", block.as_secs_f64()));
             }
-            let (got,): (Option<Vec<u8>>,) = self.run(&mut st, &p)?;
+            let got = match st.run(|c| p.query::<(Option<Vec<u8>>,)>(c)) {
+                Ok((got,)) => got,
+                Err(e) => {
+                    st.unsure = true;
+                    return Err(e);
+                }
+            };
             self.registered(&mut st);
-            if acked {
-                st.held = 0;
-            }
+            st.held -= acked;
             if let Some(item) = got {
                 st.held += 1;
                 return Ok(item);
@@ -500,8 +552,9 @@ impl Core {
     /// script); empty when there are none.
     fn take_now(&self, max: usize) -> Result<Vec<Vec<u8>>> {
         let mut st = self.state();
+        self.recover(&mut st)?;
         self.claim_if_due(&mut st)?;
-        let acked = !self.joinable && st.held > 0;
+        let acked = self.to_ack(&st);
         let mut inv = self.take_script.key(&self.main);
         inv.key(&self.proc_key)
             .key(&self.count)
@@ -510,23 +563,21 @@ impl Core {
             .key(&self.consumers)
             .key(&self.lease_key)
             .arg(max)
-            .arg(u8::from(acked))
+            .arg(acked)
             .arg(u8::from(self.counted))
             .arg(u8::from(self.maxsize > 0));
         if !st.registered {
             inv.arg(self.lease.as_millis() as u64).arg(&self.consumer);
         }
-        let got = match st.conn.run(|c| inv.invoke::<Value>(c)) {
+        let got = match st.run(|c| inv.invoke::<Value>(c)) {
             Ok(v) => v,
             Err(e) => {
-                st.registered = false;
+                st.unsure = true;
                 return Err(e);
             }
         };
         self.registered(&mut st);
-        if acked {
-            st.held = 0;
-        }
+        st.held -= acked;
         let Value::Array(items) = got else {
             return Ok(Vec::new());
         };
@@ -613,9 +664,9 @@ impl Core {
         inv.key(&self.count)
             .key(self.waiters.key())
             .key(self.room.key())
-            .arg("one")
+            .arg(1)
             .arg(u8::from(self.maxsize > 0));
-        st.conn.run(|c| inv.invoke::<i64>(c))?;
+        st.run(|c| inv.invoke::<i64>(c))?;
         st.held -= 1;
         Ok(())
     }
@@ -624,7 +675,7 @@ impl Core {
         loop {
             let mut inv = self.join_script.key(&self.count);
             inv.key(self.waiters.key());
-            let got = self.state().conn.run(|c| inv.invoke::<(i64, String)>(c));
+            let got = self.state().run(|c| inv.invoke::<(i64, String)>(c));
             let seen = match got {
                 Ok((n, _)) if n <= 0 => return true,
                 Ok((_, seen)) => seen,
@@ -661,8 +712,8 @@ impl Drop for Core {
             drop(tx);
             let _ = thread.join();
         }
-        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if !st.ever {
+        let mut st = self.state();
+        if !st.ever && !st.unsure {
             return;
         }
         let mut p = redis::pipe();
@@ -671,21 +722,18 @@ impl Drop for Core {
             // handle) gives the items back.
             p.cmd("DEL").arg(&self.lease_key).ignore();
         } else {
-            if self.counted && st.held > 0 {
-                p.cmd("EVAL")
-                    .arg(&self.ack_lua)
-                    .arg(4)
-                    .arg(&self.proc_key)
-                    .arg(&self.count)
-                    .arg(self.waiters.key())
-                    .arg(self.room.key())
-                    .arg("all")
-                    .arg(u8::from(self.maxsize > 0))
-                    .ignore();
-            } else {
-                p.cmd("DEL").arg(&self.proc_key).ignore();
-            }
-            p.cmd("SREM")
+            // Acknowledged: what this handle holds. Given back: anything
+            // else in its processing list (a take whose reply was lost).
+            let held = self.to_ack(&st);
+            self.add_ack(held, &mut p);
+            p.cmd("EVAL")
+                .arg(RETURN_LUA)
+                .arg(2)
+                .arg(&self.proc_key)
+                .arg(&self.main)
+                .arg(0)
+                .ignore()
+                .cmd("SREM")
                 .arg(&self.consumers)
                 .arg(&self.consumer)
                 .ignore()
