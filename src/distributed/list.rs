@@ -445,6 +445,25 @@ impl Core {
         if self.joinable { 0 } else { st.held }
     }
 
+    /// Notes a take that failed: unless the server was not reached at
+    /// all, it may have run (its reply lost), so the next take first gives
+    /// back whatever is in the processing list beyond what this handle
+    /// knows it holds. A plain handle cannot know whether the
+    /// acknowledgement that went with the take ran either: it assumes so,
+    /// and gives back everything (an item it held may be delivered again,
+    /// none is lost). Returns `e`.
+    fn failed_take(&self, st: &mut State, e: Error) -> Error {
+        let refused =
+            matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if !refused {
+            st.unsure = true;
+            if !self.joinable {
+                st.held = 0;
+            }
+        }
+        e
+    }
+
     /// After a take whose reply was lost: gives back what it may have
     /// moved to the processing list (anything beyond what this handle
     /// knows it holds).
@@ -521,10 +540,7 @@ impl Core {
             }
             let got = match st.run(|c| p.query::<(Option<Vec<u8>>,)>(c)) {
                 Ok((got,)) => got,
-                Err(e) => {
-                    st.unsure = true;
-                    return Err(e);
-                }
+                Err(e) => return Err(self.failed_take(&mut st, e)),
             };
             self.registered(&mut st);
             st.held -= acked;
@@ -571,10 +587,7 @@ impl Core {
         }
         let got = match st.run(|c| inv.invoke::<Value>(c)) {
             Ok(v) => v,
-            Err(e) => {
-                st.unsure = true;
-                return Err(e);
-            }
+            Err(e) => return Err(self.failed_take(&mut st, e)),
         };
         self.registered(&mut st);
         st.held -= acked;
