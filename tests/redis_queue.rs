@@ -106,9 +106,25 @@ fn joinable_task_done_and_join() {
     assert!(q.task_done().is_err());
     q.put_many(&[1, 2]).unwrap();
     assert_eq!(q.unfinished_tasks().unwrap(), 2);
+    // A plain handle on a joinable queue counts too; a plain unbounded
+    // queue keeps no count, so it cannot be opened as a joinable one.
+    let plain = b.queue::<u8>("j").unwrap();
+    plain.put(3).unwrap();
+    assert_eq!(q.unfinished_tasks().unwrap(), 3);
+    assert_eq!(q.get_nowait().unwrap(), 1);
+    assert_eq!(plain.get_nowait().unwrap(), 2);
+    drop(plain);
+    assert_eq!(q.unfinished_tasks().unwrap(), 2);
+    q.put(2).unwrap();
+    b.queue::<u8>("plain-j").unwrap();
+    assert!(matches!(
+        b.joinable_queue::<u8>("plain-j"),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(!q.join_timeout(Duration::from_millis(50)));
-    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 3);
     assert_eq!(q.get().unwrap(), 2);
+    q.task_done().unwrap();
     q.task_done().unwrap();
     assert!(!q.join_timeout(Duration::from_millis(50)));
     q.task_done().unwrap();

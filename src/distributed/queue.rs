@@ -102,7 +102,7 @@ impl Backend {
     /// Opens (creating when new) the joinable queue `name`, unbounded.
     ///
     /// # Errors
-    /// As [`Backend::queue_with_maxsize`].
+    /// As [`Backend::joinable_queue_with_maxsize`].
     ///
     /// # Examples
     /// ```no_run
@@ -121,7 +121,10 @@ impl Backend {
     /// [`queue_with_maxsize`](Self::queue_with_maxsize).
     ///
     /// # Errors
-    /// As [`Backend::queue_with_maxsize`].
+    /// [`Error::InvalidArgument`] when the queue exists and was created
+    /// as a plain unbounded queue (by [`queue`](Self::queue)), which keeps
+    /// no count of unfinished items; otherwise as
+    /// [`Backend::queue_with_maxsize`].
     ///
     /// # Examples
     /// ```no_run
