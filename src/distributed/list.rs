@@ -434,6 +434,9 @@ impl Core {
                 .arg(n)
                 .arg(u8::from(self.maxsize > 0))
                 .ignore();
+        } else if n == 1 {
+            // A get after a get: the cheapest form (no array reply).
+            p.cmd("RPOP").arg(&self.proc_key).ignore();
         } else {
             p.cmd("RPOP").arg(&self.proc_key).arg(n).ignore();
         }
