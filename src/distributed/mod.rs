@@ -80,10 +80,16 @@
 //! first, and leaves the set. So the items of a dead consumer are
 //! delivered again, to the next `get` of any handle, about a lease after
 //! it died; a consumer that stops for longer than the lease without dying
-//! may see its items delivered a second time elsewhere. A plain handle
-//! that is dropped acknowledges what it took and leaves the set; a joinable
-//! handle dropped with items not marked done deletes its lease key, so
-//! they come back at the next claim, without waiting for the lease.
+//! may see its items delivered a second time elsewhere (and its
+//! `task_done` calls then acknowledge the oldest items it holds *now*).
+//! A plain handle that is dropped acknowledges what it took and leaves the
+//! set; a joinable handle dropped with items not marked done deletes its
+//! lease key, so they come back at the next claim, without waiting for the
+//! lease. A take whose reply is lost (the connection dropped during the
+//! call) may have run on the server: the handle's next take first gives
+//! back what its processing list holds beyond what it knows it took (and,
+//! for a plain handle, the items it held too, since it cannot know whether
+//! their acknowledgement ran: they may come again, none is lost).
 //!
 //! `qsize` is the length of the queue's list (items waiting, not the ones
 //! taken). Bounded and joinable queues also keep a counter of items put
@@ -128,17 +134,20 @@
 //! while there is none. `join` waits the same way on the queue's own wake
 //! stream, appended to when the counter reaches zero.
 //!
-//! Measured against a raw `PING` (`benches/redis.rs`, Redis 7.0), a
-//! put → get costs about MEASURED_PUT_GET `PING`s: the list commands cost
-//! the server about 1 µs each, and what is left above two `PING`s is
-//! the client's work on a pipeline of two commands. The bench's
-//! `raw_list_put_get` row sends list commands of the same kind on a raw
-//! connection (the floor of this design); `raw_stream_put_get` those of the
-//! stream design the queues had before (`XADD`; `XACK` and `XREADGROUP`),
-//! where the server spends 10–15 µs in `XREADGROUP` alone (the consumer
-//! group's bookkeeping: the pending list, the lag). A batch of 1,000
-//! (`put_many` then `get_many`) moves about MEASURED_BATCH items a second:
-//! one `LPUSH` of all the items, one script whose `LMPOP` and `LPUSH` cost
+//! Measured against a raw `PING` (`benches/redis.rs`, Redis 7.0, on a
+//! busy two-core machine), a put → get costs 2.4–3.2 `PING`s, within the
+//! spread of the bench's `raw_list_put_get` row (2.1–3.7 in the same
+//! runs), which sends list commands of the same kind on a raw connection:
+//! the floor of this design. The list commands cost the server about 1 µs
+//! each (`INFO commandstats`); what is left above two `PING`s is the
+//! scheduling of client and server and the client's work on a pipeline of
+//! two commands. The `raw_stream_put_get` row sends the commands of the
+//! stream design the queues had before (`XADD`; `XACK` and `XREADGROUP`):
+//! 2.9–4.8 `PING`s in the same runs, the server spending 10–15 µs in
+//! `XREADGROUP` alone (the consumer group's bookkeeping: the pending list,
+//! the lag). A batch of 1,000 (`put_many` then `get_many`) moves
+//! 600,000–950,000 items a second (about 150,000 on streams): one `LPUSH`
+//! of all the items, one script whose `LMPOP` and `LPUSH` cost the server
 //! well under a microsecond an item, and the client's decoding of a flat
 //! list of items.
 //!
