@@ -312,11 +312,16 @@ impl Core {
         }
         if self.maxsize == 0 {
             // Unbounded: LPUSHes in one pipeline (one LPUSH unless the
-            // batch is huge), after the counter when there is one (so that
-            // it never counts fewer items than the lists hold).
+            // batch is huge); with the counter when there is one, in a
+            // transaction (a connection lost half-way must not leave the
+            // counter counting items that never came).
             let mut p = redis::pipe();
             if self.counted {
-                p.cmd("INCRBY").arg(&self.count).arg(items.len()).ignore();
+                p.atomic()
+                    .cmd("INCRBY")
+                    .arg(&self.count)
+                    .arg(items.len())
+                    .ignore();
             }
             for chunk in items.chunks(PUSH_CHUNK) {
                 let cmd = p.cmd("LPUSH").arg(&self.main);

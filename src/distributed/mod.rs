@@ -111,7 +111,7 @@
 //! | operation | round trips |
 //! |---|---|
 //! | `put` (plain, unbounded) | 1 (`LPUSH`) |
-//! | `put` (joinable, unbounded) | 1 (`INCRBY` of the counter and `LPUSH`, in one pipeline) |
+//! | `put` (joinable, unbounded) | 1 (`INCRBY` of the counter and `LPUSH`, a `MULTI`…`EXEC` transaction in one pipeline) |
 //! | `put`, `put_nowait` (bounded) | 1 (a script: the bound check on the counter, `LPUSH`, `INCRBY`; or the room wake id) |
 //! | `put_many` of n items | 1 (one `LPUSH` of all of them, split every 1,000 in the same pipeline; a script when bounded) |
 //! | `get`, `get_nowait` | 1 (for a [`RedisQueue`], `RPOP` of what the handle took before from its processing list — a script when the queue counts, which also takes them off the counter and wakes the puts waiting for room — then `BLMOVE`, or `LMOVE` for `get_nowait`, in one pipeline; the first take of a handle registers it in the same pipeline) |
