@@ -134,22 +134,23 @@
 //! while there is none. `join` waits the same way on the queue's own wake
 //! stream, appended to when the counter reaches zero.
 //!
-//! Measured against a raw `PING` (`benches/redis.rs`, Redis 7.0, on a
-//! busy two-core machine), a put → get costs 2.4–3.2 `PING`s, within the
-//! spread of the bench's `raw_list_put_get` row (2.1–3.7 in the same
-//! runs), which sends list commands of the same kind on a raw connection:
-//! the floor of this design. The list commands cost the server about 1 µs
-//! each (`INFO commandstats`); what is left above two `PING`s is the
-//! scheduling of client and server and the client's work on a pipeline of
-//! two commands. The `raw_stream_put_get` row sends the commands of the
-//! stream design the queues had before (`XADD`; `XACK` and `XREADGROUP`):
-//! 2.9–4.8 `PING`s in the same runs, the server spending 10–15 µs in
-//! `XREADGROUP` alone (the consumer group's bookkeeping: the pending list,
-//! the lag). A batch of 1,000 (`put_many` then `get_many`) moves
-//! 600,000–950,000 items a second (about 150,000 on streams): one `LPUSH`
-//! of all the items, one script whose `LMPOP` and `LPUSH` cost the server
-//! well under a microsecond an item, and the client's decoding of a flat
-//! list of items.
+//! Measured against a raw `PING` (`benches/redis.rs`, Redis 7.0, five
+//! runs on a busy two-core machine where the `PING` itself took 22–38 µs),
+//! a put → get costs about 2.4 `PING`s (1.6–3.2; 60–81 µs), within the
+//! spread of the bench's `raw_list_put_get` row (0.8–1.17 times it in the
+//! same runs), which sends list commands of the same kind on a raw
+//! connection: the floor of this design. The list commands cost the
+//! server about 1 µs each (`INFO commandstats`); what is left above two
+//! `PING`s is the scheduling of client and server and the client's work on
+//! a pipeline of two commands. The `raw_stream_put_get` row sends the
+//! commands of the stream design the queues had before (`XADD`; `XACK` and
+//! `XREADGROUP`): a put → get on lists took 0.63–0.86 of it in every run,
+//! the server spending 10–15 µs in `XREADGROUP` alone (the consumer
+//! group's bookkeeping: the pending list, the lag). A batch of 1,000
+//! (`put_many` then `get_many`) moves 620,000–950,000 items a second
+//! (120,000–175,000 on streams): one `LPUSH` of all the items, one script
+//! whose `LMPOP` and `LPUSH` cost the server well under a microsecond an
+//! item, and the client's decoding of a flat list of items.
 //!
 //! # Persistence
 //! "No acknowledged item is lost" across a restart of Redis itself needs
