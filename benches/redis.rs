@@ -6,11 +6,14 @@
 //! * `redis/put_get`: one `put` then one `get` of a `u64` on a
 //!   [`RedisQueue`] (target: ≤ 3 round trips, i.e. ≤ 3 × `raw_ping`);
 //! * `redis/raw_stream_put_get`: the Redis commands of one `put` and one
-//!   `get` (`XADD`; `XACK` + `XREADGROUP` in one pipeline) sent on a raw
-//!   connection: the floor of `put_get` for a queue on a stream;
-//! * `redis/raw_list_put_get`: the floor of a queue on lists instead, for
-//!   comparison: `LPUSH`; then `LREM` of the item before from a
-//!   processing list and `LMOVE` of the next into it, in one pipeline;
+//!   `get` on a stream with a consumer group (`XADD`; `XACK` +
+//!   `XREADGROUP` in one pipeline) sent on a raw connection: the floor of
+//!   the stream design the queues had before (the pool's queues still
+//!   use it);
+//! * `redis/raw_list_put_get`: the floor of the queues on lists: `LPUSH`;
+//!   then the removal of the item before from a processing list and
+//!   `LMOVE` of the next into it, in one pipeline (the queue removes with
+//!   `RPOP` and moves with `BLMOVE`, commands of the same cost);
 //! * `redis/batched_1000`: `put_many` of 1,000 `u64` then `get_many` of
 //!   them (target: ≥ 100,000 items/s);
 //! * `redis/pool_map_10k`: a [`RedisPool`] map of a trivial entry point
@@ -105,9 +108,9 @@ fn bench(c: &mut Criterion, server: &redis_support::RedisServer) {
         })
     });
 
-    // The floor of a queue on a stream: the same commands as put + get
-    // (an XADD; then the XACK of the item before and an XREADGROUP in one
-    // pipeline) on a raw connection, with nothing of this crate around them.
+    // The floor of a queue on a stream (the design before the lists): an
+    // XADD; then the XACK of the item before and an XREADGROUP in one
+    // pipeline, on a raw connection.
     let mut rc = client.get_connection().unwrap();
     redis::cmd("XGROUP")
         .arg("CREATE")
@@ -147,8 +150,8 @@ fn bench(c: &mut Criterion, server: &redis_support::RedisServer) {
         })
     });
 
-    // The same round trips on lists (a possible other core: the item
-    // waits in a per-consumer processing list until acknowledged).
+    // The same round trips on lists, the queues' core: the item waits in
+    // a per-consumer processing list until acknowledged.
     let mut taken = false;
     let item = [7u8; 9];
     g.bench_function("raw_list_put_get", |b| {

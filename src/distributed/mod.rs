@@ -55,7 +55,7 @@
 //! (`redis::Connection`), one per object, not its tokio connection manager.
 //! The local API is blocking (a `get` parks the calling thread), so a
 //! blocking client maps onto it one to one: a blocking `get` is one
-//! `XREADGROUP … BLOCK` on the object's own connection, with no runtime to
+//! `BLMOVE` on the object's own connection, with no runtime to
 //! start inside a library call and no runtime to share with a caller that
 //! may run its own. Each object reconnects by itself: a call that meets a
 //! dropped connection returns an [`Error::Io`] naming the
@@ -63,20 +63,46 @@
 //! again.
 //!
 //! # Delivery guarantee
-//! Queues are Redis streams read through one consumer group. An item is
-//! **delivered at least once**: a `get` takes the item into this handle's
-//! pending list, and it leaves Redis only when it is acknowledged
-//! (`task_done` for a [`RedisJoinableQueue`]; for a [`RedisQueue`] the
-//! next `get`, `get_many` or dropping the handle acknowledges what the
-//! handle took before; acknowledged entries are then trimmed from the
-//! head of the stream, and the counts — `qsize`, `is_full`, `join` — come
-//! from the consumer group, not the stream's length). While a handle holds
-//! unacknowledged items a
-//! heartbeat thread renews their lease; an item whose consumer died (no
-//! heartbeat for the backend's lease, [`Backend::with_lease`]) is claimed
-//! and delivered again to the next `get` of any handle. A consumer that
-//! stops for longer than the lease without dying may therefore see its item
-//! delivered a second time elsewhere.
+//! A queue is a Redis list of waiting items, and every consumer handle has
+//! a *processing list* of its own (the "reliable queue" pattern): a `get`
+//! moves the item from the queue's list into the handle's processing list
+//! in one atomic command (`BLMOVE`), and it leaves Redis only when it is
+//! acknowledged: `task_done` for a [`RedisJoinableQueue`]; for a
+//! [`RedisQueue`] the next `get` or `get_many`, or dropping the handle.
+//! An item is therefore **delivered at least once**. Each handle that has
+//! taken something is a member of the queue's consumer set and keeps a
+//! lease key there (`SET … PX`, the backend's lease,
+//! [`Backend::with_lease`]), renewed by a heartbeat thread every third of
+//! the lease while the handle lives. Once per half lease a `get` (of any
+//! handle) runs a claim script: a consumer whose lease key is gone (no
+//! heartbeat for a lease: it died, or stalled that long) has its processing
+//! list moved back to the taking end of the queue, the oldest it took
+//! first, and leaves the set. So the items of a dead consumer are
+//! delivered again, to the next `get` of any handle, about a lease after
+//! it died; a consumer that stops for longer than the lease without dying
+//! may see its items delivered a second time elsewhere (and its
+//! `task_done` calls then acknowledge the oldest items it holds *now*).
+//! A plain handle that is dropped acknowledges what it took and leaves the
+//! set; a joinable handle dropped with items not marked done deletes its
+//! lease key, so they come back at the next claim, without waiting for the
+//! lease. A take whose reply is lost (the connection dropped during the
+//! call) may have run on the server: the handle's next take first gives
+//! back what its processing list holds beyond what it knows it took (and,
+//! for a plain handle, the items it held too, since it cannot know whether
+//! their acknowledgement ran: they may come again, none is lost).
+//!
+//! `qsize` is the length of the queue's list (items waiting, not the ones
+//! taken). Bounded and joinable queues also keep a counter of items put
+//! and not acknowledged, for `is_full`, `unfinished_tasks` and `join`
+//! (taken, unacknowledged items count as in the queue); a plain unbounded
+//! queue keeps no counter and pays nothing for it. Whether a queue counts
+//! is fixed when it is created (with its bound), so a joinable handle
+//! cannot open a queue that was created as a plain unbounded one.
+//!
+//! The distributed pool's task and result queues are Redis streams read
+//! through a consumer group instead (see [`RedisPool`]): there a
+//! redelivered task must be recognised as one, to count the attempts
+//! behind the dead-letter list.
 //!
 //! # Round trips
 //! What each queue operation costs, in round trips to the server (a
@@ -84,53 +110,47 @@
 //!
 //! | operation | round trips |
 //! |---|---|
-//! | `put` (unbounded) | 1 (`XADD`) |
-//! | `put`, `put_nowait` (bounded) | 1 (a script: the bound check and the `XADD`s) |
-//! | `put_many` of n items | 1 (n pipelined `XADD`s, or one script when bounded) |
-//! | `get`, `get_nowait`, `get_many` of fewer than 32 | 1 (`XACK` of what the handle took before, for a [`RedisQueue`], and `XREADGROUP` in one pipeline) |
-//! | `get_many` of 32 or more | 1 when items are there (one script: the `XACK`, the trim when due, the room wake-up, then `XREADGROUP` without blocking, its entries returned flat); 2 when the queue is empty (the blocking pipeline above follows) |
-//! | `task_done` | 1 |
-//! | `qsize`, `is_empty`, `is_full`, `unfinished_tasks` | 1 (a script) |
+//! | `put` (plain, unbounded) | 1 (`LPUSH`) |
+//! | `put` (joinable, unbounded) | 1 (`INCRBY` of the counter and `LPUSH`, a `MULTI`…`EXEC` transaction in one pipeline) |
+//! | `put`, `put_nowait` (bounded) | 1 (a script: the bound check on the counter, `LPUSH`, `INCRBY`; or the room wake id) |
+//! | `put_many` of n items | 1 (one `LPUSH` of all of them, split every 1,000 in the same pipeline; a script when bounded) |
+//! | `get`, `get_nowait` | 1 (for a [`RedisQueue`], `RPOP` of what the handle took before from its processing list — a script when the queue counts, which also takes them off the counter and wakes the puts waiting for room — then `BLMOVE`, or `LMOVE` for `get_nowait`, in one pipeline; the first take of a handle registers it in the same pipeline) |
+//! | `get_many` | 1 when items are there (one script: the acknowledgement as above, then `LMPOP` of up to n items pushed onto the processing list and returned); 2 when the queue is empty (then the blocking `get` for the first item) |
+//! | `task_done` | 1 (a script: `RPOP` of the oldest item the handle took, `DECR` of the counter, the wake-ups) |
+//! | `qsize`, `is_empty` | 1 (`LLEN`) |
+//! | `is_full`, `unfinished_tasks` | 1 (`GET` of the counter) |
 //!
 //! So one `put` then one `get` is two round trips. Besides: once per half
-//! lease a `get` first looks for a dead consumer's items (`XAUTOCLAIM`),
-//! and a plain queue trims acknowledged entries once per 64 (a script, in
-//! the pipeline of a `get`). A `get` with nothing to take blocks on the
-//! server (`XREADGROUP … BLOCK`, in slices of at most one second); a `put`
-//! that waits for room in a full bounded queue blocks too: the bound check
-//! reads the last id of the queue's *room* wake stream in the same script,
-//! then the put waits in `XREAD BLOCK` from that id; every acknowledgement
-//! in a bounded queue (the `get` after, `get_many`, `task_done`, dropping a
-//! handle) appends to that stream in its own pipeline, so a waiting put
+//! lease a `get` first runs the claim script (one round trip, a few
+//! commands per consumer of the queue). A `get` with nothing to take
+//! blocks on the server (`BLMOVE`, in slices of at most one second, and of
+//! at most half the lease so the claim runs in time); a `put` that waits
+//! for room in a full bounded queue blocks too: the bound check reads the
+//! last id of the queue's *room* wake stream in the same script, then the
+//! put waits in `XREAD BLOCK` from that id; every acknowledgement in a
+//! bounded queue (the `get` after, `get_many`, `task_done`, dropping a
+//! handle) appends to that stream in the same script, so a waiting put
 //! wakes as soon as there is room and costs two round trips per second
 //! while there is none. `join` waits the same way on the queue's own wake
-//! stream.
+//! stream, appended to when the counter reaches zero.
 //!
-//! Measured against a raw `PING` (`benches/redis.rs`), a put → get costs
-//! about 2.5–3 `PING`s, not two: the server spends 10–15 µs in
-//! `XREADGROUP`, 2–5 µs in `XADD` and about 2 µs in `XACK`, against 0.2 µs
-//! for a `PING` (Redis 7.0, `INFO commandstats`). Of the `XREADGROUP`
-//! time, about 3.5 µs is the walk through the stream's last node: a read
-//! of the newest entry steps over every entry before it in its listpack
-//! node (up to `stream-node-max-entries`, 100, deleted or not, so trimming
-//! does not shorten it), about 3 µs is recording the entry as pending (two
-//! radix-tree inserts and the `XCLAIM` the server builds for replication
-//! even with no replica), and the rest is the read itself. `BLOCK` on a
-//! stream that has an entry, `COUNT 1`, the stream's length and the
-//! pending list's size (acknowledged entries are trimmed) cost nothing
-//! measurable, and no other command rides along (`XAUTOCLAIM` runs once
-//! per half lease). The bench's `raw_stream_put_get` row sends the same
-//! commands on a raw connection; it is the floor of this design, and
-//! `put_get` stays within a few per cent of it. A queue on lists (`LPUSH`,
-//! `LMOVE` into a per-consumer list) costs the server about 1 µs a command
-//! and would get closer to two `PING`s; it would be a different core,
-//! shared with the pool.
-//!
-//! In a batch the server's time goes the same way, per entry (about
-//! 4–7 µs an item with `XADD`, `XREADGROUP` and `XACK`), and the client's
-//! to decoding replies: a `get_many` of 32 or more reads through a script
-//! that returns two values an entry (id and item) instead of the five of
-//! an `XREADGROUP` reply.
+//! Measured against a raw `PING` (`benches/redis.rs`, Redis 7.0, five
+//! runs on a busy two-core machine where the `PING` itself took 22–38 µs),
+//! a put → get costs about 2.4 `PING`s (1.6–3.2; 60–81 µs), within the
+//! spread of the bench's `raw_list_put_get` row (0.8–1.17 times it in the
+//! same runs), which sends list commands of the same kind on a raw
+//! connection: the floor of this design. The list commands cost the
+//! server about 1 µs each (`INFO commandstats`); what is left above two
+//! `PING`s is the scheduling of client and server and the client's work on
+//! a pipeline of two commands. The `raw_stream_put_get` row sends the
+//! commands of the stream design the queues had before (`XADD`; `XACK` and
+//! `XREADGROUP`): a put → get on lists took 0.63–0.86 of it in every run,
+//! the server spending 10–15 µs in `XREADGROUP` alone (the consumer
+//! group's bookkeeping: the pending list, the lag). A batch of 1,000
+//! (`put_many` then `get_many`) moves 620,000–950,000 items a second
+//! (120,000–175,000 on streams): one `LPUSH` of all the items, one script
+//! whose `LMPOP` and `LPUSH` cost the server well under a microsecond an
+//! item, and the client's decoding of a flat list of items.
 //!
 //! # Persistence
 //! "No acknowledged item is lost" across a restart of Redis itself needs
@@ -138,7 +158,8 @@
 //! `appendonly yes` and `appendfsync always`. With the default
 //! `appendfsync everysec` up to one second of writes may be lost when the
 //! machine (not only the server process) fails. With no persistence a
-//! restart empties every queue.
+//! restart empties every queue; the handles reconnect, register again
+//! (their heartbeat re-adds them to the consumer set) and go on.
 //!
 //! # Security
 //! Items are serde data in the crate's binary codec; nothing read from
@@ -148,6 +169,7 @@
 //! taken) and the next `get` goes on with the next item.
 #![allow(clippy::module_name_repetitions)]
 
+mod list;
 mod pool;
 mod queue;
 mod registry;

@@ -66,8 +66,9 @@
 //! * [`RedisPool::size`] counts the workers whose heartbeat is fresh.
 
 use super::registry::{EntryPoint, Registry};
+use super::stream::StreamQueue;
 use super::worker::{ResultMsg, TaskMsg, encode, keys, now_ms};
-use super::{Backend, Conn, RedisQueue, unique_id};
+use super::{Backend, Conn, unique_id};
 use crate::error::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -171,7 +172,7 @@ pub struct RedisPool {
     backend: Backend,
     caller: String,
     schema: u64,
-    tasks: RedisQueue<TaskMsg>,
+    tasks: StreamQueue<TaskMsg>,
     conn: Mutex<Conn>,
     workers_key: String,
     shared: Arc<Shared>,
@@ -201,7 +202,7 @@ impl RedisPool {
         let (tasks_name, workers_key, _, _) = keys(backend, pool);
         let caller = unique_id();
         let results_name = format!("pool:{pool}:results:{caller}");
-        let results = backend.queue::<ResultMsg>(&results_name)?;
+        let results = StreamQueue::<ResultMsg>::open(backend, &results_name, false)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             duplicates: AtomicU64::new(0),
@@ -216,7 +217,7 @@ impl RedisPool {
             backend: backend.clone(),
             caller,
             schema: registry.schema(),
-            tasks: backend.queue::<TaskMsg>(&tasks_name)?,
+            tasks: StreamQueue::open(backend, &tasks_name, false)?,
             conn: Mutex::new(backend.conn()),
             workers_key,
             shared,
@@ -580,7 +581,7 @@ fn finish<R: DeserializeOwned>(index: usize, raw: Result<Vec<u8>>) -> Result<R> 
         })
 }
 
-fn collect(results: RedisQueue<ResultMsg>, shared: Arc<Shared>) {
+fn collect(results: StreamQueue<ResultMsg>, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let batch = match results.get_many(512, Duration::from_millis(300)) {
             Ok(b) => b,

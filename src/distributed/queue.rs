@@ -1,8 +1,9 @@
-//! Queues on Redis streams, with the local queue API; the stream work is
-//! in `stream.rs`.
+//! Queues on Redis lists, with the local queue API; the list work is in
+//! `list.rs`.
 
 use super::Backend;
-use super::stream::{Core, encode};
+use super::list::Core;
+use super::stream::encode;
 use crate::error::{Error, Result};
 use crate::queue::PutError;
 use serde::Serialize;
@@ -101,7 +102,7 @@ impl Backend {
     /// Opens (creating when new) the joinable queue `name`, unbounded.
     ///
     /// # Errors
-    /// As [`Backend::queue_with_maxsize`].
+    /// As [`Backend::joinable_queue_with_maxsize`].
     ///
     /// # Examples
     /// ```no_run
@@ -120,7 +121,10 @@ impl Backend {
     /// [`queue_with_maxsize`](Self::queue_with_maxsize).
     ///
     /// # Errors
-    /// As [`Backend::queue_with_maxsize`].
+    /// [`Error::InvalidArgument`] when the queue exists and was created
+    /// as a plain unbounded queue (by [`queue`](Self::queue)), which keeps
+    /// no count of unfinished items; otherwise as
+    /// [`Backend::queue_with_maxsize`].
     ///
     /// # Examples
     /// ```no_run
@@ -421,7 +425,8 @@ macro_rules! queue_api {
                 self.core.closed.load(Ordering::Relaxed)
             }
 
-            /// This handle's consumer name in the queue's consumer group.
+            /// This handle's consumer name (it names the handle's
+            /// processing list and lease in Redis).
             ///
             /// # Examples
             /// ```no_run
@@ -439,13 +444,6 @@ macro_rules! queue_api {
 
 queue_api!(RedisQueue, "queue");
 queue_api!(RedisJoinableQueue, "joinable_queue");
-
-impl<T> RedisJoinableQueue<T> {
-    /// The stream under the queue.
-    pub(crate) fn core(&self) -> &Core {
-        &self.core
-    }
-}
 
 impl<T: Serialize + DeserializeOwned> RedisJoinableQueue<T> {
     /// Marks the oldest item this handle took and has not marked done as

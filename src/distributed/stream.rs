@@ -1,16 +1,16 @@
-//! The stream under a distributed queue: one Redis stream per queue, one
-//! consumer group, one consumer per handle, leases renewed by a heartbeat
-//! thread, claims of a dead consumer's entries; see the module docs of
-//! [`crate::distributed`] for the delivery guarantee.
+//! The streams under the distributed pool's task and result queues: one
+//! Redis stream per queue, one consumer group, one consumer per handle,
+//! leases renewed by a heartbeat thread, claims of a dead consumer's
+//! entries (marked as such: the pool counts a task's attempts from them).
+//! The public queues are on lists (`list.rs`).
 
-use super::wake::{LAST_ID_LUA, NOTIFY_LUA, Waiters, add_notify};
 use super::{BLOCK_SLICE, Backend, Conn, unique_id};
 use crate::error::{Error, Result};
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -69,41 +69,18 @@ local function trim(key)
 end
 ";
 
-/// Adds `ARGV[2..]` as items to the stream `KEYS[1]` unless that would
-/// take the queue past `ARGV[1]` unacknowledged items (0: unbounded).
-/// Returns `{added, room}`: how many were added (0 when full) and, when
-/// full, the last id of the room wake stream `KEYS[2]` (read in the same
-/// script, so that an acknowledgement after this check wakes the putter's
-/// `XREAD` from that id at once).
-const PUT_LUA: &str = r"
-local n = #ARGV - 1
-local max = tonumber(ARGV[1])
-if max > 0 then
-  local waiting, pending = group_state(KEYS[1])
-  if waiting + pending + n > max then return {0, last_id(KEYS[2])} end
-end
-for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'd', ARGV[i]) end
-return {n, ''}
-";
-
 /// Acknowledges `ARGV[..]` in the stream `KEYS[1]` and trims what is done
-/// from its head; wakes the joiners (wake stream `KEYS[2]`) when no item is
-/// left unacknowledged (joinable queues only: plain ones pass no `KEYS[2]`).
+/// from its head.
 const ACK_LUA: &str = r"
 for i = 1, #ARGV, 1000 do
   redis.call('XACK', KEYS[1], 'g', unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 trim(KEYS[1])
-if KEYS[2] then
-  local waiting, pending = group_state(KEYS[1])
-  if waiting + pending == 0 then notify(KEYS[2]) end
-end
 return 1
 ";
 
 /// A batched read: acknowledges `ARGV[4..]` (what this handle took
-/// before; trimming the stream when `ARGV[3]` is `1`, and waking the puts
-/// waiting for room on `KEYS[2]` when given), then takes up to `ARGV[2]`
+/// before; trimming the stream when `ARGV[3]` is `1`), then takes up to `ARGV[2]`
 /// new entries of the stream `KEYS[1]` for consumer `ARGV[1]`, without
 /// blocking. Returns them flat, `{id, item, id, item, …}` (an entry
 /// without an item field gives `false`, a nil): two values an entry to
@@ -118,7 +95,6 @@ if n >= 4 then
     redis.call('XACK', KEYS[1], 'g', unpack(ARGV, i, math.min(i + 999, n)))
   end
   if ARGV[3] == '1' then trim(KEYS[1]) end
-  if KEYS[2] then notify(KEYS[2]) end
 end
 local r = redis.pcall('XREADGROUP', 'GROUP', 'g', ARGV[1], 'COUNT', ARGV[2],
   'STREAMS', KEYS[1], '>')
@@ -142,24 +118,9 @@ return out
 /// (below it, the script's own cost outweighs what it saves).
 const SCRIPT_READ_MIN: usize = 32;
 
-/// `{waiting, pending}` of the stream `KEYS[1]`.
-const COUNTS_LUA: &str = r"
-local waiting, pending = group_state(KEYS[1])
-return {waiting, pending}
-";
-
-/// `join`: `{items not done, last wake id}` of the stream `KEYS[1]`.
-const JOIN_LUA: &str = r"
-local r = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local seen = '0-0'
-if r[1] then seen = r[1][1] end
-local waiting, pending = group_state(KEYS[1])
-return {waiting + pending, seen}
-";
-
 /// A script with the group-state helpers in front of `body`.
 fn script(body: &str) -> String {
-    format!("{NOTIFY_LUA}{STATE_LUA}{body}")
+    format!("{STATE_LUA}{body}")
 }
 
 /// Renews the lease of the entries `ARGV[2..]` still pending for consumer
@@ -178,9 +139,7 @@ return n
 
 pub(crate) struct Core {
     pub(crate) stream: String,
-    pub(crate) maxsize: usize,
     pub(crate) consumer: String,
-    pub(crate) closed: AtomicBool,
     joinable: bool,
     lease: Duration,
     state: Mutex<State>,
@@ -189,12 +148,6 @@ pub(crate) struct Core {
     held: Arc<Mutex<VecDeque<String>>>,
     /// Dropping it stops the heartbeat thread.
     heartbeat: Mutex<Option<mpsc::Sender<()>>>,
-    put_script: redis::Script,
-    /// Wakes `join` when `task_done` empties the queue.
-    waiters: Waiters,
-    /// Wakes a `put` waiting for room in a bounded queue: every
-    /// acknowledgement in a bounded queue appends to this wake stream.
-    room: Waiters,
     /// [`ACK_LUA`] with its helpers, sent with `EVAL` (it goes in
     /// pipelines, where a missing script could not be loaded on the fly).
     ack_lua: String,
@@ -289,34 +242,12 @@ fn is_nogroup(e: &redis::RedisError) -> bool {
 }
 
 impl Core {
-    pub(crate) fn open(
-        backend: &Backend,
-        name: &str,
-        maxsize: usize,
-        joinable: bool,
-    ) -> Result<Core> {
+    pub(crate) fn open(backend: &Backend, name: &str, joinable: bool) -> Result<Core> {
         let stream = backend.key("q", name);
-        let stream_key = stream.clone();
-        let meta = backend.key("qmeta", name);
-        let mut conn = backend.conn();
-        let stored: Option<usize> = conn.run(|c| {
-            redis::pipe()
-                .cmd("HSETNX")
-                .arg(&meta)
-                .arg("maxsize")
-                .arg(maxsize)
-                .ignore()
-                .cmd("HGET")
-                .arg(&meta)
-                .arg("maxsize")
-                .query::<(Option<usize>,)>(c)
-                .map(|t| t.0)
-        })?;
+        let conn = backend.conn();
         let core = Core {
             stream,
-            maxsize: stored.unwrap_or(maxsize),
             consumer: unique_id(),
-            closed: AtomicBool::new(false),
             joinable,
             lease: backend.lease(),
             state: Mutex::new(State {
@@ -326,9 +257,6 @@ impl Core {
             }),
             held: Arc::new(Mutex::new(VecDeque::new())),
             heartbeat: Mutex::new(None),
-            put_script: redis::Script::new(&format!("{LAST_ID_LUA}{}", script(PUT_LUA))),
-            waiters: Waiters::new(backend, &stream_key),
-            room: Waiters::new(backend, &format!("{stream_key}:room")),
             ack_lua: script(ACK_LUA),
             acked: AtomicUsize::new(0),
             read_script: redis::Script::new(&script(READ_LUA)),
@@ -364,58 +292,21 @@ impl Core {
         })
     }
 
-    pub(crate) fn put_bytes(
-        &self,
-        items: &[Vec<u8>],
-        deadline: Option<Instant>,
-        wait: bool,
-    ) -> Result<bool> {
-        if self.maxsize > 0 && items.len() > self.maxsize {
-            return Err(Error::InvalidArgument(format!(
-                "{} items can never fit a queue of maxsize {}",
-                items.len(),
-                self.maxsize
-            )));
+    /// Adds `items` to the stream, in order, in one round trip.
+    pub(crate) fn put_bytes(&self, items: &[Vec<u8>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
         }
-        loop {
-            if items.is_empty() {
-                return Ok(true);
-            }
-            if self.maxsize == 0 {
-                // Unbounded: plain XADDs in one pipeline, no script.
-                let mut p = redis::pipe();
-                for b in items {
-                    p.cmd("XADD")
-                        .arg(&self.stream)
-                        .arg("*")
-                        .arg(FIELD)
-                        .arg(b.as_slice())
-                        .ignore();
-                }
-                self.state().conn.run(|c| p.query::<()>(c))?;
-                return Ok(true);
-            }
-            let (added, seen): (usize, String) = {
-                let mut st = self.state();
-                let mut inv = self.put_script.key(&self.stream);
-                inv.key(self.room.key()).arg(self.maxsize);
-                for b in items {
-                    inv.arg(b.as_slice());
-                }
-                st.conn.run(|c| inv.invoke(c))?
-            };
-            if added > 0 {
-                return Ok(true);
-            }
-            if !wait || deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            // Full: block until an acknowledgement appends to the room
-            // stream after `seen` (one that came after the check above ends
-            // the read at once), the deadline, or BLOCK_SLICE (then look
-            // again: a server that went away is noticed).
-            self.room.wait(&seen, None, deadline)?;
+        let mut p = redis::pipe();
+        for b in items {
+            p.cmd("XADD")
+                .arg(&self.stream)
+                .arg("*")
+                .arg(FIELD)
+                .arg(b.as_slice())
+                .ignore();
         }
+        self.state().conn.run(|c| p.query::<()>(c))
     }
 
     fn start_heartbeat(&self) {
@@ -459,38 +350,25 @@ impl Core {
         }
     }
 
-    /// Acknowledges `ids` (and trims what is done from the stream), in the
-    /// pipeline `p`; in a bounded queue, also wakes the puts waiting for
-    /// room.
+    /// Acknowledges `ids` (and now and then trims what is done from the
+    /// stream), in the pipeline `p`.
     pub(crate) fn add_ack(&self, p: &mut redis::Pipeline, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
-        self.add_ack_only(p, ids);
-        if self.maxsize > 0 {
-            // The acknowledgement made room: wake the puts waiting for it
-            // (after the ack, in the same pipeline).
-            add_notify(p, self.room.key());
-        }
-    }
-
-    /// [`add_ack`](Self::add_ack) without the wake-up of waiting puts.
-    fn add_ack_only(&self, p: &mut redis::Pipeline, ids: &[String]) {
-        // A plain queue trims its stream once per TRIM_EVERY acknowledged
-        // items (the trim is a script that looks at the group; a lone
-        // XACK is the cheapest acknowledgement). A joinable queue runs the
-        // script every time: it also wakes `join`.
-        if !self.joinable && !self.trim_due(ids.len()) {
+        // The stream is trimmed once per TRIM_EVERY acknowledged items
+        // (the trim is a script that looks at the group; a lone XACK is
+        // the cheapest acknowledgement).
+        if !self.trim_due(ids.len()) {
             p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(ids).ignore();
             return;
         }
-        let eval = p.cmd("EVAL").arg(&self.ack_lua);
-        if self.joinable {
-            eval.arg(2).arg(&self.stream).arg(self.waiters.key());
-        } else {
-            eval.arg(1).arg(&self.stream);
-        }
-        eval.arg(ids).ignore();
+        p.cmd("EVAL")
+            .arg(&self.ack_lua)
+            .arg(1)
+            .arg(&self.stream)
+            .arg(ids)
+            .ignore();
     }
 
     /// Counts `n` more acknowledged items; true (and the count starts
@@ -669,22 +547,6 @@ impl Core {
         Ok(got)
     }
 
-    pub(crate) fn get_one<T: DeserializeOwned>(
-        &self,
-        deadline: Option<Instant>,
-        nowait: bool,
-    ) -> Result<T> {
-        // `take(1, …)` yields at most one entry: a second one would be held
-        // (and later acknowledged) without ever being handed out.
-        let got = self.take(1, deadline, nowait)?;
-        debug_assert!(got.len() <= 1);
-        let (id, bytes) = got.into_iter().next().ok_or(Error::Empty)?;
-        match bytes {
-            Some(b) => decode(&b),
-            None => Err(Error::Decode(format!("queue entry {id} has no item field"))),
-        }
-    }
-
     /// Takes up to `max` entries that are there now, through [`READ_LUA`]
     /// (acknowledging what a plain queue's handle took before in the same
     /// script). None when this is not the way to read: fewer than
@@ -705,9 +567,6 @@ impl Core {
             self.held().iter().cloned().collect()
         };
         let mut inv = self.read_script.key(&self.stream);
-        if self.maxsize > 0 && !acked.is_empty() {
-            inv.key(self.room.key());
-        }
         let trim = !acked.is_empty() && self.trim_due(acked.len());
         inv.arg(&self.consumer)
             .arg(max)
@@ -772,78 +631,6 @@ impl Core {
         }
         Ok(out)
     }
-
-    /// `(waiting, pending)`: items not yet taken, items taken and not
-    /// acknowledged.
-    fn counts(&self) -> Result<(usize, usize)> {
-        let inv = redis::Script::new(&script(COUNTS_LUA));
-        let mut st = self.state();
-        let inv = inv.key(&self.stream);
-        st.conn.run(|c| inv.invoke::<(usize, usize)>(c))
-    }
-
-    pub(crate) fn qsize(&self) -> usize {
-        match self.counts() {
-            Ok((waiting, _)) => waiting,
-            Err(e) => {
-                log::warn!("qsize of {}: {e}", self.stream);
-                0
-            }
-        }
-    }
-
-    pub(crate) fn is_full(&self) -> bool {
-        self.maxsize > 0
-            && self
-                .counts()
-                .is_ok_and(|(waiting, pending)| waiting + pending >= self.maxsize)
-    }
-
-    pub(crate) fn task_done(&self) -> Result<()> {
-        let id = self.held().front().cloned().ok_or(Error::State(
-            "task_done() called more times than this handle took items",
-        ))?;
-        let mut p = redis::pipe();
-        self.add_ack(&mut p, std::slice::from_ref(&id));
-        self.state().conn.run(|c| p.query::<()>(c))?;
-        let mut held = self.held();
-        if held.front() == Some(&id) {
-            held.pop_front();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn unfinished(&self) -> Result<usize> {
-        self.counts().map(|(waiting, pending)| waiting + pending)
-    }
-
-    pub(crate) fn join_at(&self, deadline: Option<Instant>) -> bool {
-        let join = redis::Script::new(&script(JOIN_LUA));
-        loop {
-            let mut inv = join.key(&self.stream);
-            inv.key(self.waiters.key());
-            let got = self.state().conn.run(|c| inv.invoke::<(usize, String)>(c));
-            let seen = match got {
-                Ok((0, _)) => return true,
-                Ok((_, seen)) => seen,
-                Err(e) => {
-                    log::warn!("join of {}: {e}", self.stream);
-                    "0-0".to_string()
-                }
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            // Woken by the `task_done` that empties the queue; a failed
-            // server is retried once per BLOCK_SLICE.
-            if let Err(e) = self.waiters.wait(&seen, None, deadline) {
-                log::warn!("join of {}: {e}", self.stream);
-                std::thread::sleep(BLOCK_SLICE.min(
-                    deadline.map_or(BLOCK_SLICE, |d| d.saturating_duration_since(Instant::now())),
-                ));
-            }
-        }
-    }
 }
 
 impl Drop for Core {
@@ -872,5 +659,40 @@ impl Drop for Core {
                 self.stream
             );
         }
+    }
+}
+
+/// A typed queue on a stream: the pool's task and result queues (the
+/// public queues are on lists, `list.rs`). Its workers take through
+/// [`core`](Self::core), whose redelivery marks feed the dead-letter count.
+pub(crate) struct StreamQueue<T> {
+    core: Core,
+    _t: std::marker::PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> StreamQueue<T> {
+    /// Opens (creating when new) the unbounded stream queue `name`; a
+    /// joinable one is acknowledged through [`Core::finish`] only.
+    pub(crate) fn open(backend: &Backend, name: &str, joinable: bool) -> Result<StreamQueue<T>> {
+        Ok(StreamQueue {
+            core: Core::open(backend, name, joinable)?,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Puts every item of `items` in one round trip, in order.
+    pub(crate) fn put_many(&self, items: &[T]) -> Result<()> {
+        let bytes = items.iter().map(encode).collect::<Result<Vec<_>>>()?;
+        self.core.put_bytes(&bytes)
+    }
+
+    /// Takes up to `max` items, waiting at most `timeout` for the first.
+    pub(crate) fn get_many(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        self.core.get_many(max, Some(Instant::now() + timeout))
+    }
+
+    /// The stream under the queue.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 }

@@ -2,9 +2,9 @@
 //! entry points, sends results back to each caller.
 
 use super::registry::Registry;
-use super::stream::{Entry, decode};
+use super::stream::{Entry, StreamQueue, decode};
 use super::sync::Renewer;
-use super::{Backend, Conn, RedisJoinableQueue, unique_id};
+use super::{Backend, Conn, unique_id};
 use crate::error::{Error, RemotePanic, Result};
 use serde::{Deserialize, Serialize};
 use std::panic::{self, AssertUnwindSafe};
@@ -82,7 +82,7 @@ pub(crate) struct Worker<'a> {
     pool: String,
     id: String,
     schema: u64,
-    tasks: RedisJoinableQueue<TaskMsg>,
+    tasks: StreamQueue<TaskMsg>,
     conn: Conn,
     attempts_key: String,
     dead_key: String,
@@ -92,7 +92,7 @@ pub(crate) struct Worker<'a> {
 impl<'a> Worker<'a> {
     pub(crate) fn new(registry: &'a Registry, backend: &Backend, pool: &str) -> Result<Worker<'a>> {
         let (tasks_name, workers_key, attempts_key, dead_key) = keys(backend, pool);
-        let tasks = backend.joinable_queue::<TaskMsg>(&tasks_name)?;
+        let tasks = StreamQueue::<TaskMsg>::open(backend, &tasks_name, true)?;
         let id = unique_id();
         let mut conn = backend.conn();
         let lease_ms = backend.lease().as_millis() as u64;
