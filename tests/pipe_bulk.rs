@@ -643,3 +643,24 @@ fn broken_envelopes_are_refused_and_the_stream_goes_on() {
     send_envelope(&mine, &[0u8; 3], free.as_fd());
     assert!(matches!(conn.recv_bytes(), Err(Error::BadFrame(_))));
 }
+
+// A connection wrapped around a TCP socket (which cannot carry
+// descriptors) sends large messages on the socket.
+#[test]
+fn a_tcp_connection_sends_large_messages_on_the_socket() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (b, _) = listener.accept().unwrap();
+    let a = Connection::from_fd(a.into()).unwrap();
+    let b = Connection::from_fd(b.into()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for seq in 0..4 {
+                a.send_bytes(&body(9, seq, 300 * KIB)).unwrap();
+            }
+        });
+        for seq in 0..4 {
+            check(&b.recv_bytes_timeout(LONG).unwrap(), 9, seq, 300 * KIB);
+        }
+    });
+}

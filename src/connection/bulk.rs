@@ -7,8 +7,10 @@
 //! [`SPILL_MIN`](crate::SPILL_MIN) instead costs one copy into memory that
 //! is already mapped (and faulted in) on both sides, a small *envelope* on
 //! the socket, and one copy out. Only connections with this crate's own
-//! framing use it (a [`Pipe`](super::Pipe) and the channels of processes;
-//! never `Listener`/`Client`, whose peers speak Python's format).
+//! framing over a Unix socket use it (a [`Pipe`](super::Pipe) and the
+//! channels of processes; never `Listener`/`Client`, whose peers speak
+//! Python's format, nor a connection wrapped around a socket that cannot
+//! carry descriptors).
 //!
 //! # Buffers
 //!
@@ -188,6 +190,9 @@ impl Buffer {
 /// A sending end's buffers (in this process).
 pub(super) struct Outbox {
     inner: Mutex<Senders>,
+    /// Whether the socket can carry descriptors (a Unix socket; a
+    /// connection wrapped around another kind never uses buffers).
+    unix: std::sync::OnceLock<bool>,
 }
 
 struct Senders {
@@ -205,7 +210,16 @@ impl Outbox {
                 next_gen: 1,
                 bufs: Vec::new(),
             }),
+            unix: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether `sock` is a Unix socket (asked once).
+    pub(super) fn usable(&self, sock: BorrowedFd<'_>) -> bool {
+        *self.unix.get_or_init(|| {
+            rustix::net::getsockname(sock)
+                .is_ok_and(|a| a.address_family() == rustix::net::AddressFamily::UNIX)
+        })
     }
 
     /// Whether a frame of `total` bytes (header included) without

@@ -18,7 +18,7 @@ impl Connection {
     pub(super) fn send_frame(&self, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if let Some(outbox) = &self.bulk {
-            if fds.is_empty() && Outbox::fits(total) {
+            if fds.is_empty() && Outbox::fits(total) && outbox.usable(self.fd.as_fd()) {
                 let sent = outbox.send(parts, total, |envelope, fd| {
                     self.send_socket(envelope, &[fd], envelope.iter().map(|p| p.len()).sum())
                 });
