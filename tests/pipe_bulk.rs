@@ -620,7 +620,11 @@ fn broken_envelopes_are_refused_and_the_stream_goes_on() {
     // READY with generation 5, as a sender leaves it.
     rustix::io::pwrite(&tiny, &(2u64 | 5 << 2).to_le_bytes(), 0).unwrap();
     let not_memfd = File::open("/proc/self/exe").unwrap();
-    let cases: [(std::os::fd::BorrowedFd<'_>, Vec<u8>); 4] = [
+    // Far larger than any sender makes: never mapped (nor faulted in).
+    let huge = memfd(1 << 40, true);
+    rustix::io::pwrite(&huge, &(2u64 | 1 << 2).to_le_bytes(), 0).unwrap();
+    let cases: [(std::os::fd::BorrowedFd<'_>, Vec<u8>); 5] = [
+        (huge.as_fd(), envelope(1, 10)),
         (unsealed.as_fd(), envelope(1, 1000)),
         (free.as_fd(), envelope(1, 1000)),
         (tiny.as_fd(), envelope(5, 8192)),

@@ -113,7 +113,7 @@ pub(super) const ENVELOPE: usize = 16;
 const DATA_AT: usize = 64;
 /// How many buffers a sending end keeps (see the module docs).
 const BUFFERS: usize = 4;
-/// How many mappings a receiving end keeps.
+/// How many mappings a receiving end keeps (the most recently used).
 const CACHE: usize = 8;
 /// The name the buffers carry in `/proc/<pid>/fd`.
 const NAME: &std::ffi::CStr = c"multiproc-bulk";
@@ -163,6 +163,13 @@ impl Buffer {
         let len = sys::size_sealed_len(fd)?;
         if len <= DATA_AT {
             return Err(std::io::Error::other("shared buffer too small"));
+        }
+        // No sender makes a larger one; a hostile peer shall not make this
+        // process map (and fault in) more.
+        if len > DATA_AT + BULK_END {
+            return Err(std::io::Error::other(format!(
+                "shared buffer of {len} bytes is larger than any sender makes"
+            )));
         }
         let map = sys::Mapping::new(fd, len, true)?;
         Ok(Buffer { fd: None, map })
@@ -385,7 +392,8 @@ impl Inbox {
     /// `dest` when it fits, else into a new vector.
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`] beyond `max`; [`Error::Decode`] when the
+    /// [`Error::MessageTooLarge`] beyond `max` (the buffer is handed back);
+    /// [`Error::Decode`] when the
     /// descriptor is not a usable buffer, is too short, or its state is not
     /// the envelope's (stale, foreign, or changed while copying).
     pub(super) fn take(
@@ -398,13 +406,15 @@ impl Inbox {
         let bad = |why: String| Error::Decode(format!("bulk message refused: {why}"));
         let generation = crate::codec::le::u64_at(envelope, 0);
         let len = crate::codec::le::u64_at(envelope, 8);
-        if len > max {
-            return Err(Error::MessageTooLarge { size: len, max });
-        }
         let stat = rustix::fs::fstat(&fd).map_err(|e| bad(format!("fstat: {e}")))?;
         let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
         let at = match self.maps.iter().position(|m| m.0 == dev && m.1 == ino) {
-            Some(at) => at,
+            Some(at) => {
+                // Most recently used last.
+                let m = self.maps.remove(at);
+                self.maps.push(m);
+                self.maps.len() - 1
+            }
             None => {
                 let b = Buffer::open(fd.as_fd()).map_err(|e| bad(e.to_string()))?;
                 if self.maps.len() >= CACHE {
@@ -435,6 +445,14 @@ impl Inbox {
             return Err(bad(format!(
                 "buffer state {w:#x} is not the envelope's (generation {generation})"
             )));
+        }
+        if len as u64 > max {
+            // Hand the buffer back: the sender may reuse it.
+            b.state().store(word(FREE, 0), Ordering::Release);
+            return Err(Error::MessageTooLarge {
+                size: len as u64,
+                max,
+            });
         }
         let taken = match dest {
             Some(d) if d.len() >= len => {
