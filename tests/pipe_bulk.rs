@@ -668,3 +668,72 @@ fn a_tcp_connection_sends_large_messages_on_the_socket() {
         }
     });
 }
+
+/// Reads one frame's header from `sock` with the descriptors attached to
+/// it: `(payload length, descriptor word, descriptors)`.
+fn read_header(sock: &std::os::unix::net::UnixStream) -> (u64, u32, Vec<std::os::fd::OwnedFd>) {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    let mut head = [0u8; 12];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let n = recvmsg(
+        sock,
+        &mut [std::io::IoSliceMut::new(&mut head)],
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap()
+    .bytes;
+    let mut fds = Vec::new();
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(got) = m {
+            fds.extend(got);
+        }
+    }
+    (&*sock).read_exact(&mut head[n..]).unwrap();
+    let len = u64::from_le_bytes(head[..8].try_into().unwrap());
+    (len, u32::from_le_bytes(head[8..].try_into().unwrap()), fds)
+}
+
+// A buffer left READING by a receiver that died is taken back by the
+// sender; one READING by a live receiver is not.
+#[test]
+fn buffers_held_by_dead_receivers_are_taken_back() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let len = 200 * KIB;
+    for (holder, reclaimed) in [(dead, true), (live, false)] {
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let conn = Connection::from_fd(theirs.into()).unwrap();
+        // Take envelopes (leaving their buffers READY) until the end has no
+        // buffer left and sends on the socket.
+        let mut held = Vec::new();
+        loop {
+            conn.send_bytes(&body(10, 0, len)).unwrap();
+            let (n, word, fds) = read_header(&mine);
+            let mut payload = vec![0u8; n as usize];
+            (&mine).read_exact(&mut payload).unwrap();
+            if word == 0 {
+                check(&payload, 10, 0, len);
+                break;
+            }
+            assert_eq!((n, word, fds.len()), (16, 1 | 1 << 31, 1));
+            held.extend(fds);
+            assert!(held.len() <= 8, "no end keeps this many buffers");
+        }
+        assert!(held.len() >= 2, "{}", held.len());
+        // Now every buffer is being read by `holder`.
+        let reading = 3u64 | u64::from(holder) << 2;
+        for fd in &held {
+            rustix::io::pwrite(fd, &reading.to_le_bytes(), 0).unwrap();
+        }
+        // The next message: through a buffer taken back, or the socket.
+        conn.send_bytes(&body(10, 1, len)).unwrap();
+        let (n, word, _fds) = read_header(&mine);
+        let mut payload = vec![0u8; n as usize];
+        (&mine).read_exact(&mut payload).unwrap();
+        assert_eq!(word != 0, reclaimed, "holder {holder}");
+    }
+}
