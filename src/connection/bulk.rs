@@ -322,22 +322,32 @@ impl Outbox {
 fn pick(s: &mut Senders, len: usize, pid: u64) -> Option<usize> {
     let mut free_small = None;
     let mut chosen = None;
-    for (i, b) in s.bufs.iter().enumerate() {
-        let w = b.state().load(Ordering::Acquire);
-        let free = match w & KIND {
-            FREE => true,
-            WRITING | READING if dead(w >> 2) => b
-                .state()
-                .compare_exchange(w, word(FREE, 0), Ordering::Acquire, Ordering::Relaxed)
-                .is_ok(),
-            _ => false,
-        };
-        if free {
-            if b.cap() >= len {
-                chosen = Some(i);
-                break;
+    // Look for a dead holder's buffer (a system call per buffer) only when
+    // none is free and no new one may be made.
+    for reclaim in [false, true] {
+        if reclaim && (free_small.is_some() || s.bufs.len() < BUFFERS) {
+            break;
+        }
+        for (i, b) in s.bufs.iter().enumerate() {
+            let w = b.state().load(Ordering::Acquire);
+            let free = match w & KIND {
+                FREE => true,
+                WRITING | READING if reclaim && dead(w >> 2) => b
+                    .state()
+                    .compare_exchange(w, word(FREE, 0), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok(),
+                _ => false,
+            };
+            if free {
+                if b.cap() >= len {
+                    chosen = Some(i);
+                    break;
+                }
+                free_small.get_or_insert(i);
             }
-            free_small.get_or_insert(i);
+        }
+        if chosen.is_some() {
+            break;
         }
     }
     let at = match (chosen, free_small) {
