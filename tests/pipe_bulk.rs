@@ -91,7 +91,7 @@ fn mixed(i: u32) -> Msg {
     let b = |len| ByteBuf::from(body(0, u64::from(i), len));
     match i % 6 {
         1 => Msg::File(i, Handle(file_with(&format!("file {i}")))),
-        2 => Msg::Below(i, b(100 * KIB)),
+        2 => Msg::Below(i, b(60 * KIB)),
         3 | 4 => Msg::Bulk(i, b(200 * KIB + i as usize * 3000)),
         5 if i % 30 == 5 => Msg::Spill(i, b(SPILL_MIN + 100)),
         _ => Msg::Small(i),

@@ -18,7 +18,7 @@
 //! 8 MiB 104 against 32-34 ms, 64 MiB 2.9-3.8 s against 0.34-0.88 s. So
 //! the threshold is 4 MiB, where the gain is clear in every run.
 //!
-//! Below [`SPILL_MIN`], from 128 KiB of frame on, a message without
+//! Below [`SPILL_MIN`], from 64 KiB of payload on, a message without
 //! handles on a native connection goes through one of the sending end's
 //! reused shared buffers instead (see `connection::bulk`): those are mapped
 //! and faulted in once, so a 1 MiB message pays no page faults of a fresh
@@ -50,7 +50,7 @@ use std::os::fd::OwnedFd;
 /// into the file and one out of it, as through the socket; what it saves
 /// is the socket's piecewise copying and wake-ups (a 64 MiB message
 /// crossed 3-7x faster on 2 loaded cores; at 1 MiB a fresh file brought no
-/// gain, so smaller messages, from 128 KiB on, go through shared buffers
+/// gain, so smaller messages, from 64 KiB on, go through shared buffers
 /// each sending end reuses, already mapped on both sides, instead: see
 /// [`Connection`](crate::Connection)). To hand over data without any copy, build it in a
 /// [`SharedBytes`](crate::SharedBytes) or [`SharedSlice`](crate::SharedSlice).
