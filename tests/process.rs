@@ -947,17 +947,20 @@ fn children_are_named_after_the_program() {
 // ------------------------------------------- a stalled result, hostile data
 
 // Far larger than a socket buffer, but under SPILL_MIN: a larger result
-// would travel in a sealed memory file and never block the writer.
+// would travel in a sealed memory file and never block the writer. It
+// carries a handle too: without one it would go through a shared buffer
+// of the channel, with only a small envelope on the socket.
 const BIG_RESULT: usize = multiproc::SPILL_MIN - 4096;
 
 fn big_pattern() -> Vec<u8> {
     (0..BIG_RESULT).map(|i| (i % 251) as u8).collect()
 }
 
-fn big_result_after(ready: Connection) -> serde_bytes::ByteBuf {
+fn big_result_after(ready: Connection) -> (serde_bytes::ByteBuf, Handle<std::fs::File>) {
     let v = big_pattern();
+    let file = std::fs::File::open("/dev/null").unwrap();
     ready.send(&()).unwrap();
-    serde_bytes::ByteBuf::from(v)
+    (serde_bytes::ByteBuf::from(v), Handle(file))
 }
 
 /// Whether `pid` is blocked in `sendmsg` (`/proc/PID/syscall`).
@@ -970,7 +973,7 @@ fn blocked_in_sendmsg(pid: u32) -> bool {
     sleeping && call.split(' ').next() == Some(&libc::SYS_sendmsg.to_string())
 }
 
-// The child is stopped in the middle of writing a 64 MiB result: join_timeout
+// The child is stopped in the middle of writing a 4 MiB result: join_timeout
 // keeps to its timeout, and a later join reads the rest of the same result.
 #[test]
 fn join_timeout_is_bounded_while_the_result_is_stalled() {
@@ -1001,7 +1004,7 @@ fn join_timeout_is_bounded_while_the_result_is_stalled() {
     assert!(!p.join_timeout(Duration::from_millis(200)).unwrap());
     signal(pid, libc::SIGCONT);
     p.join().unwrap();
-    let got = p.take_result().unwrap();
+    let (got, _file) = p.take_result().unwrap();
     assert!(got.into_vec() == big_pattern(), "the result is not intact");
     watchdog.join().unwrap();
 }

@@ -18,6 +18,12 @@
 //! 8 MiB 104 against 32-34 ms, 64 MiB 2.9-3.8 s against 0.34-0.88 s. So
 //! the threshold is 4 MiB, where the gain is clear in every run.
 //!
+//! Below [`SPILL_MIN`], from 64 KiB of payload on, a message without
+//! handles on a native connection goes through one of the sending end's
+//! reused shared buffers instead (see `connection::bulk`): those are mapped
+//! and faulted in once, so a 1 MiB message pays no page faults of a fresh
+//! file, which is what made a fresh file no faster than the socket there.
+//!
 //! The value is still encoded and decoded: an owned `Vec<u8>` costs one
 //! copy into the file and one out of it, like the socket's two (only
 //! `SharedBytes` is independent of the size). When the last large message
@@ -43,8 +49,10 @@ use std::os::fd::OwnedFd;
 /// The value is still encoded and decoded: an owned `Vec<u8>` costs a copy
 /// into the file and one out of it, as through the socket; what it saves
 /// is the socket's piecewise copying and wake-ups (a 64 MiB message
-/// crossed 3-7x faster on 2 loaded cores; at 1 MiB there is no gain, below
-/// a loss). To hand over data without any copy, build it in a
+/// crossed 3-7x faster on 2 loaded cores; at 1 MiB a fresh file brought no
+/// gain, so smaller messages, from 64 KiB on, go through shared buffers
+/// each sending end reuses, already mapped on both sides, instead: see
+/// [`Connection`](crate::Connection)). To hand over data without any copy, build it in a
 /// [`SharedBytes`](crate::SharedBytes) or [`SharedSlice`](crate::SharedSlice).
 /// The receiver's [`max_message_size`](crate::Connection::max_message_size)
 /// applies to the spilled size. Listener/Client connections (Python

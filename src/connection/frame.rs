@@ -9,6 +9,7 @@
 //! or without a deadline, goes on from there.
 
 use super::Framing;
+use super::bulk::{self, Inbox, Taken};
 use super::slot::{Got, SlotEnd};
 use super::spin::Spin;
 use crate::codec::le;
@@ -40,6 +41,8 @@ pub(super) struct Reader {
     partial: Option<Partial>,
     /// Set after a protocol error: the stream position is lost for good.
     pub(super) broken: Option<String>,
+    /// Mappings of the shared buffers bulk messages arrive in.
+    inbox: Inbox,
 }
 
 struct Partial {
@@ -57,6 +60,7 @@ impl Reader {
             fds: VecDeque::new(),
             partial: None,
             broken: None,
+            inbox: Inbox::new(),
         }
     }
 
@@ -362,9 +366,17 @@ pub(super) fn read_frame(
             });
         }
     };
-    if len > max {
+    let is_bulk = nfds & bulk::FLAG != 0;
+    if is_bulk {
+        if nfds != bulk::FLAG | 1 || len != bulk::ENVELOPE as u64 {
+            return Err(Error::BadFrame(format!(
+                "malformed bulk envelope ({len} bytes, descriptor word {nfds:#x})"
+            )));
+        }
+    } else if len > max {
         return Err(Error::MessageTooLarge { size: len, max });
     }
+    let nfds = nfds & !bulk::FLAG;
     if nfds > MAX_FDS {
         return Err(Error::BadFrame(format!(
             "frame announces {nfds} descriptors (limit {MAX_FDS})"
@@ -382,6 +394,9 @@ pub(super) fn read_frame(
             if !fill(fd, r, deadline, Some(spin))? {
                 return Err(Error::Truncated);
             }
+        }
+        if is_bulk {
+            return take_bulk(r, hdr, max, dest);
         }
         return Ok(Frame::Buffered {
             hdr,
@@ -413,6 +428,20 @@ pub(super) fn read_frame(
     r.start = 0;
     r.end = 0;
     finish_large(fd, r, Partial { payload, len, nfds }, deadline, Some(spin))
+}
+
+/// Takes the bulk message whose whole envelope frame (header of `hdr`
+/// bytes, one descriptor) is at the start of the read buffer, consuming
+/// it (see the `bulk` module).
+fn take_bulk(r: &mut Reader, hdr: usize, max: u64, dest: Option<&mut [u8]>) -> Result<Frame> {
+    let mut envelope = [0u8; bulk::ENVELOPE];
+    envelope.copy_from_slice(r.buffered(hdr, bulk::ENVELOPE));
+    r.consume(hdr, bulk::ENVELOPE);
+    let fd = r.take_fds(1)?.pop().expect("one descriptor");
+    Ok(match r.inbox.take(fd, &envelope, max, dest)? {
+        Taken::Dest(len) => Frame::Direct { len, nfds: 0 },
+        Taken::Owned(payload) => Frame::Owned { payload, nfds: 0 },
+    })
 }
 
 /// Reads the rest of a large frame's payload; if `deadline` passes first,

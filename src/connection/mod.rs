@@ -45,6 +45,21 @@
 //! Connections of a [`Listener`] or [`Client`] have no such file. Spinning
 //! off (see [`Connection::set_spin`]) turns it off too.
 //!
+//! A large message without handles (a payload of 64 KiB up to
+//! [`SPILL_MIN`](crate::SPILL_MIN)) sent on a connection between this
+//! crate's processes (a [`Pipe`], the channels of processes) goes through
+//! a shared buffer of the sending end instead of the socket's bytes: the
+//! sender copies it once into memory that is already mapped and faulted
+//! in, and sends on the socket only a small envelope carrying the buffer's
+//! descriptor; the receiver copies it once out (straight into the buffer
+//! of [`Connection::recv_bytes_into`]) and hands the buffer back. Each
+//! sending end keeps a few such buffers (memory files, sealed against
+//! resizing), reused from message to message; when none is free, the
+//! message goes on the socket as before, so a send never waits for one.
+//! Order with every other message is kept. A stream of 1 MiB messages
+//! into a reused buffer then runs at 1.3-1.7x a raw socketpair's speed.
+//! `Listener`/`Client` connections never do this.
+//!
 //! Received values are decoded within a nesting limit
 //! ([`Connection::set_max_decode_depth`]), so that a hostile message cannot
 //! overflow the receiver's stack.
@@ -53,6 +68,7 @@
 //! once (Python's `multiprocessing.connection.wait`).
 
 pub(crate) mod auth;
+mod bulk;
 mod frame;
 mod listener;
 mod slot;
@@ -137,6 +153,9 @@ pub struct Connection {
     /// The pipe's slot (see the `slot` module); `None` for connections
     /// not made by [`Pipe`].
     slot: Option<SlotEnd>,
+    /// This end's shared buffers for large messages (see the `bulk`
+    /// module); `None` with Python framing.
+    bulk: Option<bulk::Outbox>,
 }
 
 /// Creates pairs of connected [`Connection`]s (Python's `Pipe()`).
@@ -213,6 +232,7 @@ impl Connection {
             framing,
             spin: Spin::new(),
             slot: None,
+            bulk: (framing == Framing::Native).then(bulk::Outbox::new),
         }
     }
 

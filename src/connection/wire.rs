@@ -1,6 +1,7 @@
 //! How a [`Connection`] writes a frame (socket or slot), and how it travels
 //! to another process.
 
+use super::bulk::Outbox;
 use super::frame::send_frame;
 use super::slot::{CAPACITY, SlotEnd, SocketSend};
 use super::{Connection, Framing};
@@ -11,12 +12,29 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 impl Connection {
     /// Writes a whole frame made of `parts` with `fds` attached: through
     /// the pipe's slot when a receiver spins and the frame is small and
-    /// carries no descriptors, else on the socket (see the `slot` module).
+    /// carries no descriptors (see the `slot` module), through a shared
+    /// buffer when it is large, carries no descriptors and a buffer is free
+    /// (see the `bulk` module), else on the socket.
     pub(super) fn send_frame(&self, parts: &[&[u8]], fds: &[impl AsFd]) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Some(outbox) = &self.bulk {
+            if fds.is_empty() && Outbox::fits(total) && outbox.usable(self.fd.as_fd()) {
+                let sent = outbox.send(parts, total, |envelope, fd| {
+                    self.send_socket(envelope, &[fd], envelope.iter().map(|p| p.len()).sum())
+                });
+                if let Some(res) = sent {
+                    return res;
+                }
+            }
+        }
+        self.send_socket(parts, fds, total)
+    }
+
+    /// [`send_frame`](Self::send_frame) without the shared buffers.
+    fn send_socket(&self, parts: &[&[u8]], fds: &[impl AsFd], total: usize) -> Result<()> {
         let Some(slot) = &self.slot else {
             return send_frame(self.fd.as_fd(), parts, fds);
         };
-        let total: usize = parts.iter().map(|p| p.len()).sum();
         let offer = fds.is_empty() && total <= CAPACITY && !self.spin.limit().is_zero();
         let guard = if offer {
             match slot.try_put(parts, total) {
