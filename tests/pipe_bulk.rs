@@ -9,7 +9,7 @@ use common::{for_each_method, open_fds, run_in_child};
 use multiproc::*;
 use serde_bytes::ByteBuf;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,15 +61,6 @@ fn bulk_fds() -> usize {
         .count()
 }
 
-/// A memory file holding `text`, read back from its start.
-fn file_with(text: &str) -> File {
-    let fd = rustix::fs::memfd_create(c"bulk-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    let mut f = File::from(fd);
-    f.write_all(text.as_bytes()).unwrap();
-    f.rewind().unwrap();
-    f
-}
-
 /// Every kind of message one sender mixes.
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Msg {
@@ -90,7 +81,7 @@ const MIXED: u32 = 120;
 fn mixed(i: u32) -> Msg {
     let b = |len| ByteBuf::from(body(0, u64::from(i), len));
     match i % 6 {
-        1 => Msg::File(i, Handle(file_with(&format!("file {i}")))),
+        1 => Msg::File(i, Handle(common::memfd_with(&format!("file {i}")))),
         2 => Msg::Below(i, b(60 * KIB)),
         3 | 4 => Msg::Bulk(i, b(200 * KIB + i as usize * 3000)),
         5 if i % 30 == 5 => Msg::Spill(i, b(SPILL_MIN + 100)),
@@ -428,8 +419,13 @@ fn a_sender_killed_at_random_points_never_tears_or_hangs() {
         p.start().unwrap();
         ready_rx.recv_timeout::<()>(LONG).unwrap();
         let t = Instant::now();
+        // The kill comes a varying time after the first message arrived
+        // (on a loaded machine the sender may not have sent one within a
+        // fixed delay from its start).
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20 + 9 * round));
+            let _ = first_rx.recv_timeout(LONG);
+            std::thread::sleep(Duration::from_millis(1 + 9 * round));
             p.kill().unwrap();
             p.join().unwrap();
         });
@@ -446,6 +442,9 @@ fn a_sender_killed_at_random_points_never_tears_or_hangs() {
                     let seq = u64::from_le_bytes(m[..8].try_into().unwrap());
                     assert_eq!(seq, next, "round {round}");
                     check(&m[8..], 5, seq, m.len() - 8);
+                    if next == 0 {
+                        let _ = first_tx.send(());
+                    }
                     next += 1;
                 }
                 Err(e) => {

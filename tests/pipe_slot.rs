@@ -9,21 +9,12 @@ mod common;
 use common::{for_each_method, open_fds, run_in_child};
 use multiproc::*;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// A receive spin long enough that a receiver is always spinning when a
 /// sender comes (so senders use the slot whenever they may).
 const LONG_SPIN: Duration = Duration::from_millis(200);
-
-/// A memory file holding `text`, read back from its start.
-fn file_with(text: &str) -> File {
-    let fd = rustix::fs::memfd_create(c"slot-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    let mut f = File::from(fd);
-    f.write_all(text.as_bytes()).unwrap();
-    f.rewind().unwrap();
-    f
-}
 
 /// The kinds of message one sender mixes: small (slot-sized), a file
 /// handle (socket), just over the slot's size, and large (socket).
@@ -39,7 +30,7 @@ const MIXED: u32 = 400;
 
 fn mixed(i: u32) -> Msg {
     match i % 7 {
-        3 => Msg::File(i, Handle(file_with(&format!("file {i}")))),
+        3 => Msg::File(i, Handle(common::memfd_with(&format!("file {i}")))),
         5 => Msg::Over(i, vec![i as u8; 4100]),
         6 if i % 21 == 6 => Msg::Big(i, vec![i as u8; 300_000]),
         _ => Msg::Small(i),
@@ -110,7 +101,8 @@ fn send_numbered(conn: Connection, id: u32) {
     conn.set_spin(LONG_SPIN);
     for seq in 0..PER_SENDER {
         if seq % 50 == 49 {
-            conn.send(&(id, seq, Some(Handle(file_with("x"))))).unwrap();
+            conn.send(&(id, seq, Some(Handle(common::memfd_with("x")))))
+                .unwrap();
         } else {
             conn.send(&(id, seq, None::<Handle<File>>)).unwrap();
         }

@@ -159,3 +159,14 @@ impl<'de> serde::Deserialize<'de> for Nest {
 /// Deeper than any decoding limit: without one, decoding it overflows the
 /// stack.
 pub const HOSTILE_DEPTH: usize = 100_000;
+
+/// An anonymous memory file holding `text`, read back from its start (a
+/// handle to send in tests).
+pub fn memfd_with(text: &str) -> std::fs::File {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create(c"test-file", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(text.as_bytes()).unwrap();
+    f.rewind().unwrap();
+    f
+}
