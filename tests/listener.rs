@@ -972,3 +972,20 @@ fn challenge_functions_across_processes() {
         }
     }
 }
+
+/// A clone of a Listener/Client connection speaks the same (Python's)
+/// framing: a large message sent through it arrives whole.
+#[test]
+fn a_cloned_client_connection_keeps_python_framing() {
+    let l = Listener::bind("127.0.0.1:0", None).unwrap();
+    let c = Client::connect(l.address(), None).unwrap();
+    let c2 = c.try_clone().unwrap();
+    let big = vec![7u8; 300_000];
+    c2.send_bytes(&big).unwrap();
+    c.send_bytes(b"after").unwrap();
+    let s = accept(&l).unwrap();
+    assert_eq!(s.recv_bytes().unwrap(), big);
+    assert_eq!(s.recv_bytes().unwrap(), b"after");
+    s.send_bytes(b"back").unwrap();
+    assert_eq!(c2.recv_bytes().unwrap(), b"back");
+}

@@ -97,7 +97,7 @@ use spin::Spin;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Default limit on one message's payload.
@@ -144,8 +144,10 @@ pub struct Connection {
     fd: OwnedFd,
     readable: bool,
     writable: bool,
-    reader: Mutex<Reader>,
-    writer: Mutex<Writer>,
+    /// Shared with the handles made by [`try_clone`](Self::try_clone).
+    reader: Arc<Mutex<Reader>>,
+    /// Shared with the handles made by [`try_clone`](Self::try_clone).
+    writer: Arc<Mutex<Writer>>,
     max_message: AtomicU64,
     max_depth: AtomicU32,
     framing: Framing,
@@ -222,11 +224,11 @@ impl Connection {
             fd,
             readable,
             writable,
-            reader: Mutex::new(Reader::new()),
-            writer: Mutex::new(Writer {
+            reader: Arc::new(Mutex::new(Reader::new())),
+            writer: Arc::new(Mutex::new(Writer {
                 buf: Vec::new(),
                 fds: Vec::new(),
-            }),
+            })),
             max_message: AtomicU64::new(DEFAULT_MAX_MESSAGE),
             max_depth: AtomicU32::new(codec::max_decode_depth()),
             framing,
@@ -255,9 +257,19 @@ impl Connection {
     }
 
     /// A second handle to the same end (the descriptor is duplicated), for
-    /// example to give one end to several children. Messages sent through
-    /// either are never interleaved within a message, but bytes this handle
-    /// has already buffered are not visible to the clone.
+    /// example to give one end to several children. In this process the
+    /// two handles share their send and receive state: messages sent
+    /// through either never interleave, and bytes one has already read
+    /// from the socket are seen by the other.
+    ///
+    /// Once a handle travels to another process, that process sends on its
+    /// own. Small messages, and those that go through the pipe's slot, a
+    /// shared buffer (see the module docs) or a spilled memory file, are
+    /// one socket write and never interleave with another process's; a
+    /// large message written to the socket in pieces (one carrying
+    /// handles, or any when no shared buffer is free) can. Processes that
+    /// send such messages on one end at the same time should hold a
+    /// [`Lock`](crate::Lock) around their sends, as in Python.
     ///
     /// # Errors
     /// When the descriptor cannot be duplicated.
@@ -271,7 +283,14 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
-        let mut c = Connection::new(self.fd.try_clone()?, self.readable, self.writable);
+        let mut c = Connection::with_framing(
+            self.fd.try_clone()?,
+            self.readable,
+            self.writable,
+            self.framing,
+        );
+        c.reader = Arc::clone(&self.reader);
+        c.writer = Arc::clone(&self.writer);
         c.slot = self.slot.clone();
         c.set_max_message_size(self.max_message_size());
         c.set_max_decode_depth(self.max_decode_depth());
