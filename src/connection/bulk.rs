@@ -91,7 +91,8 @@
 
 #![allow(unsafe_code)]
 
-use super::frame::HEADER;
+use super::Framing;
+use super::frame::{HEADER, write_header};
 use crate::error::{Error, Result};
 use crate::sys;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -305,12 +306,12 @@ impl Outbox {
             s.bufs.swap_remove(at);
             return None;
         }
-        let mut envelope = [0u8; HEADER + ENVELOPE];
-        envelope[..8].copy_from_slice(&(ENVELOPE as u64).to_le_bytes());
-        envelope[8..12].copy_from_slice(&((FLAG | 1) as u32).to_le_bytes());
-        envelope[12..20].copy_from_slice(&generation.to_le_bytes());
-        envelope[20..28].copy_from_slice(&(len as u64).to_le_bytes());
-        let res = send(&[&envelope], fd.as_fd());
+        let mut header = [0u8; HEADER];
+        write_header(Framing::Native, &mut header, ENVELOPE as u64, FLAG | 1);
+        let mut body = [0u8; ENVELOPE];
+        body[..8].copy_from_slice(&generation.to_le_bytes());
+        body[8..].copy_from_slice(&(len as u64).to_le_bytes());
+        let res = send(&[&header, &body], fd.as_fd());
         if res.is_err() {
             let _ = buf.state().compare_exchange(
                 ready,
