@@ -12,7 +12,12 @@
 //! * `manager/queue_1p1c_10000`: 10,000 `u64` items from a producer process
 //!   to the benchmark process through a manager queue, one `put`/`get` per
 //!   item; `manager/queue_1p1c_10000_pipelined`: the same with
-//!   `put_many`/`get_many`.
+//!   `put_many`/`get_many`; baseline `manager/raw_queue_server_1p1c_10000`:
+//!   the same hand-off with no manager code: a server process with one
+//!   thread per client socketpair and a `Mutex<VecDeque>` + `Condvar`, the
+//!   producer writing 8-byte items and reading a 1-byte acknowledgement, the
+//!   benchmark process writing a 1-byte request and reading an item. Both
+//!   pay two request/response round trips through a third process per item.
 //! * `manager/start_shutdown`: `Manager::start()` + `shutdown()`.
 //! * `manager/remote_connect_first_call`: over TCP 127.0.0.1 to a server
 //!   process: `connect` (handshake + ping), `get("get_dict")`, first
@@ -23,10 +28,12 @@
 use criterion::{Criterion, Throughput};
 use multiproc::manager::{self, DictProxy, QueueProxy, Server, objects};
 use multiproc::{Connection, Handle, Manager, Pipe, Process};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn raw_echo(sock: Handle<UnixStream>) {
@@ -75,6 +82,92 @@ fn producer(q: QueueProxy<u64>, ctl: Connection, pipelined: bool) {
             }
         }
     }
+}
+
+/// The raw server of `raw_queue_server_1p1c_10000`: a queue behind a mutex,
+/// one thread per client.
+fn raw_queue_server(prod: Handle<UnixStream>, cons: Handle<UnixStream>) {
+    let q = Arc::new((Mutex::new(VecDeque::<[u8; 8]>::new()), Condvar::new()));
+    let pq = Arc::clone(&q);
+    let mut prod = prod.into_inner();
+    let puts = std::thread::spawn(move || {
+        let mut item = [0u8; 8];
+        while prod.read_exact(&mut item).is_ok() {
+            pq.0.lock().unwrap().push_back(item);
+            pq.1.notify_one();
+            if prod.write_all(&[1]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut cons = cons.into_inner();
+    let mut req = [0u8; 1];
+    while cons.read_exact(&mut req).is_ok() {
+        let mut g = q.0.lock().unwrap();
+        let item = loop {
+            match g.pop_front() {
+                Some(item) => break item,
+                None => g = q.1.wait(g).unwrap(),
+            }
+        };
+        drop(g);
+        if cons.write_all(&item).is_err() {
+            break;
+        }
+    }
+    puts.join().unwrap();
+}
+
+/// The raw producer: for each count received, writes that many items, each
+/// followed by reading its acknowledgement.
+fn raw_producer(sock: Handle<UnixStream>, ctl: Connection) {
+    let mut s = sock.into_inner();
+    let mut ack = [0u8; 1];
+    while let Ok(n) = ctl.recv::<u64>() {
+        if n == 0 {
+            return;
+        }
+        for i in 0..n {
+            s.write_all(&i.to_le_bytes()).unwrap();
+            s.read_exact(&mut ack).unwrap();
+        }
+    }
+}
+
+fn raw_queue_bench(c: &mut Criterion) {
+    let (prod_here, prod_there) = UnixStream::pair().unwrap();
+    let (mut cons, cons_there) = UnixStream::pair().unwrap();
+    let mut server = started(Process::new(
+        raw_queue_server,
+        (Handle(prod_there), Handle(cons_there)),
+    ));
+    let (ctl, there) = Pipe::new().unwrap();
+    let mut p = started(Process::new(raw_producer, (Handle(prod_here), there)));
+    let mut g = c.benchmark_group("manager");
+    g.throughput(Throughput::Elements(QUEUE_ITEMS));
+    g.sample_size(10);
+    g.bench_function("raw_queue_server_1p1c_10000", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut item = [0u8; 8];
+            for _ in 0..iters {
+                let t = Instant::now();
+                ctl.send(&QUEUE_ITEMS).unwrap();
+                for _ in 0..QUEUE_ITEMS {
+                    cons.write_all(&[0]).unwrap();
+                    cons.read_exact(&mut item).unwrap();
+                    black_box(item);
+                }
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+    ctl.send(&0u64).unwrap();
+    p.join().unwrap();
+    drop(cons);
+    server.join().unwrap();
 }
 
 fn started(mut p: Process) -> Process {
@@ -166,6 +259,7 @@ fn benches(c: &mut Criterion) {
     }
     queue_bench(c, &m, false);
     queue_bench(c, &m, true);
+    raw_queue_bench(c);
     {
         let mut g = c.benchmark_group("manager");
         g.sample_size(20);
