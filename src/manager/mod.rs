@@ -83,10 +83,39 @@
 //! requests at once, and the server answers them with one write; or use a
 //! method that takes many items at once ([`DictProxy::update`],
 //! [`ListProxy::extend`]).
+//!
+//! # Queue puts without a round trip
+//!
+//! A `put` on a managed queue without a `maxsize`, from a Rust proxy
+//! connected over a Unix socket (as every proxy of [`Manager::start`] is)
+//! to this crate's server, does not wait for the server: it writes the
+//! item into the queue's *put inbox*, a ring in shared memory that only
+//! the server reads (one `poll` to check that the server is still there,
+//! no other system call while the server is awake). Every call the server
+//! serves on that queue — `get`, `qsize`, `join`, from any client, Rust or
+//! Python, local or remote — first moves what waits in the inbox to the end
+//! of the queue, and a server thread moves items as they come so that a
+//! waiting `get` wakes. So once `put` returns, the item is seen by every
+//! later call, in FIFO order, exactly as if `put` had been a call; a
+//! producer and a consumer process pay one round trip per item between
+//! them instead of two.
+//!
+//! A `put` still makes the call when the item holds a proxy or pickles to
+//! over 64 KiB, when the 1 MiB inbox is full (the server then moves the
+//! inbox's items first, so order holds), for a queue with a `maxsize` (a
+//! `put` may have to wait), over TCP, and against a server that is not this
+//! crate's (a Python one). A `put` after the manager died fails like any
+//! call; one that wrote its item just before the manager died returned as
+//! a call served just before would have, and the item is lost with the
+//! manager. Many proxies of one queue in one process share one inbox (four
+//! descriptors); a server gives at most 64 queues an inbox (each has a
+//! thread and four descriptors there), and a process holds at most 64:
+//! puts on the others make the call.
 
 mod custom;
 mod dict;
 mod fast;
+mod inbox;
 mod object;
 pub mod objects;
 mod proxies;

@@ -143,6 +143,11 @@ pub trait Object: Send + Sync + 'static {
     fn takes_sets(&self) -> bool {
         false
     }
+    /// Not part of the API: lets the server recognize its own types.
+    #[doc(hidden)]
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Python's truth value of a plain value.

@@ -2,6 +2,7 @@
 //! connection to the manager.
 
 use super::fast;
+use super::inbox;
 use super::value::{PROXY_MARK, from_value, to_value};
 use super::wire::{self, Reply, Token};
 use crate::connection::{Address, Connection};
@@ -10,6 +11,7 @@ use crate::pickle::Value;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::os::fd::AsFd;
 use std::sync::{Mutex, MutexGuard};
 
 /// A reference to an object in a manager (Python's `BaseProxy`), the base
@@ -42,6 +44,8 @@ struct Link {
     raw: std::fs::File,
     /// Requests are encoded here (kept between calls).
     buf: Vec<u8>,
+    /// The put inbox of the queue, when this proxy is a queue's.
+    inbox: inbox::Known,
 }
 
 impl Link {
@@ -206,9 +210,44 @@ impl BaseProxy {
                 conn,
                 raw,
                 buf: Vec::new(),
+                inbox: inbox::Known::default(),
             });
         }
         Ok(slot)
+    }
+
+    /// Puts `item` into the queue through its put inbox (see
+    /// [`inbox`](super::inbox)) when it can go that way: this proxy's
+    /// connection is over a Unix socket to this crate's server, the queue
+    /// has no `maxsize`, and the item is small and plain. Asks for the
+    /// inbox on the first put in each process. False: make the call.
+    ///
+    /// # Errors
+    /// When the connection to the manager fails.
+    pub(crate) fn inbox_put(&self, item: &Value) -> Result<bool> {
+        if matches!(self.token.address, Address::Tcp(_)) {
+            return Ok(false);
+        }
+        let mut slot = self.link()?;
+        let link = slot.as_mut().expect("connected");
+        if matches!(link.inbox, inbox::Known::Unasked) {
+            link.inbox = if link.conn.message_buffered() {
+                inbox::Known::Refused
+            } else {
+                match inbox::ask(link.conn.as_fd(), &self.token.id) {
+                    Ok(Some(ring)) => inbox::Known::Open(ring),
+                    Ok(None) => inbox::Known::Refused,
+                    Err(e) => {
+                        *slot = None;
+                        return Err(e);
+                    }
+                }
+            };
+        }
+        Ok(match &link.inbox {
+            inbox::Known::Open(ring) => inbox::try_put(ring, link.conn.as_fd(), item),
+            _ => false,
+        })
     }
 
     /// Makes several calls with their requests in flight together on this
@@ -324,7 +363,7 @@ impl BaseProxy {
 
 /// True when `v` holds an object (a proxy, perhaps), whose decoding may
 /// need the authkey.
-fn holds_object(v: &Value) -> bool {
+pub(super) fn holds_object(v: &Value) -> bool {
     match v {
         Value::Object(_) => true,
         Value::List(l) | Value::Tuple(l) => l.iter().any(holds_object),

@@ -2,6 +2,7 @@
 //! CPython's special methods and method calls, one thread per connection.
 
 use super::fast;
+use super::inbox;
 use super::object::{Args, Call, Object};
 use super::sockopt;
 use super::special::{new_object, panic_fail, pin_nested, special};
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pickle::Value;
 use crate::sys;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -400,6 +401,26 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame, &mut names))) else {
             return false;
         };
+        if parsed.as_ref().is_ok_and(|r| r.has_ident) && names.method == inbox::METHOD {
+            if replies.borrow_mut().flush().is_err() {
+                return false;
+            }
+            match give_inbox(state, &mut cache, &names.ident, tcp, conn.as_fd()) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    let mut r = replies.borrow_mut();
+                    fast::reply(
+                        &mut r.out,
+                        Err(traceback("this object has no inbox to give")),
+                    );
+                    if r.flush().is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+                Err(_) => return false,
+            }
+        }
         let mut proxy = None;
         let result = match parsed {
             // The frame was whole, so the stream is still in step: refuse
@@ -466,6 +487,33 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
             return false;
         }
+    }
+}
+
+/// Answers a request for the put inbox of queue `ident` (see
+/// [`inbox`]) with its handles. False: there is none to give (not a queue
+/// of this server without a `maxsize`, or a connection that cannot carry
+/// handles), to be answered with an error.
+fn give_inbox(
+    state: &State,
+    cache: &mut Cached,
+    ident: &str,
+    tcp: bool,
+    sock: BorrowedFd<'_>,
+) -> std::io::Result<bool> {
+    let obj = match cache.lookup(state, ident) {
+        Ok(obj) => obj,
+        Err(_) => return Ok(false),
+    };
+    let queue = obj
+        .as_any()
+        .and_then(|a| a.downcast_ref::<super::sync_objects::QueueObj>());
+    match queue.and_then(|q| q.inbox()) {
+        Some(inbox) if !tcp => inbox.send_to(sock).map(|()| true).map_err(|e| match e {
+            Error::Io(e) => e,
+            e => std::io::Error::other(e.to_string()),
+        }),
+        _ => Ok(false),
     }
 }
 

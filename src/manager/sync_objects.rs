@@ -6,12 +6,13 @@
 //! when that caller hangs up (its process died), so a dead waiter neither
 //! keeps a server thread forever nor swallows an item.
 
+use super::inbox::Inbox;
 use super::object::{Args, Call, Object, int_arg, timeout_arg, truthy};
 use super::server::Factory;
 use super::wire::Fail;
 use crate::pickle::Value;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,21 +45,76 @@ struct QueueState {
 
 pub(crate) struct QueueObj {
     maxsize: usize,
+    shared: Arc<QueueShared>,
+    /// The put inbox of Rust clients on this machine (see
+    /// [`inbox`](super::inbox)), made when one first asks; `None` when it
+    /// could not be made.
+    inbox: OnceLock<Option<Inbox>>,
+}
+
+struct QueueShared {
     state: Mutex<QueueState>,
     changed: Condvar,
+}
+
+impl QueueShared {
+    /// Moves what waits in `inbox` to the end of the queue, waking the
+    /// waiters when something came.
+    fn take_in(&self, s: &mut QueueState, inbox: &Inbox) {
+        let n = inbox.drain(&mut s.items);
+        s.unfinished += n;
+        if n > 0 && s.waiters > 0 {
+            self.changed.notify_all();
+        }
+    }
 }
 
 impl QueueObj {
     pub(crate) fn new(maxsize: usize) -> Self {
         QueueObj {
             maxsize,
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                unfinished: 0,
-                waiters: 0,
+            shared: Arc::new(QueueShared {
+                state: Mutex::new(QueueState {
+                    items: VecDeque::new(),
+                    unfinished: 0,
+                    waiters: 0,
+                }),
+                changed: Condvar::new(),
             }),
-            changed: Condvar::new(),
+            inbox: OnceLock::new(),
         }
+    }
+
+    /// The queue's state, locked, with the inbox's items taken in: every
+    /// call sees the puts that went through the inbox before it.
+    fn locked(&self) -> MutexGuard<'_, QueueState> {
+        let mut s = lock(&self.shared.state);
+        if let Some(Some(inbox)) = self.inbox.get() {
+            self.shared.take_in(&mut s, inbox);
+        }
+        s
+    }
+
+    /// The inbox, made (with its thread) on first use; only for a queue
+    /// without a `maxsize`.
+    pub(crate) fn inbox(&self) -> Option<&Inbox> {
+        if self.maxsize > 0 {
+            return None;
+        }
+        self.inbox
+            .get_or_init(|| {
+                let shared = Arc::downgrade(&self.shared);
+                Inbox::start(move |inbox| match shared.upgrade() {
+                    Some(q) => {
+                        let mut s = lock(&q.state);
+                        q.take_in(&mut s, inbox);
+                        true
+                    }
+                    None => false,
+                })
+                .ok()
+            })
+            .as_ref()
     }
 
     fn full(&self, s: &QueueState) -> bool {
@@ -74,7 +130,7 @@ impl QueueObj {
         ready: impl FnMut(&mut QueueState) -> bool,
     ) -> (MutexGuard<'g, QueueState>, bool) {
         s.waiters += 1;
-        let (mut s, ok) = call.wait_while(&self.changed, s, timeout, ready);
+        let (mut s, ok) = call.wait_while(&self.shared.changed, s, timeout, ready);
         s.waiters -= 1;
         (s, ok)
     }
@@ -86,7 +142,7 @@ impl QueueObj {
         let wake = s.waiters > 0;
         drop(s);
         if wake {
-            self.changed.notify_all();
+            self.shared.changed.notify_all();
         }
     }
 }
@@ -107,7 +163,7 @@ impl Object for QueueObj {
     }
 
     fn call(&self, method: &str, a: Args, call: &Call<'_>) -> Result<Value, Fail> {
-        let s = lock(&self.state);
+        let s = self.locked();
         match method {
             "qsize" => Ok(Value::Int(s.items.len() as i64)),
             "empty" => Ok(Value::Bool(s.items.is_empty())),
@@ -180,7 +236,11 @@ impl Object for QueueObj {
     }
 
     fn value(&self) -> Value {
-        Value::List(lock(&self.state).items.iter().cloned().collect())
+        Value::List(self.locked().items.iter().cloned().collect())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -35,6 +35,13 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(rustix::fs::fstat(fd)?.st_size.max(0) as usize)
 }
 
+/// The identity of the file behind `fd`: its device and inode numbers
+/// (the same for every descriptor of one memory file, in any process).
+pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// Where the C library keeps POSIX shared-memory objects.
 const SHM_DIR: &str = "/dev/shm/";
 

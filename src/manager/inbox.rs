@@ -1,0 +1,285 @@
+//! The put inbox of a managed queue: `put` from a Rust proxy on the same
+//! machine without a round trip to the server.
+//!
+//! A managed queue without a `maxsize`, served by this crate's server, can
+//! give a client connected over a Unix socket an *inbox*: one of the
+//! crate's shared-memory [`Queue`]s (a 1 MiB ring) of pickled items, which
+//! only the server reads. A proxy that holds it puts an item by writing its
+//! pickle into the ring (no system call unless the server sleeps) instead
+//! of calling `put` on the server.
+//!
+//! **Order and visibility.** The queue's items are those in the server's
+//! list followed by those in the inbox. Every call the server serves on the
+//! queue — from any client, Rust or Python, local or remote — first moves
+//! everything in the inbox to the end of its list, under the queue's lock;
+//! a server thread also moves items as they come, so that a waiting `get`
+//! wakes. So a `put` that has returned is seen by every later call, exactly
+//! as if it had been a call: FIFO order, `qsize`, `join` and
+//! `unfinished_tasks` hold as before.
+//!
+//! **When a put still goes to the server.** An item that holds a proxy (the
+//! server must take a reference to it), an item whose pickle is over 64 KiB,
+//! a full ring, a bounded queue, a remote (TCP) connection, or a server that
+//! is not this crate's: the proxy makes the usual call. The server then
+//! moves the inbox's items first, so order holds across both ways.
+//!
+//! **A dead manager.** Before each inbox put the proxy checks that its
+//! connection to the server is still open (one `poll`); when it is closed
+//! the put takes the usual path and fails as any call does. A put that
+//! wrote its item just before the manager died returned like a call that
+//! was served just before: the item is lost with the manager.
+
+use super::sockopt;
+use crate::error::{Error, Result};
+use crate::pickle::{self, Value};
+use crate::queue::Queue;
+use serde_bytes::ByteBuf;
+use std::collections::VecDeque;
+use std::io::{IoSlice, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// The method a client calls (on the queue's ident) to get the inbox. Not
+/// in the queue's `exposed` list: the server answers it itself.
+pub(crate) const METHOD: &str = "#multiproc_inbox";
+
+/// Bytes of an inbox's ring.
+const RING: usize = 1 << 20;
+
+/// Items whose pickle is larger go to the server as a call (they would
+/// take a large part of the ring).
+const MAX_ITEM: usize = 64 << 10;
+
+/// At most this many inboxes live in one server process (each holds four
+/// descriptors and a thread), and one client process holds at most this
+/// many; beyond, puts make the call.
+const MAX_INBOXES: usize = 64;
+
+/// Inboxes alive in this (server) process.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The largest reply to [`METHOD`] a client reads.
+const MAX_REPLY: usize = 4 << 10;
+
+/// The shared-memory queue of an inbox.
+pub(crate) type Ring = Queue<ByteBuf>;
+
+/// The server's side of a queue's inbox.
+pub(crate) struct Inbox {
+    ring: Ring,
+    /// Whether this is the queue's own (counted in [`LIVE`]), not the
+    /// thread's copy.
+    counted: bool,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if self.counted {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Inbox {
+    /// A new inbox, and a thread that calls `arrived` with it each time
+    /// items may have come (until `arrived` returns false).
+    ///
+    /// # Errors
+    /// When the ring or the thread cannot be made.
+    pub(crate) fn start(arrived: impl Fn(&Inbox) -> bool + Send + 'static) -> Result<Inbox> {
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= MAX_INBOXES {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::InvalidArgument(format!(
+                "more than {MAX_INBOXES} queue inboxes"
+            )));
+        }
+        let made = Self::make(arrived);
+        if made.is_err() {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+        made
+    }
+
+    fn make(arrived: impl Fn(&Inbox) -> bool + Send + 'static) -> Result<Inbox> {
+        let ring = Ring::with_config(0, RING)?;
+        let watch = Inbox {
+            ring: ring.clone(),
+            counted: false,
+        };
+        std::thread::Builder::new()
+            .name("manager-inbox".into())
+            .spawn(move || {
+                loop {
+                    // The slice bounds how long a dropped queue keeps this
+                    // thread.
+                    if crate::connection::wait([&watch.ring], Some(Duration::from_secs(1))).is_err()
+                    {
+                        // Out of descriptors or memory for a moment: the
+                        // calls still take items in; do not spin.
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    if !arrived(&watch) {
+                        return;
+                    }
+                }
+            })
+            .map_err(Error::Io)?;
+        Ok(Inbox {
+            ring,
+            counted: true,
+        })
+    }
+
+    /// Moves every item waiting in the inbox to `items`; returns how many.
+    /// An item that is not a plain pickle (only a hostile client writes
+    /// one) is dropped.
+    pub(crate) fn drain(&self, items: &mut VecDeque<Value>) -> u64 {
+        let mut n = 0;
+        let mut bad = 0;
+        loop {
+            match self.ring.get_nowait() {
+                Ok(raw) => match super::fast::decode(&raw) {
+                    Ok(v) => {
+                        items.push_back(v);
+                        n += 1;
+                    }
+                    Err(_) => bad += 1,
+                },
+                Err(Error::Empty) => break,
+                // A broken record (written by a hostile client, or by one
+                // killed mid-put) is skipped; the ring goes on.
+                Err(_) => bad += 1,
+            }
+            if bad > 1024 {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Answers [`METHOD`] on `sock`: the ring's handles with a `#RETURN`
+    /// frame of its encoding.
+    pub(crate) fn send_to(&self, sock: BorrowedFd<'_>) -> Result<()> {
+        let mut body = Vec::new();
+        let mut fds = Vec::new();
+        crate::codec::encode_into(&self.ring, &mut body, &mut fds)?;
+        let mut frame = Vec::new();
+        super::fast::reply(&mut frame, Ok(Value::Bytes(body)));
+        let sent = crate::sys::send_msg(sock, &[IoSlice::new(&frame)], &fds)?;
+        let mut file = std::fs::File::from(sock.try_clone_to_owned()?);
+        file.write_all(&frame[sent..])?;
+        Ok(())
+    }
+}
+
+/// Asks the server, on a connection in step with nothing pending, for the
+/// inbox of object `ident`. `Ok(None)`: the server has none to give (not a
+/// queue without a `maxsize`, or not this crate's server).
+///
+/// # Errors
+/// When the connection failed (it is then out of step).
+pub(crate) fn ask(sock: BorrowedFd<'_>, ident: &str) -> Result<Option<Arc<Ring>>> {
+    let mut req = Vec::new();
+    super::fast::request(&mut req, Some(ident), METHOD, &[], &[])?;
+    std::fs::File::from(sock.try_clone_to_owned()?).write_all(&req)?;
+    let mut fds = VecDeque::new();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let want = loop {
+        if got.len() >= 4 {
+            let len = i32::from_be_bytes(got[..4].try_into().expect("4 bytes"));
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= MAX_REPLY)
+                .ok_or_else(|| Error::Decode("a bad reply to an inbox request".into()))?;
+            if got.len() >= 4 + len {
+                break 4 + len;
+            }
+        }
+        let n = crate::sys::recv_msg_into(sock, &mut buf, &mut fds, false)?;
+        if n == 0 {
+            return Err(Error::Eof);
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    if got.len() != want {
+        return Err(Error::Decode(
+            "an inbox reply followed by more bytes".into(),
+        ));
+    }
+    let fds: Vec<OwnedFd> = fds.into_iter().collect();
+    // Whatever the whole frame says, the connection is in step: an error
+    // (an older server, a CPython one, a bounded queue) is a refusal.
+    let Ok(super::wire::Reply::Return(Value::Bytes(b))) = super::wire::parse_reply_kind(&got[4..])
+    else {
+        return Ok(None);
+    };
+    // The ring's memory file comes first: it names the inbox.
+    let Some(Ok(id)) = fds.first().map(|fd| crate::sys::file_identity(fd.as_fd())) else {
+        return Ok(None);
+    };
+    let pid = crate::sys::self_ident().pid;
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.retain(|h| h.pid == pid && h.ring.strong_count() > 0);
+    if let Some(ring) = held
+        .iter()
+        .find(|h| h.id == id)
+        .and_then(|h| h.ring.upgrade())
+    {
+        return Ok(Some(ring));
+    }
+    if held.len() >= MAX_INBOXES {
+        return Ok(None);
+    }
+    let Ok(ring) = crate::codec::decode::<Ring>(&b, fds) else {
+        return Ok(None);
+    };
+    let ring = Arc::new(ring);
+    held.push(Held {
+        pid,
+        id,
+        ring: Arc::downgrade(&ring),
+    });
+    Ok(Some(ring))
+}
+
+/// What a process knows of one queue's inbox.
+#[derive(Default)]
+pub(crate) enum Known {
+    /// Not asked yet on this connection.
+    #[default]
+    Unasked,
+    /// The server has none to give.
+    Refused,
+    /// The inbox.
+    Open(Arc<Ring>),
+}
+
+/// An inbox this process holds.
+struct Held {
+    /// The process that took it (a forked child starts afresh).
+    pid: u32,
+    /// Its memory file's device and inode.
+    id: (u64, u64),
+    ring: Weak<Ring>,
+}
+
+/// The inboxes this process holds, so that many proxies of one queue in
+/// one process share one mapping and its descriptors.
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// Puts `item` into `ring` if it may go that way: a plain value (no proxy
+/// inside) whose pickle is small, a server still connected on `sock`, room
+/// in the ring. False: make the call instead.
+pub(crate) fn try_put(ring: &Ring, sock: BorrowedFd<'_>, item: &Value) -> bool {
+    if super::proxy::holds_object(item) || sockopt::peer_closed(sock) {
+        return false;
+    }
+    let bytes = pickle::dumps(item);
+    if bytes.len() > MAX_ITEM {
+        return false;
+    }
+    ring.put_nowait(ByteBuf::from(bytes)).is_ok()
+}
