@@ -16,7 +16,9 @@
 //! (`FIEMAP`) of the source and the copy, which must report the same
 //! physical extents, shared, for every byte range; where they do not, and
 //! always with `--verify-bytes`, it is read back and compared byte for byte.
-//! The logic is in `tool.rs`, which the tests use directly; `bench/copytree`
+//! The logic is in `tool.rs` and its parts beside it (`tree.rs`: the
+//! parent's walk and scheduling; `range.rs`: copying and verifying bytes;
+//! `clone.rs`; `attrs.rs`), which the tests use directly; `bench/copytree`
 //! times it against `cp -a`.
 
 mod tool;
