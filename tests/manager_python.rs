@@ -145,11 +145,64 @@ q = queue.Queue()
 d = {}
 SyncManager.register('get_queue', callable=lambda: q)
 SyncManager.register('get_dict', callable=lambda: d, proxytype=DictProxy)
-m = SyncManager(address=('127.0.0.1', 0), authkey=b'pykey')
+addr = sys.argv[1] if len(sys.argv) > 1 else ('127.0.0.1', 0)
+m = SyncManager(address=addr, authkey=b'pykey')
 s = m.get_server()
-print('%s:%d' % s.address, flush=True)
+print(s.address if isinstance(s.address, str) else '%s:%d' % s.address, flush=True)
 s.serve_forever()
 "#;
+
+/// Starts the CPython server of [`PY_SERVER`] (on a Unix socket at `unix`,
+/// else on TCP) and returns it with its address.
+fn python_server(unix: Option<&str>) -> (std::process::Child, String) {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(PY_SERVER)
+        .args(unix)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed to run the interop tests");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}
+
+/// Our local client asks a server for a pipe (and a queue for its put
+/// inbox); a CPython server refuses, closes that connection, and our
+/// client connects again and goes on over the socket.
+#[test]
+fn our_client_uses_a_cpython_server_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("mp-pyunix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.sock");
+    let (mut child, addr) = python_server(Some(path.to_str().unwrap()));
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(addr, path.to_str().unwrap());
+        let remote = manager::connect(addr.as_str(), b"pykey").unwrap();
+        let d = remote.get::<DictProxy<String, i64>>("get_dict").unwrap();
+        d.set("x".into(), 1).unwrap();
+        assert_eq!(d.get(&"x".into()).unwrap(), Some(1));
+        let q = remote.get::<QueueProxy<i64>>("get_queue").unwrap();
+        for i in 0..20 {
+            q.put(i).unwrap();
+        }
+        assert_eq!(q.qsize().unwrap(), 20);
+        let got: Vec<i64> = (0..20).map(|_| q.get().unwrap()).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        let mut p = Process::new(use_python_dict, (remote.clone(),));
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.take_result().unwrap(), (Some(1), 2));
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
 
 fn use_python_dict(remote: manager::RemoteManager) -> (Option<i64>, usize) {
     let d = remote.get::<DictProxy<String, i64>>("get_dict").unwrap();
@@ -159,18 +212,7 @@ fn use_python_dict(remote: manager::RemoteManager) -> (Option<i64>, usize) {
 
 #[test]
 fn our_client_uses_a_cpython_syncmanager_server() {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(PY_SERVER)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed to run the interop tests");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().to_string();
-
+    let (mut child, addr) = python_server(None);
     let result = std::panic::catch_unwind(|| {
         assert!(
             manager::connect(addr.as_str(), b"nope")

@@ -2,7 +2,7 @@
 //! machine without a round trip to the server.
 //!
 //! A managed queue without a `maxsize`, served by this crate's server, can
-//! give a client connected over a Unix socket an *inbox*: one of the
+//! give a local client (one on a [pipe](super::local)) an *inbox*: one of the
 //! crate's shared-memory [`Queue`]s (a 1 MiB ring) of pickled items, which
 //! only the server reads. A proxy that holds it puts an item by writing its
 //! pickle into the ring (no system call unless the server sleeps) instead
@@ -30,13 +30,13 @@
 //! was served just before: the item is lost with the manager.
 
 use super::sockopt;
+use crate::Connection;
 use crate::error::{Error, Result};
 use crate::pickle::{self, Value};
 use crate::queue::Queue;
 use serde_bytes::ByteBuf;
 use std::collections::VecDeque;
-use std::io::{IoSlice, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -59,9 +59,6 @@ const MAX_INBOXES: usize = 64;
 
 /// Inboxes alive in this (server) process.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// The largest reply to [`METHOD`] a client reads.
-const MAX_REPLY: usize = 4 << 10;
 
 /// The shared-memory queue of an inbox.
 pub(crate) type Ring = Queue<ByteBuf>;
@@ -159,83 +156,48 @@ impl Inbox {
         n
     }
 
-    /// Answers [`METHOD`] on `sock`: the ring's handles with a `#RETURN`
-    /// frame of its encoding.
-    pub(crate) fn send_to(&self, sock: BorrowedFd<'_>) -> Result<()> {
-        let mut body = Vec::new();
-        let mut fds = Vec::new();
-        crate::codec::encode_into(&self.ring, &mut body, &mut fds)?;
-        let mut frame = Vec::new();
-        super::fast::reply(&mut frame, Ok(Value::Bytes(body)));
-        let sent = crate::sys::send_msg(sock, &[IoSlice::new(&frame)], &fds)?;
-        let mut file = std::fs::File::from(sock.try_clone_to_owned()?);
-        file.write_all(&frame[sent..])?;
-        Ok(())
+    /// The ring, to send to a client.
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
     }
 }
 
-/// Asks the server, on a connection in step with nothing pending, for the
-/// inbox of object `ident`. `Ok(None)`: the server has none to give (not a
-/// queue without a `maxsize`, or not this crate's server).
+/// Asks the server, on a local client's pipe ([`local`](super::local)),
+/// for the inbox of object `ident`. `Ok(None)`: the server has none to
+/// give (not a queue without a `maxsize`).
 ///
 /// # Errors
 /// When the connection failed (it is then out of step).
-pub(crate) fn ask(sock: BorrowedFd<'_>, ident: &str) -> Result<Option<Arc<Ring>>> {
+pub(crate) fn ask(pipe: &Connection, ident: &str) -> Result<Option<Arc<Ring>>> {
     let mut req = Vec::new();
     super::fast::request(&mut req, Some(ident), METHOD, &[], &[])?;
-    std::fs::File::from(sock.try_clone_to_owned()?).write_all(&req)?;
-    let mut fds = VecDeque::new();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let want = loop {
-        if got.len() >= 4 {
-            let len = i32::from_be_bytes(got[..4].try_into().expect("4 bytes"));
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|&l| l <= MAX_REPLY)
-                .ok_or_else(|| Error::Decode("a bad reply to an inbox request".into()))?;
-            if got.len() >= 4 + len {
-                break 4 + len;
-            }
-        }
-        let n = crate::sys::recv_msg_into(sock, &mut buf, &mut fds, false)?;
-        if n == 0 {
-            return Err(Error::Eof);
-        }
-        got.extend_from_slice(&buf[..n]);
-    };
-    if got.len() != want {
-        return Err(Error::Decode(
-            "an inbox reply followed by more bytes".into(),
-        ));
-    }
-    let fds: Vec<OwnedFd> = fds.into_iter().collect();
-    // Whatever the whole frame says, the connection is in step: an error
-    // (an older server, a CPython one, a bounded queue) is a refusal.
-    let Ok(super::wire::Reply::Return(Value::Bytes(b))) = super::wire::parse_reply_kind(&got[4..])
-    else {
-        return Ok(None);
-    };
-    // The ring's memory file comes first: it names the inbox.
-    let Some(Ok(id)) = fds.first().map(|fd| crate::sys::file_identity(fd.as_fd())) else {
+    pipe.send_bytes(&req)?;
+    let depth = pipe.max_decode_depth();
+    let max = pipe.max_message_size();
+    let (id, ring) = pipe.recv_with(|payload, fds| {
+        // The ring's memory file comes first: it names the inbox.
+        let id = fds
+            .first()
+            .and_then(|fd| crate::sys::file_identity(fd.as_fd()).ok());
+        let ring = crate::codec::decode_message::<Option<Ring>>(payload, fds, depth, max)?;
+        Ok((id, ring))
+    })?;
+    let (Some(id), Some(ring)) = (id, ring) else {
         return Ok(None);
     };
     let pid = crate::sys::self_ident().pid;
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     held.retain(|h| h.pid == pid && h.ring.strong_count() > 0);
-    if let Some(ring) = held
+    if let Some(same) = held
         .iter()
         .find(|h| h.id == id)
         .and_then(|h| h.ring.upgrade())
     {
-        return Ok(Some(ring));
+        return Ok(Some(same));
     }
     if held.len() >= MAX_INBOXES {
         return Ok(None);
     }
-    let Ok(ring) = crate::codec::decode::<Ring>(&b, fds) else {
-        return Ok(None);
-    };
     let ring = Arc::new(ring);
     held.push(Held {
         pid,

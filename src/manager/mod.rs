@@ -84,11 +84,24 @@
 //! method that takes many items at once ([`DictProxy::update`],
 //! [`ListProxy::extend`]).
 //!
+//! # Local clients on a pipe
+//!
+//! A proxy of this crate that reaches this crate's server over a Unix
+//! socket (every proxy of [`Manager::start`]) trades that connection, right
+//! after the authkey handshake, for one end of a [`Pipe`](crate::Pipe): a
+//! socket pair plus a shared-memory slot through which small messages pass
+//! while the receiver spins (see [`connection`](crate::connection)). The
+//! manager protocol's frames then travel as the pipe's messages, so a call
+//! costs a few microseconds instead of two socket wake-ups. A Python server
+//! refuses the request; the proxy then connects again and stays on the
+//! socket, as it does over TCP. The server's end of a pipe is served like
+//! any connection: a client that dies closes it, and calls of a server that
+//! died fail at once.
+//!
 //! # Queue puts without a round trip
 //!
-//! A `put` on a managed queue without a `maxsize`, from a Rust proxy
-//! connected over a Unix socket (as every proxy of [`Manager::start`] is)
-//! to this crate's server, does not wait for the server: it writes the
+//! A `put` on a managed queue without a `maxsize`, from a Rust proxy on a
+//! local pipe (above), does not wait for the server: it writes the
 //! item into the queue's *put inbox*, a ring in shared memory that only
 //! the server reads (one `poll` to check that the server is still there,
 //! no other system call while the server is awake). Every call the server
@@ -116,6 +129,7 @@ mod custom;
 mod dict;
 mod fast;
 mod inbox;
+mod local;
 mod object;
 pub mod objects;
 mod proxies;

@@ -3,6 +3,7 @@
 
 use super::fast;
 use super::inbox;
+use super::local;
 use super::value::{PROXY_MARK, from_value, to_value};
 use super::wire::{self, Reply, Token};
 use crate::connection::{Address, Connection};
@@ -40,26 +41,50 @@ pub struct BaseProxy {
 struct Link {
     pid: u32,
     conn: Connection,
-    /// The same socket, for writing pre-framed requests.
-    raw: std::fs::File,
+    /// The same socket, for writing pre-framed requests; `None` on a local
+    /// pipe ([`local`](super::local)), whose messages are the frames'
+    /// payloads.
+    raw: Option<std::fs::File>,
     /// Requests are encoded here (kept between calls).
     buf: Vec<u8>,
     /// The put inbox of the queue, when this proxy is a queue's.
     inbox: inbox::Known,
+    /// Replies received on a local pipe and not read yet.
+    frames: local::Frames,
 }
 
 impl Link {
     /// Sends the requests in `buf` and reads one reply.
     fn round_trip(&mut self) -> Result<Reply> {
-        use std::io::Write;
-        let r = (&self.raw).write_all(&self.buf).map_err(Error::Io);
+        let r = self.send_buf();
         self.buf.clear();
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
         }
         r?;
-        self.conn
-            .recv_with(|frame, _| wire::parse_reply_kind(frame))
+        self.recv_reply()
+    }
+
+    /// Reads the next reply.
+    fn recv_reply(&mut self) -> Result<Reply> {
+        if self.raw.is_some() {
+            self.conn
+                .recv_with(|frame, _| wire::parse_reply_kind(frame))
+        } else {
+            self.frames.next(&self.conn, wire::parse_reply_kind)?
+        }
+    }
+}
+
+impl Link {
+    /// Sends the length-prefixed request frames in `buf`: as they are, on
+    /// a socket or as one message of a pipe.
+    fn send_buf(&self) -> Result<()> {
+        use std::io::Write;
+        match self.raw.as_ref() {
+            Some(mut raw) => raw.write_all(&self.buf).map_err(Error::Io),
+            None => self.conn.send_bytes(&self.buf),
+        }
     }
 }
 
@@ -195,30 +220,37 @@ impl BaseProxy {
         let mut slot = lock(&self.conn);
         if slot.as_ref().is_none_or(|l| l.pid != pid) {
             *slot = None;
-            let conn = wire::connect(&self.token.address, &self.authkey)?;
-            let name = crate::process::current_process().name().to_string();
-            wire::call(
-                &conn,
-                None,
-                "accept_connection",
-                vec![Value::Str(name)],
-                vec![],
-            )?;
-            let raw = std::fs::File::from(std::os::fd::AsFd::as_fd(&conn).try_clone_to_owned()?);
-            *slot = Some(Link {
+            let (conn, pipe) = super::local::connect(&self.token.address, &self.authkey)?;
+            let raw = if pipe {
+                None
+            } else {
+                Some(std::fs::File::from(conn.as_fd().try_clone_to_owned()?))
+            };
+            let mut link = Link {
                 pid,
                 conn,
                 raw,
                 buf: Vec::new(),
                 inbox: inbox::Known::default(),
-            });
+                frames: local::Frames::default(),
+            };
+            let name = crate::process::current_process().name().to_string();
+            fast::request(
+                &mut link.buf,
+                None,
+                "accept_connection",
+                &[Value::Str(name)],
+                &[],
+            )?;
+            link.round_trip()?;
+            *slot = Some(link);
         }
         Ok(slot)
     }
 
     /// Puts `item` into the queue through its put inbox (see
     /// [`inbox`](super::inbox)) when it can go that way: this proxy's
-    /// connection is over a Unix socket to this crate's server, the queue
+    /// connection is a local pipe to this crate's server, the queue
     /// has no `maxsize`, and the item is small and plain. Asks for the
     /// inbox on the first put in each process. False: make the call.
     ///
@@ -231,10 +263,11 @@ impl BaseProxy {
         let mut slot = self.link()?;
         let link = slot.as_mut().expect("connected");
         if matches!(link.inbox, inbox::Known::Unasked) {
-            link.inbox = if link.conn.message_buffered() {
+            link.inbox = if link.raw.is_some() {
+                // Not a local pipe: no handles can come.
                 inbox::Known::Refused
             } else {
-                match inbox::ask(link.conn.as_fd(), &self.token.id) {
+                match inbox::ask(&link.conn, &self.token.id) {
                     Ok(Some(ring)) => inbox::Known::Open(ring),
                     Ok(None) => inbox::Known::Refused,
                     Err(e) => {
@@ -263,7 +296,6 @@ impl BaseProxy {
         &self,
         calls: impl IntoIterator<Item = (&'static str, Vec<Value>)>,
     ) -> Result<Vec<Result<Value>>> {
-        use std::io::Write;
         let mut slot = self.link()?;
         let link = slot.as_mut().expect("connected");
         let mut out = Vec::new();
@@ -284,12 +316,10 @@ impl BaseProxy {
                 }
                 n += 1;
             }
-            let sent = (&link.raw).write_all(&link.buf).map_err(Error::Io);
+            let sent = link.send_buf();
             let r = sent.and_then(|()| {
                 for _ in 0..n {
-                    let reply = link
-                        .conn
-                        .recv_with(|frame, _| wire::parse_reply_kind(frame));
+                    let reply = link.recv_reply();
                     out.push(match reply {
                         Ok(Reply::Return(v)) => Ok(v),
                         Ok(Reply::Proxy(p)) => {

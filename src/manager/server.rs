@@ -3,6 +3,7 @@
 
 use super::fast;
 use super::inbox;
+use super::local;
 use super::object::{Args, Call, Object};
 use super::sockopt;
 use super::special::{new_object, panic_fail, pin_nested, special};
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::pickle::Value;
 use crate::sys;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -379,16 +380,56 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
     }
     let pid = sockopt::peer_pid(conn.as_fd()).unwrap_or(0);
     let conn_id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let on = Serving {
+        conn_id,
+        pid,
+        tcp,
+        pipe: false,
+    };
+    match serve_requests(state, &conn, &on) {
+        Served::Ended(shutdown) => shutdown,
+        Served::Pipe(pipe) => {
+            drop(conn);
+            pipe.set_max_message_size(local::MAX_MESSAGE);
+            let on = Serving { pipe: true, ..on };
+            matches!(serve_requests(state, &pipe, &on), Served::Ended(true))
+        }
+    }
+}
+
+/// Who a connection serves.
+struct Serving {
+    conn_id: u64,
+    /// The client's process (0: unknown).
+    pid: u32,
+    tcp: bool,
+    /// A local client's pipe ([`local`]): frames travel as its messages.
+    pipe: bool,
+}
+
+/// How [`serve_requests`] ended.
+enum Served {
+    /// The connection closed; true when it asked the server to shut down.
+    Ended(bool),
+    /// The client handed over a pipe to be served instead.
+    Pipe(Connection),
+}
+
+/// Serves the requests of one connection.
+fn serve_requests(state: &Arc<State>, conn: &Connection, on: &Serving) -> Served {
+    let (conn_id, pid, tcp) = (on.conn_id, on.pid, on.tcp);
     let Ok(raw) = conn.as_fd().try_clone_to_owned() else {
-        return false;
+        return Served::Ended(false);
     };
     let replies = std::cell::RefCell::new(Replies {
         raw: std::fs::File::from(raw),
         out: Vec::new(),
+        pipe: on.pipe.then_some(conn),
     });
     let mut served = 0u64;
     let mut cache = Cached::default();
     let mut names = Names::default();
+    let mut frames = local::Frames::default();
     loop {
         // Quick ACKs matter for the handshake and the first requests, which
         // a CPython client writes right behind its #WELCOME# (MANAGER-WIRE
@@ -398,28 +439,36 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
             sockopt::quickack(conn.as_fd());
         }
         served += 1;
-        let Ok(parsed) = conn.recv_with(|frame, _| Ok(parse_request(frame, &mut names))) else {
-            return false;
+        let parsed = if on.pipe {
+            frames.next(conn, |frame| parse_request(frame, &mut names))
+        } else {
+            conn.recv_with(|frame, _| Ok(parse_request(frame, &mut names)))
         };
+        let Ok(parsed) = parsed else {
+            return Served::Ended(false);
+        };
+        if parsed.as_ref().is_ok_and(|r| !r.has_ident)
+            && names.method == local::METHOD
+            && !tcp
+            && !on.pipe
+        {
+            if replies.borrow_mut().flush().is_err() || conn.message_buffered() {
+                return Served::Ended(false);
+            }
+            return match local::accept(conn, sys::deadline_after(HANDSHAKE_TIMEOUT)) {
+                Ok(Some(pipe)) => Served::Pipe(pipe),
+                Ok(None) => continue,
+                Err(_) => Served::Ended(false),
+            };
+        }
         if parsed.as_ref().is_ok_and(|r| r.has_ident) && names.method == inbox::METHOD {
             if replies.borrow_mut().flush().is_err() {
-                return false;
+                return Served::Ended(false);
             }
-            match give_inbox(state, &mut cache, &names.ident, tcp, conn.as_fd()) {
-                Ok(true) => continue,
-                Ok(false) => {
-                    let mut r = replies.borrow_mut();
-                    fast::reply(
-                        &mut r.out,
-                        Err(traceback("this object has no inbox to give")),
-                    );
-                    if r.flush().is_err() {
-                        return false;
-                    }
-                    continue;
-                }
-                Err(_) => return false,
+            if give_inbox(state, &mut cache, &names.ident, on.pipe.then_some(conn)).is_err() {
+                return Served::Ended(false);
             }
+            continue;
         }
         let mut proxy = None;
         let result = match parsed {
@@ -432,7 +481,7 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
                         let mut r = replies.borrow_mut();
                         fast::reply(&mut r.out, Ok(Value::None));
                         let _ = r.flush();
-                        return true;
+                        return Served::Ended(true);
                     }
                     "accept_connection" => Ok(Value::None),
                     m => special(state, m, req.args, pid),
@@ -484,55 +533,66 @@ fn handle(state: &Arc<State>, conn: Connection) -> bool {
         }
         // While more requests are already buffered (a pipelining client),
         // replies are gathered and written together.
-        if (!conn.message_buffered() || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
-            return false;
+        let more = if on.pipe {
+            frames.more()
+        } else {
+            conn.message_buffered()
+        };
+        if (!more || r.out.len() >= REPLY_BATCH) && r.flush().is_err() {
+            return Served::Ended(false);
         }
     }
 }
 
-/// Answers a request for the put inbox of queue `ident` (see
-/// [`inbox`]) with its handles. False: there is none to give (not a queue
-/// of this server without a `maxsize`, or a connection that cannot carry
-/// handles), to be answered with an error.
+/// Answers a request for the put inbox of queue `ident` (see [`inbox`]):
+/// on a local client's pipe, with the inbox or `None` (not a queue of this
+/// server without a `maxsize`); elsewhere (no handles can travel), with an
+/// error reply.
+///
+/// # Errors
+/// When the connection fails.
 fn give_inbox(
     state: &State,
     cache: &mut Cached,
     ident: &str,
-    tcp: bool,
-    sock: BorrowedFd<'_>,
-) -> std::io::Result<bool> {
-    let obj = match cache.lookup(state, ident) {
-        Ok(obj) => obj,
-        Err(_) => return Ok(false),
+    pipe: Option<&Connection>,
+) -> Result<()> {
+    let Some(pipe) = pipe else {
+        return Err(Error::InvalidArgument("no inbox without a pipe".into()));
     };
+    let obj = cache.lookup(state, ident).ok();
     let queue = obj
-        .as_any()
+        .as_ref()
+        .and_then(|o| o.as_any())
         .and_then(|a| a.downcast_ref::<super::sync_objects::QueueObj>());
-    match queue.and_then(|q| q.inbox()) {
-        Some(inbox) if !tcp => inbox.send_to(sock).map(|()| true).map_err(|e| match e {
-            Error::Io(e) => e,
-            e => std::io::Error::other(e.to_string()),
-        }),
-        _ => Ok(false),
-    }
+    pipe.send(&queue.and_then(|q| q.inbox()).map(|i| i.ring()))
 }
 
 /// Replies not yet written, for pipelined requests.
-struct Replies {
+struct Replies<'c> {
     raw: std::fs::File,
+    /// Frames, each with its length in front.
     out: Vec<u8>,
+    /// A local client's pipe: the gathered frames go as one message.
+    pipe: Option<&'c Connection>,
 }
 
 /// Gathered replies are written once they reach this many bytes.
 const REPLY_BATCH: usize = 64 << 10;
 
-impl Replies {
+impl Replies<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         use std::io::Write;
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = (&self.raw).write_all(&self.out);
+        let r = match self.pipe {
+            Some(pipe) => pipe.send_bytes(&self.out).map_err(|e| match e {
+                Error::Io(e) => e,
+                e => std::io::Error::other(e.to_string()),
+            }),
+            None => (&self.raw).write_all(&self.out),
+        };
         self.out.clear();
         if self.out.capacity() > 4 * REPLY_BATCH {
             self.out = Vec::new();

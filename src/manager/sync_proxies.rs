@@ -35,8 +35,8 @@ pub type JoinableQueueProxy<T = Value> = QueueProxy<T>;
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// `q.put(item)`: waits while the queue is full.
     ///
-    /// On a queue without a `maxsize` served by this crate over a Unix
-    /// socket, a small plain item goes through the queue's put inbox in
+    /// On a queue without a `maxsize`, from a proxy on a local pipe to this
+    /// crate's server, a small plain item goes through the queue's put inbox in
     /// shared memory instead of a round trip (see [Queue puts without a
     /// round trip](super#queue-puts-without-a-round-trip)); every later call
     /// sees it all the same.

@@ -1,12 +1,15 @@
-//! The put inbox of managed queues: a Rust proxy on the same machine puts
-//! into shared memory, and every call the server serves sees those items
-//! first — order across both ways, visibility right after `put` returns,
-//! counts, a full inbox, a dead manager, and descriptors shared by proxies.
+//! The local fast paths of managers: a Rust client on the same machine
+//! talks to the server over a pipe, and puts into a queue's shared-memory
+//! inbox, which every call the server serves sees first — order across
+//! both ways, visibility right after `put` returns, counts, a full inbox, a
+//! dead manager, descriptors shared by proxies, and hostile hand-overs.
 
 mod common;
 
 use common::{for_each_method, open_fds, pid_alive};
+use multiproc::connection::Client;
 use multiproc::manager::{self, QueueProxy};
+use multiproc::pickle::{self, Value};
 use multiproc::{Connection, Error, Manager, Pipe, Process, StartMethod};
 use std::time::{Duration, Instant};
 
@@ -243,4 +246,78 @@ fn over_tcp_puts_are_calls_and_keep_their_order() {
     drop(q);
     stop.stop();
     t.join().unwrap().unwrap();
+}
+
+/// A raw client of the manager protocol on `addr`: one request, one reply.
+fn raw_call(conn: &Connection, method: &str) -> Value {
+    let req = Value::Tuple(vec![
+        Value::None,
+        Value::Str(method.into()),
+        Value::Tuple(vec![]),
+        Value::Dict(vec![]),
+    ]);
+    conn.send_bytes(&pickle::dumps(&req)).unwrap();
+    pickle::loads(&conn.recv_bytes().unwrap()).unwrap()
+}
+
+/// Writes `bytes` on the connection's socket as they are.
+fn write_raw(conn: &Connection, bytes: &[u8]) {
+    use std::io::Write;
+    let fd = std::os::fd::AsFd::as_fd(conn).try_clone_to_owned().unwrap();
+    std::os::unix::net::UnixStream::from(fd)
+        .write_all(bytes)
+        .unwrap();
+}
+
+fn returned(v: &Value) -> &Value {
+    match v {
+        Value::Tuple(t) if t.len() == 2 && t[0] == Value::Str("#RETURN".into()) => &t[1],
+        other => panic!("not a #RETURN reply: {other:?}"),
+    }
+}
+
+#[test]
+fn a_hostile_pipe_hand_over_loses_only_its_own_connection() {
+    let dir = std::env::temp_dir().join(format!("mp-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.sock");
+    let mut server = manager::Server::bind(path.to_str().unwrap(), b"k").unwrap();
+    server.register_shared("get_queue", manager::objects::queue(0));
+    let addr = server.address().clone();
+    let stop = server.stopper();
+    let t = std::thread::spawn(move || server.serve_forever());
+
+    // A hand-over that claims 1 MiB: the server closes that connection.
+    let big = Client::connect(&addr, Some(b"k")).unwrap();
+    assert_eq!(returned(&raw_call(&big, "#multiproc_pipe")), &Value::None);
+    write_raw(&big, &(1u32 << 20).to_le_bytes());
+    assert!(big.recv_bytes().is_err(), "the connection is closed");
+
+    // An empty hand-over: the client stays on its socket and is served.
+    let empty = Client::connect(&addr, Some(b"k")).unwrap();
+    assert_eq!(returned(&raw_call(&empty, "#multiproc_pipe")), &Value::None);
+    write_raw(&empty, &0u32.to_le_bytes());
+    let took = pickle::loads(&empty.recv_bytes().unwrap()).unwrap();
+    assert_eq!(returned(&took), &Value::Bool(false));
+    assert_eq!(returned(&raw_call(&empty, "dummy")), &Value::None);
+
+    // One that never comes: only that connection waits.
+    let stalled = Client::connect(&addr, Some(b"k")).unwrap();
+    assert_eq!(
+        returned(&raw_call(&stalled, "#multiproc_pipe")),
+        &Value::None
+    );
+
+    // Meanwhile a proxy works, on its pipe.
+    let remote = manager::connect(&addr, b"k").unwrap();
+    let q = remote.get::<QueueProxy<u32>>("get_queue").unwrap();
+    for i in 0..100 {
+        q.put(i).unwrap();
+    }
+    let got: Vec<u32> = (0..100).map(|_| q.get().unwrap()).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    drop((q, remote, stalled, empty, big));
+    stop.stop();
+    t.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
