@@ -492,6 +492,9 @@ fn serve_manager<R: Registry>(
     let Ok(address) = address.parse::<Address>() else {
         return;
     };
+    // Each local client holds a pipe (two descriptors) per proxy, and each
+    // queue inbox four: use what the hard limit allows.
+    let _ = crate::sys::raise_open_files_limit();
     let mut server = Server::on(Listener::from_abstract(socket.0, address), &authkey);
     server.register_sync_types();
     R::register(&mut server);

@@ -125,6 +125,23 @@ pub(crate) fn name_after_program() {
     }
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// (a server holding many clients' connections).
+pub(crate) fn raise_open_files_limit() -> io::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let old = getrlimit(Resource::Nofile);
+    if old.current == old.maximum {
+        return Ok(());
+    }
+    Ok(setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: old.maximum,
+            maximum: old.maximum,
+        },
+    )?)
+}
+
 /// How many threads this process has (`/proc/self/task`); an error when
 /// that cannot be told (callers must then assume other threads exist).
 pub(crate) fn thread_count() -> io::Result<usize> {
