@@ -300,6 +300,20 @@ fn a_hostile_pipe_hand_over_loses_only_its_own_connection() {
     let took = pickle::loads(&empty.recv_bytes().unwrap()).unwrap();
     assert_eq!(returned(&took), &Value::Bool(false));
     assert_eq!(returned(&raw_call(&empty, "dummy")), &Value::None);
+    // On a socket, an inbox request is a call of a method not exposed: an
+    // error reply, and the connection goes on.
+    let req = Value::Tuple(vec![
+        Value::Str("1234".into()),
+        Value::Str("#multiproc_inbox".into()),
+        Value::Tuple(vec![]),
+        Value::Dict(vec![]),
+    ]);
+    empty.send_bytes(&pickle::dumps(&req)).unwrap();
+    match pickle::loads(&empty.recv_bytes().unwrap()).unwrap() {
+        Value::Tuple(t) => assert_ne!(t[0], Value::Str("#RETURN".into())),
+        other => panic!("not a reply: {other:?}"),
+    }
+    assert_eq!(returned(&raw_call(&empty, "dummy")), &Value::None);
 
     // One that never comes: only that connection waits.
     let stalled = Client::connect(&addr, Some(b"k")).unwrap();

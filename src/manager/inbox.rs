@@ -81,11 +81,12 @@ impl Drop for Inbox {
 
 impl Inbox {
     /// A new inbox, and a thread that calls `arrived` with it each time
-    /// items may have come (until `arrived` returns false).
+    /// items may have come, until it returns `None`; `Some(n)`: `n` items
+    /// were taken in.
     ///
     /// # Errors
     /// When the ring or the thread cannot be made.
-    pub(crate) fn start(arrived: impl Fn(&Inbox) -> bool + Send + 'static) -> Result<Inbox> {
+    pub(crate) fn start(arrived: impl Fn(&Inbox) -> Option<u64> + Send + 'static) -> Result<Inbox> {
         if LIVE.fetch_add(1, Ordering::Relaxed) >= MAX_INBOXES {
             LIVE.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::InvalidArgument(format!(
@@ -99,7 +100,7 @@ impl Inbox {
         made
     }
 
-    fn make(arrived: impl Fn(&Inbox) -> bool + Send + 'static) -> Result<Inbox> {
+    fn make(arrived: impl Fn(&Inbox) -> Option<u64> + Send + 'static) -> Result<Inbox> {
         let ring = Ring::with_config(0, RING)?;
         let watch = Inbox {
             ring: ring.clone(),
@@ -108,6 +109,11 @@ impl Inbox {
         std::thread::Builder::new()
             .name("manager-inbox".into())
             .spawn(move || {
+                // Wake-ups in a row that found nothing to take: the calls
+                // took it first, or (a hostile writer) the ring holds what
+                // cannot be taken; many in a row mean the latter, and the
+                // thread then naps instead of spinning.
+                let mut idle = 0u32;
                 loop {
                     // The slice bounds how long a dropped queue keeps this
                     // thread.
@@ -117,8 +123,13 @@ impl Inbox {
                         // calls still take items in; do not spin.
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    if !arrived(&watch) {
-                        return;
+                    match arrived(&watch) {
+                        None => return,
+                        Some(0) => idle += 1,
+                        Some(_) => idle = 0,
+                    }
+                    if idle >= 100 {
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                 }
             })

@@ -461,11 +461,12 @@ fn serve_requests(state: &Arc<State>, conn: &Connection, on: &Serving) -> Served
                 Err(_) => Served::Ended(false),
             };
         }
-        if parsed.as_ref().is_ok_and(|r| r.has_ident) && names.method == inbox::METHOD {
-            if replies.borrow_mut().flush().is_err() {
-                return Served::Ended(false);
-            }
-            if give_inbox(state, &mut cache, &names.ident, on.pipe.then_some(conn)).is_err() {
+        // Elsewhere than on a pipe (no handles can travel) the request goes
+        // on as a call of a method that is not exposed: an error reply.
+        if on.pipe && parsed.as_ref().is_ok_and(|r| r.has_ident) && names.method == inbox::METHOD {
+            if replies.borrow_mut().flush().is_err()
+                || give_inbox(state, &mut cache, &names.ident, conn).is_err()
+            {
                 return Served::Ended(false);
             }
             continue;
@@ -544,22 +545,13 @@ fn serve_requests(state: &Arc<State>, conn: &Connection, on: &Serving) -> Served
     }
 }
 
-/// Answers a request for the put inbox of queue `ident` (see [`inbox`]):
-/// on a local client's pipe, with the inbox or `None` (not a queue of this
-/// server without a `maxsize`); elsewhere (no handles can travel), with an
-/// error reply.
+/// Answers a request for the put inbox of queue `ident` (see [`inbox`]) on
+/// a local client's pipe: with the inbox, or `None` (not a queue of this
+/// server without a `maxsize`).
 ///
 /// # Errors
 /// When the connection fails.
-fn give_inbox(
-    state: &State,
-    cache: &mut Cached,
-    ident: &str,
-    pipe: Option<&Connection>,
-) -> Result<()> {
-    let Some(pipe) = pipe else {
-        return Err(Error::InvalidArgument("no inbox without a pipe".into()));
-    };
+fn give_inbox(state: &State, cache: &mut Cached, ident: &str, pipe: &Connection) -> Result<()> {
     let obj = cache.lookup(state, ident).ok();
     let queue = obj
         .as_ref()

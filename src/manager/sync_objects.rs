@@ -59,13 +59,14 @@ struct QueueShared {
 
 impl QueueShared {
     /// Moves what waits in `inbox` to the end of the queue, waking the
-    /// waiters when something came.
-    fn take_in(&self, s: &mut QueueState, inbox: &Inbox) {
+    /// waiters when something came; returns how many items came.
+    fn take_in(&self, s: &mut QueueState, inbox: &Inbox) -> u64 {
         let n = inbox.drain(&mut s.items);
         s.unfinished += n;
         if n > 0 && s.waiters > 0 {
             self.changed.notify_all();
         }
+        n
     }
 }
 
@@ -104,13 +105,10 @@ impl QueueObj {
         self.inbox
             .get_or_init(|| {
                 let shared = Arc::downgrade(&self.shared);
-                Inbox::start(move |inbox| match shared.upgrade() {
-                    Some(q) => {
-                        let mut s = lock(&q.state);
-                        q.take_in(&mut s, inbox);
-                        true
-                    }
-                    None => false,
+                Inbox::start(move |inbox| {
+                    let q = shared.upgrade()?;
+                    let mut s = lock(&q.state);
+                    Some(q.take_in(&mut s, inbox))
                 })
                 .ok()
             })
