@@ -88,7 +88,7 @@
 //!
 //! A proxy of this crate that reaches this crate's server over a Unix
 //! socket (every proxy of [`Manager::start`]) trades that connection, right
-//! after the authkey handshake, for one end of a [`Pipe`](crate::Pipe): a
+//! after the authkey handshake, for one end of a [`Pipe`]: a
 //! socket pair plus a shared-memory slot through which small messages pass
 //! while the receiver spins (see [`connection`](crate::connection)). The
 //! manager protocol's frames then travel as the pipe's messages, so a call

@@ -42,8 +42,7 @@ struct Link {
     pid: u32,
     conn: Connection,
     /// The same socket, for writing pre-framed requests; `None` on a local
-    /// pipe ([`local`](super::local)), whose messages are the frames'
-    /// payloads.
+    /// pipe ([`local`](super::local)), whose messages carry the frames.
     raw: Option<std::fs::File>,
     /// Requests are encoded here (kept between calls).
     buf: Vec<u8>,
@@ -74,9 +73,7 @@ impl Link {
             self.frames.next(&self.conn, wire::parse_reply_kind)?
         }
     }
-}
 
-impl Link {
     /// Sends the length-prefixed request frames in `buf`: as they are, on
     /// a socket or as one message of a pipe.
     fn send_buf(&self) -> Result<()> {
