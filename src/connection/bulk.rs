@@ -425,8 +425,7 @@ impl Inbox {
         let bad = |why: String| Error::Decode(format!("bulk message refused: {why}"));
         let generation = crate::codec::le::u64_at(envelope, 0);
         let len = crate::codec::le::u64_at(envelope, 8);
-        let stat = rustix::fs::fstat(&fd).map_err(|e| bad(format!("fstat: {e}")))?;
-        let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
+        let (dev, ino) = sys::file_identity(fd.as_fd()).map_err(|e| bad(format!("fstat: {e}")))?;
         let at = match self.maps.iter().position(|m| m.0 == dev && m.1 == ino) {
             Some(at) => {
                 // Most recently used last.
