@@ -846,3 +846,36 @@ fn clones_sending_from_threads_never_interleave() {
         b"two"
     );
 }
+
+fn send_sizes(conn: Connection, sizes: Vec<usize>) {
+    for (i, &n) in sizes.iter().enumerate() {
+        let msg: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+        conn.send_bytes(&msg).unwrap();
+    }
+}
+
+#[test]
+fn frames_of_every_size_around_the_read_buffer_arrive_whole_and_in_order() {
+    // Small frames first (the read buffer starts small), then frames
+    // just under, at and over each buffer size, sent back to back by a
+    // child so that several share one read.
+    let mut sizes: Vec<usize> = (0..64).map(|i| i * 7).collect();
+    for edge in [4096usize, 65536] {
+        for d in [-13isize, -12, -11, -1, 0, 1, 12, 4000] {
+            sizes.push((edge as isize + d) as usize);
+        }
+        sizes.extend([3, 1, 2]);
+    }
+    sizes.extend([200_000, 5, 70_000, 9]);
+    let (a, b) = Pipe::new().unwrap();
+    let mut p = Process::new(send_sizes, (b, sizes.clone()));
+    p.start().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for (i, &n) in sizes.iter().enumerate() {
+        let got = a.recv_bytes().unwrap();
+        let want: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+        assert!(got == want, "message {i} of {n} bytes came back changed");
+    }
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}

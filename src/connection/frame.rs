@@ -23,6 +23,11 @@ use std::time::Instant;
 pub(super) const HEADER: usize = 12;
 /// Read buffer size; frames that fit are read with one syscall.
 pub(super) const READ_BUF: usize = 64 * 1024;
+/// The read buffer's size until a frame or a read needs more: one page,
+/// so that a connection that only carries small messages (a child's
+/// channel, most of all) never touches the other fifteen. It holds
+/// whatever the pipe's slot carries.
+const FIRST_BUF: usize = 4096;
 /// Largest number of descriptors one message may carry: one batch of
 /// `SCM_MAX_FD` per header byte.
 pub(crate) const MAX_FDS: usize = HEADER * sys::MAX_FDS_PER_MSG;
@@ -54,7 +59,7 @@ struct Partial {
 impl Reader {
     pub(super) fn new() -> Self {
         Reader {
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            buf: vec![0u8; FIRST_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
             fds: VecDeque::new(),
@@ -62,6 +67,17 @@ impl Reader {
             broken: None,
             inbox: Inbox::new(),
         }
+    }
+
+    /// Grows the read buffer to its full size, keeping the unread bytes
+    /// (moved to its start).
+    fn grow(&mut self) {
+        let mut buf = vec![0u8; READ_BUF].into_boxed_slice();
+        let unread = self.end - self.start;
+        buf[..unread].copy_from_slice(&self.buf[self.start..self.end]);
+        self.buf = buf;
+        self.start = 0;
+        self.end = unread;
     }
 
     /// Whether a whole frame (or a bad header) sits in the buffer, so that
@@ -291,6 +307,11 @@ fn fill(
         r.end -= r.start;
         r.start = 0;
     }
+    if r.end == r.buf.len() && r.buf.len() < READ_BUF {
+        // Full from its start: the stream carries more than the first
+        // buffer holds.
+        r.grow();
+    }
     let end = r.end;
     let Reader { buf, fds, .. } = r;
     let n = read_some(fd, &mut buf[end..], fds, deadline, spin)?;
@@ -383,6 +404,9 @@ pub(super) fn read_frame(
         )));
     }
     let total = hdr as u64 + len;
+    if total > r.buf.len() as u64 && total <= READ_BUF as u64 {
+        r.grow();
+    }
     if total <= r.buf.len() as u64 {
         let total = total as usize;
         if r.start + total > r.buf.len() {
