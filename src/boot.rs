@@ -48,6 +48,10 @@ fn dispatch() {
     // children. Once it is seen, `main` must never run: a child whose
     // bootstrap cannot proceed exits.
     let value = String::from_utf8_lossy(&value).into_owned();
+    if value.ends_with(role::BIND_NOW_MARK) {
+        // SAFETY: as above.
+        unsafe { sys::unsetenv(role::BIND_NOW_VAR) };
+    }
     let kind = value.split_once(':').map_or(value.as_str(), |(k, _)| k);
     if !sys::is_open(3) {
         eprintln!("multiproc: {ROLE_VAR:?} is set but descriptor 3 is not open");

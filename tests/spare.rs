@@ -290,3 +290,24 @@ fn join_waits_for_a_child_that_outlives_its_server() {
     // pid is only reaped here if it is our child.
     unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
 }
+
+fn bind_now_seen() -> Option<String> {
+    std::env::var("LD_BIND_NOW").ok()
+}
+
+#[test]
+fn the_servers_own_loader_setting_does_not_reach_its_children() {
+    // The fork server is started with symbols bound at load and removes
+    // that setting at once: a child sees the environment of the program.
+    if std::env::var_os("LD_BIND_NOW").is_some() {
+        return; // The program's own setting is inherited, as it should be.
+    }
+    let _serial = serial();
+    for _ in 0..2 {
+        let mut p = Process::new(bind_now_seen, ());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(p.take_result().unwrap(), None);
+    }
+}

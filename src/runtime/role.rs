@@ -34,6 +34,23 @@ pub(crate) fn spawn(role: &str, name: Option<&CStr>, give: BorrowedFd<'_>) -> io
         }
     };
     let var = ROLE_VAR.to_str().map_err(io::Error::other)?;
-    let value = format!("{role}:{}", sys::getpid());
-    sys::spawn_self(&argv0, &[(var, &value)], give)
+    // The fork server binds every symbol of every library at load, once,
+    // so that the children it forks do not each resolve them again, page
+    // by page, when they first call them (most of all in `exit`). The
+    // server removes the variable at once, so its children never see it.
+    let bind_now = BIND_NOW_VAR.to_str().map_err(io::Error::other)?;
+    let set_bind_now = role == FORKSERVER && std::env::var_os(bind_now).is_none();
+    let mark = if set_bind_now { BIND_NOW_MARK } else { "" };
+    let value = format!("{role}:{}{mark}", sys::getpid());
+    let mut env = vec![(var, value.as_str())];
+    if set_bind_now {
+        env.push((bind_now, "1"));
+    }
+    sys::spawn_self(&argv0, &env, give)
 }
+
+/// The dynamic loader's variable for binding symbols at load.
+pub(crate) const BIND_NOW_VAR: &CStr = c"LD_BIND_NOW";
+/// The end of a role's value when [`spawn`] set [`BIND_NOW_VAR`] for it
+/// (and the new process is to remove it).
+pub(crate) const BIND_NOW_MARK: &str = ":bind-now";
