@@ -234,7 +234,8 @@ fn the_spare_holds_no_descriptor_of_the_server() {
     multiproc::set_forkserver_spare(true);
     let server = started_server();
     let spare = spare_of(server);
-    // stdio and its own socket to the server (on 3), nothing else.
+    // Its own socket to the server (on 4, so that the child's standard
+    // streams and channel arrive on 0..=3), nothing else.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let fds: Vec<u32> = std::fs::read_dir(format!("/proc/{spare}/fd"))
@@ -243,7 +244,7 @@ fn the_spare_holds_no_descriptor_of_the_server() {
             .collect();
         let mut fds = fds;
         fds.sort();
-        if fds == [0, 1, 2, 3] {
+        if fds == [4] {
             break;
         }
         assert!(Instant::now() < deadline, "the spare holds {fds:?}");
@@ -310,4 +311,34 @@ fn the_servers_own_loader_setting_does_not_reach_its_children() {
         assert_eq!(p.exitcode(), Some(0));
         assert_eq!(p.take_result().unwrap(), None);
     }
+}
+
+/// The close-on-exec flags of descriptors 0..=3 in this process.
+fn cloexec_of_first_four() -> Vec<bool> {
+    (0..4)
+        .map(|fd| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            #[allow(unsafe_code)]
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(flags >= 0, "descriptor {fd} is not open");
+            flags & libc::FD_CLOEXEC != 0
+        })
+        .collect()
+}
+
+#[test]
+fn a_child_from_the_spare_keeps_its_standard_streams_across_exec() {
+    // The standard streams (and the channel, as in a child forked on
+    // demand) are inheritable, so a program the child runs writes where
+    // the parent does.
+    let _serial = serial();
+    multiproc::set_forkserver_spare(true);
+    let server = started_server();
+    let spare = spare_of(server);
+    let mut p = Process::new(cloexec_of_first_four, ());
+    p.start().unwrap();
+    assert_eq!(p.pid(), Some(spare));
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(p.take_result().unwrap(), vec![false; 4]);
 }

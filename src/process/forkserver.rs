@@ -357,13 +357,15 @@ fn retire_spare(spare: Spare) {
 }
 
 /// Hands the request's channel and standard streams to the spare. On
-/// success the spare is that child from now on.
+/// success the spare is that child from now on. They are sent in the
+/// order of the numbers they take in the child (standard streams, then
+/// the channel), which is where the spare receives them.
 fn hand_to_spare(spare: &Spare, req: &[OwnedFd]) -> bool {
     let fds = [
-        req[0].as_fd(),
         req[2].as_fd(),
         req[3].as_fd(),
         req[4].as_fd(),
+        req[0].as_fd(),
     ];
     sys::send_msg(spare.sock.as_fd(), &[IoSlice::new(&SPARE_GO)], &fds).is_ok()
 }
@@ -484,6 +486,11 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     }
 }
 
+/// Where a spare keeps its socket to the server: just above the four
+/// descriptors of the child it is to become, so that those arrive on
+/// 0..=3, already laid out.
+const SPARE_SOCK: i32 = 4;
+
 /// A spare's life: wait (doing nothing else) for the descriptors of the
 /// child it is to become, or exit when the server ends.
 fn spare_main(here: OwnedFd, sock: OwnedFd) -> ! {
@@ -491,25 +498,32 @@ fn spare_main(here: OwnedFd, sock: OwnedFd) -> ! {
     // The server's end of our socket is the server's alone, so that its
     // death (even by SIGKILL) is our end of stream.
     drop(here);
-    // Keep only our socket (on 3) and the server's standard streams, which
-    // the child's replace.
+    // Keep only our socket, on SPARE_SOCK: every other descriptor the
+    // server holds is closed, its standard streams too (the child's
+    // replace them).
     // SAFETY: this fresh child never returns to the server's frames, so no
-    // owner of descriptor 3 (or of those closed below) is used or dropped
+    // owner of a descriptor closed or replaced below is used or dropped
     // again; `sock` is forgotten after its move.
-    let moved = unsafe { sys::dup2(sock.as_raw_fd(), 3) };
+    let moved = unsafe { sys::dup2(sock.as_raw_fd(), SPARE_SOCK) };
     if moved.is_err() {
         sys::exit_now(0);
     }
     std::mem::forget(sock);
     // SAFETY: as above.
-    if unsafe { sys::close_from(4) }.is_err() {
+    let closed = unsafe {
+        sys::close_between(0, SPARE_SOCK as u32 - 1)
+            .and_then(|_| sys::close_from(SPARE_SOCK as u32 + 1))
+    };
+    if closed.is_err() {
         sys::exit_now(0);
     }
-    // SAFETY: descriptor 3 was just installed and nothing else owns it.
-    let sock = unsafe { sys::owned_from_raw(3) };
+    // SAFETY: SPARE_SOCK was just installed and nothing else owns it.
+    let sock = unsafe { sys::owned_from_raw(SPARE_SOCK) };
     let mut got = VecDeque::new();
     let mut buf = [0u8; 8];
-    let n = match sys::recv_msg_into(sock.as_fd(), &mut buf, &mut got, false) {
+    // Received without close-on-exec, as the child keeps them: this
+    // process has one thread.
+    let n = match sys::recv_msg_inheritable(sock.as_fd(), &mut buf, &mut got) {
         Ok(n) => n,
         Err(_) => sys::exit_now(0),
     };
@@ -517,10 +531,19 @@ fn spare_main(here: OwnedFd, sock: OwnedFd) -> ! {
         // End of stream (the server retired us or exited), or garbage.
         sys::exit_now(0);
     }
+    drop(sock);
     // From here on this is an ordinary child of the server, which outlives
     // it like one forked on demand.
     let fds: Vec<OwnedFd> = got.into_iter().collect();
-    become_forked_child(&fds[0], [&fds[1], &fds[2], &fds[3]])
+    if fds.iter().zip(0..).all(|(fd, n)| fd.as_raw_fd() == n) {
+        // Standard streams on 0..=2 and the channel on 3, nothing else
+        // open: the layout `become_forked_child` makes.
+        fds.into_iter().for_each(|fd| {
+            let _ = fd.into_raw_fd();
+        });
+        enter_child()
+    }
+    become_forked_child(&fds[3], [&fds[0], &fds[1], &fds[2]])
 }
 
 fn become_forked_child(chan: &OwnedFd, stdio: [&OwnedFd; 3]) -> ! {
@@ -552,9 +575,17 @@ fn become_forked_child(chan: &OwnedFd, stdio: [&OwnedFd; 3]) -> ! {
     if unsafe { sys::close_from(4) }.is_err() {
         sys::exit_now(role::EXIT_BOOTSTRAP_FAILED);
     }
+    enter_child()
+}
+
+/// Runs the child whose standard streams are on 0..=2 and channel on 3,
+/// with nothing else open.
+fn enter_child() -> ! {
+    let _abort = super::bootstrap::AbortOnUnwind;
     sys::set_signal(libc::SIGINT, sys::Disposition::Default);
     sys::block_signal(libc::SIGINT, false);
-    // SAFETY: fd 3 was just installed by dup2 and nothing else owns it.
+    // SAFETY: fd 3 is the channel, laid out by the caller, and nothing else
+    // owns it.
     let chan = unsafe { sys::owned_from_raw(3) };
     super::bootstrap::child_main(chan, None)
 }

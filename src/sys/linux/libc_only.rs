@@ -49,6 +49,17 @@ pub(crate) unsafe fn close_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every descriptor from `first` to `last`, both included.
+///
+/// # Safety
+/// As [`close_from`], for that range.
+pub(crate) unsafe fn close_between(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; the caller vouches that
+    // nothing owns one in the range any more.
+    cvt(unsafe { libc::close_range(first, last, 0) })?;
+    Ok(())
+}
+
 /// Closes a raw descriptor.
 ///
 /// # Safety

@@ -131,6 +131,30 @@ pub(crate) fn recv_msg_into(
     if nonblocking {
         flags |= RecvFlags::DONTWAIT;
     }
+    recv_msg_flags(sock, buf, fds, flags)
+}
+
+/// [`recv_msg_into`], blocking, but the descriptors that arrive are not
+/// close-on-exec: each takes the lowest free number, in the order sent.
+/// Only for a single-threaded process laying out the descriptors it is to
+/// keep across `exec` (another thread's `exec` could inherit them).
+///
+/// # Errors
+/// As [`recv_msg_into`].
+pub(crate) fn recv_msg_inheritable(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    recv_msg_flags(sock, buf, fds, RecvFlags::empty())
+}
+
+fn recv_msg_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    flags: RecvFlags,
+) -> io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = retry(|| {
