@@ -21,9 +21,8 @@
 //!
 //! The state word holds a `kind` (IDLE, SPINNING, WRITING, FULL, TAKING),
 //! the pid of whoever set that kind, `inflight` (socket sends under way),
-//! `seq` (socket sends finished, mod 2^10), `drained` (`seq` when a
-//! receiver last found the socket empty; `dirty` means `seq != drained`),
-//! a generation (counted up by each WRITING) and `off` (the slot is no
+//! `seq` (socket sends finished, mod 2^19), `dirty` (a socket send
+//! finished since a receiver last found the socket empty), a generation (counted up by each WRITING) and `off` (the slot is no
 //! longer used: `inflight` overflowed).
 //!
 //! # Protocol
@@ -31,9 +30,10 @@
 //! *Receiver* (a receive at a message boundary with nothing buffered, while
 //! the spin is on): unless the word shows no socket send under way and not
 //! `dirty` (the socket is then still empty: no system call), read the
-//! socket without blocking (bytes: take them, done); then CAS the word it
-//! read to SPINNING with `drained = seq` (any change in between, such as a
-//! socket send finishing, fails the CAS: start over).
+//! socket without blocking (bytes: take them, done, `dirty` stays set);
+//! then CAS the word it read to SPINNING with `dirty` cleared (any change
+//! in between, such as a socket send finishing, fails the CAS: start
+//! over).
 //! Then spin on the word without system calls: FULL → CAS it to TAKING,
 //! copy the message out, store IDLE; `dirty` → leave (CAS back to IDLE)
 //! and read the socket. When the spin budget runs out, CAS SPINNING back to
@@ -53,17 +53,21 @@
 //! socket: no message is lost, and a send waits no longer than that.
 //! Every other send (too big, with handles, nobody spinning) counts itself
 //! in `inflight` (one CAS), writes the socket, then takes itself out of
-//! `inflight` and counts up `seq` (one CAS).
+//! `inflight`, counts up `seq` and sets `dirty` (one CAS).
 //!
 //! *Order*: a sender uses the slot only when the word shows SPINNING with
 //! no socket send in flight and none finished since a receiver found the
 //! socket empty; so every message sent earlier on the socket is already in
-//! that receiver's hands. (`seq` wraps after 1,024 socket sends: a
-//! receiver preempted between its read of the word and its CAS while
-//! exactly a multiple of 1,024 sends finish could be fooled; likewise a
-//! sender preempted between writing and publishing while 1,024 other
-//! messages of its own process pass through the slot.) A receiver that sees `dirty`
-//! reads the socket first. Messages of one thread keep their order whatever
+//! that receiver's hands. `dirty` is a flag, not a difference of
+//! counters, so a receiver that keeps finding bytes on the socket (a
+//! sender faster than it) never takes the socket for empty however many
+//! sends it reads; `seq` only makes a send that finishes between a
+//! receiver's read of the word and its CAS fail that CAS, and does not
+//! wrap within that window (the socket's buffer holds far fewer than 2^19
+//! messages). A sender preempted between writing and publishing while
+//! 1,024 other messages of its own process pass through the slot could
+//! be fooled by the generation. A receiver that sees `dirty` reads the
+//! socket first. Messages of one thread keep their order whatever
 //! way each travels (socket, slot, handles, large).
 //!
 //! *Dead parties*: a receiver killed while SPINNING leaves a stale word;
@@ -125,12 +129,12 @@ const OFF: u64 = 1 << 3;
 const INFLIGHT_SHIFT: u32 = 4;
 const INFLIGHT_ONE: u64 = 1 << INFLIGHT_SHIFT;
 const INFLIGHT: u64 = ((1 << 8) - 1) << INFLIGHT_SHIFT;
-/// Socket sends finished (mod 2^10).
-const SEQ_SHIFT: u32 = 12;
-const SEQ: u64 = ((1 << 10) - 1) << SEQ_SHIFT;
-/// `SEQ` when a receiver last found the socket empty and spun.
-const DRAINED_SHIFT: u32 = 22;
-const DRAINED: u64 = ((1 << 10) - 1) << DRAINED_SHIFT;
+/// Socket sends finished (mod 2^19).
+/// Set by every socket send that finishes, cleared by a receiver that
+/// found the socket empty when it starts to spin.
+const DIRTY: u64 = 1 << 12;
+const SEQ_SHIFT: u32 = 13;
+const SEQ: u64 = ((1 << 19) - 1) << SEQ_SHIFT;
 const GEN_SHIFT: u32 = 32;
 const GEN: u64 = ((1 << 10) - 1) << GEN_SHIFT;
 /// Pids are below 2^22 (`PID_MAX_LIMIT`).
@@ -144,12 +148,12 @@ fn kind(w: u64) -> u64 {
 /// Whether a socket send finished since a receiver last found the socket
 /// empty.
 fn dirty(w: u64) -> bool {
-    (w & SEQ) >> SEQ_SHIFT != (w & DRAINED) >> DRAINED_SHIFT
+    w & DIRTY != 0
 }
 
 /// `w` marked drained: no socket send finished since.
 fn drained(w: u64) -> u64 {
-    (w & !DRAINED) | (((w & SEQ) >> SEQ_SHIFT) << DRAINED_SHIFT)
+    w & !DIRTY
 }
 
 fn pid(w: u64) -> u32 {
@@ -408,7 +412,7 @@ impl Drop for SocketGuard<'_> {
                 } else {
                     w
                 };
-                Some((w & !SEQ) | ((w & SEQ).wrapping_add(1 << SEQ_SHIFT) & SEQ))
+                Some((w & !SEQ) | ((w & SEQ).wrapping_add(1 << SEQ_SHIFT) & SEQ) | DIRTY)
             });
     }
 }
@@ -671,6 +675,21 @@ mod tests {
         assert!(matches!(a.try_put(&[&f], f.len()), SocketSend::Socket(_)));
         // The finished socket send left `dirty` behind.
         assert!(dirty(a.dir(0).word.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn any_number_of_socket_sends_leaves_the_socket_dirty() {
+        // A receiver that keeps reading bytes never clears `dirty`; the
+        // sends it has not read yet must keep the sender off the slot
+        // whatever their number (a counter compared modulo its width
+        // would read clean again after a full turn).
+        let (a, b) = SlotEnd::pair().unwrap();
+        let mut buf = vec![0u8; 4096];
+        drop(spinning(&b, &mut buf));
+        for n in 1..=(1 << 11) {
+            drop(a.socket_send());
+            assert!(dirty(a.dir(0).word.load(Ordering::Relaxed)), "after {n}");
+        }
     }
 
     #[test]
