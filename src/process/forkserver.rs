@@ -382,6 +382,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     // What every child would otherwise work out for itself on its first
     // connection, settled once here and inherited.
     crate::connection::prime_spin();
+    let _ = crate::runtime::entry::code_segment();
     let mut live: Vec<Live> = Vec::new();
     let mut spare: Option<Spare> = None;
     let mut fds = VecDeque::new();

@@ -39,13 +39,21 @@ pub(crate) fn code_offset(addr: usize) -> u64 {
     addr.wrapping_sub(anchor as fn() -> u32 as usize) as u64
 }
 
+/// The executable segment holding this crate's code, found once: it does
+/// not move while the process lives, and a process forked after the first
+/// call (the fork server's children) inherits the answer.
+pub(crate) fn code_segment() -> Option<(usize, usize)> {
+    static SEGMENT: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *SEGMENT.get_or_init(|| sys::code_segment_containing(anchor as fn() -> u32 as usize))
+}
+
 /// Checks that `offset` from [`anchor`] lands inside this crate's
 /// executable segment and returns the address.
 fn resolve_code(offset: u64) -> Result<usize, String> {
     let base = anchor as fn() -> u32 as usize;
     let addr = base.wrapping_add(offset as usize);
-    let (start, end) = sys::code_segment_containing(base)
-        .ok_or_else(|| "cannot locate this binary's code segment".to_string())?;
+    let (start, end) =
+        code_segment().ok_or_else(|| "cannot locate this binary's code segment".to_string())?;
     if !(start..end).contains(&addr) {
         return Err(format!(
             "entry offset {offset:#x} points outside the code segment"
