@@ -180,9 +180,15 @@ fn read_pid_of_pidfd(fd: BorrowedFd<'_>) -> Option<u32> {
         .map(|p| p as u32)
 }
 
-fn start_server() -> Result<Client> {
+/// Starts a server; `bind_now`: with symbols bound at load (see
+/// [`role::spawn_bound`]).
+fn start_server(bind_now: bool) -> Result<Client> {
     let (client, server) = sys::socketpair(SocketKind::SeqPacket)?;
-    let pid = role::spawn(role::FORKSERVER, None, server.as_fd())?;
+    let pid = if bind_now {
+        role::spawn_bound(role::FORKSERVER, None, server.as_fd())?
+    } else {
+        role::spawn(role::FORKSERVER, None, server.as_fd())?
+    };
     let pidfd = sys::pidfd_open(pid)?;
     static SHUTDOWN_AT_EXIT: std::sync::Once = std::sync::Once::new();
     SHUTDOWN_AT_EXIT.call_once(|| sys::at_exit(shutdown_at_exit));
@@ -238,11 +244,17 @@ pub(crate) fn fork_child(
 ) -> Result<(Forked, Option<Result<()>>)> {
     let mut present = None;
     let mut last_err = None;
+    let mut bind_now = true;
     for _attempt in 0..2 {
         let mut guard = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(start_server()?);
+        let fresh = guard.is_none();
+        if fresh {
+            *guard = Some(start_server(bind_now)?);
         }
+        // A server started just now that cannot be reached is replaced by
+        // one that binds symbols lazily, in case binding them all at load
+        // is what failed (a library with a symbol nothing defines).
+        bind_now = !fresh;
         let client = guard.as_ref().expect("set above");
         let (status_here, status_there) = sys::socketpair(SocketKind::SeqPacket)?;
         let mut req = [0u8; REQUEST];

@@ -26,6 +26,29 @@ pub(crate) const SHM_TRACKER: &str = "shm-tracker";
 /// and returns its pid. The new process is named `name`, or after this
 /// program when `None`.
 pub(crate) fn spawn(role: &str, name: Option<&CStr>, give: BorrowedFd<'_>) -> io::Result<u32> {
+    spawn_with(role, name, give, false)
+}
+
+/// [`spawn`], with every symbol of every library bound at load
+/// ([`BIND_NOW_VAR`]) unless the environment already says how to bind.
+/// The new process removes the variable at once, so its own children
+/// never see it. For the fork server: its children then do not each
+/// resolve symbols again, page by page, when they first call them (most
+/// of all in `exit`).
+pub(crate) fn spawn_bound(
+    role: &str,
+    name: Option<&CStr>,
+    give: BorrowedFd<'_>,
+) -> io::Result<u32> {
+    spawn_with(role, name, give, true)
+}
+
+fn spawn_with(
+    role: &str,
+    name: Option<&CStr>,
+    give: BorrowedFd<'_>,
+    bind_now: bool,
+) -> io::Result<u32> {
     let argv0 = match name {
         Some(name) => name.to_owned(),
         None => {
@@ -34,23 +57,19 @@ pub(crate) fn spawn(role: &str, name: Option<&CStr>, give: BorrowedFd<'_>) -> io
         }
     };
     let var = ROLE_VAR.to_str().map_err(io::Error::other)?;
-    // The fork server binds every symbol of every library at load, once,
-    // so that the children it forks do not each resolve them again, page
-    // by page, when they first call them (most of all in `exit`). The
-    // server removes the variable at once, so its children never see it.
-    let bind_now = BIND_NOW_VAR.to_str().map_err(io::Error::other)?;
-    let set_bind_now = role == FORKSERVER && std::env::var_os(bind_now).is_none();
+    let bind_var = BIND_NOW_VAR.to_str().map_err(io::Error::other)?;
+    let set_bind_now = bind_now && std::env::var_os(bind_var).is_none();
     let mark = if set_bind_now { BIND_NOW_MARK } else { "" };
     let value = format!("{role}:{}{mark}", sys::getpid());
     let mut env = vec![(var, value.as_str())];
     if set_bind_now {
-        env.push((bind_now, "1"));
+        env.push((bind_var, "1"));
     }
     sys::spawn_self(&argv0, &env, give)
 }
 
 /// The dynamic loader's variable for binding symbols at load.
 pub(crate) const BIND_NOW_VAR: &CStr = c"LD_BIND_NOW";
-/// The end of a role's value when [`spawn`] set [`BIND_NOW_VAR`] for it
+/// The end of a role's value when [`spawn_bound`] set [`BIND_NOW_VAR`] for it
 /// (and the new process is to remove it).
 pub(crate) const BIND_NOW_MARK: &str = ":bind-now";
