@@ -22,8 +22,9 @@
 //! The state word holds a `kind` (IDLE, SPINNING, WRITING, FULL, TAKING),
 //! the pid of whoever set that kind, `inflight` (socket sends under way),
 //! `seq` (socket sends finished, mod 2^19), `dirty` (a socket send
-//! finished since a receiver last found the socket empty), a generation (counted up by each WRITING) and `off` (the slot is no
-//! longer used: `inflight` overflowed).
+//! finished since a receiver last found the socket empty), a generation
+//! (counted up by each WRITING) and `off` (the slot is no longer used:
+//! `inflight` overflowed).
 //!
 //! # Protocol
 //!
@@ -129,10 +130,10 @@ const OFF: u64 = 1 << 3;
 const INFLIGHT_SHIFT: u32 = 4;
 const INFLIGHT_ONE: u64 = 1 << INFLIGHT_SHIFT;
 const INFLIGHT: u64 = ((1 << 8) - 1) << INFLIGHT_SHIFT;
-/// Socket sends finished (mod 2^19).
 /// Set by every socket send that finishes, cleared by a receiver that
 /// found the socket empty when it starts to spin.
 const DIRTY: u64 = 1 << 12;
+/// Socket sends finished (mod 2^19).
 const SEQ_SHIFT: u32 = 13;
 const SEQ: u64 = ((1 << 19) - 1) << SEQ_SHIFT;
 const GEN_SHIFT: u32 = 32;
